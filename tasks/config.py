@@ -1,0 +1,198 @@
+"""Typed, validated params: one frozen model per params.yaml section, and the paths derived from them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tasks.errors import ParamsError
+
+
+class Section(BaseModel):
+    """A params.yaml section: unknown keys and bad values fail at load time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseParams(Section):
+    seed: int = 42  # the only source of randomness for every stage
+    workdir: str = "outputs"  # stage outputs, MLflow's SQLite store and artifacts, relative to the project root
+
+
+class IngestParams(Section):
+    path: str = "data/demo/messages.csv"  # the labeled file, relative to the project root
+    text_column: str = "text"
+    label_column: str = "label"
+    timestamp_column: str | None = None  # None: no time order, the split is stratified
+
+
+class ValidateParams(Section):
+    labels: list[str] = []  # the known label set; empty accepts any label
+    min_examples_per_class: int = Field(8, ge=1)
+
+
+class SplitParams(Section):
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)  # the most recent share when timestamps exist
+
+
+class FinetuneParams(Section):
+    backbone: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2) or a local model folder
+    strategy: Literal["lora"] = "lora"
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(128, ge=8)  # tokens; each batch is padded only to its own longest text
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_target_modules: list[str] = Field(["query", "value"], min_length=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA with bf16 when present, else the CPU
+
+
+class EvaluateParams(Section):
+    drift_report: bool = True  # the Evidently HTML report (drift of holdout vs training rows, quality)
+    batch_size: int = Field(64, ge=1)
+
+
+class RegisterParams(Section):
+    model_name: str = Field("nichetune-demo", min_length=1)
+    experiment: str = Field("nichetune", min_length=1)
+    alias: str = Field("challenger", min_length=1)
+
+
+class Params(Section):
+    base: BaseParams = BaseParams()
+    ingest: IngestParams = IngestParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    split: SplitParams = SplitParams()
+    finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register_: RegisterParams = Field(RegisterParams(), alias="register")
+
+    # `validate` and `register` are BaseModel attributes, so those two fields carry a trailing underscore.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def validate(self) -> ValidateParams:  # type: ignore[override]
+        return self.validate_
+
+    @property
+    def register(self) -> RegisterParams:  # type: ignore[override]
+        return self.register_
+
+    def as_dict(self) -> dict:
+        """The params as params.yaml spells them."""
+        return self.model_dump(by_alias=True, mode="json")
+
+    def digest(self) -> str:
+        """A short, stable hash of every resolved value, to tell runs with the same params apart."""
+        text = json.dumps(self.as_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class Paths(BaseModel):
+    """Where each stage reads and writes; derived from the project root and `base.workdir` only."""
+
+    model_config = ConfigDict(frozen=True)
+    root: Path
+    workdir: Path
+
+    @classmethod
+    def of(cls, root: Path, params: Params) -> "Paths":
+        root = Path(root).resolve()
+        return cls(root=root, workdir=root / params.base.workdir)
+
+    def stage(self, name: str) -> Path:
+        """The output folder of one stage (what dvc.yaml names as `${base.workdir}/<stage>`)."""
+        return self.workdir / name
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.workdir / "mlflow" / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.workdir / "mlflow" / "artifacts"
+
+
+def load_params(path: Path, overrides: list[str] | None = None) -> Params:
+    """Read params.yaml, apply `section.key=value` overrides, and validate everything before any work."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found; pass --params FILE or run from the project folder") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({_one_line(err)}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected sections such as 'finetune:', found a {type(raw).__name__}")
+    for item in overrides or []:
+        _apply_override(raw, item, path)
+    return parse_params(raw, source=str(path))
+
+
+def parse_params(raw: dict, source: str = "params") -> Params:
+    """Validate a params mapping; the error names the key, the bad value and what is allowed."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_describe(err.errors()[0], raw, source)) from None
+
+
+def _apply_override(raw: dict, item: str, source: Path) -> None:
+    key, sep, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ParamsError(f"--set {item!r}: expected SECTION.KEY=VALUE, for example finetune.epochs=3")
+    section, name = parts
+    if section not in _section_names():
+        known = ", ".join(_section_names())
+        raise ParamsError(f"--set {item!r}: unknown section {section!r}; sections are: {known}")
+    target = raw.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise ParamsError(f"{source}: section {section!r} must be a mapping of keys to values")
+    target[name] = yaml.safe_load(text) if text.strip() else None
+
+
+def _section_names() -> list[str]:
+    return [field.alias or name for name, field in Params.model_fields.items()]
+
+
+def _describe(error: dict, raw: dict, source: str) -> str:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        return f"{source}: unknown key {key!r}; allowed keys here: {', '.join(allowed)}"
+    value = _lookup(raw, loc)
+    return f"{source}: {key} = {value!r} is not allowed: {error['msg']}"
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    if not loc:
+        return _section_names()
+    fields = {field.alias or name: field for name, field in Params.model_fields.items()}
+    return sorted(fields[loc[0]].annotation.model_fields)
+
+
+def _lookup(raw: dict, loc: list[str]):
+    value = raw
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())

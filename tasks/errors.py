@@ -1,0 +1,17 @@
+"""Errors meant for people: each message is one line naming the file, row or key and what to do."""
+
+
+class NichetuneError(Exception):
+    """A problem the user can fix; the CLI prints the message alone and exits non-zero."""
+
+
+class ParamsError(NichetuneError):
+    """A bad params.yaml key or value, found before any work starts."""
+
+
+class DataError(NichetuneError):
+    """Labeled data that cannot be read or lacks what params name."""
+
+
+class ValidationFailed(NichetuneError):
+    """The Great Expectations suite failed; the message is the readable summary."""

@@ -1,0 +1,60 @@
+"""Split: the most recent rows are the holdout when there are timestamps; a stratified split otherwise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from tasks.config import SplitParams
+
+TRAIN_FILE = "train.parquet"
+HOLDOUT_FILE = "holdout.parquet"
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    train: Path
+    holdout: Path
+    train_rows: int
+    holdout_rows: int
+    by_time: bool  # True: the holdout is the most recent share; False: stratified at random
+
+
+def split_frame(frame: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """Return (train, holdout, by_time) for a dataset with columns text, label and maybe timestamp."""
+    n_holdout = max(1, round(len(frame) * cfg.holdout_fraction))
+    if "timestamp" in frame and frame["timestamp"].notna().all():
+        ordered = frame.sort_values("timestamp", kind="stable")
+        return ordered.iloc[:-n_holdout], ordered.iloc[-n_holdout:], True
+    counts = frame["label"].value_counts()
+    stratify = frame["label"] if counts.min() >= 2 and n_holdout >= len(counts) else None
+    train, holdout = train_test_split(frame, test_size=n_holdout, random_state=seed, stratify=stratify)
+    return train, holdout, False
+
+
+def run(cfg: SplitParams, seed: int, dataset: Path, out_dir: Path) -> SplitResult:
+    """Split the ingested dataset and write train and holdout parquet files."""
+    train, holdout, by_time = split_frame(pd.read_parquet(dataset), cfg, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train.to_parquet(out_dir / TRAIN_FILE, index=False)
+    holdout.to_parquet(out_dir / HOLDOUT_FILE, index=False)
+    return SplitResult(out_dir / TRAIN_FILE, out_dir / HOLDOUT_FILE, len(train), len(holdout), by_time)
+
+
+def main() -> None:
+    """`python -m tasks.split`: the dvc.yaml stage."""
+    from tasks.ingest import DATASET_FILE
+    from tasks.stage import stage_main
+
+    stage_main(
+        lambda params, paths: run(
+            params.split, params.base.seed, paths.stage("ingest") / DATASET_FILE, paths.stage("split")
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

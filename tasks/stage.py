@@ -1,0 +1,28 @@
+"""The entry point shared by every `python -m tasks.<stage>` command that dvc.yaml runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from tasks.config import Params, Paths, load_params
+from tasks.errors import NichetuneError
+from tasks.runtime import quiet_offline_defaults
+
+
+def stage_main(run: Callable[[Params, Paths], object], argv: list[str] | None = None) -> None:
+    """Parse `--params FILE` and `--set K=V`, run one stage from the project root, print errors as one line."""
+    parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip())
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = parser.parse_args(argv)
+    quiet_offline_defaults()
+    try:
+        params = load_params(Path(args.params), args.overrides)
+        result = run(params, Paths.of(Path.cwd(), params))
+    except NichetuneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(result)
