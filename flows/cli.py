@@ -1,0 +1,76 @@
+"""The `nichetune` command: parses arguments, checks params before any work, and starts the flow."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tasks.config import Params, Paths, load_params
+from tasks.errors import NichetuneError
+from tasks.runtime import quiet_offline_defaults
+
+
+def find_root(start: Path) -> Path:
+    """The project root: the nearest folder at or above `start` that holds a .dvc folder."""
+    for folder in [start, *start.parents]:
+        if (folder / ".dvc").is_dir():
+            return folder
+    return start
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nichetune", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="ingest, validate, fine-tune, evaluate and register, as one Prefect flow")
+    run.add_argument("--params", default="params.yaml", help="params file (default: params.yaml in the project)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override one value for this run, e.g. --set finetune.epochs=3 (repeatable)")
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> None:
+    root = find_root(Path.cwd())
+    params_file = Path(args.params)
+    params = load_params(params_file if params_file.is_absolute() else root / params_file, args.overrides)
+    from flows.pipeline import train_pipeline  # Prefect and the ML stack load only once params are good
+
+    result = train_pipeline(root=str(root), params_file=str(params_file), overrides=args.overrides)
+    print(where_things_are(result, params, Paths.of(root, params)))
+
+
+def where_things_are(result: dict, params: Params, paths: Paths) -> str:
+    """The closing lines of a run: the registered model, the reports, and how to open the UIs."""
+    from tasks.register import tracking_uri
+
+    uri = tracking_uri(paths)
+    mlflow_ui = uri if uri.startswith("http") else "http://127.0.0.1:5000  (start it with `make ui`)"
+    prefect_ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or (
+        "http://127.0.0.1:4200  (start it with `make ui`; this run is recorded there)"
+    )
+    return "\n".join([
+        "",
+        f"Registered model: models:/{result['model_name']}@{params.register.alias} "
+        f"(version {result['version']}, MLflow run {result['run_id']})",
+        f"  holdout accuracy {result['metrics']['accuracy']:.3f}, macro-F1 {result['metrics']['macro_f1']:.3f}",
+        f"Reports:          {paths.stage('evaluate')}",
+        f"MLflow store:     {uri}",
+        f"MLflow UI:        {mlflow_ui}",
+        f"Prefect UI:       {prefect_ui}",
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `nichetune` console command."""
+    args = build_parser().parse_args(argv)
+    quiet_offline_defaults()
+    try:
+        {"run": run_command}[args.command](args)
+    except NichetuneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

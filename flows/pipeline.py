@@ -1,0 +1,66 @@
+"""The training pipeline as one Prefect flow: it only calls the stage functions of `tasks/` in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import evaluate, finetune, ingest, register, split, validate, versioning
+from tasks.config import Params, Paths, load_params
+
+# Stages read files and write files; their results are small records. Nothing is cached between runs,
+# because a retrain must really retrain. Validation failures are final, so no stage retries on them.
+stage = task(cache_policy=NO_CACHE)
+
+
+@stage(name="ingest")
+def ingest_task(params: Params, paths: Paths) -> ingest.IngestResult:
+    """Version the labeled data with DVC (add and push when new or changed), then read it."""
+    versioning.track(paths.root, params.ingest.path)
+    return ingest.run(params.ingest, paths.root, paths.stage("ingest"))
+
+
+@stage(name="validate")
+def validate_task(params: Params, dataset: Path, paths: Paths) -> validate.ValidationResult:
+    """Run the Great Expectations suite; a failure stops the flow with a readable summary."""
+    return validate.run(params.validate, dataset, paths.stage("validate"))
+
+
+@stage(name="split")
+def split_task(params: Params, dataset: Path, paths: Paths) -> split.SplitResult:
+    """Hold out the most recent rows (or a stratified share)."""
+    return split.run(params.split, params.base.seed, dataset, paths.stage("split"))
+
+
+@stage(name="finetune")
+def finetune_task(params: Params, train: Path, paths: Paths) -> finetune.FinetuneResult:
+    """Fine-tune the backbone on the training rows."""
+    return finetune.run(params.finetune, params.base.seed, train, paths.stage("finetune"))
+
+
+@stage(name="evaluate")
+def evaluate_task(params: Params, model_dir: Path, splits: split.SplitResult, paths: Paths) -> evaluate.EvalResult:
+    """Score the holdout and write the per-class and Evidently reports."""
+    return evaluate.run(params.evaluate, model_dir, splits.train, splits.holdout, paths.stage("evaluate"))
+
+
+@stage(name="register")
+def register_task(params: Params, paths: Paths) -> register.Registration:
+    """Log the run to MLflow and register the model version under the `challenger` alias."""
+    return register.run(params, paths)
+
+
+@flow(name="nichetune-train", log_prints=True)
+def train_pipeline(root: str = ".", params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """Labeled file -> validated data -> fine-tuned model -> evaluation -> registered challenger."""
+    params = load_params(Path(root) / params_file, overrides)
+    paths = Paths.of(Path(root), params)
+    ingested = ingest_task(params, paths)
+    validate_task(params, ingested.dataset, paths)
+    splits = split_task(params, ingested.dataset, paths)
+    tuned = finetune_task(params, splits.train, paths)
+    evaluate_task(params, tuned.model_dir, splits, paths)
+    registration = register_task(params, paths)
+    return registration.as_dict()

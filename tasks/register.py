@@ -1,0 +1,187 @@
+"""Register: one MLflow run with params, metrics, reports and tags, and a registered model version aliased
+`challenger`. The tracking store is the project's SQLite file unless MLFLOW_TRACKING_URI names a server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from importlib.metadata import version as installed
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.config import Params, Paths
+from tasks.versioning import git_commit
+
+REGISTERED_FILE = "registered.json"
+RUNTIME_PACKAGES = ["torch", "transformers", "pandas", "numpy", "mlflow"]  # what the logged model imports
+
+
+@dataclass(frozen=True)
+class Registration:
+    model_name: str
+    version: str
+    alias: str
+    run_id: str
+    tracking_uri: str
+    metrics: dict
+    tags: dict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def tracking_uri(paths: Paths) -> str:
+    """MLFLOW_TRACKING_URI when set (a team server), else SQLite inside the project's workdir."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db}"
+
+
+def run_tags(params: Params, paths: Paths, stage_outputs: dict) -> dict:
+    """What ties a model version to its inputs: data version, code commit, params hash, device."""
+    data = stage_outputs["data_version"]
+    return {
+        "data_version": data["md5"],
+        "data_path": data["path"],
+        "data_tracked_by_dvc": str(data["tracked"]).lower(),
+        "git_commit": git_commit(paths.root),
+        "params_hash": params.digest(),
+        "strategy": params.finetune.strategy,
+        "backbone": params.finetune.backbone,
+        "device": stage_outputs["training"]["device"],
+        "seed": str(params.base.seed),
+    }
+
+
+def read_stage_outputs(paths: Paths) -> dict:
+    """The records earlier stages left on disk (the same files whether the flow or `dvc repro` ran them)."""
+    from tasks.evaluate import METRICS_FILE, REPORTS_DIR
+    from tasks.finetune import LOG_FILE, MODEL_DIR
+    from tasks.ingest import VERSION_FILE
+
+    read = lambda path: json.loads(path.read_text())  # noqa: E731
+    return {
+        "data_version": read(paths.stage("ingest") / VERSION_FILE),
+        "training": read(paths.stage("finetune") / LOG_FILE),
+        "metrics": read(paths.stage("evaluate") / METRICS_FILE),
+        "model_dir": paths.stage("finetune") / MODEL_DIR,
+        "reports": paths.stage("evaluate") / REPORTS_DIR,
+        "validation": paths.stage("validate"),
+    }
+
+
+def run(params: Params, paths: Paths) -> Registration:
+    """Log everything about this training to MLflow and register the model as the new challenger."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    _quiet_mlflow()
+    outputs = read_stage_outputs(paths)
+    uri = tracking_uri(paths)
+    tags = run_tags(params, paths, outputs)
+    name = params.register.model_name
+    with _tracking(uri), mlflow.start_run(
+        run_name=f"{name}-{tags['data_version'][:8]}",
+        experiment_id=_experiment_id(params.register.experiment, uri, paths),
+    ) as active:
+        mlflow.log_params(_flatten(params.as_dict()))
+        mlflow.log_metrics({k: v for k, v in outputs["metrics"].items() if isinstance(v, (int, float))})
+        mlflow.log_metrics({"train_seconds": outputs["training"]["seconds"]})
+        mlflow.set_tags(tags)
+        mlflow.log_artifacts(str(outputs["reports"]), "reports")
+        mlflow.log_artifacts(str(outputs["validation"]), "validation")
+        info = _log_model(outputs["model_dir"], name)
+    client = MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, params.register.alias, version)
+    for key, value in {**tags, **_metric_tags(outputs["metrics"])}.items():
+        client.set_model_version_tag(name, version, key, value)
+    registration = Registration(name, version, params.register.alias, active.info.run_id, uri,
+                                outputs["metrics"], tags)
+    out = paths.stage("register")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / REGISTERED_FILE).write_text(json.dumps(registration.as_dict(), indent=2))
+    return registration
+
+
+def _log_model(model_dir: Path, name: str):
+    import mlflow
+
+    from tasks.predict import TextClassifierModel
+
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=TextClassifierModel(),
+        artifacts={"model_dir": str(model_dir)},
+        code_paths=[str(Path(__file__).parent)],  # the `tasks` package travels with the model
+        pip_requirements=[f"{package}=={installed(package)}" for package in RUNTIME_PACKAGES],
+        input_example=pd.DataFrame({"text": ["where is my order?"]}),
+        registered_model_name=name,
+    )
+
+
+@contextmanager
+def _tracking(uri: str):
+    """Point MLflow at `uri` for one block. MLflow also exports the URI to MLFLOW_TRACKING_URI, which would
+    make the next project in the same process write here, so the user's own value is restored after."""
+    import mlflow
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {name: os.environ.get(name) for name in names}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+
+
+def _experiment_id(name: str, uri: str, paths: Paths) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment:
+        return experiment.experiment_id
+    local = uri == f"sqlite:///{paths.mlflow_db}"
+    location = paths.mlflow_artifacts.as_uri() if local else None  # a server decides its own artifact store
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _metric_tags(metrics: dict) -> dict:
+    return {key: f"{metrics[key]:.4f}" for key in ("accuracy", "macro_f1") if key in metrics}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class _DropPickleNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Passing a Python object as `python_model`" not in record.getMessage()
+
+
+def _quiet_mlflow() -> None:
+    logging.getLogger("mlflow.pyfunc").addFilter(_DropPickleNotice())
+
+
+def main() -> None:
+    """`python -m tasks.register`: the dvc.yaml stage."""
+    from tasks.stage import stage_main
+
+    stage_main(run)
+
+
+if __name__ == "__main__":
+    main()
