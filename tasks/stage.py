@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -25,4 +27,12 @@ def stage_main(run: Callable[[Params, Paths], object], argv: list[str] | None = 
     except NichetuneError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(result)
+    print(_describe(result))
+
+
+def _describe(result: object) -> str:
+    """What a stage returned, as readable text: strings as they are, records as indented JSON."""
+    if isinstance(result, str):
+        return result
+    record = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
+    return json.dumps(record, indent=2, default=str)

@@ -53,13 +53,17 @@ def track(root: Path, rel_path: str) -> DataVersion:
         repo = Repo(str(root))
     except Exception as err:  # NotDvcRepoError and friends: say what to do instead of a traceback
         raise DataError(f"{root}: not a DVC project ({err}); run `git init && dvc init` there") from None
+    from dvc.exceptions import DvcException
+
     with repo:
-        if not path.exists() and _dvc_file(path).exists():
-            repo.pull(targets=[str(_dvc_file(path))])
-        version = data_version(root, rel_path)
-        if not version.tracked:
-            repo.add([str(path)])
-        repo.push(targets=[str(_dvc_file(path))])
+        try:
+            if not path.exists() and _dvc_file(path).exists():
+                repo.pull(targets=[str(_dvc_file(path))])
+            if not data_version(root, rel_path).tracked:
+                repo.add([str(path)])
+            repo.push(targets=[str(_dvc_file(path))])
+        except DvcException as err:
+            raise DataError(f"{rel_path}: DVC could not version it: {' '.join(str(err).split())}") from None
     return data_version(root, rel_path)
 
 

@@ -1,0 +1,100 @@
+"""Shared fixtures: a tiny random BERT, a temporary DVC project holding real labeled rows, Prefect's harness."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tasks.runtime import quiet_offline_defaults
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+quiet_offline_defaults()
+
+
+def pytest_configure(config):
+    if not SHARED_DATA.is_dir():
+        raise pytest.UsageError(f"{SHARED_DATA}: the shared real datasets are missing; tests need ../shared/data")
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """A 2-layer BERT with random weights and the packaged MiniLM tokenizer: fast mechanics, no download."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tasks.model import backbone_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(backbone_path("minilm"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def cfpb_sample(per_class: int = 25, classes: int = 4) -> pd.DataFrame:
+    """Real complaints (CFPB, 2023) from the most common issues, `per_class` rows each, in time order."""
+    frame = pd.read_csv(SHARED_DATA / "cfpb_payday_2023" / "complaints.csv")
+    top = frame["issue"].value_counts().index[:classes]
+    rows = [frame[frame["issue"] == issue].iloc[::7].head(per_class) for issue in top]
+    sample = pd.concat(rows).sort_values("date_received", kind="stable")
+    return sample[["complaint_id", "date_received", "text", "issue"]].reset_index(drop=True)
+
+
+def make_project(root: Path, frame: pd.DataFrame, params: dict) -> Path:
+    """A fresh git + DVC project with a local directory remote, one labeled CSV and a params.yaml."""
+    root.mkdir(parents=True, exist_ok=True)
+    run = lambda *cmd: subprocess.run(cmd, cwd=root, check=True, capture_output=True)  # noqa: E731
+    run("git", "init", "-q")
+    run("git", "config", "user.email", "test@example.org")
+    run("git", "config", "user.name", "nichetune tests")
+    from dvc.repo import Repo
+
+    Repo.init(str(root))
+    with Repo(str(root)) as repo:
+        with repo.config.edit() as config:
+            config["core"]["remote"] = "local"
+            config["core"]["analytics"] = False
+            config["remote"]["local"] = {"url": str(root.parent / f"{root.name}-remote")}
+    (root / "data").mkdir()
+    frame.to_csv(root / "data" / "labeled.csv", index=False)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    run("git", "add", "params.yaml", "dvc.yaml", ".dvc", ".dvcignore")  # the data is DVC's to version
+    run("git", "commit", "-q", "-m", "a test project")
+    return root
+
+
+def project_params(backbone: str, **sections) -> dict:
+    """params.yaml for a CFPB sample project; keyword arguments replace whole keys inside sections."""
+    params = {
+        "base": {"seed": 7, "workdir": "outputs"},
+        "ingest": {"path": "data/labeled.csv", "text_column": "text", "label_column": "issue",
+                   "timestamp_column": "date_received"},
+        "validate": {"labels": [], "min_examples_per_class": 5},
+        "split": {"holdout_fraction": 0.25},
+        "finetune": {"backbone": backbone, "epochs": 2, "batch_size": 8, "max_length": 64,
+                     "learning_rate": 0.005},
+        "evaluate": {"drift_report": True},
+        "register": {"model_name": "complaints", "experiment": "tests"},
+    }
+    for section, values in sections.items():
+        params[section].update(values)
+    return params
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's real test harness: a temporary server and database for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

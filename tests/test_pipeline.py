@@ -1,0 +1,79 @@
+"""Integration: the whole Prefect flow on a temporary git + DVC project, MLflow on SQLite, a tiny random BERT."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from flows.pipeline import train_pipeline
+from tasks.errors import ValidationFailed
+from tasks.model import Classifier
+from tasks.predict import predict_frame
+from tests.conftest import cfpb_sample, make_project, project_params
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_backbone, prefect_harness):
+    root = make_project(tmp_path_factory.mktemp("flow") / "project", cfpb_sample(),
+                        project_params(str(tiny_backbone)))
+    result = train_pipeline(root=str(root))
+    return root, result
+
+
+def test_flow_registers_a_challenger_tagged_with_data_version_and_commit(trained):
+    root, result = trained
+    client = MlflowClient(tracking_uri=result["tracking_uri"], registry_uri=result["tracking_uri"])
+    version = client.get_model_version_by_alias("complaints", "challenger")
+    dvc_md5 = yaml.safe_load((root / "data" / "labeled.csv.dvc").read_text())["outs"][0]["md5"]
+    assert str(version.version) == result["version"] == "1"
+    assert version.tags["data_version"] == dvc_md5
+    assert version.tags["git_commit"].removesuffix("-dirty") == result["tags"]["git_commit"].removesuffix("-dirty")
+    assert len(version.tags["git_commit"].removesuffix("-dirty")) == 40
+    assert version.tags["params_hash"] == result["tags"]["params_hash"]
+    run = client.get_run(result["run_id"])
+    assert run.data.metrics["accuracy"] == pytest.approx(result["metrics"]["accuracy"])
+    assert run.data.params["finetune.epochs"] == "2"
+
+
+def test_ingest_versions_the_data_with_dvc_and_pushes_it(trained):
+    root, result = trained
+    md5 = result["tags"]["data_version"]
+    assert (root.parent / "project-remote" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+    assert json.loads((root / "outputs" / "ingest" / "data_version.json").read_text())["tracked"] is True
+
+
+def test_reports_are_written_and_logged(trained):
+    root, result = trained
+    reports = root / "outputs" / "evaluate" / "reports"
+    assert (reports / "evidently_report.html").stat().st_size > 100_000
+    drift = json.loads((reports / "drift.json").read_text())
+    assert set(drift["columns"]) == {"text", "text_length"}
+    per_class = pd.read_csv(reports / "per_class.csv")
+    assert len(per_class) >= 4 and {"precision", "recall", "f1-score"} <= set(per_class.columns)
+    artifacts = {a.path for a in MlflowClient(result["tracking_uri"]).list_artifacts(result["run_id"], "reports")}
+    assert "reports/evidently_report.html" in artifacts
+
+
+def test_registered_model_reloads_with_the_same_predictions(trained):
+    root, result = trained
+    texts = cfpb_sample(per_class=3)["text"].tolist() + ["I was charged a late fee twice", ""]
+    before = predict_frame(Classifier(root / "outputs" / "finetune" / "model"), texts)
+    mlflow.set_tracking_uri(result["tracking_uri"])
+    loaded = mlflow.pyfunc.load_model("models:/complaints@challenger")
+    after = loaded.predict(pd.DataFrame({"text": texts}))
+    assert after["prediction"].tolist() == before["prediction"].tolist()
+    pd.testing.assert_frame_equal(after, before, atol=1e-6)
+
+
+def test_a_failed_validation_stops_the_flow_before_training(tmp_path, tiny_backbone, prefect_harness):
+    params = project_params(str(tiny_backbone), validate={"labels": [], "min_examples_per_class": 50})
+    root = make_project(tmp_path / "project", cfpb_sample(), params)
+    with pytest.raises(ValidationFailed, match="at least 50 examples of"):
+        train_pipeline(root=str(root))
+    assert not (root / "outputs" / "finetune").exists()
+    assert not (root / "outputs" / "mlflow").exists()
