@@ -27,7 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--params", default="params.yaml", help="params file (default: params.yaml in the project)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one value for this run, e.g. --set finetune.epochs=3 (repeatable)")
+    ui = commands.add_parser("ui", help="start the Prefect and MLflow UIs on 127.0.0.1 until Ctrl-C")
+    ui.add_argument("--params", default="params.yaml", help="params file (its base.workdir holds MLflow's store)")
+    ui.add_argument("--prefect-port", type=int, default=4200)
+    ui.add_argument("--mlflow-port", type=int, default=5000)
     return parser
+
+
+def ui_command(args: argparse.Namespace) -> None:
+    from flows.ui import serve
+
+    root = find_root(Path.cwd())
+    params = load_params(root / args.params)
+    serve(Paths.of(root, params), args.prefect_port, args.mlflow_port)
 
 
 def run_command(args: argparse.Namespace) -> None:
@@ -45,9 +57,9 @@ def where_things_are(result: dict, params: Params, paths: Paths) -> str:
     from tasks.register import tracking_uri
 
     uri = tracking_uri(paths)
-    mlflow_ui = uri if uri.startswith("http") else "http://127.0.0.1:5000  (start it with `make ui`)"
+    mlflow_ui = uri if uri.startswith("http") else "http://127.0.0.1:5000  (start it with `nichetune ui`)"
     prefect_ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or (
-        "http://127.0.0.1:4200  (start it with `make ui`; this run is recorded there)"
+        "http://127.0.0.1:4200  (start it with `nichetune ui`; this run is recorded there)"
     )
     return "\n".join([
         "",
@@ -66,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     quiet_offline_defaults()
     try:
-        {"run": run_command}[args.command](args)
+        {"run": run_command, "ui": ui_command}[args.command](args)
     except NichetuneError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

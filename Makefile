@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   install, then run the whole pipeline on the demo data
+#   make test   install, then run every test (what CI runs)
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install ui repro clean
+
+# torch first, by its exact version: it matches the CPU wheel, where an open range pulls a multi-GB CUDA
+# build. Then the locked versions of everything else, then this project itself.
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/nichetune run
+
+test: install
+	$(BIN)/pytest
+
+ui: install
+	$(BIN)/nichetune ui
+
+repro: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+clean:
+	rm -rf outputs
