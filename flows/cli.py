@@ -46,8 +46,9 @@ def run_command(args: argparse.Namespace) -> None:
     root = find_root(Path.cwd())
     params_file = Path(args.params)
     params = load_params(params_file if params_file.is_absolute() else root / params_file, args.overrides)
-    from flows.pipeline import train_pipeline  # Prefect and the ML stack load only once params are good
+    from flows.pipeline import hide_tracebacks_of_user_errors, train_pipeline  # loaded once params are good
 
+    hide_tracebacks_of_user_errors()
     result = train_pipeline(root=str(root), params_file=str(params_file), overrides=args.overrides)
     print(where_things_are(result, params, Paths.of(root, params)))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from prefect import flow, task
@@ -9,10 +10,26 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import evaluate, finetune, ingest, register, split, validate, versioning
 from tasks.config import Params, Paths, load_params
+from tasks.errors import NichetuneError
 
 # Stages read files and write files; their results are small records. Nothing is cached between runs,
 # because a retrain must really retrain. Validation failures are final, so no stage retries on them.
 stage = task(cache_policy=NO_CACHE)
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Bad data or params are the user's to fix: log the message Prefect records, without a stack trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], NichetuneError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def hide_tracebacks_of_user_errors() -> None:
+    """Install the filter on Prefect's run loggers (called once by the CLI, not at import)."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_UserErrorsWithoutTraceback())
 
 
 @stage(name="ingest")
@@ -25,7 +42,7 @@ def ingest_task(params: Params, paths: Paths) -> ingest.IngestResult:
 @stage(name="validate")
 def validate_task(params: Params, dataset: Path, paths: Paths) -> validate.ValidationResult:
     """Run the Great Expectations suite; a failure stops the flow with a readable summary."""
-    return validate.run(params.validate, dataset, paths.stage("validate"))
+    return validate.run(params.validate, dataset, paths.stage("validate"), source=params.ingest.path)
 
 
 @stage(name="split")

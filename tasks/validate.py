@@ -88,8 +88,10 @@ def validate_frame(frame: pd.DataFrame, cfg: ValidateParams, docs_dir: Path | No
     return checks, _build_docs(context, docs_dir) if docs_dir else None
 
 
-def run(cfg: ValidateParams, dataset: Path, out_dir: Path) -> ValidationResult:
-    """Validate the ingested dataset; write summary.json and Data Docs; raise ValidationFailed on any failure."""
+def run(cfg: ValidateParams, dataset: Path, out_dir: Path, source: str | None = None) -> ValidationResult:
+    """Validate the ingested dataset; write summary.json and Data Docs; raise ValidationFailed on any failure.
+
+    `source` names the user's file in the error (the dataset itself is an intermediate parquet)."""
     frame = pd.read_parquet(dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
     checks, docs = validate_frame(frame, cfg, out_dir / DOCS_DIR)
@@ -97,7 +99,8 @@ def run(cfg: ValidateParams, dataset: Path, out_dir: Path) -> ValidationResult:
     record = {"success": result.success, "rows": result.rows, "checks": [c.__dict__ for c in checks]}
     result.summary.write_text(json.dumps(record, indent=2, default=str))
     if not result.success:
-        raise ValidationFailed(f"{dataset}: {result.text()}\nfix the data or the validate section of params.yaml")
+        raise ValidationFailed(f"{source or dataset}: {result.text()}\n"
+                               f"fix the data or the validate section of params.yaml; details: {result.summary}")
     return result
 
 
@@ -127,7 +130,7 @@ def main() -> None:
     from tasks.stage import stage_main
 
     stage_main(lambda params, paths: run(
-        params.validate, paths.stage("ingest") / DATASET_FILE, paths.stage("validate")
+        params.validate, paths.stage("ingest") / DATASET_FILE, paths.stage("validate"), params.ingest.path
     ).text())
 
 
