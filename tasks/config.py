@@ -77,7 +77,7 @@ class Params(Section):
     register_: RegisterParams = Field(RegisterParams(), alias="register")
 
     # `validate` and `register` are BaseModel attributes, so those two fields carry a trailing underscore.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @property
     def validate(self) -> ValidateParams:  # type: ignore[override]
@@ -131,8 +131,13 @@ def load_params(path: Path, overrides: list[str] | None = None) -> Params:
         raise ParamsError(f"{path}: params file not found; pass --params FILE or run from the project folder") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML ({_one_line(err)}); fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ParamsError(f"{path}: cannot be read ({_one_line(err)}); pass a UTF-8 YAML file") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected sections such as 'finetune:', found a {type(raw).__name__}")
+    for section, values in raw.items():  # a section whose keys are all commented out means "defaults"
+        if values is None:
+            raw[section] = {}
     for item in overrides or []:
         _apply_override(raw, item, path)
     return parse_params(raw, source=str(path))

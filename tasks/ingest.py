@@ -49,7 +49,7 @@ def read_labeled(path: Path, cfg: IngestParams) -> pd.DataFrame:
         )
     out = pd.DataFrame({name: frame[column] for name, column in wanted.items()})
     out["text"] = out["text"].astype("string").str.strip()
-    out["label"] = out["label"].astype("string").str.strip()
+    out["label"] = out["label"].astype("string").str.strip().replace("", pd.NA)  # a blank cell is no label
     if "timestamp" in out:
         out["timestamp"] = _parse_timestamps(out["timestamp"], path, cfg.timestamp_column)
     return out

@@ -30,7 +30,8 @@ def split_frame(frame: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.Da
         ordered = frame.sort_values("timestamp", kind="stable")
         return ordered.iloc[:-n_holdout], ordered.iloc[-n_holdout:], True
     counts = frame["label"].value_counts()
-    stratify = frame["label"] if counts.min() >= 2 and n_holdout >= len(counts) else None
+    can_stratify = counts.min() >= 2 and min(n_holdout, len(frame) - n_holdout) >= len(counts)
+    stratify = frame["label"] if can_stratify else None
     train, holdout = train_test_split(frame, test_size=n_holdout, random_state=seed, stratify=stratify)
     return train, holdout, False
 

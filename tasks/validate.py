@@ -57,6 +57,7 @@ def build_suite(cfg: ValidateParams, labels: list[str]):
         ("text is present", gxe.ExpectColumnValuesToNotBeNull(column="text")),
         ("text is not blank", gxe.ExpectColumnValuesToMatchRegex(column="text", regex=r"\S")),
         ("label is present", gxe.ExpectColumnValuesToNotBeNull(column="label")),
+        ("two or more classes", gxe.ExpectColumnUniqueValueCountToBeBetween(column="label", min_value=2)),
     ]
     if cfg.labels:
         suite.append((f"label is one of the {len(cfg.labels)} known labels",

@@ -1,0 +1,218 @@
+"""Params: defaults, the repo's params.yaml, one-line errors for each kind of mistake, --set, digest, paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.config import Params, Paths, load_params, parse_params
+from tasks.errors import ParamsError
+from tests.conftest import REPO
+
+
+def write(tmp_path: Path, text: str, name: str = "params.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def params_error(raw: dict) -> str:
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_load_with_the_documented_values():
+    params = Params()
+    assert params.base.seed == 42 and params.base.workdir == "outputs"
+    assert params.finetune.strategy == "lora" and params.finetune.epochs == 10
+    assert params.finetune.lora_target_modules == ["query", "value"]
+    assert params.split.holdout_fraction == 0.2
+    assert params.validate.labels == [] and params.validate.min_examples_per_class == 8
+    assert params.register.alias == "challenger"
+
+
+def test_an_empty_params_file_gives_the_defaults(tmp_path):
+    assert load_params(write(tmp_path, "")) == Params()
+
+
+def test_the_repos_params_yaml_loads_with_its_values():
+    params = load_params(REPO / "params.yaml")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert params.as_dict() == {**Params().as_dict(), **raw}
+    assert params.ingest.timestamp_column == "created_at"
+    assert len(params.validate.labels) == 7
+    assert params.finetune.learning_rate == 0.002
+
+
+def test_unknown_section_names_it_and_lists_the_sections():
+    message = params_error({"trainer": {"epochs": 3}})
+    assert "'trainer'" in message
+    assert "base, ingest, validate, split, finetune, evaluate, register" in message
+
+
+def test_unknown_key_in_a_section_names_it_and_lists_the_allowed_keys():
+    message = params_error({"finetune": {"epoch": 3}})
+    assert "unknown key 'finetune.epoch'" in message
+    assert "backbone, batch_size, device, epochs, learning_rate" in message
+
+
+def test_unknown_key_in_an_aliased_section_lists_that_sections_keys():
+    message = params_error({"validate": {"min_examples": 3}})
+    assert "'validate.min_examples'" in message
+    assert "allowed keys here: labels, min_examples_per_class" in message
+
+
+def test_wrong_type_names_key_value_and_expected_type():
+    message = params_error({"finetune": {"epochs": "many"}})
+    assert "finetune.epochs = 'many'" in message
+    assert "valid integer" in message
+
+
+def test_a_string_where_a_list_belongs_is_reported():
+    message = params_error({"validate": {"labels": "billing"}})
+    assert "validate.labels = 'billing'" in message and "valid list" in message
+
+
+@pytest.mark.parametrize(("section", "key", "value", "allowed"), [
+    ("finetune", "epochs", 0, "greater than or equal to 1"),
+    ("split", "holdout_fraction", 1.5, "less than 1"),
+    ("split", "holdout_fraction", 0, "greater than 0"),
+    ("finetune", "max_length", 4, "greater than or equal to 8"),
+    ("finetune", "lora_dropout", 1.0, "less than 1"),
+])
+def test_out_of_range_numbers_name_key_value_and_bound(section, key, value, allowed):
+    message = params_error({section: {key: value}})
+    assert f"{section}.{key} = {value!r} is not allowed" in message
+    assert allowed in message
+
+
+def test_an_empty_target_module_list_is_refused():
+    message = params_error({"finetune": {"lora_target_modules": []}})
+    assert "finetune.lora_target_modules = []" in message and "at least 1 item" in message
+
+
+def test_bad_strategy_names_the_allowed_value():
+    message = params_error({"finetune": {"strategy": "nope"}})
+    assert "finetune.strategy = 'nope'" in message
+    assert "'lora'" in message
+
+
+def test_bad_device_names_every_allowed_value():
+    message = params_error({"finetune": {"device": "tpu"}})
+    assert "finetune.device = 'tpu'" in message
+    assert "'auto', 'cpu' or 'cuda'" in message
+
+
+def test_missing_params_file_says_so(tmp_path):
+    with pytest.raises(ParamsError, match=r"nope\.yaml: params file not found; pass --params FILE"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_is_one_line_naming_the_file(tmp_path):
+    path = write(tmp_path, "finetune:\n  epochs: [1,\n")
+    with pytest.raises(ParamsError) as caught:
+        load_params(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not valid YAML (") and message.endswith("fix the syntax")
+    assert "\n" not in message
+
+
+def test_yaml_list_instead_of_mapping_is_refused(tmp_path):
+    path = write(tmp_path, "- finetune\n- split\n")
+    with pytest.raises(ParamsError, match=r"expected sections such as 'finetune:', found a list"):
+        load_params(path)
+
+
+def test_error_from_a_file_names_the_file(tmp_path):
+    path = write(tmp_path, "finetune:\n  epochs: 0\n")
+    with pytest.raises(ParamsError, match=rf"^{path}: finetune\.epochs = 0 is not allowed"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("kind", ["latin-1 bytes", "a folder"])
+def test_an_unreadable_params_file_is_a_params_error(tmp_path, kind):
+    if kind == "a folder":
+        path = tmp_path / "params.yaml"
+        path.mkdir()
+    else:
+        path = tmp_path / "params.yaml"
+        path.write_bytes("finetune:\n  backbone: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ParamsError, match="params.yaml"):
+        load_params(path)
+
+
+def test_set_override_applies(tmp_path):
+    path = write(tmp_path, "finetune:\n  epochs: 10\n")
+    params = load_params(path, ["finetune.epochs=3", "split.holdout_fraction=0.3"])
+    assert params.finetune.epochs == 3
+    assert params.split.holdout_fraction == 0.3
+
+
+def test_set_override_adds_a_section_missing_from_the_file(tmp_path):
+    params = load_params(write(tmp_path, "base:\n  seed: 1\n"), ["finetune.lora_target_modules=[query]"])
+    assert params.finetune.lora_target_modules == ["query"]
+    assert params.base.seed == 1
+
+
+def test_set_override_null_clears_an_optional_value():
+    params = load_params(REPO / "params.yaml", ["ingest.timestamp_column=null"])
+    assert params.ingest.timestamp_column is None
+
+
+def test_set_override_with_a_bad_value_is_checked_like_the_file(tmp_path):
+    path = write(tmp_path, "")
+    with pytest.raises(ParamsError, match=r"finetune\.epochs = 0 is not allowed"):
+        load_params(path, ["finetune.epochs=0"])
+
+
+@pytest.mark.parametrize("item", ["finetune.epochs", "epochs=3", "finetune.lora.r=3", ".epochs=3"])
+def test_set_without_section_key_and_value_is_refused(tmp_path, item):
+    with pytest.raises(ParamsError) as caught:
+        load_params(write(tmp_path, ""), [item])
+    assert str(caught.value) == f"--set {item!r}: expected SECTION.KEY=VALUE, for example finetune.epochs=3"
+
+
+def test_set_with_unknown_section_lists_the_sections(tmp_path):
+    with pytest.raises(ParamsError) as caught:
+        load_params(write(tmp_path, ""), ["nosuch.key=1"])
+    assert str(caught.value) == ("--set 'nosuch.key=1': unknown section 'nosuch'; "
+                                 "sections are: base, ingest, validate, split, finetune, evaluate, register")
+
+
+def test_set_with_unknown_key_lists_the_allowed_keys(tmp_path):
+    with pytest.raises(ParamsError, match=r"unknown key 'split\.nosuch'; allowed keys here: holdout_fraction$"):
+        load_params(write(tmp_path, ""), ["split.nosuch=1"])
+
+
+def test_digest_is_stable_for_equal_params():
+    first = parse_params({"finetune": {"epochs": 3}})
+    second = parse_params({"finetune": {"epochs": 3}})
+    assert first.digest() == second.digest()
+    assert len(first.digest()) == 12
+    assert Params().digest() == parse_params({"finetune": {"epochs": 10}}).digest()  # an explicit default
+
+
+def test_digest_changes_when_a_value_changes():
+    assert parse_params({"finetune": {"epochs": 3}}).digest() != parse_params({"finetune": {"epochs": 4}}).digest()
+    assert Params().digest() != parse_params({"base": {"seed": 43}}).digest()
+
+
+def test_paths_derive_stage_folders_from_workdir(tmp_path):
+    paths = Paths.of(tmp_path, parse_params({"base": {"workdir": "runs/one"}}))
+    root = tmp_path.resolve()
+    assert paths.root == root
+    assert paths.workdir == root / "runs" / "one"
+    assert paths.stage("ingest") == root / "runs" / "one" / "ingest"
+    assert paths.mlflow_db == root / "runs" / "one" / "mlflow" / "mlflow.db"
+    assert paths.mlflow_artifacts == root / "runs" / "one" / "mlflow" / "artifacts"
+
+
+def test_paths_resolve_a_relative_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = Paths.of(Path("."), Params())
+    assert paths.stage("split") == tmp_path.resolve() / "outputs" / "split"
