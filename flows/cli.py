@@ -20,37 +20,72 @@ def find_root(start: Path) -> Path:
     return start
 
 
+def _with_params(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    command.add_argument("--params", default="params.yaml", help="params file (default: params.yaml in the project)")
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                         help="override one value for this command, e.g. --set finetune.epochs=3 (repeatable)")
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nichetune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="ingest, validate, fine-tune, evaluate and register, as one Prefect flow")
-    run.add_argument("--params", default="params.yaml", help="params file (default: params.yaml in the project)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override one value for this run, e.g. --set finetune.epochs=3 (repeatable)")
-    ui = commands.add_parser("ui", help="start the Prefect and MLflow UIs on 127.0.0.1 until Ctrl-C")
-    ui.add_argument("--params", default="params.yaml", help="params file (its base.workdir holds MLflow's store)")
+    _with_params(commands.add_parser("run", help="ingest, validate, fine-tune, evaluate and register (a Prefect flow)"))
+    ingest = _with_params(commands.add_parser("ingest", help="store a labeled file as a new DVC-versioned batch"))
+    ingest.add_argument("path", type=Path, help="CSV, TSV, JSON Lines or Parquet export from a labeling tool")
+    ingest.add_argument("--dataset", help="dataset (niche task) name; default: ingest.dataset from params")
+    _with_params(commands.add_parser("validate", help="run the Great Expectations suite on the stored dataset"))
+    ui = _with_params(commands.add_parser("ui", help="start the Prefect and MLflow UIs on 127.0.0.1 until Ctrl-C"))
     ui.add_argument("--prefect-port", type=int, default=4200)
     ui.add_argument("--mlflow-port", type=int, default=5000)
     return parser
 
 
-def ui_command(args: argparse.Namespace) -> None:
-    from flows.ui import serve
-
-    root = find_root(Path.cwd())
-    params = load_params(root / args.params)
-    serve(Paths.of(root, params), args.prefect_port, args.mlflow_port)
-
-
-def run_command(args: argparse.Namespace) -> None:
+def _project(args: argparse.Namespace) -> tuple[Params, Paths]:
+    """The project root (nearest folder with .dvc) and its params, checked before any work."""
     root = find_root(Path.cwd())
     params_file = Path(args.params)
     params = load_params(params_file if params_file.is_absolute() else root / params_file, args.overrides)
+    return params, Paths.of(root, params)
+
+
+def ui_command(args: argparse.Namespace) -> None:
+    from flows.ui import serve
+
+    _, paths = _project(args)
+    serve(paths, args.prefect_port, args.mlflow_port)
+
+
+def ingest_command(args: argparse.Namespace) -> None:
+    from flows.events import emit_labeled
+    from tasks.ingest import ingest_batch
+
+    params, paths = _project(args)
+    source = args.path if args.path.is_absolute() else Path.cwd() / args.path
+    report = ingest_batch(params.ingest, params.validate.labels, paths.root, source, args.dataset)
+    print(report.text())
+    if report.batch:
+        print(emit_labeled(report))
+
+
+def validate_command(args: argparse.Namespace) -> None:
+    from tasks import ingest, validate
+
+    params, paths = _project(args)
+    dataset = ingest.assemble(params.ingest, paths.root, paths.stage("ingest"))
+    result = validate.run(params.validate, dataset.dataset, paths.stage("validate"), source=dataset.version["path"])
+    print(result.text())
+    print(f"Data Docs: {result.data_docs}")
+
+
+def run_command(args: argparse.Namespace) -> None:
+    params, paths = _project(args)
+    params_file = Path(args.params)
     from flows.pipeline import hide_tracebacks_of_user_errors, train_pipeline  # loaded once params are good
 
     hide_tracebacks_of_user_errors()
-    result = train_pipeline(root=str(root), params_file=str(params_file), overrides=args.overrides)
-    print(where_things_are(result, params, Paths.of(root, params)))
+    result = train_pipeline(root=str(paths.root), params_file=str(params_file), overrides=args.overrides)
+    print(where_things_are(result, params, paths))
 
 
 def where_things_are(result: dict, params: Params, paths: Paths) -> str:
@@ -79,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     quiet_offline_defaults()
     try:
-        {"run": run_command, "ui": ui_command}[args.command](args)
+        commands = {"run": run_command, "ingest": ingest_command, "validate": validate_command, "ui": ui_command}
+        commands[args.command](args)
     except NichetuneError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import evaluate, finetune, ingest, register, split, validate, versioning
+from tasks import evaluate, finetune, ingest, register, split, validate
 from tasks.config import Params, Paths, load_params
 from tasks.errors import NichetuneError
 
@@ -34,15 +35,25 @@ def hide_tracebacks_of_user_errors() -> None:
 
 @stage(name="ingest")
 def ingest_task(params: Params, paths: Paths) -> ingest.IngestResult:
-    """Version the labeled data with DVC (add and push when new or changed), then read it."""
-    versioning.track(paths.root, params.ingest.path)
-    return ingest.run(params.ingest, paths.root, paths.stage("ingest"))
+    """Store `ingest.path` as a new DVC-versioned batch when it is new, then assemble every stored batch."""
+    return ingest.run(params.ingest, params.validate.labels, paths.root, paths.stage("ingest"))
 
 
 @stage(name="validate")
 def validate_task(params: Params, dataset: Path, paths: Paths) -> validate.ValidationResult:
-    """Run the Great Expectations suite; a failure stops the flow with a readable summary."""
-    return validate.run(params.validate, dataset, paths.stage("validate"), source=params.ingest.path)
+    """Run the Great Expectations suite; the summary becomes a markdown artifact in the Prefect UI, and a
+    failure stops the flow with it."""
+    from prefect.artifacts import create_markdown_artifact
+
+    out = paths.stage("validate")
+    (out / validate.MARKDOWN_FILE).unlink(missing_ok=True)
+    try:
+        return validate.run(params.validate, dataset, out, source=f"data/raw/{params.ingest.dataset}")
+    finally:  # passed or failed, the reviewer sees the same table
+        if (out / validate.MARKDOWN_FILE).exists():
+            create_markdown_artifact(markdown=(out / validate.MARKDOWN_FILE).read_text(),
+                                     key=re.sub(r"[^a-z0-9-]", "-", f"validation-{params.ingest.dataset}".lower()),
+                                     description="Great Expectations summary of the training data")
 
 
 @stage(name="split")

@@ -24,16 +24,45 @@ class BaseParams(Section):
     workdir: str = "outputs"  # stage outputs, MLflow's SQLite store and artifacts, relative to the project root
 
 
+Severity = Literal["fail", "warn"]
+
+
 class IngestParams(Section):
-    path: str = "data/demo/messages.csv"  # the labeled file, relative to the project root
+    dataset: str = Field("demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # data/raw/<dataset>/, one task each
+    path: str | None = "data/demo/messages.csv"  # a file `nichetune run` ingests first (once); None: stored only
     text_column: str = "text"
     label_column: str = "label"
     timestamp_column: str | None = None  # None: no time order, the split is stratified
+    id_column: str | None = None  # kept with each row when set
+    metadata_columns: list[str] = []  # other columns to keep (e.g. channel), stored beside text and label
+    encoding: str = "auto"  # auto: UTF-8 with or without BOM, else the detected encoding (reported)
+    delimiter: str = "auto"  # auto: sniffed among , ; tab and |
+    max_text_chars: int = Field(5000, ge=1)  # longer texts are quarantined
+    redact_pii: bool = True  # emails, phone, card, account numbers and IBANs are masked before storage
+
+
+class CheckSeverity(Section):
+    """What each validation check does when it fails: stop the run (fail) or only report (warn)."""
+
+    schema_: Severity = Field("fail", alias="schema")
+    not_null: Severity = "fail"
+    label_set: Severity = "fail"
+    text_length: Severity = "fail"
+    duplicates: Severity = "warn"
+    conflicts: Severity = "fail"
+    class_count: Severity = "fail"
+    class_share: Severity = "warn"
+    label_shift: Severity = "warn"
 
 
 class ValidateParams(Section):
-    labels: list[str] = []  # the known label set; empty accepts any label
+    labels: list[str] = []  # the known label set; empty accepts any label (ingest quarantines others)
     min_examples_per_class: int = Field(8, ge=1)
+    min_class_share: float = Field(0.0, ge=0, lt=1)  # each class's share of the rows, at least
+    max_text_chars: int = Field(5000, ge=1)
+    max_duplicate_rate: float = Field(0.01, ge=0, le=1)  # share of rows whose text repeats another row's
+    max_label_shift: float = Field(0.1, ge=0)  # KL divergence of labels against the previous dataset version
+    severity: CheckSeverity = CheckSeverity()
 
 
 class SplitParams(Section):
@@ -167,24 +196,30 @@ def _apply_override(raw: dict, item: str, source: Path) -> None:
 
 
 def _section_names() -> list[str]:
-    return [field.alias or name for name, field in Params.model_fields.items()]
+    return _field_names(Params)
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def _describe(error: dict, raw: dict, source: str) -> str:
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc)
     if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _field_names(_model_at(loc[:-1]))
         return f"{source}: unknown key {key!r}; allowed keys here: {', '.join(allowed)}"
     value = _lookup(raw, loc)
     return f"{source}: {key} = {value!r} is not allowed: {error['msg']}"
 
 
-def _allowed_keys(loc: list[str]) -> list[str]:
-    if not loc:
-        return _section_names()
-    fields = {field.alias or name: field for name, field in Params.model_fields.items()}
-    return sorted(fields[loc[0]].annotation.model_fields)
+def _model_at(loc: list[str]) -> type[BaseModel]:
+    """The params model that holds the keys at `loc` (a path of params.yaml names)."""
+    model = Params
+    for part in loc:
+        fields = {field.alias or name: field for name, field in model.model_fields.items()}
+        model = fields[part].annotation
+    return model
 
 
 def _lookup(raw: dict, loc: list[str]):

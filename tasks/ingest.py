@@ -1,84 +1,304 @@
-"""Ingest: read the labeled file named in params into the pipeline's standard columns, with its DVC version."""
+"""Ingest: a labeling-tool export becomes an immutable, DVC-versioned batch under data/raw/<dataset>/; rows that
+cannot be used go to data/quarantine/<dataset>/ with their source line and the reason. Nothing is dropped:
+rows read = rows accepted + rows quarantined. The pipeline's ingest stage then assembles every stored batch."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
+from tasks import versioning
 from tasks.config import IngestParams
 from tasks.errors import DataError
-from tasks.versioning import DataVersion, data_version
+from tasks.pii import redact
+from tasks.readers import LINE, PROBLEM, read_table
 
+RAW_DIR = Path("data/raw")
+QUARANTINE_DIR = Path("data/quarantine")
 DATASET_FILE = "dataset.parquet"
 VERSION_FILE = "data_version.json"
-READERS = {  # file suffix -> reader; every column is read as text so that nothing is silently converted
-    ".csv": lambda path: pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig"),
-    ".tsv": lambda path: pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig"),
-    ".jsonl": lambda path: pd.read_json(path, lines=True, dtype=False),
-    ".parquet": pd.read_parquet,
-}
+REASON = "_reason"
+SOURCE = "_source_file"
+BATCH = "_batch"
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one ingest did: counts that always add up, reasons, PII found, and where the rows went."""
+
+    source: str
+    dataset: str
+    rows_read: int
+    accepted: int
+    quarantined: int
+    reasons: dict
+    pii_redacted: dict
+    encoding: str
+    batch: str | None  # the stored batch file, relative to the project root
+    quarantine: str | None  # the quarantine file, relative to the project root
+    already_ingested_as: str | None  # same bytes seen before: nothing new was stored
+    data_version: str | None  # the DVC hash of data/raw/<dataset> after this ingest
+
+    def text(self) -> str:
+        """The lines `nichetune ingest` prints."""
+        if self.already_ingested_as:
+            return f"{self.source}: already ingested as {self.already_ingested_as}; nothing added"
+        lines = [f"{self.source}: {self.rows_read} rows read = {self.accepted} accepted + "
+                 f"{self.quarantined} quarantined (decoded as {self.encoding})"]
+        lines += [f"  quarantined, {reason}: {count}" for reason, count in sorted(self.reasons.items())]
+        if self.pii_redacted:
+            found = ", ".join(f"{kind} {count}" for kind, count in sorted(self.pii_redacted.items()))
+            lines.append(f"  PII redacted: {found}")
+        lines += [f"  stored: {self.batch}"] if self.batch else []
+        lines += [f"  quarantine: {self.quarantine}"] if self.quarantine else []
+        if self.data_version:
+            folders = [Path(path).parent for path in (self.batch, self.quarantine) if path]
+            records = " ".join(f"{folder}.dvc {folder.parent}/.gitignore" for folder in folders)
+            lines.append(f"  dataset {self.dataset} is now DVC version {self.data_version} "
+                         f"(commit its records: git add {records})")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    dataset: Path  # parquet with columns text, label and (when params name one) timestamp
-    version: DataVersion
+    """The pipeline's view: every stored batch of one dataset, assembled."""
+
+    dataset: Path  # parquet: text, label, [timestamp], [id], metadata..., _batch
+    version: dict
     rows: int
 
 
-def read_labeled(path: Path, cfg: IngestParams) -> pd.DataFrame:
-    """Read a labeled file and return the columns text, label (and timestamp) as params map them."""
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(READERS)}")
-    try:
-        frame = reader(path)
-    except Exception as err:
-        raise DataError(f"{path}: cannot be read ({' '.join(str(err).split())}); check the file's format") from None
-    wanted = {"text": cfg.text_column, "label": cfg.label_column}
-    if cfg.timestamp_column:
-        wanted["timestamp"] = cfg.timestamp_column
-    missing = [column for column in wanted.values() if column not in frame.columns]
+def standard_columns(cfg: IngestParams) -> dict[str, str]:
+    """Pipeline column -> the export's column name, as params map them."""
+    names = {"text": cfg.text_column, "label": cfg.label_column}
+    names.update({"timestamp": cfg.timestamp_column} if cfg.timestamp_column else {})
+    names.update({"id": cfg.id_column} if cfg.id_column else {})
+    names.update({column: column for column in cfg.metadata_columns})
+    return names
+
+
+def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], stored: pd.DataFrame) -> pd.Series:
+    """Why each row cannot be used (None: accept). The first failing check names the reason."""
+    reason = pd.Series(frame[PROBLEM].to_numpy(), index=frame.index, dtype=object)
+
+    def flag(mask: pd.Series, why: str) -> None:
+        reason[mask & reason.isna()] = why
+
+    flag(frame["text"].isna() | (frame["text"] == ""), "empty text")
+    flag(frame["label"].isna() | (frame["label"] == ""), "missing label")
+    if "timestamp" in frame:
+        flag(frame["timestamp"].isna(), "missing or unparseable timestamp")
+    if labels:
+        flag(~frame["label"].isin(labels), "label outside the label set")
+    flag(frame["text"].str.len() > cfg.max_text_chars, f"text over {cfg.max_text_chars} characters")
+    candidates = frame[reason.isna()]
+    seen = pd.concat([stored[["key", "label"]], pd.DataFrame({"key": _key(candidates["text"]),
+                                                                  "label": candidates["label"]})])
+    first_label = seen.groupby("key")["label"].transform("first").iloc[len(stored):]
+    repeated = seen["key"].duplicated(keep="first").iloc[len(stored):].to_numpy()
+    first_label.index = candidates.index
+    same = (first_label == candidates["label"]).to_numpy()
+    reason[candidates.index[repeated & same]] = "exact duplicate"
+    reason[candidates.index[repeated & ~same]] = "same text already labeled differently"
+    return reason
+
+
+def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], path: Path) -> tuple[pd.DataFrame, Counter]:
+    """Map columns, clean values, canonicalise label case and redact PII; keeps every input row."""
+    names = standard_columns(cfg)
+    missing = [column for column in dict.fromkeys(names.values()) if column not in table_frame.columns]
     if missing:
-        raise DataError(
-            f"{path}: column(s) {', '.join(map(repr, missing))} not found; the file has "
-            f"{', '.join(map(repr, frame.columns))}; set ingest.text_column/label_column/timestamp_column"
-        )
-    out = pd.DataFrame({name: frame[column] for name, column in wanted.items()})
-    out["text"] = out["text"].astype("string").str.strip()
-    out["label"] = out["label"].astype("string").str.strip().replace("", pd.NA)  # a blank cell is no label
-    if "timestamp" in out:
-        out["timestamp"] = _parse_timestamps(out["timestamp"], path, cfg.timestamp_column)
-    return out
+        found = [c for c in table_frame.columns if not c.startswith("_")]
+        raise DataError(f"{path}: column(s) {', '.join(map(repr, missing))} not found; the file has "
+                        f"{', '.join(map(repr, found))}; set ingest.*_column in params.yaml")
+    frame = pd.DataFrame({name: table_frame[column] for name, column in names.items()})
+    frame = frame.apply(lambda column: column.str.strip() if column.dtype == object else column)
+    if labels:  # "Billing" and "billing " are the label billing
+        canonical = {label.casefold(): label for label in labels}
+        frame["label"] = frame["label"].map(lambda v: canonical.get(v.casefold(), v) if isinstance(v, str) else v)
+    if "timestamp" in frame:
+        frame["timestamp"] = parse_timestamps(frame["timestamp"])
+    pii: Counter = Counter()
+    if cfg.redact_pii:
+        for column in ["text", *cfg.metadata_columns]:
+            frame[column], found = _redact_column(frame[column])
+            pii += found
+    frame[LINE] = table_frame[LINE].to_numpy()
+    frame[PROBLEM] = table_frame[PROBLEM].to_numpy()
+    return frame, pii
 
 
-def run(cfg: IngestParams, root: Path, out_dir: Path) -> IngestResult:
-    """Read the labeled data, record its DVC version, and write the standard dataset for later stages."""
-    version = data_version(root, cfg.path)
-    frame = read_labeled(Path(root) / cfg.path, cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out_dir / DATASET_FILE, index=False)
-    (out_dir / VERSION_FILE).write_text(json.dumps(version.as_dict(), indent=2))
-    return IngestResult(dataset=out_dir / DATASET_FILE, version=version, rows=len(frame))
-
-
-def _parse_timestamps(values: pd.Series, path: Path, column: str) -> pd.Series:
-    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
-    bad = parsed.isna() & values.notna() & (values.astype("string").str.strip() != "")
-    if bad.any():
-        row = int(bad.idxmax()) + 2  # +1 for the header, +1 for counting from one
-        raise DataError(f"{path}: row {row}: {column}={values[bad].iloc[0]!r} is not a date; fix or empty it")
+def parse_timestamps(values: pd.Series) -> pd.Series:
+    """UTC timestamps; ISO 8601 fast, anything else through the slower mixed parser; failures become NaT."""
+    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    retry = parsed.isna() & values.notna() & (values != "")
+    if retry.any():
+        parsed[retry] = pd.to_datetime(values[retry], errors="coerce", utc=True, format="mixed")
     return parsed
 
 
+def ingest_batch(cfg: IngestParams, labels: list[str], root: Path, source: Path,
+                 dataset: str | None = None) -> BatchReport:
+    """Read one export, store its usable rows as a new batch and the rest in quarantine, and version both."""
+    from filelock import FileLock
+
+    dataset = dataset or cfg.dataset
+    root = Path(root)
+    if not source.is_file():
+        raise DataError(f"{source}: file not found")
+    if not (root / ".dvc").is_dir():
+        raise DataError(f"{root}: not a DVC project; run `git init && dvc init` there first")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    lock = root / ".dvc" / "tmp" / f"nichetune-ingest-{dataset}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):  # two ingests of one dataset take turns; both land
+        earlier = _batch_with_digest(root, dataset, digest)
+        if earlier:
+            return BatchReport(str(source), dataset, 0, 0, 0, {}, {}, "", None, None, earlier, None)
+        report = _store(cfg, labels, root, source, dataset, digest)
+        folders = [str(folder / dataset) for folder, stored in ((RAW_DIR, report.batch),
+                                                                 (QUARANTINE_DIR, report.quarantine)) if stored]
+        version = versioning.track_folders(root, folders)
+    report = BatchReport(**{**asdict(report), "data_version": version.get(str(RAW_DIR / dataset))})
+    if report.accepted == 0:
+        raise DataError(f"{source}: every one of {report.rows_read} rows was rejected (see {report.quarantine}); "
+                        f"reasons: {_reason_list(report.reasons)}")
+    return report
+
+
+def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, dataset: str, digest: str) -> BatchReport:
+    table = read_table(source, cfg.encoding, cfg.delimiter)
+    if table.frame.empty:
+        raise DataError(f"{source}: the file has a header but no rows; export the labeled rows too")
+    frame, pii = prepare(table.frame, cfg, labels, source)
+    reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset))
+    batch_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{digest}"
+    accepted = frame[reasons.isna()].drop(columns=[PROBLEM]).assign(**{SOURCE: str(source), BATCH: batch_id})
+    rejected, more_pii = _quarantine_rows(table.frame, frame, reasons, source, cfg)
+    pii += more_pii
+    batch_path = _write_once(root / RAW_DIR / dataset / f"{batch_id}.parquet", accepted, "parquet")
+    quarantine_path = _write_once(root / QUARANTINE_DIR / dataset / f"{batch_id}.csv", rejected, "csv")
+    relative = lambda path: str(path.relative_to(root)) if path else None  # noqa: E731
+    return BatchReport(str(source), dataset, len(frame), len(accepted), len(rejected),
+                       dict(Counter(reasons.dropna())), dict(pii), table.encoding,
+                       relative(batch_path), relative(quarantine_path), None, None)
+
+
+def _quarantine_rows(original: pd.DataFrame, prepared: pd.DataFrame, reasons: pd.Series, source: Path,
+                     cfg: IngestParams) -> tuple[pd.DataFrame, Counter]:
+    """The rejected rows with every column they came with, their line and reason; PII is masked in all
+    columns (the text and metadata exactly as in stored rows)."""
+    rows = original[reasons.notna()].drop(columns=[PROBLEM, LINE])
+    pii: Counter = Counter()
+    if cfg.redact_pii:
+        for name, column in standard_columns(cfg).items():
+            if name == "text" or name in cfg.metadata_columns:
+                rows[column] = prepared.loc[rows.index, name].astype(object)
+        for column in rows.columns:
+            rows[column], found = _redact_column(rows[column])
+            pii += found
+    rows = rows.assign(**{SOURCE: str(source), LINE: original.loc[rows.index, LINE],
+                          REASON: reasons[reasons.notna()]})
+    return rows, pii
+
+
+def stored_keys(root: Path, dataset: str) -> pd.DataFrame:
+    """Normalised text and label of every row already stored for the dataset, oldest first."""
+    frames = [pd.read_parquet(path, columns=["text", "label"]) for path in batch_files(root, dataset)]
+    if not frames:
+        return pd.DataFrame({"key": pd.Series(dtype=object), "label": pd.Series(dtype=object)})
+    stored = pd.concat(frames, ignore_index=True)
+    return pd.DataFrame({"key": _key(stored["text"]), "label": stored["label"]})
+
+
+def batch_files(root: Path, dataset: str) -> list[Path]:
+    """The dataset's stored batches in the order they were ingested (their names start with the UTC time)."""
+    return sorted((Path(root) / RAW_DIR / dataset).glob("*.parquet"))
+
+
+def assemble(cfg: IngestParams, root: Path, out_dir: Path) -> IngestResult:
+    """The pipeline's ingest stage: every stored batch of the dataset as one table, with the DVC version."""
+    files = batch_files(root, cfg.dataset)
+    if not files:
+        raise DataError(f"{RAW_DIR / cfg.dataset}: no stored batches; run `nichetune ingest FILE "
+                        f"--dataset {cfg.dataset}` or set ingest.path")
+    frame = pd.concat([pd.read_parquet(path) for path in files], ignore_index=True)
+    keep = [c for c in [*standard_columns(cfg), BATCH] if c in frame.columns]
+    frame = frame[keep]
+    version = {**versioning.folder_version(root, str(RAW_DIR / cfg.dataset)),
+               "dataset": cfg.dataset, "batches": [path.stem for path in files], "rows": len(frame)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out_dir / DATASET_FILE, index=False)
+    (out_dir / VERSION_FILE).write_text(json.dumps(version, indent=2))
+    return IngestResult(out_dir / DATASET_FILE, version, len(frame))
+
+
+def run(cfg: IngestParams, labels: list[str], root: Path, out_dir: Path) -> IngestResult:
+    """Ingest `ingest.path` when it is new (the same bytes are recognised), then assemble the dataset."""
+    if cfg.path:
+        versioning.pull_if_missing(root, cfg.path)
+        ingest_batch(cfg, labels, root, Path(root) / cfg.path)
+    return assemble(cfg, root, out_dir)
+
+
+def _key(text: pd.Series) -> pd.Series:
+    """Texts compare equal when they differ only in surrounding or repeated whitespace."""
+    return text.str.split().str.join(" ")
+
+
+def _redact_column(values: pd.Series) -> tuple[pd.Series, Counter]:
+    total: Counter = Counter()
+
+    def one(value):
+        if not isinstance(value, str):
+            return value
+        clean, found = redact(value)
+        total.update(found)
+        return clean
+
+    return values.map(one), total
+
+
+def _write_once(path: Path, frame: pd.DataFrame, kind: str) -> Path | None:
+    """Write a new file that is never rewritten: a temporary name first, then a rename, then read-only."""
+    if frame.empty:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        raise DataError(f"{path}: already exists and batches are never rewritten; ingest again in a second")
+    temporary = path.with_name(f".{path.name}.tmp")
+    if kind == "parquet":
+        frame.to_parquet(temporary, index=False)
+    else:
+        frame.to_csv(temporary, index=False)
+    os.chmod(temporary, 0o444)
+    os.replace(temporary, path)
+    return path
+
+
+def _batch_with_digest(root: Path, dataset: str, digest: str) -> str | None:
+    for folder in (RAW_DIR, QUARANTINE_DIR):
+        for path in sorted((root / folder / dataset).glob(f"*-{digest}.*")):
+            return str(path.relative_to(root))
+    return None
+
+
+def _reason_list(reasons: dict) -> str:
+    return "; ".join(f"{reason} ({count})" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
+
+
 def main() -> None:
-    """`python -m tasks.ingest`: the dvc.yaml stage."""
+    """`python -m tasks.ingest`: the dvc.yaml stage; it assembles the stored batches of `ingest.dataset`."""
     from tasks.stage import stage_main
 
-    stage_main(lambda params, paths: run(params.ingest, paths.root, paths.stage("ingest")))
+    stage_main(lambda params, paths: assemble(params.ingest, paths.root, paths.stage("ingest")))
 
 
 if __name__ == "__main__":

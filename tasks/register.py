@@ -43,9 +43,10 @@ def run_tags(params: Params, paths: Paths, stage_outputs: dict) -> dict:
     """What ties a model version to its inputs: data version, code commit, params hash, device."""
     data = stage_outputs["data_version"]
     return {
-        "data_version": data["md5"],
+        "data_version": str(data["md5"]),
         "data_path": data["path"],
         "data_tracked_by_dvc": str(data["tracked"]).lower(),
+        "data_rows": str(data["rows"]),
         "git_commit": git_commit(paths.root),
         "params_hash": params.digest(),
         "strategy": params.finetune.strategy,

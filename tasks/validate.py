@@ -13,6 +13,9 @@ from tasks.config import ValidateParams
 from tasks.errors import ValidationFailed
 
 SUMMARY_FILE = "summary.json"
+MARKDOWN_FILE = "summary.md"
+KEY = "_text_key"
+CONFLICT = "_label_conflict"
 DOCS_DIR = "data_docs"
 
 
@@ -24,9 +27,11 @@ class Check:
     success: bool
     observed: object = None
     unexpected: list = field(default_factory=list)
+    group: str = ""  # the params.yaml `validate.severity` key it answers to
+    severity: str = "fail"  # fail: a failure stops the run; warn: it is only reported
 
     def line(self) -> str:
-        mark = "ok  " if self.success else "FAIL"
+        mark = "ok  " if self.success else ("FAIL" if self.severity == "fail" else "warn")
         found = f" (found {self.observed})" if self.observed is not None else ""
         examples = f" (e.g. {', '.join(map(repr, self.unexpected))})" if self.unexpected else ""
         return f"{mark} {self.name}{found}{examples}"
@@ -34,7 +39,7 @@ class Check:
 
 @dataclass(frozen=True)
 class ValidationResult:
-    success: bool
+    success: bool  # no check whose severity is `fail` failed
     checks: list[Check]
     rows: int
     summary: Path
@@ -42,31 +47,74 @@ class ValidationResult:
 
     def text(self) -> str:
         """A readable summary: how many checks passed, then one line per check."""
-        failed = sum(not check.success for check in self.checks)
-        head = f"validation {'passed' if self.success else 'FAILED'}: {len(self.checks) - failed} of "
-        return "\n".join([head + f"{len(self.checks)} checks passed on {self.rows} rows",
-                          *(check.line() for check in self.checks)])
+        passed = sum(check.success for check in self.checks)
+        warned = sum(not check.success and check.severity == "warn" for check in self.checks)
+        head = f"validation {'passed' if self.success else 'FAILED'}: {passed} of {len(self.checks)} checks passed"
+        head += f" ({warned} warning{'s' * (warned != 1)})" if warned else ""
+        return "\n".join([f"{head} on {self.rows} rows", *(check.line() for check in self.checks)])
+
+    def markdown(self) -> str:
+        """The same summary as a markdown table, for the Prefect UI."""
+        rows = [f"| {c.line()[:4].strip()} | {c.name} | {'' if c.observed is None else c.observed} | "
+                f"{', '.join(map(str, c.unexpected))} |" for c in self.checks]
+        return "\n".join([f"**{self.text().splitlines()[0]}**", "", "| result | check | found | examples |",
+                          "|---|---|---|---|", *rows, "", f"Data Docs: `{self.data_docs}`"])
 
 
-def build_suite(cfg: ValidateParams, labels: list[str]):
-    """The expectations, each with a readable name: text present and non-blank, labels known, enough per class."""
+def build_suite(cfg: ValidateParams, labels: list[str], previous: pd.Series | None = None):
+    """(name, severity key, expectation) for each check: schema, non-null, label set, text length, duplicates,
+    conflicting labels, class count and share, and label shift against the previous dataset version."""
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
 
     suite = [
-        ("text is present", gxe.ExpectColumnValuesToNotBeNull(column="text")),
-        ("text is not blank", gxe.ExpectColumnValuesToMatchRegex(column="text", regex=r"\S")),
-        ("label is present", gxe.ExpectColumnValuesToNotBeNull(column="label")),
-        ("two or more classes", gxe.ExpectColumnUniqueValueCountToBeBetween(column="label", min_value=2)),
+        ("text and label columns exist", "schema",
+         gxe.ExpectTableColumnsToMatchSet(column_set=["text", "label"], exact_match=False)),
+        ("text is present", "not_null", gxe.ExpectColumnValuesToNotBeNull(column="text")),
+        ("text is not blank", "not_null", gxe.ExpectColumnValuesToMatchRegex(column="text", regex=r"\S")),
+        ("label is present", "not_null", gxe.ExpectColumnValuesToNotBeNull(column="label")),
+        ("two or more classes", "class_count", gxe.ExpectColumnUniqueValueCountToBeBetween(column="label", min_value=2)),
+        (f"text at most {cfg.max_text_chars} characters", "text_length",
+         gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1, max_value=cfg.max_text_chars)),
+        (f"at most {cfg.max_duplicate_rate:.0%} of rows repeat a text", "duplicates",
+         gxe.ExpectColumnValuesToBeUnique(column=KEY, mostly=1 - cfg.max_duplicate_rate)),
+        ("no text labeled two ways", "conflicts", gxe.ExpectColumnValuesToBeInSet(column=CONFLICT, value_set=[False])),
     ]
     if cfg.labels:
-        suite.append((f"label is one of the {len(cfg.labels)} known labels",
+        suite.append((f"label is one of the {len(cfg.labels)} known labels", "label_set",
                       gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(cfg.labels))))
     for label in labels:  # Column(...) == label quotes the value safely, whatever characters it holds
-        suite.append((f"at least {cfg.min_examples_per_class} examples of {label!r}",
+        suite.append((f"at least {cfg.min_examples_per_class} examples of {label!r}", "class_count",
                       gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_examples_per_class,
                                                          row_condition=Column("label") == label)))
+        if cfg.min_class_share > 0:
+            suite.append((f"at least {cfg.min_class_share:.0%} of rows are {label!r}", "class_share",
+                          gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[label],
+                                                          mostly=cfg.min_class_share)))
+    if previous is not None and len(previous):
+        # half a row for every label keeps a label new in this version from making the divergence infinite
+        counts = previous.value_counts().reindex(labels, fill_value=0) + 0.5
+        weights = (counts / counts.sum()).tolist()
+        suite.append((f"label mix within KL {cfg.max_label_shift} of the previous version", "label_shift",
+                      gxe.ExpectColumnKLDivergenceToBeLessThan(
+                          column="label", threshold=cfg.max_label_shift,
+                          partition_object={"values": list(labels), "weights": weights})))
     return suite
+
+
+def with_check_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add the derived columns that duplicate and conflict checks read: a whitespace-normalised text key,
+    and whether that key carries more than one label."""
+    key = frame["text"].astype("string").str.split().str.join(" ")
+    labels_per_key = frame.groupby(key, dropna=True)["label"].transform("nunique")
+    return frame.assign(**{KEY: key, CONFLICT: labels_per_key.fillna(1).astype(int) > 1})
+
+
+def previous_labels(frame: pd.DataFrame) -> pd.Series | None:
+    """The labels of the dataset's previous version: every batch but the newest (None with one batch)."""
+    if "_batch" not in frame or frame["_batch"].nunique() < 2:
+        return None
+    return frame.loc[frame["_batch"] != frame["_batch"].max(), "label"]
 
 
 def validate_frame(frame: pd.DataFrame, cfg: ValidateParams, docs_dir: Path | None = None):
@@ -77,15 +125,19 @@ def validate_frame(frame: pd.DataFrame, cfg: ValidateParams, docs_dir: Path | No
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     labels = list(cfg.labels) or sorted(frame["label"].dropna().unique())
-    named = build_suite(cfg, labels)
+    named = build_suite(cfg, labels, previous_labels(frame))
+    severity = cfg.severity.model_dump(by_alias=True)
     suite = context.suites.add(gx.ExpectationSuite(name="nichetune_dataset"))
-    for _, expectation in named:
+    for _, group, expectation in named:
+        expectation.severity = "warning" if severity[group] == "warn" else "critical"  # shown in Data Docs
         suite.add_expectation(expectation)
     batch = (context.data_sources.add_pandas("labeled").add_dataframe_asset("dataset")
              .add_batch_definition_whole_dataframe("all rows"))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="dataset", data=batch, suite=suite))
-    result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
-    checks = [_check(name, outcome) for (name, _), outcome in zip(named, result.results)]
+    result = definition.run(batch_parameters={"dataframe": with_check_columns(frame)}, result_format="SUMMARY")
+    outcomes = {outcome.expectation_config.id: outcome for outcome in result.results}  # GX reorders them
+    checks = [_check(name, group, severity[group], outcomes[expectation.id])
+              for name, group, expectation in named]
     return checks, _build_docs(context, docs_dir) if docs_dir else None
 
 
@@ -96,22 +148,35 @@ def run(cfg: ValidateParams, dataset: Path, out_dir: Path, source: str | None = 
     frame = pd.read_parquet(dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
     checks, docs = validate_frame(frame, cfg, out_dir / DOCS_DIR)
-    result = ValidationResult(all(c.success for c in checks), checks, len(frame), out_dir / SUMMARY_FILE, docs)
+    success = all(check.success or check.severity == "warn" for check in checks)
+    result = ValidationResult(success, checks, len(frame), out_dir / SUMMARY_FILE, docs)
     record = {"success": result.success, "rows": result.rows, "checks": [c.__dict__ for c in checks]}
     result.summary.write_text(json.dumps(record, indent=2, default=str))
+    (out_dir / MARKDOWN_FILE).write_text(result.markdown())
     if not result.success:
         raise ValidationFailed(f"{source or dataset}: {result.text()}\n"
                                f"fix the data or the validate section of params.yaml; details: {result.summary}")
     return result
 
 
-def _check(name: str, outcome) -> Check:
+def _check(name: str, group: str, severity: str, outcome) -> Check:
     details = outcome.result or {}
     observed = details.get("observed_value")
-    if observed is None and details.get("unexpected_count"):
-        observed = f"{details['unexpected_count']} bad rows"
+    if group == "class_share":  # "mostly" checks report the share of other rows; show the class's own share
+        observed = f"{1 - details.get('unexpected_percent', 0) / 100:.1%}"
+    elif group == "label_shift" and isinstance(observed, (int, float)):
+        observed = f"KL {observed:.3f}"
+    elif observed is None and details.get("unexpected_count"):
+        observed = f"{details['unexpected_count']} rows"
     examples = sorted({str(value) for value in details.get("partial_unexpected_list") or []})[:5]
-    return Check(name, bool(outcome.success), observed, examples)
+    error = (outcome.exception_info or {}).get("exception_message")
+    if error:  # GX records a check that crashed as a failure; say why instead of showing nothing
+        return Check(name, False, f"error: {error}", [], group, severity)
+    if group in ("conflicts", "class_share"):  # a flag or other labels: nothing a reader can act on
+        examples = []
+    if group == "schema":
+        observed = None
+    return Check(name, bool(outcome.success), observed, examples, group, severity)
 
 
 def _build_docs(context, docs_dir: Path) -> Path:
@@ -131,7 +196,8 @@ def main() -> None:
     from tasks.stage import stage_main
 
     stage_main(lambda params, paths: run(
-        params.validate, paths.stage("ingest") / DATASET_FILE, paths.stage("validate"), params.ingest.path
+        params.validate, paths.stage("ingest") / DATASET_FILE, paths.stage("validate"),
+        f"data/raw/{params.ingest.dataset}",
     ).text())
 
 

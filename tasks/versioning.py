@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from tasks.errors import DataError
-
-
-@dataclass(frozen=True)
-class DataVersion:
-    """The DVC identity of one data file: its content hash and whether the committed .dvc file matches it."""
-
-    path: str  # relative to the project root
-    md5: str  # DVC's hash of the content, as in the .dvc file and the remote's layout
-    tracked: bool  # True when `<path>.dvc` records exactly this content
-
-    def as_dict(self) -> dict:
-        return {"path": self.path, "md5": self.md5, "tracked": self.tracked}
 
 
 def file_md5(path: Path) -> str:
@@ -33,38 +20,52 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def data_version(root: Path, rel_path: str) -> DataVersion:
-    """Read-only: hash the file and compare it with its .dvc record (safe inside `dvc repro`)."""
-    path = Path(root) / rel_path
-    if not path.is_file():
-        raise DataError(f"{rel_path}: file not found; check ingest.path or run `dvc pull {rel_path}.dvc`")
-    md5 = file_md5(path)
-    return DataVersion(path=rel_path, md5=md5, tracked=_recorded_md5(path) == md5)
+def folder_version(root: Path, rel_path: str) -> dict:
+    """Read-only (safe inside `dvc repro`): the DVC hash recorded for a folder, and whether the record still
+    lists as many files as the folder holds (batches are only ever added, so a new file means untracked)."""
+    record = _dvc_record(Path(root) / rel_path)
+    files = [p for p in (Path(root) / rel_path).rglob("*") if p.is_file()]
+    return {"path": rel_path, "md5": record.get("md5"), "tracked": record.get("nfiles") == len(files)}
 
 
-def track(root: Path, rel_path: str) -> DataVersion:
-    """Make sure the data is versioned: pull it if only its .dvc file is here, `dvc add` it if new or
-    changed, and push its content to the remote so that the version can always be restored."""
+def _open_repo(root: Path):
     from dvc.repo import Repo
 
-    root = Path(root)
-    path = root / rel_path
     try:
         repo = Repo(str(root))
     except Exception as err:  # NotDvcRepoError and friends: say what to do instead of a traceback
         raise DataError(f"{root}: not a DVC project ({err}); run `git init && dvc init` there") from None
+    repo.scm_context.quiet = True  # callers print which records to commit, in one line
+    return repo
+
+
+def track_folders(root: Path, rel_paths: list[str]) -> dict[str, str]:
+    """`dvc add` and `dvc push` each folder; returns each folder's new DVC hash."""
     from dvc.exceptions import DvcException
 
-    with repo:
+    if not rel_paths:
+        return {}
+    with _open_repo(root) as repo:
         try:
-            if not path.exists() and _dvc_file(path).exists():
-                repo.pull(targets=[str(_dvc_file(path))])
-            if not data_version(root, rel_path).tracked:
-                repo.add([str(path)])
-            repo.push(targets=[str(_dvc_file(path))])
+            repo.add([str(Path(root) / path) for path in rel_paths])
+            repo.push(targets=[str(_dvc_file(Path(root) / path)) for path in rel_paths])
         except DvcException as err:
-            raise DataError(f"{rel_path}: DVC could not version it: {' '.join(str(err).split())}") from None
-    return data_version(root, rel_path)
+            raise DataError(f"{', '.join(rel_paths)}: DVC could not version it: {' '.join(str(err).split())}") from None
+    return {path: _dvc_record(Path(root) / path).get("md5") for path in rel_paths}
+
+
+def pull_if_missing(root: Path, rel_path: str) -> None:
+    """Fetch a DVC-tracked file that only its .dvc record stands for here (a fresh clone)."""
+    from dvc.exceptions import DvcException
+
+    path = Path(root) / rel_path
+    if path.exists() or not _dvc_file(path).exists():
+        return
+    with _open_repo(root) as repo:
+        try:
+            repo.pull(targets=[str(_dvc_file(path))])
+        except DvcException as err:
+            raise DataError(f"{rel_path}: `dvc pull` failed: {' '.join(str(err).split())}") from None
 
 
 def git_commit(root: Path) -> str:
@@ -83,9 +84,9 @@ def _dvc_file(path: Path) -> Path:
     return path.with_name(path.name + ".dvc")
 
 
-def _recorded_md5(path: Path) -> str | None:
+def _dvc_record(path: Path) -> dict:
     dvc_file = _dvc_file(path)
     if not dvc_file.is_file():
-        return None
+        return {}
     outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
-    return outs[0].get("md5")
+    return outs[0]

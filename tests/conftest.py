@@ -77,8 +77,8 @@ def project_params(backbone: str, **sections) -> dict:
     """params.yaml for a CFPB sample project; keyword arguments replace whole keys inside sections."""
     params = {
         "base": {"seed": 7, "workdir": "outputs"},
-        "ingest": {"path": "data/labeled.csv", "text_column": "text", "label_column": "issue",
-                   "timestamp_column": "date_received"},
+        "ingest": {"dataset": "complaints", "path": "data/labeled.csv", "text_column": "text",
+                   "label_column": "issue", "timestamp_column": "date_received", "id_column": "complaint_id"},
         "validate": {"labels": [], "min_examples_per_class": 5},
         "split": {"holdout_fraction": 0.25},
         "finetune": {"backbone": backbone, "epochs": 2, "batch_size": 8, "max_length": 64,

@@ -58,13 +58,13 @@ def test_unknown_section_names_it_and_lists_the_sections():
 def test_unknown_key_in_a_section_names_it_and_lists_the_allowed_keys():
     message = params_error({"finetune": {"epoch": 3}})
     assert "unknown key 'finetune.epoch'" in message
-    assert "backbone, batch_size, device, epochs, learning_rate" in message
+    assert "backbone, strategy, epochs, batch_size, learning_rate" in message
 
 
 def test_unknown_key_in_an_aliased_section_lists_that_sections_keys():
     message = params_error({"validate": {"min_examples": 3}})
     assert "'validate.min_examples'" in message
-    assert "allowed keys here: labels, min_examples_per_class" in message
+    assert "allowed keys here: labels, min_examples_per_class, min_class_share" in message
 
 
 def test_wrong_type_names_key_value_and_expected_type():

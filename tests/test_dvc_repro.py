@@ -20,8 +20,11 @@ def test_dvc_repro_runs_every_stage_and_registers_a_version(tmp_path, tiny_backb
     root = make_project(tmp_path / "project", cfpb_sample(), params)
     (root / "tasks").symlink_to(REPO / "tasks")  # dvc.yaml lists the stage code as a dependency
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("MLFLOW_TRACKING_URI", None)
+    ingest = subprocess.run([str(bin_dir / "nichetune"), "ingest", "data/labeled.csv"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
     done = subprocess.run([str(bin_dir / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

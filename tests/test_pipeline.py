@@ -29,7 +29,7 @@ def test_flow_registers_a_challenger_tagged_with_data_version_and_commit(trained
     root, result = trained
     client = MlflowClient(tracking_uri=result["tracking_uri"], registry_uri=result["tracking_uri"])
     version = client.get_model_version_by_alias("complaints", "challenger")
-    dvc_md5 = yaml.safe_load((root / "data" / "labeled.csv.dvc").read_text())["outs"][0]["md5"]
+    dvc_md5 = yaml.safe_load((root / "data" / "raw" / "complaints.dvc").read_text())["outs"][0]["md5"]
     assert str(version.version) == result["version"] == "1"
     assert version.tags["data_version"] == dvc_md5
     assert version.tags["git_commit"].removesuffix("-dirty") == result["tags"]["git_commit"].removesuffix("-dirty")
@@ -40,11 +40,23 @@ def test_flow_registers_a_challenger_tagged_with_data_version_and_commit(trained
     assert run.data.params["finetune.epochs"] == "2"
 
 
-def test_ingest_versions_the_data_with_dvc_and_pushes_it(trained):
+def test_ingest_stores_a_batch_versioned_with_dvc_and_pushed(trained):
     root, result = trained
     md5 = result["tags"]["data_version"]
+    assert md5.endswith(".dir")  # the dataset is the folder of its batches
     assert (root.parent / "project-remote" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
-    assert json.loads((root / "outputs" / "ingest" / "data_version.json").read_text())["tracked"] is True
+    version = json.loads((root / "outputs" / "ingest" / "data_version.json").read_text())
+    assert version["tracked"] is True and version["rows"] == 100 and len(version["batches"]) == 1
+    assert len(list((root / "data" / "raw" / "complaints").glob("*.parquet"))) == 1
+
+
+def test_the_validation_summary_is_a_prefect_artifact(trained):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["validation-complaints"])))
+    assert artifacts and "validation passed" in artifacts[0].data
 
 
 def test_reports_are_written_and_logged(trained):
