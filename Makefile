@@ -29,7 +29,9 @@ test: install
 ui: install
 	$(BIN)/nichetune ui
 
+# dvc repro trains on the stored batches; ingest the demo export first (a second time it is recognised)
 repro: install
+	$(BIN)/nichetune ingest data/demo/messages.csv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 clean:

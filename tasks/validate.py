@@ -167,7 +167,7 @@ def _check(name: str, group: str, severity: str, outcome) -> Check:
     elif group == "label_shift" and isinstance(observed, (int, float)):
         observed = f"KL {observed:.3f}"
     elif observed is None and details.get("unexpected_count"):
-        observed = f"{details['unexpected_count']} rows"
+        observed = f"{details['unexpected_count']} bad rows"
     examples = sorted({str(value) for value in details.get("partial_unexpected_list") or []})[:5]
     error = (outcome.exception_info or {}).get("exception_message")
     if error:  # GX records a check that crashed as a failure; say why instead of showing nothing

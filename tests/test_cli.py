@@ -56,7 +56,7 @@ def test_an_unknown_key_in_the_params_file_exits_2_naming_it(folder):
     (folder / "bad.yaml").write_text("finetune:\n  epoch: 3\n")
     line = one_error_line(nichetune(folder, "run", "--params", "bad.yaml")[0])
     assert "unknown key 'finetune.epoch'" in line
-    assert "allowed keys here: backbone, batch_size, device, epochs" in line
+    assert "allowed keys here: backbone, strategy, epochs, batch_size" in line
 
 
 def test_a_malformed_set_exits_2_with_one_line(folder):
@@ -81,4 +81,4 @@ def test_ui_with_a_bad_params_file_exits_2_with_one_line(folder):
 def test_no_command_is_a_usage_error(folder):
     done, _ = nichetune(folder)
     assert done.returncode == 2
-    assert "usage: nichetune" in done.stderr and "{run,ui}" in done.stderr
+    assert "usage: nichetune" in done.stderr and "{run,ingest,validate,ui}" in done.stderr

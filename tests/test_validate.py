@@ -29,8 +29,9 @@ def test_a_good_frame_passes_every_check():
     checks, docs = validate_frame(GOOD, ValidateParams(labels=["billing", "delivery"], min_examples_per_class=3))
     assert docs is None
     assert [check.name for check in checks] == [
-        "text is present", "text is not blank", "label is present", "two or more classes",
-        "label is one of the 2 known labels",
+        "text and label columns exist", "text is present", "text is not blank", "label is present",
+        "two or more classes", "text at most 5000 characters", "at most 1% of rows repeat a text",
+        "no text labeled two ways", "label is one of the 2 known labels",
         "at least 3 examples of 'billing'", "at least 3 examples of 'delivery'",
     ]
     assert all(check.success for check in checks)
@@ -114,7 +115,7 @@ def test_run_passes_and_writes_summary_and_data_docs(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["success"] is True and summary["rows"] == 7
     assert [c["name"] for c in summary["checks"]][-1] == "at least 3 examples of 'delivery'"
-    assert result.text().splitlines()[0] == "validation passed: 6 of 6 checks passed on 7 rows"
+    assert result.text().splitlines()[0] == "validation passed: 10 of 10 checks passed on 7 rows"
 
 
 def test_run_fails_with_the_failing_check_lines_after_writing_summary_and_docs(tmp_path):
@@ -123,7 +124,7 @@ def test_run_fails_with_the_failing_check_lines_after_writing_summary_and_docs(t
     with pytest.raises(ValidationFailed) as caught:
         validate.run(ValidateParams(min_examples_per_class=4), dataset, tmp_path / "out")
     message = str(caught.value)
-    assert message.startswith(f"{dataset}: validation FAILED: 5 of 6 checks passed on 7 rows\n")
+    assert message.startswith(f"{dataset}: validation FAILED: 9 of 10 checks passed on 7 rows\n")
     assert "FAIL at least 4 examples of 'billing' (found 3)" in message.splitlines()
     assert "ok   at least 4 examples of 'delivery' (found 4)" in message.splitlines()
     assert "fix the data or the validate section of params.yaml" in message.splitlines()[-1]
@@ -149,3 +150,45 @@ def test_run_replaces_stale_data_docs(tmp_path):
     validate.run(ValidateParams(min_examples_per_class=1), dataset, tmp_path / "out")
     assert not stale.exists()
     assert (tmp_path / "out" / "data_docs" / "index.html").is_file()
+
+
+def test_duplicates_and_conflicting_labels_are_caught_after_whitespace_normalisation():
+    frame = frame_of([("where is my parcel", "delivery"), ("where  is my parcel ", "delivery"),
+                      ("refund please", "billing"), ("refund   please", "delivery"),
+                      *[(f"other {i}", "billing") for i in range(6)]])
+    checks = by_name(validate_frame(frame, ValidateParams(min_examples_per_class=1))[0])
+    assert checks["at most 1% of rows repeat a text"].success is False
+    assert checks["no text labeled two ways"].success is False
+    assert checks["no text labeled two ways"].observed == "2 bad rows"
+
+
+def test_class_share_reports_each_class_share():
+    frame = frame_of([("a rare one", "rare")] + [(f"common {i}", "common") for i in range(19)])
+    checks = by_name(validate_frame(frame, ValidateParams(min_examples_per_class=1, min_class_share=0.1))[0])
+    assert checks["at least 10% of rows are 'rare'"].success is False
+    assert checks["at least 10% of rows are 'rare'"].observed == "5.0%"
+    assert checks["at least 10% of rows are 'common'"].observed == "95.0%"
+
+
+def test_label_shift_compares_with_the_dataset_without_its_newest_batch():
+    old = [(f"old {i}", "billing" if i % 2 else "delivery", "20260101T000000-a") for i in range(40)]
+    new = [(f"new {i}", "delivery", "20260201T000000-b") for i in range(40)]
+    frame = pd.DataFrame(old + new, columns=["text", "label", "_batch"])
+    checks = by_name(validate_frame(frame, ValidateParams(min_examples_per_class=1, max_label_shift=0.05))[0])
+    shift = checks["label mix within KL 0.05 of the previous version"]
+    assert shift.success is False and shift.severity == "warn" and shift.observed.startswith("KL ")
+    one_batch = by_name(validate_frame(frame.drop(columns="_batch"), ValidateParams(min_examples_per_class=1))[0])
+    assert not any(name.startswith("label mix") for name in one_batch)
+
+
+def test_a_warning_check_reports_without_stopping_and_a_failing_one_stops(tmp_path):
+    frame = frame_of([("same text", "billing"), ("same text", "billing")] + [(f"d {i}", "delivery") for i in range(3)])
+    dataset = tmp_path / "dataset.parquet"
+    frame.to_parquet(dataset)
+    result = validate.run(ValidateParams(min_examples_per_class=2), dataset, tmp_path / "out")
+    assert result.success and "(1 warning)" in result.text().splitlines()[0]
+    assert "warn at most 1% of rows repeat a text" in result.text()
+    assert "| warn | at most 1% of rows repeat a text |" in (tmp_path / "out" / "summary.md").read_text()
+    strict = ValidateParams(min_examples_per_class=2, severity={"duplicates": "fail"})
+    with pytest.raises(ValidationFailed, match="FAIL at most 1% of rows repeat a text"):
+        validate.run(strict, dataset, tmp_path / "out2")
