@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+RESULTS = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "banking77"
 
 
@@ -33,17 +34,15 @@ def make_rows(n: int) -> pd.DataFrame:
 
 
 def one_run(csv_path: Path) -> dict:
-    from dvc.repo import Repo
-
     from tasks import ingest, validate
     from tasks.config import IngestParams, ValidateParams
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "project"
         root.mkdir()
-        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-        Repo.init(str(root))
-        subprocess.run(["dvc", "remote", "add", "-d", "local", str(Path(folder) / "remote")], cwd=root, check=True)
+        for command in (["git", "init", "-q"], ["dvc", "init", "-q"],
+                        ["dvc", "remote", "add", "-d", "local", str(Path(folder) / "remote")]):
+            subprocess.run(command, cwd=root, check=True, capture_output=True)
         cfg = IngestParams(dataset="bench", path=None, timestamp_column="created_at")
         started = time.perf_counter()
         report = ingest.ingest_batch(cfg, [], root, csv_path)
@@ -69,10 +68,13 @@ def main() -> None:
         runs = [one_run(csv_path) for _ in range(args.repeats)]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {
-        "rows": args.rows, "repeats": args.repeats, "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
+        "command": f"python -m benchmarks.ingest_validate --rows {args.rows} --repeats {args.repeats}",
+        "date": time.strftime("%Y-%m-%d"), "rows": args.rows, "repeats": args.repeats, "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
         "median": {key: round(statistics.median(run[key] for run in runs), 2) for key in ("ingest_s", "validate_s", "total_s")},
         "peak_rss_mb": round(peak_mb), "runs": runs,
     }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"ingest_validate_{args.rows}.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 
 
