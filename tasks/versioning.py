@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 
 import yaml
 
 from tasks.errors import DataError
-
-
-def file_md5(path: Path) -> str:
-    """The MD5 of a file's bytes: what DVC 3 records for a single file."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_version(root: Path, rel_path: str) -> dict:
