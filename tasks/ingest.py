@@ -4,6 +4,7 @@ rows read = rows accepted + rows quarantined. The pipeline's ingest stage then a
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from tasks import versioning
 from tasks.config import IngestParams
 from tasks.errors import DataError
 from tasks.pii import redact
-from tasks.readers import LINE, PROBLEM, read_table
+from tasks.readers import LINE, PROBLEM, RAW, read_table
 
 RAW_DIR = Path("data/raw")
 QUARANTINE_DIR = Path("data/quarantine")
@@ -160,8 +161,10 @@ def ingest_batch(cfg: IngestParams, labels: list[str], root: Path, source: Path,
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock):  # two ingests of one dataset take turns; both land
         earlier = _batch_with_digest(root, dataset, digest)
-        if earlier:
-            return BatchReport(str(source), dataset, 0, 0, 0, {}, {}, "", None, None, earlier, None)
+        if earlier:  # version again: a push that failed last time is completed now
+            stored = [str(folder / dataset) for folder in (RAW_DIR, QUARANTINE_DIR) if (root / folder / dataset).is_dir()]
+            version = versioning.track_folders(root, stored).get(str(RAW_DIR / dataset))
+            return BatchReport(str(source), dataset, 0, 0, 0, {}, {}, "", None, None, earlier, version)
         report = _store(cfg, labels, root, source, dataset, digest)
         folders = [str(folder / dataset) for folder, stored in ((RAW_DIR, report.batch),
                                                                  (QUARANTINE_DIR, report.quarantine)) if stored]
@@ -179,7 +182,7 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
         raise DataError(f"{source}: the file has a header but no rows; export the labeled rows too")
     frame, pii = prepare(table.frame, cfg, labels, source)
     reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset))
-    batch_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{digest}"
+    batch_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{digest}"  # sorts in ingest order
     accepted = frame[reasons.isna()].drop(columns=[PROBLEM]).assign(**{SOURCE: str(source), BATCH: batch_id})
     rejected, more_pii = _quarantine_rows(table.frame, frame, reasons, source, cfg)
     pii += more_pii
@@ -196,6 +199,8 @@ def _quarantine_rows(original: pd.DataFrame, prepared: pd.DataFrame, reasons: pd
     """The rejected rows with every column they came with, their line and reason; PII is masked in all
     columns (the text and metadata exactly as in stored rows)."""
     rows = original[reasons.notna()].drop(columns=[PROBLEM, LINE])
+    if rows[RAW].isna().all():
+        rows = rows.drop(columns=[RAW])
     pii: Counter = Counter()
     if cfg.redact_pii:
         for name, column in standard_columns(cfg).items():
@@ -277,7 +282,7 @@ def _write_once(path: Path, frame: pd.DataFrame, kind: str) -> Path | None:
     if kind == "parquet":
         frame.to_parquet(temporary, index=False)
     else:
-        frame.to_csv(temporary, index=False)
+        frame.to_csv(temporary, index=False, quoting=csv.QUOTE_ALL)  # a lone \r inside a text stays inside
     os.chmod(temporary, 0o444)
     os.replace(temporary, path)
     return path

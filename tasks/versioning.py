@@ -39,7 +39,7 @@ def track_folders(root: Path, rel_paths: list[str]) -> dict[str, str]:
         try:
             repo.add([str(Path(root) / path) for path in rel_paths])
             repo.push(targets=[str(_dvc_file(Path(root) / path)) for path in rel_paths])
-        except DvcException as err:
+        except (DvcException, OSError) as err:
             raise DataError(f"{', '.join(rel_paths)}: DVC could not version it: {' '.join(str(err).split())}") from None
     return {path: _dvc_record(Path(root) / path).get("md5") for path in rel_paths}
 

@@ -1,206 +1,456 @@
-"""Ingest and versioning: reading every supported format into the standard columns, and DVC versions of the data."""
+"""ingest_batch and assemble: an export becomes an immutable, DVC-versioned batch; unusable rows go to quarantine
+with their source line and reason; nothing is lost; PII never reaches a written file; the pipeline assembles
+every stored batch."""
 
 from __future__ import annotations
 
-import hashlib
+import csv
 import json
+import stat
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tasks import ingest, versioning
+from tasks import ingest
 from tasks.config import IngestParams, ValidateParams
 from tasks.errors import DataError
-from tasks.ingest import read_labeled
+from tasks.ingest import assemble, ingest_batch
 from tests.conftest import cfpb_sample, make_project, project_params
 
-CFG = IngestParams(text_column="body", label_column="topic", timestamp_column="sent_at")
-ROWS = [
-    {"body": "  my card was charged twice  ", "topic": " billing ", "sent_at": "2023-01-02"},
-    {"body": "the parcel never arrived", "topic": "delivery", "sent_at": "2023-01-01T10:30:00Z"},
-]
-
-
-def expected_frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "text": pd.array(["my card was charged twice", "the parcel never arrived"], dtype="string"),
-        "label": pd.array(["billing", "delivery"], dtype="string"),
-        "timestamp": pd.to_datetime(["2023-01-02T00:00:00Z", "2023-01-01T10:30:00Z"], utc=True),
-    })
+LABELS = ValidateParams(labels=["account_access", "billing", "delivery"]).labels
+CFG = IngestParams(dataset="support", path=None, text_column="message", label_column="topic",
+                   timestamp_column="created_at", id_column="message_id", metadata_columns=["channel"],
+                   max_text_chars=200)
+HEADER = "message_id,message,topic,created_at,channel\n"
 
 
 @pytest.fixture
-def project(tmp_path):
-    """A temp git + DVC project holding a few real CFPB rows as data/labeled.csv (not yet tracked)."""
-    return make_project(tmp_path / "project", cfpb_sample(per_class=2), project_params("unused"))
+def project(tmp_path) -> Path:
+    """A fresh git + DVC project (local directory remote) holding real CFPB rows as data/labeled.csv."""
+    return make_project(tmp_path / "project", cfpb_sample(per_class=3), project_params("unused"))
 
 
-def test_csv_with_bom_maps_columns_and_strips_whitespace(tmp_path):
-    path = tmp_path / "rows.csv"
-    pd.DataFrame(ROWS).to_csv(path, index=False, encoding="utf-8-sig")
-    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
-    pd.testing.assert_frame_equal(read_labeled(path, CFG), expected_frame())
+def write(root: Path, name: str, content: str | bytes) -> Path:
+    path = root / "exports" / name
+    path.parent.mkdir(exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8", newline="")
+    return path
 
 
-def test_tsv_maps_columns(tmp_path):
-    path = tmp_path / "rows.tsv"
-    pd.DataFrame(ROWS).to_csv(path, sep="\t", index=False)
-    pd.testing.assert_frame_equal(read_labeled(path, CFG), expected_frame())
+def read_csv_rows(path: Path) -> list[dict]:
+    """A CSV as the csv module reads it: every value a string."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
-def test_jsonl_maps_columns(tmp_path):
-    path = tmp_path / "rows.jsonl"
-    path.write_text("\n".join(json.dumps(row) for row in ROWS) + "\n")
-    pd.testing.assert_frame_equal(read_labeled(path, CFG), expected_frame())
+def stored(root: Path, report) -> pd.DataFrame:
+    return pd.read_parquet(root / report.batch)
 
 
-def test_parquet_maps_columns(tmp_path):
-    path = tmp_path / "rows.parquet"
-    pd.DataFrame(ROWS).to_parquet(path, index=False)
-    pd.testing.assert_frame_equal(read_labeled(path, CFG), expected_frame())
+def quarantined(root: Path, report) -> list[dict]:
+    return read_csv_rows(root / report.quarantine)
 
 
-def test_uppercase_suffix_is_read(tmp_path):
-    path = tmp_path / "ROWS.CSV"
-    pd.DataFrame(ROWS).to_csv(path, index=False)
-    assert read_labeled(path, CFG)["label"].tolist() == ["billing", "delivery"]
+def dvc_record(root: Path, folder: str) -> dict:
+    return yaml.safe_load((root / f"{folder}.dvc").read_text())["outs"][0]
 
 
-def test_without_timestamp_column_there_is_no_timestamp(tmp_path):
-    path = tmp_path / "rows.csv"
-    pd.DataFrame(ROWS).to_csv(path, index=False)
-    frame = read_labeled(path, IngestParams(text_column="body", label_column="topic"))
-    assert list(frame.columns) == ["text", "label"]
+# --- counts and the printed report -------------------------------------------------------------------------------
+
+def test_real_rows_are_all_accepted_and_the_counts_add_up(project):
+    """The CFPB rows make_project wrote, with the columns project_params maps."""
+    cfg = IngestParams(**project_params("unused")["ingest"])
+    source = project / "data" / "labeled.csv"
+    report = ingest_batch(cfg, [], project, source)
+    sample = cfpb_sample(per_class=3)
+    assert (report.rows_read, report.accepted, report.quarantined) == (len(sample), len(sample), 0)
+    assert report.dataset == "complaints" and report.quarantine is None and report.encoding == "utf-8"
+    frame = stored(project, report)
+    assert frame["text"].tolist() == [text.strip() for text in sample["text"]]  # no PII pattern in these rows
+    assert frame["id"].tolist() == [str(value) for value in sample["complaint_id"]]
+    assert frame["label"].tolist() == sample["issue"].tolist()
+    assert str(frame["timestamp"].dt.tz) == "UTC"
+    assert report.text().splitlines()[0] == (f"{source}: {len(sample)} rows read = {len(sample)} accepted + "
+                                             f"0 quarantined (decoded as utf-8)")
 
 
-def test_real_cfpb_rows_keep_their_text(tmp_path):
-    sample = cfpb_sample(per_class=2)
-    path = tmp_path / "cfpb.csv"
-    sample.to_csv(path, index=False)
-    frame = read_labeled(path, IngestParams(text_column="text", label_column="issue",
-                                            timestamp_column="date_received"))
-    assert len(frame) == len(sample) == 8
-    assert frame["text"].tolist() == [text.strip() for text in sample["text"]]
-    assert frame["timestamp"].is_monotonic_increasing
+def test_rows_read_equals_accepted_plus_quarantined_and_the_report_says_so(project):
+    source = write(project, "mixed.csv", HEADER + "".join(
+        f"m{i},message number {i},{'billing' if i % 3 else 'refunds'},2023-01-0{1 + i % 9},chat\n"
+        for i in range(30)
+    ))
+    report = ingest_batch(CFG, LABELS, project, source)
+    assert report.rows_read == 30 == report.accepted + report.quarantined
+    assert (report.accepted, report.quarantined) == (20, 10)
+    assert len(stored(project, report)) == 20 and len(quarantined(project, report)) == 10
+    lines = report.text().splitlines()
+    assert lines[0] == f"{source}: 30 rows read = 20 accepted + 10 quarantined (decoded as utf-8)"
+    assert "  quarantined, label outside the label set: 10" in lines
+    assert f"  stored: {report.batch}" in lines and f"  quarantine: {report.quarantine}" in lines
+    assert f"dataset support is now DVC version {report.data_version}" in lines[-1]
+    assert "git add data/raw/support.dvc data/raw/.gitignore data/quarantine/support.dvc" in lines[-1]
 
 
-def test_missing_column_names_file_column_and_the_files_columns(tmp_path):
-    path = tmp_path / "rows.csv"
-    pd.DataFrame(ROWS).drop(columns="topic").to_csv(path, index=False)
-    with pytest.raises(DataError) as caught:
-        read_labeled(path, CFG)
-    message = str(caught.value)
-    assert message.startswith(f"{path}: column(s) 'topic' not found")
-    assert "the file has 'body', 'sent_at'" in message
-    assert "\n" not in message
+# --- each quarantine reason, with the right source line --------------------------------------------------------
 
-
-def test_unsupported_suffix_is_refused(tmp_path):
-    path = tmp_path / "rows.xlsx"
-    path.write_bytes(b"not really a spreadsheet")
-    with pytest.raises(DataError, match=r"rows\.xlsx: unsupported file type '\.xlsx'; use one of \.csv, \.tsv"):
-        read_labeled(path, CFG)
-
-
-def test_unreadable_file_is_a_data_error(tmp_path):
-    path = tmp_path / "rows.parquet"
-    path.write_text("this is not parquet")
-    with pytest.raises(DataError, match=r"rows\.parquet: cannot be read \("):
-        read_labeled(path, CFG)
-
-
-def test_unparseable_timestamp_names_the_row_and_value(tmp_path):
-    path = tmp_path / "rows.csv"
-    path.write_text("body,topic,sent_at\nfine,billing,2023-01-02\nbroken,billing,next tuesday\n")
-    with pytest.raises(DataError) as caught:
-        read_labeled(path, CFG)
-    assert str(caught.value) == f"{path}: row 3: sent_at='next tuesday' is not a date; fix or empty it"
-
-
-def test_empty_timestamp_is_allowed_as_missing(tmp_path):
-    path = tmp_path / "rows.csv"
-    path.write_text("body,topic,sent_at\nfine,billing,2023-01-02\nundated,billing,\n")
-    frame = read_labeled(path, CFG)
-    assert frame["timestamp"].isna().tolist() == [False, True]
-
-
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="ingest.py _parse_timestamps adds 2 (a header line) to the row index for every format; "
-           "a JSON Lines file has no header, so the row named is one past the bad line",
+REASONS_FILE = (
+    HEADER
+    + 'm1,"my card was charged twice\nand nobody answers",Billing,2023-01-02T10:00:00Z,email\n'  # lines 2-3
+    + "m2,,billing,2023-01-02,chat\n"  # 4
+    + "m3,   ,billing,2023-01-02,chat\n"  # 5
+    + "m4,where is my parcel,,2023-01-02,chat\n"  # 6
+    + "m5,the parcel is late,delivery,next tuesday,chat\n"  # 7
+    + "m6,the parcel is very late,delivery,,chat\n"  # 8
+    + "m7,cannot log in,refunds,2023-01-02,chat\n"  # 9
+    + "m8," + "x" * 201 + ",billing,2023-01-02,chat\n"  # 10
+    + 'm9,"my card was  charged twice\n\nand nobody answers ",billing,2023-01-03,chat\n'  # 11-13
+    + "m10,my card was charged twice and nobody answers,delivery,2023-01-03,chat\n"  # 14
+    + "m11,short row,billing\n"  # 15
+    + "m12,too,many,fields,2023-01-03,chat\n"  # 16
+    + "\n"  # 17: a blank line is not a row
+    + 'm13,"a row with ""quotes"" and, commas",delivery,2023-01-03,email\n'  # 18
+    + "m14," + "y" * 200 + ",account_access,2023-01-04,chat\n"  # 19: exactly at the limit
 )
-def test_unparseable_timestamp_in_jsonl_names_its_line(tmp_path):
-    path = tmp_path / "rows.jsonl"
-    rows = [ROWS[0], {**ROWS[1], "sent_at": "next tuesday"}]
-    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
-    with pytest.raises(DataError, match=r": row 2: sent_at='next tuesday'"):
-        read_labeled(path, CFG)
+EXPECTED_REASONS = {
+    "m2": (4, "empty text"),
+    "m3": (5, "empty text"),
+    "m4": (6, "missing label"),
+    "m5": (7, "missing or unparseable timestamp"),
+    "m6": (8, "missing or unparseable timestamp"),
+    "m7": (9, "label outside the label set"),
+    "m8": (10, "text over 200 characters"),
+    "m9": (11, "exact duplicate"),
+    "m10": (14, "same text already labeled differently"),
+    "m11": (15, "ragged row: 3 fields where the header has 5"),
+    "m12": (16, "ragged row: 6 fields where the header has 5"),
+}
 
 
-def test_a_blank_label_cell_in_a_csv_fails_validation(tmp_path):
-    from tasks.validate import validate_frame
-
-    path = tmp_path / "rows.csv"
-    path.write_text("text,label\nfee charged twice,billing\nlate fee,billing\ncannot log in,\nlocked out,\n")
-    frame = read_labeled(path, IngestParams())
-    checks, _ = validate_frame(frame, ValidateParams(min_examples_per_class=2))
-    assert {check.name: check.success for check in checks}["label is present"] is False
-
-
-def test_run_writes_dataset_and_data_version_with_the_files_md5(project, tmp_path):
-    cfg = IngestParams(path="data/labeled.csv", label_column="issue", timestamp_column="date_received")
-    result = ingest.run(cfg, project, tmp_path / "out")
-    md5 = hashlib.md5((project / "data" / "labeled.csv").read_bytes()).hexdigest()
-    assert result.rows == 8 and result.dataset == tmp_path / "out" / "dataset.parquet"
-    assert list(pd.read_parquet(result.dataset).columns) == ["text", "label", "timestamp"]
-    recorded = json.loads((tmp_path / "out" / "data_version.json").read_text())
-    assert recorded == {"path": "data/labeled.csv", "md5": md5, "tracked": False}
-    assert result.version.md5 == md5
+def test_each_reason_is_quarantined_with_its_source_line(project):
+    source = write(project, "reasons.csv", REASONS_FILE)
+    report = ingest_batch(CFG, LABELS, project, source)
+    rows = quarantined(project, report)
+    assert {row["message_id"]: (int(row["_source_line"]), row["_reason"]) for row in rows} == EXPECTED_REASONS
+    accepted = stored(project, report)
+    assert dict(zip(accepted["id"], accepted["_source_line"])) == {"m1": 2, "m13": 18, "m14": 19}
+    assert report.rows_read == 14 == report.accepted + report.quarantined
+    assert report.reasons == {"empty text": 2, "missing label": 1, "missing or unparseable timestamp": 2,
+                              "label outside the label set": 1, "text over 200 characters": 1,
+                              "exact duplicate": 1, "same text already labeled differently": 1,
+                              "ragged row: 3 fields where the header has 5": 1,
+                              "ragged row: 6 fields where the header has 5": 1}
+    for reason, count in report.reasons.items():
+        assert f"  quarantined, {reason}: {count}" in report.text().splitlines()
 
 
-def test_run_with_a_missing_data_file_says_how_to_get_it(project, tmp_path):
-    with pytest.raises(DataError, match=r"data/absent\.csv: file not found; .*dvc pull data/absent\.csv\.dvc"):
-        ingest.run(IngestParams(path="data/absent.csv"), project, tmp_path / "out")
+def test_the_quarantine_file_holds_the_original_columns_file_line_and_reason(project):
+    source = write(project, "extra.csv", "message_id,message,topic,created_at,channel,notes\n"
+                                         "m1,fine row,billing,2023-01-02,chat,kept\n"
+                                         "m2,odd label,Refunds,2023-01-02,chat,also kept\n")
+    report = ingest_batch(CFG, LABELS, project, source)
+    with open(project / report.quarantine, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    assert header == ["message_id", "message", "topic", "created_at", "channel", "notes",
+                      "_source_file", "_source_line", "_reason"]
+    assert quarantined(project, report) == [{
+        "message_id": "m2", "message": "odd label", "topic": "Refunds", "created_at": "2023-01-02",
+        "channel": "chat", "notes": "also kept", "_source_file": str(source), "_source_line": "3",
+        "_reason": "label outside the label set",
+    }]
+    assert report.quarantine == f"data/quarantine/support/{Path(report.batch).stem}.csv"
 
 
-def test_data_version_of_a_file_without_dvc_file_is_untracked(tmp_path):
-    (tmp_path / "rows.csv").write_text("text,label\nhello,a\n")
-    version = versioning.data_version(tmp_path, "rows.csv")
-    assert version.tracked is False
-    assert version.md5 == hashlib.md5(b"text,label\nhello,a\n").hexdigest()
+def test_duplicates_and_conflicts_are_found_against_an_earlier_batch(project):
+    first = ingest_batch(CFG, LABELS, project, write(project, "first.csv", HEADER + (
+        "a1,the parcel never arrived,delivery,2023-01-01,chat\n"
+        "a2,I was billed twice,billing,2023-01-01,chat\n")))
+    assert first.accepted == 2
+    second = ingest_batch(CFG, LABELS, project, write(project, "second.csv", HEADER + (
+        "b1,  the parcel   never arrived ,Delivery,2023-02-01,email\n"  # same text and label: a duplicate
+        "b2,I was billed twice,account_access,2023-02-01,email\n"  # same text, another label: a conflict
+        "b3,The parcel never arrived,delivery,2023-02-01,email\n")))  # case differs: a new text
+    assert {row["message_id"]: (row["_source_line"], row["_reason"]) for row in quarantined(project, second)} == {
+        "b1": ("2", "exact duplicate"), "b2": ("3", "same text already labeled differently")}
+    assert stored(project, second)["id"].tolist() == ["b3"]
 
 
-def test_track_adds_the_file_to_dvc_and_pushes_it_to_the_remote(project):
-    version = versioning.track(project, "data/labeled.csv")
-    md5 = hashlib.md5((project / "data" / "labeled.csv").read_bytes()).hexdigest()
-    assert version == versioning.DataVersion("data/labeled.csv", md5, True)
-    assert yaml.safe_load((project / "data" / "labeled.csv.dvc").read_text())["outs"][0]["md5"] == md5
-    pushed = project.parent / "project-remote" / "files" / "md5" / md5[:2] / md5[2:]
-    assert pushed.read_bytes() == (project / "data" / "labeled.csv").read_bytes()
-    assert versioning.data_version(project, "data/labeled.csv").tracked is True
+def test_ids_metadata_and_canonical_label_case_are_stored(project):
+    source = write(project, "case.csv", HEADER + (
+        "m1,  charged twice for one order ,Billing,2023-01-02T10:00:00+02:00,email\n"
+        "m2,my parcel is lost, DELIVERY ,2023-01-03,\n"
+        "m3,cannot reset my password,Account_Access,2023-01-04,chat\n"))
+    report = ingest_batch(CFG, LABELS, project, source)
+    frame = stored(project, report)
+    assert list(frame.columns) == ["text", "label", "timestamp", "id", "channel", "_source_line", "_source_file",
+                                   "_batch"]
+    assert frame["label"].tolist() == ["billing", "delivery", "account_access"]
+    assert frame["id"].tolist() == ["m1", "m2", "m3"]
+    assert frame["channel"].tolist() == ["email", "", "chat"]
+    assert frame["text"].tolist() == ["charged twice for one order", "my parcel is lost", "cannot reset my password"]
+    assert frame["timestamp"].tolist() == pd.to_datetime(["2023-01-02T08:00:00Z", "2023-01-03", "2023-01-04"],
+                                                         utc=True, format="ISO8601").tolist()
+    assert set(frame["_batch"]) == {Path(report.batch).stem}
+    assert set(frame["_source_file"]) == {str(source)}
 
 
-def test_a_changed_file_is_untracked_until_tracked_again(project):
-    first = versioning.track(project, "data/labeled.csv")
-    (project / "data" / "labeled.csv").write_text("text,issue\nnew row,billing\n")
-    assert versioning.data_version(project, "data/labeled.csv").tracked is False
-    second = versioning.track(project, "data/labeled.csv")
-    assert second.tracked is True and second.md5 != first.md5
-    assert (project.parent / "project-remote" / "files" / "md5" / second.md5[:2] / second.md5[2:]).is_file()
+def test_an_empty_label_set_accepts_any_label(project):
+    source = write(project, "any.csv", "text,label\nfirst,Anything\nsecond,else\n")
+    report = ingest_batch(IngestParams(path=None, dataset="free"), [], project, source)
+    assert stored(project, report)["label"].tolist() == ["Anything", "else"]
 
 
-def test_track_pulls_a_file_that_only_has_its_dvc_file(project):
-    content = (project / "data" / "labeled.csv").read_bytes()
-    versioning.track(project, "data/labeled.csv")
-    (project / "data" / "labeled.csv").unlink()
-    (project / ".dvc" / "cache").rename(project / "cache-moved-away")  # so the content must come from the remote
-    version = versioning.track(project, "data/labeled.csv")
-    assert version.tracked is True
-    assert (project / "data" / "labeled.csv").read_bytes() == content
+# --- PII ------------------------------------------------------------------------------------------------------
+
+PII = {
+    "email": "jane.doe@example.com",
+    "phone": "+44 20 7946 0958",
+    "card": "4111 1111 1111 1111",
+    "iban": "GB82 WEST 1234 5698 7654 32",
+    "account": "87654321",
+}
+PII_CFG = IngestParams(dataset="pii", path=None, id_column="id", metadata_columns=["agent"])
 
 
-def test_track_outside_a_dvc_project_is_a_data_error(tmp_path):
-    (tmp_path / "rows.csv").write_text("text,label\nhello,a\n")
-    with pytest.raises(DataError, match=r"not a DVC project .*run `git init && dvc init` there"):
-        versioning.track(tmp_path, "rows.csv")
+def pii_export(project: Path) -> Path:
+    return write(project, "pii.csv", (
+        "id,text,label,agent,notes\n"
+        f"1,write to {PII['email']} or call {PII['phone']},billing,ops@example.org,none\n"
+        f"2,my card {PII['card']} was charged,billing,bob,call 020 7946 0123\n"
+        f"3,refund to {PII['iban']} please,billing,bob,\n"
+        f"4,my account number {PII['account']} is locked,account_access,bob,\n"
+        f"5,mail {PII['email']} about it,refunds,carol,card 5500 0000 0000 0004\n"  # quarantined: unknown label
+    ))
+
+
+def all_written_bytes(project: Path) -> list[tuple[Path, bytes]]:
+    """Every file ingest may have written: the batches, quarantine, DVC cache and the remote."""
+    places = [project / "data" / "raw", project / "data" / "quarantine", project / ".dvc" / "cache",
+              project.parent / f"{project.name}-remote"]
+    return [(path, path.read_bytes()) for place in places for path in place.rglob("*") if path.is_file()]
+
+
+def test_pii_is_redacted_in_stored_and_quarantined_rows_before_anything_is_written(project):
+    report = ingest_batch(PII_CFG, LABELS, project, pii_export(project))
+    frame = stored(project, report)
+    assert frame["text"].tolist() == [
+        "write to [EMAIL] or call [PHONE]", "my card [CARD] was charged", "refund to [IBAN] please",
+        "my account number [ACCOUNT] is locked"]
+    assert frame["agent"].tolist() == ["[EMAIL]", "bob", "bob", "bob"]  # metadata too
+    [row] = quarantined(project, report)
+    assert (row["text"], row["agent"], row["notes"]) == ("mail [EMAIL] about it", "carol", "card [CARD]")
+    assert report.pii_redacted == {"email": 3, "phone": 1, "card": 2, "iban": 1, "account": 1}
+    assert "  PII redacted: account 1, card 2, email 3, iban 1, phone 1" in report.text().splitlines()
+
+    raw_values = [*PII.values(), "ops@example.org", "5500 0000 0000 0004"]
+    written = all_written_bytes(project)
+    assert any(path.suffix == ".parquet" for path, _ in written) and any(path.suffix == ".csv" for path, _ in written)
+    for path, content in written:
+        for value in raw_values:
+            assert value.encode() not in content, (value, path)
+        if content.startswith(b"PAR1"):  # compressed pages: look at the values too
+            text = pd.read_parquet(path).astype(str).to_string()
+            assert not any(value in text for value in raw_values), path
+
+
+def test_with_redact_pii_false_nothing_is_changed(project):
+    cfg = PII_CFG.model_copy(update={"redact_pii": False, "dataset": "raw-pii"})
+    report = ingest_batch(cfg, LABELS, project, pii_export(project))
+    frame = stored(project, report)
+    assert frame["text"].tolist()[0] == f"write to {PII['email']} or call {PII['phone']}"
+    assert frame["agent"].tolist()[0] == "ops@example.org"
+    assert quarantined(project, report)[0]["notes"] == "card 5500 0000 0000 0004"
+    assert report.pii_redacted == {} and "PII" not in report.text()
+
+
+# --- the same file twice, DVC versions, immutable batches -------------------------------------------------------
+
+def test_the_same_bytes_ingested_twice_store_nothing_new(project):
+    source = write(project, "once.csv", HEADER + "m1,hello there,billing,2023-01-02,chat\n"
+                                                 "m2,odd,refunds,2023-01-02,chat\n")
+    first = ingest_batch(CFG, LABELS, project, source)
+    record = dvc_record(project, "data/raw/support")
+    again = ingest_batch(CFG, LABELS, project, source)
+    copy = write(project, "renamed-copy.csv", source.read_bytes())
+    renamed = ingest_batch(CFG, LABELS, project, copy)
+    for report, path in ((again, source), (renamed, copy)):
+        assert report.already_ingested_as == first.batch
+        assert (report.rows_read, report.accepted, report.quarantined, report.batch) == (0, 0, 0, None)
+        assert report.text() == f"{path}: already ingested as {first.batch}; nothing added"
+    assert len(list((project / "data" / "raw" / "support").iterdir())) == 1
+    assert len(list((project / "data" / "quarantine" / "support").iterdir())) == 1
+    assert dvc_record(project, "data/raw/support") == record
+
+
+def test_a_new_batch_changes_the_dvc_version_and_reaches_the_remote(project):
+    first = ingest_batch(CFG, LABELS, project, write(project, "one.csv", HEADER + "m1,first,billing,2023-01-01,\n"))
+    second = ingest_batch(CFG, LABELS, project, write(project, "two.csv", HEADER + "m2,second,billing,2023-01-02,\n"))
+    assert first.data_version and second.data_version and first.data_version != second.data_version
+    record = dvc_record(project, "data/raw/support")
+    assert record["md5"] == second.data_version and record["nfiles"] == 2
+    remote = project.parent / "project-remote" / "files" / "md5"
+    md5 = second.data_version
+    listing = json.loads((remote / md5[:2] / md5[2:]).read_text())  # the pushed directory listing
+    assert sorted(entry["relpath"] for entry in listing) == sorted([Path(first.batch).name, Path(second.batch).name])
+    for entry in listing:
+        pushed = remote / entry["md5"][:2] / entry["md5"][2:]
+        assert pushed.read_bytes() == (project / "data" / "raw" / "support" / entry["relpath"]).read_bytes()
+    assert "/support" in (project / "data" / "raw" / ".gitignore").read_text().split()
+    assert ingest.versioning.folder_version(project, "data/raw/support")["tracked"] is True
+
+
+def test_batch_files_are_read_only_and_never_rewritten(project):
+    first = ingest_batch(CFG, LABELS, project, write(project, "one.csv", HEADER + "m1,first,billing,2023-01-01,\n"
+                                                                                  "m2,second,junk,2023-01-01,\n"))
+    files = [project / first.batch, project / first.quarantine]
+    before = [(path.read_bytes(), path.stat().st_mtime_ns) for path in files]
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o222 == 0, path
+    ingest_batch(CFG, LABELS, project, write(project, "two.csv", HEADER + "m3,third,billing,2023-01-02,\n"
+                                                                          "m4,first,billing,2023-01-02,\n"))
+    assert [(path.read_bytes(), path.stat().st_mtime_ns) for path in files] == before
+    with pytest.raises(DataError, match="already exists and batches are never rewritten"):
+        ingest._write_once(project / first.batch, pd.DataFrame({"text": ["x"]}), "parquet")
+    assert not list((project / "data" / "raw" / "support").glob(".*.tmp"))
+
+
+# --- errors: one line naming the file ---------------------------------------------------------------------------
+
+def one_line_error(call) -> str:
+    with pytest.raises(DataError) as caught:
+        call()
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("header-only.csv", HEADER, "the file has a header but no rows; export the labeled rows too"),
+    ("header-and-blank-lines.csv", HEADER + "\n\n", "the file has a header but no rows; export the labeled rows too"),
+    ("missing.csv", "message_id,message,created_at,channel\nm1,hello,2023-01-01,chat\n",
+     "column(s) 'topic' not found; the file has 'message_id', 'message', 'created_at', 'channel'; "
+     "set ingest.*_column in params.yaml"),
+    ("twice.csv", "message_id,message,topic,topic,created_at,channel\nm1,a,billing,billing,2023-01-01,chat\n",
+     "column 'topic' appears twice in the header; rename one and ingest again"),
+])
+def test_unusable_files_are_one_line_data_errors_naming_the_file(project, name, content, expected):
+    source = write(project, name, content)
+    message = one_line_error(lambda: ingest_batch(CFG, LABELS, project, source))
+    assert message == f"{source}: {expected}"
+    assert not (project / "data" / "raw" / "support").exists()
+
+
+def test_a_missing_file_is_a_data_error(project):
+    source = project / "exports" / "absent.csv"
+    assert one_line_error(lambda: ingest_batch(CFG, LABELS, project, source)) == f"{source}: file not found"
+
+
+def test_a_folder_that_is_not_a_dvc_project_is_a_data_error(tmp_path):
+    source = write(tmp_path, "rows.csv", HEADER + "m1,hello,billing,2023-01-01,chat\n")
+    message = one_line_error(lambda: ingest_batch(CFG, LABELS, tmp_path, source))
+    assert message.startswith(f"{tmp_path}: not a DVC project")
+    assert not (tmp_path / "data").exists()
+
+
+def test_every_row_rejected_is_a_data_error_and_the_quarantine_is_still_written(project):
+    source = write(project, "all-bad.csv", HEADER + "m1,hello,refunds,2023-01-01,chat\n"
+                                                    "m2,,billing,2023-01-01,chat\n"
+                                                    "m3,again,refunds,2023-01-01,chat\n")
+    message = one_line_error(lambda: ingest_batch(CFG, LABELS, project, source))
+    [quarantine] = (project / "data" / "quarantine" / "support").glob("*.csv")
+    relative = quarantine.relative_to(project)
+    assert message == (f"{source}: every one of 3 rows was rejected (see {relative}); "
+                       "reasons: label outside the label set (2); empty text (1)")
+    assert [row["_reason"] for row in read_csv_rows(quarantine)] == [
+        "label outside the label set", "empty text", "label outside the label set"]
+    assert dvc_record(project, "data/quarantine/support")["nfiles"] == 1
+    assert not (project / "data" / "raw" / "support").exists()
+
+
+# --- assemble ---------------------------------------------------------------------------------------------------
+
+def test_assemble_returns_every_batch_with_its_batch_column_and_the_data_version(project, tmp_path):
+    first = ingest_batch(CFG, LABELS, project, write(project, "one.csv", HEADER + (
+        "m1,first message,billing,2023-01-01,chat\nm2,second message,delivery,2023-01-02,email\n")))
+    second = ingest_batch(CFG, LABELS, project, write(project, "two.csv", HEADER + (
+        "m3,third message,account_access,2023-01-03,chat\nm4,first message,billing,2023-01-04,chat\n")))
+    out = tmp_path / "out"
+    result = assemble(CFG, project, out)
+    frame = pd.read_parquet(result.dataset)
+    assert result.rows == 3 == len(frame)
+    assert list(frame.columns) == ["text", "label", "timestamp", "id", "channel", "_batch"]
+    batches = {Path(first.batch).stem: ["m1", "m2"], Path(second.batch).stem: ["m3"]}
+    assert {batch: sorted(group["id"]) for batch, group in frame.groupby("_batch")} == batches
+    version = json.loads((out / "data_version.json").read_text())
+    assert version == result.version
+    assert version == {"path": "data/raw/support", "md5": second.data_version, "tracked": True,
+                       "dataset": "support", "batches": sorted(batches), "rows": 3}
+
+
+def test_assemble_without_batches_says_to_run_nichetune_ingest(project, tmp_path):
+    message = one_line_error(lambda: assemble(CFG, project, tmp_path / "out"))
+    assert message == ("data/raw/support: no stored batches; run `nichetune ingest FILE --dataset support` "
+                       "or set ingest.path")
+
+
+# --- bugs found while writing these tests (strict xfails: each passes once the bug is fixed) ---------------------
+
+def test_a_lone_carriage_return_survives_the_quarantine_file(project):
+    source = write(project, "cr.csv", 'text,label\n"line one\rline two",refunds\nfine,billing\n')
+    report = ingest_batch(IngestParams(path=None, dataset="cr"), LABELS, project, source)
+    rows = quarantined(project, report)
+    assert [(row["text"], row["_source_line"]) for row in rows] == [("line one\rline two", "2")]
+
+
+def test_a_ragged_row_keeps_all_its_fields_in_quarantine(project):
+    source = write(project, "ragged.csv", "id,text,label\n1,hello, world,billing\n2,fine,billing\n")
+    report = ingest_batch(IngestParams(path=None, dataset="ragged", id_column="id"), LABELS, project, source)
+    quarantine = (project / report.quarantine).read_text(encoding="utf-8")
+    assert "billing" in quarantine.splitlines()[1]
+
+
+def _break_the_remote(project: Path) -> None:
+    from dvc.repo import Repo
+
+    blocker = project.parent / "not-a-folder"
+    blocker.write_text("a file where the remote's folder should be")
+    with Repo(str(project)) as repo, repo.config.edit() as config:
+        config["remote"]["local"]["url"] = str(blocker / "remote")
+
+
+def test_a_push_that_fails_is_a_data_error(project):
+    _break_the_remote(project)
+    source = write(project, "rows.csv", "text,label\nhello there,billing\n")
+    one_line_error(lambda: ingest_batch(IngestParams(path=None, dataset="push"), LABELS, project, source))
+
+
+def test_ingesting_again_after_a_failed_push_pushes_the_batch(project):
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        good_remote = repo.config["remote"]["local"]["url"]
+    _break_the_remote(project)
+    source = write(project, "rows.csv", "text,label\nhello there,billing\n")
+    cfg = IngestParams(path=None, dataset="push")
+    with pytest.raises(Exception):
+        ingest_batch(cfg, LABELS, project, source)
+    with Repo(str(project)) as repo, repo.config.edit() as config:
+        config["remote"]["local"]["url"] = good_remote
+    report = ingest_batch(cfg, LABELS, project, source)
+    md5 = dvc_record(project, "data/raw/push")["md5"]
+    assert (Path(good_remote) / "files" / "md5" / md5[:2] / md5[2:]).is_file(), report.text()
+
+
+def test_batches_stored_within_one_second_keep_their_ingestion_order(project, tmp_path):
+    exports = [write(project, f"{n}.csv", HEADER + f"m{n},message {n},billing,2023-01-0{n},\n") for n in (1, 2, 3)]
+    digests = [ingest.hashlib.sha256(path.read_bytes()).hexdigest()[:12] for path in exports]
+    assert digests != sorted(digests)  # otherwise hash order and ingestion order agree by chance
+    for path in exports:
+        ingest_batch(CFG, LABELS, project, path)
+    result = assemble(CFG, project, tmp_path / "out")
+    assert pd.read_parquet(result.dataset)["id"].tolist() == ["m1", "m2", "m3"]
+
