@@ -36,7 +36,12 @@ def hide_tracebacks_of_user_errors() -> None:
 @stage(name="ingest")
 def ingest_task(params: Params, paths: Paths) -> ingest.IngestResult:
     """Store `ingest.path` as a new DVC-versioned batch when it is new, then assemble every stored batch."""
-    return ingest.run(params.ingest, params.validate.labels, paths.root, paths.stage("ingest"))
+    result = ingest.run(params.ingest, params.validate.labels, paths.root, paths.stage("ingest"))
+    if result.ingested:
+        print(result.ingested.text())
+    print(f"dataset {params.ingest.dataset}: {result.rows} rows in {len(result.version['batches'])} batches, "
+          f"DVC version {result.version['md5']}")
+    return result
 
 
 @stage(name="validate")

@@ -5,6 +5,7 @@ rows read = rows accepted + rows quarantined. The pipeline's ingest stage then a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -74,6 +75,7 @@ class IngestResult:
     dataset: Path  # parquet: text, label, [timestamp], [id], metadata..., _batch
     version: dict
     rows: int
+    ingested: BatchReport | None = None  # what ingesting `ingest.path` did, when the run did it
 
 
 def standard_columns(cfg: IngestParams) -> dict[str, str]:
@@ -247,10 +249,11 @@ def assemble(cfg: IngestParams, root: Path, out_dir: Path) -> IngestResult:
 
 def run(cfg: IngestParams, labels: list[str], root: Path, out_dir: Path) -> IngestResult:
     """Ingest `ingest.path` when it is new (the same bytes are recognised), then assemble the dataset."""
+    report = None
     if cfg.path:
         versioning.pull_if_missing(root, cfg.path)
-        ingest_batch(cfg, labels, root, Path(root) / cfg.path)
-    return assemble(cfg, root, out_dir)
+        report = ingest_batch(cfg, labels, root, Path(root) / cfg.path)
+    return dataclasses.replace(assemble(cfg, root, out_dir), ingested=report)
 
 
 def _key(text: pd.Series) -> pd.Series:
