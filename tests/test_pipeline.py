@@ -69,6 +69,8 @@ def test_reports_are_written_and_logged(trained):
     assert len(per_class) >= 4 and {"precision", "recall", "f1-score"} <= set(per_class.columns)
     artifacts = {a.path for a in MlflowClient(result["tracking_uri"]).list_artifacts(result["run_id"], "reports")}
     assert "reports/evidently_report.html" in artifacts
+    validation = {a.path for a in MlflowClient(result["tracking_uri"]).list_artifacts(result["run_id"], "validation")}
+    assert {"validation/summary.json", "validation/summary.md"} <= validation
 
 
 def test_registered_model_reloads_with_the_same_predictions(trained):
