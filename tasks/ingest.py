@@ -102,7 +102,7 @@ def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], store
         flag(~frame["label"].isin(labels), "label outside the label set")
     flag(frame["text"].str.len() > cfg.max_text_chars, f"text over {cfg.max_text_chars} characters")
     candidates = frame[reason.isna()]
-    seen = pd.concat([stored[["key", "label"]], pd.DataFrame({"key": _key(candidates["text"]),
+    seen = pd.concat([stored[["key", "label"]], pd.DataFrame({"key": text_key(candidates["text"]),
                                                                   "label": candidates["label"]})])
     first_label = seen.groupby("key")["label"].transform("first").iloc[len(stored):]
     repeated = seen["key"].duplicated(keep="first").iloc[len(stored):].to_numpy()
@@ -222,7 +222,7 @@ def stored_keys(root: Path, dataset: str) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame({"key": pd.Series(dtype=object), "label": pd.Series(dtype=object)})
     stored = pd.concat(frames, ignore_index=True)
-    return pd.DataFrame({"key": _key(stored["text"]), "label": stored["label"]})
+    return pd.DataFrame({"key": text_key(stored["text"]), "label": stored["label"]})
 
 
 def batch_files(root: Path, dataset: str) -> list[Path]:
@@ -256,7 +256,7 @@ def run(cfg: IngestParams, labels: list[str], root: Path, out_dir: Path) -> Inge
     return dataclasses.replace(assemble(cfg, root, out_dir), ingested=report)
 
 
-def _key(text: pd.Series) -> pd.Series:
+def text_key(text: pd.Series) -> pd.Series:
     """Texts compare equal when they differ only in surrounding or repeated whitespace."""
     return text.str.split().str.join(" ")
 

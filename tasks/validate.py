@@ -105,7 +105,9 @@ def build_suite(cfg: ValidateParams, labels: list[str], previous: pd.Series | No
 def with_check_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the derived columns that duplicate and conflict checks read: a whitespace-normalised text key,
     and whether that key carries more than one label."""
-    key = frame["text"].astype("string").str.split().str.join(" ")
+    from tasks.ingest import text_key
+
+    key = text_key(frame["text"].astype("string"))
     labels_per_key = frame.groupby(key, dropna=True)["label"].transform("nunique")
     return frame.assign(**{KEY: key, CONFLICT: labels_per_key.fillna(1).astype(int) > 1})
 
