@@ -1,0 +1,395 @@
+"""Benchmark: classification quality of nichetune's LoRA fine-tune against simple baselines on real data.
+
+    python -m benchmarks.quality [--quick] [--datasets NAME ...] [--methods NAME ...] [--seeds N]
+                                 [--finetune KEY=VALUE ...] [--out FILE]
+
+Datasets (from ../shared/data; see each folder's PROVENANCE.md):
+- banking77_k8, banking77_k64: k examples per intent (77 intents) sampled from train with the run's seed;
+  evaluated on the full test set (3,080 rows, 40 per intent). Four intents have fewer than 64 training rows
+  (35, 41, 59, 61): k=64 takes all of theirs, so k=64 has 4,868 training rows, not 4,928.
+- amazon_counterfactual_en_k8, amazon_counterfactual_en_k64: k examples per class (counterfactual or not)
+  sampled from EN_train.tsv with the run's seed; evaluated on the full EN_test.tsv (670 rows, 131 positive).
+- cfpb_payday_2023: routing by `issue`; train = complaints received January to June 2023, test = July and
+  August 2023; issues with fewer than 20 rows in the whole file are merged into "other". Same rows every seed.
+- banking77_k8_10intents (the --quick subset): banking77_k8 restricted to the first 10 intents in sorted
+  (code-point) order, Refund_not_showing_up to cancel_transfer, tested on those intents' test rows only
+  (80 training rows, 400 test rows).
+
+Methods (METHODS; each is fn(train, test, seed) -> MethodRun(predictions, train_seconds)):
+- tfidf_lr: TF-IDF of word 1-2 grams, then logistic regression (class_weight balanced, max_iter 2000).
+- embeddings_lr: the packaged MiniLM, frozen: mean pooling of the last hidden state over the attention mask,
+  L2-normalised (as sentence-transformers' all-MiniLM-L6-v2), then the same logistic regression.
+- nichetune_lora: the pipeline's own code, tasks.finetune.finetune with FinetuneParams() defaults (plus any
+  --finetune overrides), predicting with tasks.model.Classifier.
+
+Every method of a seed gets the same sampled training rows (`train_sha` in each result row shows it).
+Train seconds: wall time to fit on the training rows from an already loaded backbone; it excludes loading
+weights, saving the model and predicting the test set (for nichetune_lora: FinetuneResult.seconds).
+
+--quick checks the harness in well under a minute on 2 cores: banking77_k8_10intents, 1 seed, all three
+methods, nichetune_lora with epochs=2. Raw results go to benchmarks/results/quality.json (quality_quick.json
+with --quick) unless --out names another file; a markdown table of mean ± std over seeds is printed."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn.metrics import matthews_corrcoef
+
+RESULTS = Path(__file__).parent / "results"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+METRICS = ("accuracy", "macro_f1", "mcc", "train_s")
+DEFAULT_SEEDS = 5
+QUICK_DATASETS = ["banking77_k8_10intents"]
+QUICK_SEEDS = 1
+QUICK_FINETUNE = {"epochs": 2}
+OTHER_ISSUE = "other"
+MIN_ISSUE_ROWS = 20
+
+
+# ---------------------------------------------------------------- datasets: (train, test) with text, label
+
+
+@dataclass(frozen=True)
+class Split:
+    train: pd.DataFrame  # columns text, label
+    test: pd.DataFrame
+
+
+def read_banking77() -> Split:
+    """BANKING77 as published: train.csv and test.csv, `category` as the label."""
+    frames = [pd.read_csv(SHARED / "banking77" / name) for name in ("train.csv", "test.csv")]
+    return Split(*(frame.rename(columns={"category": "label"}) for frame in frames))
+
+
+def read_amazon_counterfactual() -> Split:
+    """Amazon counterfactual EN: `sentence` as text, `is_counterfactual` (0/1) as a named label."""
+    names = {0: "not_counterfactual", 1: "counterfactual"}
+
+    def read(name: str) -> pd.DataFrame:
+        frame = pd.read_csv(SHARED / "amazon_counterfactual_en" / name, sep="\t", quoting=3)
+        return pd.DataFrame({"text": frame["sentence"], "label": frame["is_counterfactual"].map(names)})
+
+    return Split(read("EN_train.tsv"), read("EN_test.tsv"))
+
+
+def sample_per_class(frame: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+    """k rows of each label (all of a label's rows when it has fewer), drawn with `seed`: the same rows for
+    the same seed, every time; for one seed the k=8 rows are among the k=64 rows."""
+    shuffled = frame.sample(frac=1.0, random_state=seed)
+    sample = shuffled.groupby("label", sort=False).head(k).sort_values("label", kind="stable")
+    return sample.reset_index(drop=True)
+
+
+def few_shot(read: Callable[[], Split], k: int, seed: int, classes: int | None = None) -> Split:
+    """k training rows per class sampled with `seed`, the full test set; `classes` keeps only the first
+    that many labels in alphabetical order (train and test alike)."""
+    split = read()
+    if classes is not None:
+        keep = sorted(split.train["label"].unique())[:classes]
+        split = Split(*(frame[frame["label"].isin(keep)] for frame in (split.train, split.test)))
+    return Split(sample_per_class(split.train, k, seed), split.test.reset_index(drop=True))
+
+
+def cfpb_split(seed: int = 0) -> Split:
+    """CFPB complaints routed by issue: January-June 2023 train, July-August 2023 test; issues with fewer
+    than MIN_ISSUE_ROWS rows in the whole file become OTHER_ISSUE. The seed does not change the rows."""
+    frame = pd.read_csv(SHARED / "cfpb_payday_2023" / "complaints.csv")
+    counts = frame["issue"].value_counts()
+    label = frame["issue"].where(frame["issue"].map(counts) >= MIN_ISSUE_ROWS, OTHER_ISSUE)
+    rows = pd.DataFrame({"text": frame["text"], "label": label, "date_received": frame["date_received"]})
+    month = rows["date_received"].str[:7]
+    in_train = month.between("2023-01", "2023-06")
+    in_test = month.between("2023-07", "2023-08")
+    return Split(rows[in_train].reset_index(drop=True), rows[in_test].reset_index(drop=True))
+
+
+DATASETS: dict[str, Callable[[int], Split]] = {  # name -> seed -> Split
+    "banking77_k8": functools.partial(few_shot, read_banking77, 8),
+    "banking77_k64": functools.partial(few_shot, read_banking77, 64),
+    "amazon_counterfactual_en_k8": functools.partial(few_shot, read_amazon_counterfactual, 8),
+    "amazon_counterfactual_en_k64": functools.partial(few_shot, read_amazon_counterfactual, 64),
+    "cfpb_payday_2023": cfpb_split,
+    "banking77_k8_10intents": functools.partial(few_shot, read_banking77, 8, classes=10),
+}
+
+
+FULL_DATASETS = [name for name in DATASETS if name not in QUICK_DATASETS]
+
+
+def load_split(name: str, seed: int) -> Split:
+    """The training and test rows of dataset `name` for `seed`."""
+    return DATASETS[name](seed=seed)
+
+
+# ---------------------------------------------------------------- methods: fit on train, predict test
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    predictions: list[str]  # one label per test row
+    train_seconds: float  # fitting only: see the module docstring
+
+
+Method = Callable[[pd.DataFrame, pd.DataFrame, int], MethodRun]
+
+
+def logistic_regression(seed: int):
+    """The classifier both baselines put on top of their features."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed)
+
+
+def tfidf_lr(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> MethodRun:
+    """TF-IDF of word unigrams and bigrams, then logistic regression."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2)), logistic_regression(seed))
+    started = time.perf_counter()
+    model.fit(train["text"].tolist(), train["label"].tolist())
+    seconds = time.perf_counter() - started
+    return MethodRun(model.predict(test["text"].tolist()).tolist(), seconds)
+
+
+@functools.lru_cache(maxsize=1)
+def sentence_encoder():
+    """The packaged MiniLM backbone (no head) and its tokenizer, loaded once per process and warmed up with
+    one forward pass, so that the first seed's train time does not carry torch's one-off start-up cost."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from tasks.model import backbone_path, resolve_device
+
+    device = resolve_device("auto")
+    path = backbone_path("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device.device).eval()
+    with torch.inference_mode():
+        model(**tokenizer(["warm up"] * 2, return_tensors="pt").to(device.device))
+    return tokenizer, model, device
+
+
+def embed(texts: list[str], batch_size: int = 64, max_length: int = 256) -> np.ndarray:
+    """Sentence embeddings from the frozen backbone: masked mean of the last hidden state, L2-normalised.
+    Texts are batched in length order and each batch is padded to its own longest text; 256 tokens is
+    all-MiniLM-L6-v2's own max_seq_length."""
+    import torch
+
+    tokenizer, model, device = sentence_encoder()
+    order = np.argsort([len(text) for text in texts], kind="stable")
+    vectors = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            index = order[start : start + batch_size]
+            batch = tokenizer([texts[i] for i in index], padding=True, truncation=True,
+                              max_length=max_length, return_tensors="pt").to(device.device)
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            vectors[index] = torch.nn.functional.normalize(pooled, p=2, dim=1).float().cpu().numpy()
+    return vectors
+
+
+def embeddings_lr(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> MethodRun:
+    """Frozen MiniLM sentence embeddings, then logistic regression."""
+    sentence_encoder()  # loading the weights is not training time
+    model = logistic_regression(seed)
+    started = time.perf_counter()
+    model.fit(embed(train["text"].tolist()), train["label"].tolist())
+    seconds = time.perf_counter() - started
+    return MethodRun(model.predict(embed(test["text"].tolist())).tolist(), seconds)
+
+
+def nichetune_lora(train: pd.DataFrame, test: pd.DataFrame, seed: int, params=None) -> MethodRun:
+    """The pipeline's fine-tune (LoRA, merged) and its Classifier; `params` defaults to FinetuneParams()."""
+    from tasks.config import FinetuneParams
+    from tasks.finetune import finetune
+    from tasks.model import Classifier
+
+    with tempfile.TemporaryDirectory(prefix="quality-lora-") as folder:
+        result = finetune(train[["text", "label"]], params or FinetuneParams(), seed, Path(folder))
+        predictions = Classifier(result.model_dir).predict(test["text"].tolist())
+    return MethodRun(predictions, result.seconds)
+
+
+METHODS: dict[str, Method] = {  # add SetFit, full fine-tuning or other strategies here
+    "tfidf_lr": tfidf_lr,
+    "embeddings_lr": embeddings_lr,
+    "nichetune_lora": nichetune_lora,
+}
+
+
+def select_methods(names: list[str], finetune_overrides: dict | None = None) -> dict[str, Method]:
+    """The named methods from METHODS; nichetune_lora gets FinetuneParams(**finetune_overrides)."""
+    from tasks.config import FinetuneParams
+
+    chosen = {name: METHODS[name] for name in names}
+    if finetune_overrides and "nichetune_lora" in chosen:
+        params = FinetuneParams(**finetune_overrides)
+        chosen["nichetune_lora"] = functools.partial(nichetune_lora, params=params)
+    return chosen
+
+
+# ---------------------------------------------------------------- harness
+
+
+def metrics(truth: list[str], predicted: list[str], majority: str) -> dict:
+    """Accuracy and macro-F1 as the pipeline's evaluate stage scores them, plus Matthews correlation."""
+    from tasks.evaluate import score
+
+    scored, _ = score(truth, predicted, majority)
+    return {"accuracy": scored["accuracy"], "macro_f1": scored["macro_f1"],
+            "mcc": float(matthews_corrcoef(truth, predicted)), "majority_accuracy": scored["majority_accuracy"]}
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """A short hash of the rows' texts and labels, in order: equal hashes mean the same training rows."""
+    text = "\n".join(f"{label}\t{text}" for text, label in zip(frame["text"], frame["label"]))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_one(dataset: str, method: str, fn: Method, split: Split, seed: int) -> dict:
+    """Fit one method on one dataset and seed; one result row."""
+    run = fn(split.train.copy(), split.test.copy(), seed)
+    majority = split.train["label"].value_counts().idxmax()
+    return {"dataset": dataset, "method": method, "seed": seed,
+            **metrics(split.test["label"].tolist(), run.predictions, majority),
+            "train_s": run.train_seconds, "train_rows": len(split.train), "test_rows": len(split.test),
+            "classes": split.train["label"].nunique(), "train_sha": fingerprint(split.train)}
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean and sample standard deviation (None for one seed) per dataset x method, in run order."""
+    frame = pd.DataFrame(rows)
+    summary = []
+    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+        entry = {"dataset": dataset, "method": method, "seeds": len(group)}
+        for key in METRICS:
+            entry[f"{key}_mean"] = float(group[key].mean())
+            entry[f"{key}_std"] = float(group[key].std(ddof=1)) if len(group) > 1 else None
+        summary.append(entry)
+    return summary
+
+
+def machine() -> dict:
+    """Where the numbers come from: architecture, cores, accelerator, library versions, and the 1-minute load
+    average at the start (above the core count means other work shared the CPU and train times are high)."""
+    import sklearn
+    import torch
+    import transformers
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"arch": platform.machine(), "cores": len(os.sched_getaffinity(0)), "gpu": gpu,
+            "load_average_1min": os.getloadavg()[0],
+            "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "sklearn": sklearn.__version__}
+
+
+def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, out: Path | None = None,
+                  command: str | None = None, settings: dict | None = None) -> dict:
+    """Every dataset x seed x method; the results (rewritten to `out` after each run, when given).
+    `settings` (e.g. the fine-tune overrides) is recorded as given."""
+    results = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+               "datasets": datasets, "methods": list(methods), "seeds": seeds, "settings": settings or {},
+               "rows": [], "aggregate": []}
+    for dataset in datasets:
+        for seed in range(seeds):
+            split = load_split(dataset, seed)  # one sample per seed, shared by every method
+            for name, fn in methods.items():
+                row = run_one(dataset, name, fn, split, seed)
+                results["rows"].append(row)
+                results["aggregate"] = aggregate(results["rows"])
+                print(f"{dataset} {name} seed {seed}: accuracy {row['accuracy']:.3f}, macro-F1 "
+                      f"{row['macro_f1']:.3f}, MCC {row['mcc']:.3f}, train {row['train_s']:.1f} s",
+                      file=sys.stderr, flush=True)
+                if out is not None:
+                    write_results(results, out)
+    return results
+
+
+def write_results(results: dict, out: Path) -> None:
+    """The raw results as indented JSON."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def markdown_table(results: dict) -> str:
+    """One row per dataset x method: mean ± std over seeds of accuracy, macro-F1 and MCC (x100), train s."""
+    def cell(entry: dict, key: str, scale: float, digits: int) -> str:
+        mean, std = entry[f"{key}_mean"] * scale, entry[f"{key}_std"]
+        return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std * scale:.{digits}f}"
+
+    lines = ["| dataset | method | seeds | accuracy % | macro-F1 % | MCC x100 | train s |",
+             "|---|---|---|---|---|---|---|"]
+    for entry in results["aggregate"]:
+        lines.append(f"| {entry['dataset']} | {entry['method']} | {entry['seeds']} | "
+                     f"{cell(entry, 'accuracy', 100, 1)} | {cell(entry, 'macro_f1', 100, 1)} | "
+                     f"{cell(entry, 'mcc', 100, 1)} | {cell(entry, 'train_s', 1, 2)} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """KEY=VALUE pairs for FinetuneParams, values read as YAML (epochs=2, learning_rate=5e-4)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--finetune {item!r}: expected KEY=VALUE, for example epochs=3")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; None for --datasets and --seeds means the defaults of the mode (full or quick)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="harness check: banking77 k=8 on 10 intents, 1 seed, nichetune_lora with epochs=2")
+    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=None)
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--seeds", type=int, default=None,
+                        help=f"seeds 0..N-1 (default {DEFAULT_SEEDS}; {QUICK_SEEDS} with --quick)")
+    parser.add_argument("--finetune", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="FinetuneParams overrides for nichetune_lora")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/...)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """`python -m benchmarks.quality`: run, write the JSON, print the markdown table."""
+    from tasks.runtime import quiet_offline_defaults
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    quiet_offline_defaults()
+    datasets = args.datasets or (QUICK_DATASETS if args.quick else FULL_DATASETS)
+    seeds = args.seeds or (QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
+    overrides = {**(QUICK_FINETUNE if args.quick else {}), **parse_overrides(args.finetune)}
+    out = args.out or RESULTS / ("quality_quick.json" if args.quick else "quality.json")
+    command = " ".join(["python -m benchmarks.quality", *argv])
+    results = run_benchmark(datasets, select_methods(args.methods, overrides), seeds, out, command,
+                            settings={"finetune_overrides": overrides})
+    print(markdown_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
