@@ -39,7 +39,8 @@ def ingest_task(params: Params, paths: Paths) -> ingest.IngestResult:
     result = ingest.run(params.ingest, params.validate.labels, paths.root, paths.stage("ingest"))
     if result.ingested:
         print(result.ingested.text())
-    print(f"dataset {params.ingest.dataset}: {result.rows} rows in {len(result.version['batches'])} batches, "
+    batches = len(result.version["batches"])
+    print(f"dataset {params.ingest.dataset}: {result.rows} rows in {batches} batch{'es' * (batches != 1)}, "
           f"DVC version {result.version['md5']}")
     return result
 
