@@ -54,7 +54,7 @@ def validate_task(params: Params, dataset: Path, paths: Paths) -> validate.Valid
     out = paths.stage("validate")
     (out / validate.MARKDOWN_FILE).unlink(missing_ok=True)
     try:
-        return validate.run(params.validate, dataset, out, source=f"data/raw/{params.ingest.dataset}")
+        return validate.run(params.validate, dataset, out, source=str(ingest.RAW_DIR / params.ingest.dataset))
     finally:  # passed or failed, the reviewer sees the same table
         if (out / validate.MARKDOWN_FILE).exists():
             create_markdown_artifact(markdown=(out / validate.MARKDOWN_FILE).read_text(),

@@ -194,12 +194,12 @@ def _build_docs(context, docs_dir: Path) -> Path:
 
 def main() -> None:
     """`python -m tasks.validate`: the dvc.yaml stage."""
-    from tasks.ingest import DATASET_FILE
+    from tasks.ingest import DATASET_FILE, RAW_DIR
     from tasks.stage import stage_main
 
     stage_main(lambda params, paths: run(
         params.validate, paths.stage("ingest") / DATASET_FILE, paths.stage("validate"),
-        f"data/raw/{params.ingest.dataset}",
+        str(RAW_DIR / params.ingest.dataset),
     ).text())
 
 
