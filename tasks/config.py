@@ -69,19 +69,40 @@ class SplitParams(Section):
     holdout_fraction: float = Field(0.2, gt=0, lt=1)  # the most recent share when timestamps exist
 
 
+Strategy = Literal["head", "freeze", "lora", "ia3", "gradual_unfreeze", "full"]
+
+
 class FinetuneParams(Section):
-    backbone: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2) or a local model folder
-    strategy: Literal["lora"] = "lora"
-    epochs: int = Field(10, ge=1)
+    """How the backbone is adapted; see README's "Fine-tuning strategies" for what each one trains."""
+
+    backbone: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2), a local model folder, or a hub id
+    strategy: Strategy = "head"
+    epochs: int = Field(30, ge=1)
     batch_size: int = Field(16, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)  # the params.yaml default; benchmarks use the same
+    gradient_accumulation: int = Field(1, ge=1)  # optimizer step every N batches
+    learning_rate: float = Field(2e-3, gt=0)  # trained backbone weights or adapters
+    head_learning_rate: float = Field(1e-2, gt=0)  # the new head
+    layer_lr_decay: float = Field(1.0, gt=0, le=1)  # each layer below the top gets this factor once more
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"  # after warmup
     max_length: int = Field(128, ge=8)  # tokens; each batch is padded only to its own longest text
+    dropout: float = Field(0.1, ge=0, lt=1)  # before the head
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_balance: Literal["none", "weights", "oversample"] = "none"  # for imbalanced labels
+    freeze_layers: int = Field(4, ge=0)  # strategy freeze: the embeddings and this many lowest layers stay fixed
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
     lora_target_modules: list[str] = Field(["query", "value"], min_length=1)
+    ia3_target_modules: list[str] | None = None  # None: peft's defaults for the backbone's architecture
+    ia3_feedforward_modules: list[str] | None = None
+    validation_fraction: float = Field(0.0, ge=0, lt=0.5)  # carved from training rows; 0: no early stopping
+    early_stopping_patience: int = Field(3, ge=1)  # epochs without improvement before stopping
+    early_stopping_metric: Literal["loss", "accuracy", "macro_f1"] = "loss"
+    augment: Literal["none", "eda"] = "none"  # eda: random word deletion and swap, training rows only
+    augment_copies: int = Field(1, ge=1)  # augmented copies of each training row (made once, from base.seed)
+    cache_features: bool = True  # frozen layers' outputs computed once per dataset version, kept in workdir
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA with bf16 when present, else the CPU
 
 

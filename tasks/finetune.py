@@ -1,33 +1,57 @@
-"""Fine-tune: LoRA adapters (peft) on the pretrained backbone with a new classification head."""
+"""Fine-tune: adapt the pretrained backbone to the labels with one of six strategies (`finetune.strategy`).
+
+- head: the whole backbone frozen; its sentence vectors are computed once (and cached), only the head trains.
+- freeze: the embeddings and the lowest `freeze_layers` layers frozen; their output is computed once (and
+  cached), each epoch runs only the upper layers and the head.
+- lora, ia3: peft adapters on the frozen backbone, and the head.
+- gradual_unfreeze: the head first, then one more layer from the top each epoch, with layer-wise learning rates.
+- full: every weight, with layer-wise learning rates when `layer_lr_decay` < 1.
+
+One loop serves all of them: seeded batch order per epoch, class weights or oversampling, label smoothing,
+gradient accumulation, warmup and decay, early stopping on a validation share of the training rows, and a
+checkpoint after every epoch from which a killed run resumes to the same result."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from tasks import features as frozen
+from tasks.augment import augment
 from tasks.config import FinetuneParams
 from tasks.errors import ParamsError
-from tasks.model import Device, backbone_path, resolve_device
+from tasks.model import (ADAPTER_DIR, ENCODER_DIR, Device, SentenceClassifier, backbone_path, load_encoder,
+                         resolve_device, save_classifier)
 
 MODEL_DIR = "model"
 LOG_FILE = "training.json"
+CACHE_DIR = "cache"  # under base.workdir: kept across runs, outside every stage's outputs
+CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    model_dir: Path  # a plain transformers classifier (adapter merged), with its tokenizer
+    model_dir: Path  # head, tokenizer, model card, and the adapter or changed backbone (see tasks.model)
     labels: list[str]
+    strategy: str
     device: str
     seconds: float
     samples_per_second: float
     losses: list[float]  # mean training loss per epoch
+    validation: list[dict] = field(default_factory=list)  # per epoch: loss, accuracy, macro_f1
+    best_epoch: int | None = None  # 1-based; with early stopping, the epoch whose weights were kept
+    trainable_parameters: int = 0
+    features_cached: bool = False  # the frozen part's outputs came from the cache
+    resumed_from_epoch: int | None = None  # the checkpoint a retried run continued from
 
 
 def seed_everything(seed: int) -> None:
@@ -37,92 +61,331 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: FinetuneParams, labels: list[str]):
-    """The backbone with a new head for `labels`, wrapped with LoRA adapters: only adapters and head train."""
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForSequenceClassification
+# ---------------------------------------------------------------- the model each strategy trains
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        backbone_path(cfg.backbone),
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        dtype=torch.float32,
-    )
-    lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,  # keeps the new classifier head trainable and saved with the adapter
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_target_modules),
-    )
+
+def build_model(cfg: FinetuneParams, labels: list[str]) -> SentenceClassifier:
+    """The backbone with a new head for `labels`, its weights frozen or trainable as the strategy says."""
+    encoder = load_encoder(backbone_path(cfg.backbone))
+    depth = encoder.config.num_hidden_layers
+    if cfg.strategy == "freeze" and cfg.freeze_layers > depth:
+        raise ParamsError(f"finetune.freeze_layers = {cfg.freeze_layers}: the backbone has only {depth} layers; "
+                          f"use 0 to {depth}")
+    encoder.requires_grad_(cfg.strategy in ("full", "freeze"))
+    if encoder.pooler is not None:
+        encoder.pooler.requires_grad_(False)  # mean pooling replaces BERT's pooler: it never runs
+    if cfg.strategy == "freeze":
+        encoder.embeddings.requires_grad_(False)
+        for block in encoder.encoder.layer[: cfg.freeze_layers]:
+            block.requires_grad_(False)
+    if cfg.strategy in ("lora", "ia3"):
+        encoder = _with_adapters(encoder, cfg)
+    return SentenceClassifier(encoder, len(labels), cfg.dropout)
+
+
+def _with_adapters(encoder, cfg: FinetuneParams):
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    if cfg.strategy == "lora":
+        key, modules = "lora_target_modules", list(cfg.lora_target_modules)
+        config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                            target_modules=modules)
+    else:
+        key, modules = "ia3_target_modules", cfg.ia3_target_modules
+        config = IA3Config(target_modules=modules, feedforward_modules=cfg.ia3_feedforward_modules)
     try:
-        return get_peft_model(model, lora)
+        return get_peft_model(encoder, config)
     except ValueError as err:  # a target module name that the backbone does not have
-        raise ParamsError(
-            f"finetune.lora_target_modules = {list(cfg.lora_target_modules)}: {' '.join(str(err).split())[:200]}"
-        ) from None
+        raise ParamsError(f"finetune.{key} = {modules}: {' '.join(str(err).split())[:200]}") from None
 
 
-def train_model(model, tokenizer, texts: list[str], targets: list[int], cfg: FinetuneParams,
-                device: Device, seed: int) -> list[float]:
-    """A plain PyTorch loop: shuffled batches padded to their own longest text, AdamW, linear warmup/decay."""
-    from transformers import get_linear_schedule_with_warmup
-
-    model.to(device.device).train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(texts) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    schedule = get_linear_schedule_with_warmup(optimizer, int(total * cfg.warmup_ratio), total)
-    order_rng = torch.Generator().manual_seed(seed)
-    labels = torch.tensor(targets)
-    losses = []
-    for _ in range(cfg.epochs):
-        epoch_loss = 0.0
-        for index in torch.randperm(len(texts), generator=order_rng).split(cfg.batch_size):
-            batch = tokenizer([texts[i] for i in index], padding=True, truncation=True,
-                              max_length=cfg.max_length, return_tensors="pt").to(device.device)
-            with device.autocast():
-                logits = model(**batch).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels[index].to(device.device))
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            epoch_loss += loss.item() * len(index)
-        losses.append(epoch_loss / len(texts))
-    return losses
+def cached_layer(cfg: FinetuneParams, model: SentenceClassifier) -> int | None:
+    """The layer whose output is computed once: the top for `head`, `freeze_layers` for `freeze`."""
+    if cfg.strategy == "head":
+        return model.depth
+    if cfg.strategy == "freeze" and cfg.freeze_layers > 0:
+        return cfg.freeze_layers
+    return None
 
 
-def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path) -> FinetuneResult:
-    """Train on the training rows and save a standalone classifier (adapter merged into the backbone)."""
-    from transformers import AutoTokenizer
+def param_groups(model: SentenceClassifier, cfg: FinetuneParams) -> list[dict]:
+    """Optimizer groups: the head at `head_learning_rate`; backbone layer i (of n) at
+    learning_rate * layer_lr_decay ** (n - 1 - i), the embeddings one factor lower; adapters at learning_rate.
+    Every group is listed even when frozen now, so gradual unfreezing needs no new optimizer."""
+    groups = [{"params": list(model.head.parameters()), "lr": cfg.head_learning_rate, "name": "head"}]
+    if cfg.strategy in ("lora", "ia3"):
+        adapters = [p for p in model.encoder.parameters() if p.requires_grad]
+        return groups + [{"params": adapters, "lr": cfg.learning_rate, "name": "adapters"}]
+    if cfg.strategy == "head":
+        return groups
+    bert, depth = model.bert, model.depth
+    for i, block in enumerate(bert.encoder.layer):
+        rate = cfg.learning_rate * cfg.layer_lr_decay ** (depth - 1 - i)
+        groups.append({"params": list(block.parameters()), "lr": rate, "name": f"layer{i}"})
+    rate = cfg.learning_rate * cfg.layer_lr_decay**depth
+    groups.append({"params": list(bert.embeddings.parameters()), "lr": rate, "name": "embeddings"})
+    return groups
+
+
+def unfreeze_for_epoch(model: SentenceClassifier, epoch: int) -> None:
+    """gradual_unfreeze: in epoch e (0-based) the head and the top e layers train; the embeddings join last."""
+    depth = model.depth
+    for i, block in enumerate(model.bert.encoder.layer):
+        block.requires_grad_(i >= depth - epoch)
+    model.bert.embeddings.requires_grad_(epoch > depth)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass
+class Rows:
+    """Texts with their label indices, and the frozen part's outputs when the strategy caches them."""
+
+    texts: list[str]
+    targets: torch.Tensor
+    features: frozen.Features | None = None
+
+
+def carve_validation(texts: list[str], labels: list[str], fraction: float, seed: int):
+    """A stratified `fraction` of each label's rows (none of a label with fewer than 2 rows) for early
+    stopping; returns (train indices, validation indices)."""
+    if fraction == 0:
+        return list(range(len(texts))), []
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in sorted(set(labels)):
+        index = [i for i, value in enumerate(labels) if value == label]
+        take = int(round(len(index) * fraction)) if len(index) >= 2 else 0
+        held += rng.permutation(index)[:take].tolist()
+    held_set = set(held)
+    return [i for i in range(len(texts)) if i not in held_set], sorted(held)
+
+
+def epoch_order(rows: Rows, cfg: FinetuneParams, seed: int, epoch: int) -> torch.Tensor:
+    """This epoch's row order, from (seed, epoch) alone, so that a resumed run sees the same batches;
+    with `class_balance: oversample` every label is drawn up to the largest label's count."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    index = torch.arange(len(rows.targets))
+    if cfg.class_balance == "oversample":
+        counts = torch.bincount(rows.targets)
+        largest = int(counts.max())
+        parts = []
+        for label in range(len(counts)):
+            members = index[rows.targets == label]
+            if len(members):
+                picks = torch.randint(len(members), (largest - len(members),), generator=generator)
+                parts += [members, members[picks]]
+        index = torch.cat(parts)
+    return index[torch.randperm(len(index), generator=generator)]
+
+
+def class_weights(targets: torch.Tensor, classes: int) -> torch.Tensor:
+    """Inverse class frequency, scaled so that the weights average 1 over the rows."""
+    counts = torch.bincount(targets, minlength=classes).float().clamp(min=1)
+    weights = len(targets) / (classes * counts)
+    return weights
+
+
+def logits_for(model: SentenceClassifier, rows: Rows, index: torch.Tensor, tokenizer, cfg: FinetuneParams,
+               device: Device) -> torch.Tensor:
+    if rows.features is not None:
+        inputs, mask = rows.features.batch(index, device)
+        with device.autocast():
+            if mask is None:
+                return model.classify(inputs)
+            return model.forward_from(inputs, mask, rows.features.layer)
+    batch = tokenizer([rows.texts[i] for i in index.tolist()], padding=True, truncation=True,
+                      max_length=cfg.max_length, return_tensors="pt").to(device.device)
+    with device.autocast():
+        return model(**batch)
+
+
+@torch.inference_mode()
+def score_rows(model, rows: Rows, tokenizer, cfg: FinetuneParams, device: Device) -> dict:
+    """Loss, accuracy and macro-F1 on held-out rows (the early-stopping split)."""
+    from sklearn.metrics import f1_score
+
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([logits_for(model, rows, index, tokenizer, cfg, device).float().cpu()
+                        for index in torch.arange(len(rows.targets)).split(64)])
+    model.train(was_training)
+    predicted = logits.argmax(dim=1)
+    return {"loss": float(torch.nn.functional.cross_entropy(logits, rows.targets)),
+            "accuracy": float((predicted == rows.targets).float().mean()),
+            "macro_f1": float(f1_score(rows.targets, predicted, average="macro"))}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def run_fingerprint(train: pd.DataFrame, cfg: FinetuneParams, seed: int) -> str:
+    """What a checkpoint belongs to: the params (except the device), the seed and the training rows."""
+    digest = hashlib.sha256(json.dumps({**cfg.model_dump(exclude={"device"}), "seed": seed},
+                                       sort_keys=True).encode())
+    for text, label in zip(train["text"], train["label"]):
+        digest.update(f"{label}\t{text}\x00".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a run killed while saving keeps the previous checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def trainable_state(model: SentenceClassifier) -> dict:
+    """Every weight training can change (frozen ones never change, so they need no copy)."""
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {name: value.detach().clone() for name, value in model.state_dict().items() if name in names}
+
+
+def all_trainable_state(model: SentenceClassifier, groups: list[dict]) -> dict:
+    """The weights of every optimizer group, including groups gradual unfreezing has not reached yet."""
+    ids = {id(p) for group in groups for p in group["params"]}
+    names = {name for name, p in model.named_parameters() if id(p) in ids}
+    return {name: value.detach().clone() for name, value in model.state_dict().items() if name in names}
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
+             work_dir: Path | None = None) -> FinetuneResult:
+    """Train on the training rows (columns text, label) and save the classifier to `out_dir`/model.
+    `work_dir` holds the feature cache and the checkpoints; None keeps neither."""
+    from transformers import AutoTokenizer, get_scheduler
 
     seed_everything(seed)
     device = resolve_device(cfg.device)
+    base = backbone_path(cfg.backbone)
     labels = sorted(train["label"].unique())
-    tokenizer = AutoTokenizer.from_pretrained(backbone_path(cfg.backbone))
-    model = build_model(cfg, labels)
-    targets = [labels.index(label) for label in train["label"]]
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = build_model(cfg, labels).to(device.device)
+    model.train()
+
+    texts, names = train["text"].astype(str).tolist(), train["label"].tolist()
+    train_index, held_index = carve_validation(texts, names, cfg.validation_fraction, seed)
+    train_texts, train_names = [texts[i] for i in train_index], [names[i] for i in train_index]
+    if cfg.augment == "eda":
+        train_texts, train_names = augment(train_texts, train_names, cfg.augment_copies, seed)
+    to_targets = lambda values: torch.tensor([labels.index(v) for v in values])  # noqa: E731
+    rows = Rows(train_texts, to_targets(train_names))
+    held = Rows([texts[i] for i in held_index], to_targets([names[i] for i in held_index])) if held_index else None
+
+    layer = cached_layer(cfg, model)
+    cache_dir = work_dir / CACHE_DIR if (work_dir is not None and cfg.cache_features) else None
     started = time.perf_counter()
-    losses = train_model(model, tokenizer, train["text"].tolist(), targets, cfg, device, seed)
+    if layer is not None:
+        for part in (rows, held):
+            if part is not None:
+                part.features = frozen.frozen_features(model, tokenizer, part.texts, layer, cfg.max_length,
+                                                       device, base, cache_dir)
+    groups = param_groups(model, cfg)
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    batches = math.ceil(len(epoch_order(rows, cfg, seed, 0)) / cfg.batch_size)
+    steps = cfg.epochs * math.ceil(batches / cfg.gradient_accumulation)
+    schedule = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
+                             optimizer, num_warmup_steps=int(steps * cfg.warmup_ratio), num_training_steps=steps)
+    weights = class_weights(rows.targets, len(labels)).to(device.device) if cfg.class_balance == "weights" else None
+
+    fingerprint = run_fingerprint(train, cfg, seed)
+    checkpoint = work_dir / CHECKPOINT_DIR / f"finetune-{fingerprint}.pt" if work_dir is not None else None
+    state = {"epoch": 0, "losses": [], "validation": [], "best_score": None, "best_epoch": None,
+             "best_state": None, "bad_epochs": 0}
+    resumed = None
+    if checkpoint is not None and checkpoint.is_file():
+        saved = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(saved["model"], strict=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        torch.set_rng_state(saved["torch_rng"])
+        if device.device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"])
+        state = saved["state"]
+        resumed = state["epoch"]
+
+    seen = 0
+    for epoch in range(state["epoch"], cfg.epochs):
+        if cfg.strategy == "gradual_unfreeze":
+            unfreeze_for_epoch(model, epoch)
+        total_loss, step_in_accumulation = 0.0, 0
+        order = epoch_order(rows, cfg, seed, epoch)
+        for index in order.split(cfg.batch_size):
+            logits = logits_for(model, rows, index, tokenizer, cfg, device)
+            loss = torch.nn.functional.cross_entropy(logits.float(), rows.targets[index].to(device.device),
+                                                     weight=weights, label_smoothing=cfg.label_smoothing)
+            (loss / cfg.gradient_accumulation).backward()
+            step_in_accumulation += 1
+            if step_in_accumulation == cfg.gradient_accumulation:
+                _step(optimizer, schedule)
+                step_in_accumulation = 0
+            total_loss += loss.item() * len(index)
+            seen += len(index)
+        if step_in_accumulation:
+            _step(optimizer, schedule)
+        state["losses"].append(total_loss / len(order))
+        state["epoch"] = epoch + 1
+        if held is not None and _early_stop(model, held, tokenizer, cfg, device, state, groups):
+            state["stopped"] = True
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "model": all_trainable_state(model, groups), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.device.type == "cuda" else None,
+                "state": state})
+        if state.get("stopped"):
+            break
     seconds = time.perf_counter() - started
-    merged = model.merge_and_unload()  # a plain model: reloads exactly, with no peft needed at prediction time
-    merged.config.nichetune_max_length = cfg.max_length
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"], strict=False)
+
+    card = {"format": 1, "labels": labels, "max_length": cfg.max_length, "strategy": cfg.strategy,
+            "base": cfg.backbone if cfg.backbone == "minilm" else base, "fingerprint": fingerprint,
+            "hidden_size": model.bert.config.hidden_size,
+            "encoder": {"head": "base", "lora": ADAPTER_DIR, "ia3": ADAPTER_DIR}.get(cfg.strategy, ENCODER_DIR)}
     model_dir = out_dir / MODEL_DIR
-    merged.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    result = FinetuneResult(model_dir, labels, device.name, seconds,
-                            len(train) * cfg.epochs / seconds, losses)
-    (out_dir / LOG_FILE).write_text(json.dumps({**result.__dict__, "model_dir": str(model_dir)}, indent=2))
+    save_classifier(model, tokenizer, model_dir, card)
+    trainable = sum(p.numel() for group in groups for p in group["params"])
+    result = FinetuneResult(
+        model_dir, labels, cfg.strategy, device.name, seconds, seen / seconds if seconds else 0.0,
+        state["losses"], state["validation"], state["best_epoch"], trainable,
+        bool(rows.features is not None and rows.features.from_cache), resumed)
+    (out_dir / LOG_FILE).write_text(json.dumps({**asdict(result), "model_dir": str(model_dir)}, indent=2))
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)  # finished: the model is saved, the checkpoint has done its job
     return result
 
 
-def run(cfg: FinetuneParams, seed: int, train_path: Path, out_dir: Path) -> FinetuneResult:
-    """Read the training rows and fine-tune."""
+def _step(optimizer, schedule) -> None:
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _early_stop(model, held: Rows, tokenizer, cfg: FinetuneParams, device: Device, state: dict,
+                groups: list[dict]) -> bool:
+    """Score the validation rows; keep the best weights; True once `patience` epochs brought no improvement."""
+    scores = score_rows(model, held, tokenizer, cfg, device)
+    state["validation"].append(scores)
+    value = scores[cfg.early_stopping_metric]
+    score = -value if cfg.early_stopping_metric == "loss" else value
+    if state["best_score"] is None or score > state["best_score"]:
+        state.update(best_score=score, best_epoch=state["epoch"], bad_epochs=0,
+                     best_state=all_trainable_state(model, groups))
+        return False
+    state["bad_epochs"] += 1
+    return state["bad_epochs"] >= cfg.early_stopping_patience
+
+
+def run(cfg: FinetuneParams, seed: int, train_path: Path, out_dir: Path,
+        work_dir: Path | None = None) -> FinetuneResult:
+    """Read the training rows and fine-tune; `work_dir` (base.workdir) keeps the cache and checkpoints."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return finetune(pd.read_parquet(train_path), cfg, seed, out_dir)
+    return finetune(pd.read_parquet(train_path), cfg, seed, out_dir, work_dir)
 
 
 def main() -> None:
@@ -132,7 +395,8 @@ def main() -> None:
 
     stage_main(
         lambda params, paths: run(
-            params.finetune, params.base.seed, paths.stage("split") / TRAIN_FILE, paths.stage("finetune")
+            params.finetune, params.base.seed, paths.stage("split") / TRAIN_FILE, paths.stage("finetune"),
+            paths.workdir,
         )
     )
 

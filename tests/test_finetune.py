@@ -1,22 +1,33 @@
-"""Fine-tune mechanics on a tiny random BERT: what trains, what stays frozen, what is saved, and determinism."""
+"""Fine-tune mechanics on a tiny random BERT: for each strategy which weights change and which do not, what is
+saved, the feature cache, early stopping, class balance, determinism, and resuming a killed run."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from tasks.augment import augment, eda
 from tasks.config import FinetuneParams
 from tasks.errors import ParamsError
-from tasks.finetune import build_model, finetune, train_model
-from tasks.model import Classifier, backbone_path, resolve_device
-from tests.conftest import cfpb_sample
+from tasks.finetune import (CHECKPOINT_DIR, Rows, build_model, class_weights, epoch_order, finetune,
+                            param_groups)
+from tasks.model import ADAPTER_DIR, ENCODER_DIR, HEAD_FILE, Classifier, backbone_path, load_encoder, \
+    forget_bases, resolve_device, shared_base
+from tests.conftest import REPO, cfpb_sample
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this checks the CPU-only behaviour")
+STRATEGIES = ["head", "freeze", "lora", "ia3", "gradual_unfreeze", "full"]
 
 
 @pytest.fixture(scope="module")
@@ -25,95 +36,241 @@ def train():
     return frame.rename(columns={"issue": "label"})[["text", "label"]]
 
 
-@pytest.fixture(scope="module")
-def cfg(tiny_backbone):
-    return FinetuneParams(backbone=str(tiny_backbone), epochs=2, batch_size=8, max_length=32, learning_rate=5e-3)
+def params(tiny_backbone, **values) -> FinetuneParams:
+    defaults = dict(backbone=str(tiny_backbone), epochs=2, batch_size=8, max_length=32, learning_rate=5e-3,
+                    freeze_layers=1)
+    return FinetuneParams(**{**defaults, **values})
 
 
 @pytest.fixture(scope="module")
-def trained(train, cfg, tmp_path_factory):
-    return finetune(train, cfg, seed=11, out_dir=tmp_path_factory.mktemp("finetune"))
+def trained(train, tiny_backbone, tmp_path_factory):
+    """One trained model per strategy, each in its own folder."""
+    return {strategy: finetune(train, params(tiny_backbone, strategy=strategy), seed=11,
+                               out_dir=tmp_path_factory.mktemp(strategy))
+            for strategy in STRATEGIES}
 
 
-def test_the_saved_model_loads_and_predicts_only_known_labels(trained, train):
-    classifier = Classifier(trained.model_dir, batch_size=5)
-    assert classifier.labels == sorted(train["label"].unique()) == trained.labels
-    assert classifier.max_length == 32
+def encoder_weights(result, tiny_backbone) -> tuple[dict, dict]:
+    """The base backbone's weights and the trained model's (the base itself when the model has no encoder)."""
+    before = load_encoder(str(tiny_backbone)).state_dict()
+    folder = result.model_dir / ENCODER_DIR
+    after = load_encoder(str(folder)).state_dict() if folder.is_dir() else before
+    return before, after
+
+
+def changed(before: dict, after: dict, prefix: str) -> list[bool]:
+    return [not torch.equal(before[name], after[name]) for name in before if name.startswith(prefix)]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_saves_a_model_that_predicts_known_labels(trained, train, strategy):
+    result = trained[strategy]
+    classifier = Classifier(result.model_dir, batch_size=5)
+    assert classifier.labels == sorted(train["label"].unique()) == result.labels
+    assert classifier.max_length == 32 and classifier.strategy == strategy
     texts = train["text"].tolist()[:7] + ["", "I was charged a late fee twice"]
-    predicted = classifier.predict(texts)
-    assert len(predicted) == 9 and set(predicted) <= set(trained.labels)
     probs = classifier.predict_proba(texts)
     assert probs.shape == (9, 4)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert len(result.losses) == 2 and np.isfinite(result.losses).all()
+    log = json.loads((result.model_dir.parent / "training.json").read_text())
+    assert log["strategy"] == strategy and log["losses"] == result.losses
 
 
-def test_the_result_reports_losses_device_and_a_training_log(trained):
-    assert trained.device == "cpu/fp32" or trained.device.startswith("cuda/")
-    assert len(trained.losses) == 2 and np.isfinite(trained.losses).all()
-    assert trained.samples_per_second > 0
-    log = json.loads((trained.model_dir.parent / "training.json").read_text())
-    assert log["model_dir"] == str(trained.model_dir) and log["losses"] == trained.losses
+def test_head_keeps_the_whole_backbone_and_saves_only_the_head(trained, tiny_backbone):
+    result = trained["head"]
+    assert sorted(p.name for p in result.model_dir.iterdir() if p.is_dir()) == []  # no encoder, no adapter
+    head = load_file(result.model_dir / HEAD_FILE)
+    assert head["weight"].shape == (4, 32)
+    assert result.trainable_parameters == 4 * 32 + 4
 
 
-def test_the_saved_model_is_a_plain_classifier_without_adapters(trained):
-    from safetensors.torch import load_file
+def test_freeze_trains_only_the_layers_above_freeze_layers(trained, tiny_backbone):
+    before, after = encoder_weights(trained["freeze"], tiny_backbone)
+    assert not any(changed(before, after, "embeddings."))
+    assert not any(changed(before, after, "encoder.layer.0."))
+    assert all(changed(before, after, "encoder.layer.1.attention.self."))
 
-    weights = load_file(trained.model_dir / "model.safetensors")
-    assert not any("lora_" in name or "modules_to_save" in name for name in weights)
-    assert weights["classifier.weight"].shape == (4, 32)
+
+def test_full_changes_every_layer_and_the_embeddings(trained, tiny_backbone):
+    before, after = encoder_weights(trained["full"], tiny_backbone)
+    for prefix in ("embeddings.word_embeddings", "encoder.layer.0.attention.self.", "encoder.layer.1.output."):
+        assert all(changed(before, after, prefix)), prefix
+    assert not any(changed(before, after, "pooler."))  # mean pooling: BERT's pooler never runs
 
 
-def test_with_lora_only_adapters_and_the_head_are_trainable(cfg):
-    model = build_model(cfg, ["a", "b", "c"])
+def test_gradual_unfreeze_reaches_only_the_top_layer_in_two_epochs(trained, tiny_backbone):
+    before, after = encoder_weights(trained["gradual_unfreeze"], tiny_backbone)
+    assert all(changed(before, after, "encoder.layer.1.attention.self."))  # epoch 2 unfroze the top layer
+    assert not any(changed(before, after, "encoder.layer.0."))
+    assert not any(changed(before, after, "embeddings."))
+
+
+@pytest.mark.parametrize("strategy, marker", [("lora", "lora_B"), ("ia3", "ia3_l")])
+def test_adapters_are_saved_alone_and_change_from_their_start(trained, tiny_backbone, strategy, marker):
+    result = trained[strategy]
+    folder = result.model_dir / ADAPTER_DIR
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_backbone)  # a reference to the base, not a copy
+    weights = load_file(folder / "adapter_model.safetensors")
+    assert all(not name.startswith(("embeddings.", "encoder.layer.0.attention.self.query.weight")) for name in weights)
+    adapters = [value for name, value in weights.items() if marker in name]
+    assert adapters and all(torch.count_nonzero(value - (1 if strategy == "ia3" else 0)) > 0 for value in adapters)
+    assert not (result.model_dir / ENCODER_DIR).exists()
+
+
+def test_lora_trains_only_adapters_and_the_head(tiny_backbone):
+    model = build_model(params(tiny_backbone, strategy="lora"), ["a", "b", "c"])
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
-    assert all("lora_" in name or ".classifier." in name for name in trainable)
     assert sum("lora_A" in name for name in trainable) == 4  # query and value in each of 2 layers
-    assert sum("lora_B" in name for name in trainable) == 4
-    assert sorted(name for name in trainable if ".classifier." in name) == [
-        "base_model.model.classifier.modules_to_save.default.bias",
-        "base_model.model.classifier.modules_to_save.default.weight",
-    ]
+    assert all("lora_" in name or name.startswith("head.") for name in trainable)
 
 
-@pytest.fixture(scope="module")
-def before_and_after(cfg, train, tiny_backbone):
+def test_layer_wise_learning_rates_decay_from_the_top(tiny_backbone):
+    cfg = params(tiny_backbone, strategy="full", learning_rate=1e-3, layer_lr_decay=0.5, head_learning_rate=0.1)
+    rates = {group["name"]: group["lr"] for group in param_groups(build_model(cfg, ["a", "b"]), cfg)}
+    assert rates == {"head": 0.1, "layer1": 1e-3, "layer0": 5e-4, "embeddings": 2.5e-4}
+
+
+def test_models_on_one_base_load_it_once_and_keep_their_own_predictions(trained, train, tiny_backbone, tmp_path):
+    other_lora = finetune(train, params(tiny_backbone, strategy="lora"), seed=12, out_dir=tmp_path)
+    texts = train["text"].tolist()[:6]
+    folders = {"lora": trained["lora"].model_dir, "lora-2": other_lora.model_dir, "head": trained["head"].model_dir}
+    together = {name: Classifier(folder) for name, folder in folders.items()}
+    assert together["lora"].base is together["lora-2"].base  # two adapters, one copy of the base weights
+    assert together["head"].base is shared_base(str(tiny_backbone), "cpu/fp32")  # a head reuses a loaded base
+    probs = {name: classifier.predict_proba(texts) for name, classifier in together.items()}
+    assert not np.allclose(probs["lora"], probs["lora-2"])
+    for name, folder in folders.items():  # the same as each model on a base of its own
+        forget_bases()
+        np.testing.assert_allclose(Classifier(folder).predict_proba(texts), probs[name], atol=1e-6)
+
+
+def test_the_cached_path_gives_the_same_logits_as_the_full_forward_pass(tiny_backbone, train):
     from transformers import AutoTokenizer
 
-    labels = sorted(train["label"].unique())
-    torch.manual_seed(0)
-    model = build_model(cfg, labels)
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    model = build_model(params(tiny_backbone, strategy="freeze"), ["a", "b"]).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone))
-    targets = [labels.index(label) for label in train["label"]]
-    losses = train_model(model, tokenizer, train["text"].tolist(), targets, cfg, resolve_device("cpu"), seed=0)
-    after = {name: p.detach().clone() for name, p in model.named_parameters()}
-    return before, after, losses
+    batch = tokenizer(train["text"].tolist()[:5], padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        full = model(**batch)
+        for layer in (0, 1, 2):
+            hidden = model.hidden_at(layer, **batch)
+            torch.testing.assert_close(model.forward_from(hidden, batch["attention_mask"], layer), full)
 
 
-def test_training_leaves_the_frozen_backbone_unchanged(before_and_after):
-    before, after, _ = before_and_after
-    frozen = [name for name in before if "lora_" not in name and "modules_to_save" not in name]
-    assert any("encoder.layer.0.attention.self.query.base_layer.weight" in name for name in frozen)
-    assert all(torch.equal(before[name], after[name]) for name in frozen)
-
-
-def test_training_changes_the_head_and_the_adapters(before_and_after):
-    before, after, losses = before_and_after
-    head = "base_model.model.classifier.modules_to_save.default.weight"
-    assert not torch.equal(before[head], after[head])
-    lora_b = [name for name in before if "lora_B" in name]
-    assert all(torch.count_nonzero(before[name]) == 0 for name in lora_b)  # LoRA starts as a no-op
-    assert all(torch.count_nonzero(after[name]) > 0 for name in lora_b)
-    assert len(losses) == 2 and np.isfinite(losses).all()
-
-
-def test_the_same_seed_gives_identical_probabilities(train, cfg, tmp_path):
+@pytest.mark.parametrize("strategy", ["head", "freeze"])
+def test_frozen_outputs_are_cached_per_dataset_version(train, tiny_backbone, tmp_path, strategy):
+    cfg = params(tiny_backbone, strategy=strategy)
+    first = finetune(train, cfg, seed=1, out_dir=tmp_path / "a", work_dir=tmp_path / "work")
+    second = finetune(train, cfg, seed=1, out_dir=tmp_path / "b", work_dir=tmp_path / "work")
+    assert (first.features_cached, second.features_cached) == (False, True)
+    assert len(list((tmp_path / "work" / "cache").iterdir())) == 1
     texts = train["text"].tolist()
-    first = Classifier(finetune(train, cfg, seed=3, out_dir=tmp_path / "a").model_dir).predict_proba(texts)
-    second = Classifier(finetune(train, cfg, seed=3, out_dir=tmp_path / "b").model_dir).predict_proba(texts)
-    other = Classifier(finetune(train, cfg, seed=4, out_dir=tmp_path / "c").model_dir).predict_proba(texts)
+    np.testing.assert_array_equal(Classifier(first.model_dir).predict_proba(texts),
+                                  Classifier(second.model_dir).predict_proba(texts))
+    edited = train.assign(text=train["text"].where(train.index != 3, "a new text"))
+    third = finetune(edited, cfg, seed=1, out_dir=tmp_path / "c", work_dir=tmp_path / "work")
+    assert not third.features_cached and len(list((tmp_path / "work" / "cache").iterdir())) == 2
+
+
+def test_the_same_seed_gives_identical_probabilities(train, tiny_backbone, tmp_path):
+    cfg = params(tiny_backbone, strategy="lora")
+    texts = train["text"].tolist()
+    runs = [finetune(train, cfg, seed=seed, out_dir=tmp_path / str(i)) for i, seed in enumerate((3, 3, 4))]
+    first, second, other = (Classifier(run.model_dir).predict_proba(texts) for run in runs)
     np.testing.assert_array_equal(first, second)
     assert not np.allclose(first, other)
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops(train, tiny_backbone, tmp_path):
+    cfg = params(tiny_backbone, strategy="full", epochs=30, learning_rate=3e-3, validation_fraction=0.25,
+                 early_stopping_patience=2, early_stopping_metric="loss")
+    result = finetune(train, cfg, seed=2, out_dir=tmp_path)
+    assert len(result.losses) < 30 and len(result.validation) == len(result.losses)
+    best = min(range(len(result.validation)), key=lambda i: result.validation[i]["loss"])
+    assert result.best_epoch == best + 1
+    assert len(result.losses) == result.best_epoch + 2  # patience 2
+
+
+def test_oversampling_draws_every_class_as_often_as_the_largest(train):
+    targets = torch.tensor([0] * 10 + [1] * 3 + [2] * 1)
+    rows = Rows(["t"] * 14, targets)
+    order = epoch_order(rows, FinetuneParams(class_balance="oversample"), seed=0, epoch=0)
+    assert torch.bincount(targets[order]).tolist() == [10, 10, 10]
+    assert torch.equal(order, epoch_order(rows, FinetuneParams(class_balance="oversample"), seed=0, epoch=0))
+    assert sorted(epoch_order(rows, FinetuneParams(), seed=0, epoch=1).tolist()) == list(range(14))
+
+
+def test_class_weights_are_inverse_frequency():
+    weights = class_weights(torch.tensor([0, 0, 0, 1]), 2)
+    torch.testing.assert_close(weights, torch.tensor([4 / 6, 2.0]))
+
+
+def test_augmentation_adds_copies_of_training_rows_only_from_their_own_words():
+    texts, labels = augment(["the card was charged twice today", "refund"], ["a", "b"], copies=2, seed=0)
+    assert len(texts) == 6 and labels == ["a", "b", "a", "b", "a", "b"]
+    assert set(texts[2].split()) <= set("the card was charged twice today".split())
+    assert texts[3] == "refund"
+    assert augment(["x y z w"], ["a"], 1, seed=5) == augment(["x y z w"], ["a"], 1, seed=5)
+    import random
+
+    assert eda("one", random.Random(0)) == "one"
+
+
+def test_a_freeze_depth_beyond_the_backbone_is_a_params_error(tiny_backbone):
+    with pytest.raises(ParamsError, match=r"finetune\.freeze_layers = 3: the backbone has only 2 layers; use 0 to 2"):
+        build_model(params(tiny_backbone, strategy="freeze", freeze_layers=3), ["a", "b"])
+
+
+@pytest.mark.parametrize("key, value", [("lora_target_modules", ["q_proj"]), ("ia3_target_modules", ["q_proj"])])
+def test_a_bad_adapter_target_module_is_a_params_error(tiny_backbone, key, value):
+    strategy = key.split("_")[0]
+    with pytest.raises(ParamsError) as caught:
+        build_model(params(tiny_backbone, strategy=strategy, **{key: value}), ["a", "b"])
+    message = str(caught.value)
+    assert message.startswith(f"finetune.{key} = ['q_proj']: ") and "\n" not in message
+
+
+KILLED_RUN = """
+import sys, pandas as pd
+from pathlib import Path
+from tasks.config import FinetuneParams
+from tasks.finetune import finetune
+train = pd.read_json(sys.argv[1])
+cfg = FinetuneParams.model_validate_json(sys.argv[2])
+finetune(train, cfg, seed=5, out_dir=Path(sys.argv[3]), work_dir=Path(sys.argv[4]))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["gradual_unfreeze", "head"])
+def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_result(train, tiny_backbone, tmp_path, strategy):
+    big = train.sample(n=240, replace=True, random_state=0).reset_index(drop=True)
+    big["text"] = big["text"] + " #" + big.index.astype(str)  # distinct rows: a longer epoch
+    cfg = params(tiny_backbone, strategy=strategy, epochs=12, batch_size=4, dropout=0.3)
+    data = tmp_path / "train.json"
+    big.to_json(data)
+    work = tmp_path / "work"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(data), cfg.model_dump_json(),
+                              str(tmp_path / "killed"), str(work)], cwd=REPO, env={**os.environ})
+    checkpoints = work / CHECKPOINT_DIR
+    deadline = time.monotonic() + 120
+    while not (checkpoints.is_dir() and any(checkpoints.glob("*.pt"))) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    (checkpoint,) = checkpoints.glob("*.pt")
+    killed_at = torch.load(checkpoint, weights_only=False)["state"]["epoch"]
+    assert 1 <= killed_at < 12, "the run should be killed part-way"
+
+    resumed = finetune(big, cfg, seed=5, out_dir=tmp_path / "resumed", work_dir=work)
+    straight = finetune(big, cfg, seed=5, out_dir=tmp_path / "straight")
+    assert resumed.resumed_from_epoch == killed_at and straight.resumed_from_epoch is None
+    assert resumed.losses == straight.losses
+    texts = big["text"].tolist()[:20]
+    np.testing.assert_array_equal(Classifier(resumed.model_dir).predict_proba(texts),
+                                  Classifier(straight.model_dir).predict_proba(texts))
+    assert not any(checkpoints.glob("*.pt"))  # a finished run removes its checkpoint
 
 
 @no_cuda
@@ -133,13 +290,9 @@ def test_cuda_device_without_cuda_is_a_params_error():
         resolve_device("cuda")
 
 
-def test_a_bad_lora_target_module_is_a_params_error(tiny_backbone):
-    cfg = FinetuneParams(backbone=str(tiny_backbone), lora_target_modules=["q_proj"])
-    with pytest.raises(ParamsError) as caught:
-        build_model(cfg, ["a", "b"])
-    message = str(caught.value)
-    assert message.startswith("finetune.lora_target_modules = ['q_proj']: ")
-    assert "target_modules" in message and "\n" not in message
+def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ParamsError, match=r"not a nichetune model \(nichetune\.json missing\)"):
+        Classifier(tmp_path)
 
 
 def test_backbone_path_of_a_missing_folder_is_a_params_error(tmp_path):
