@@ -1,7 +1,8 @@
-"""Benchmark: classification quality of nichetune's LoRA fine-tune against simple baselines on real data.
+"""Benchmark: classification quality of nichetune's fine-tuning strategies against what users would pick
+instead, on real data.
 
-    python -m benchmarks.quality [--quick] [--datasets NAME ...] [--methods NAME ...] [--seeds N]
-                                 [--finetune KEY=VALUE ...] [--out FILE]
+    nichetune bench quality [--quick] [--datasets NAME ...] [--methods NAME ...] [--seeds N]
+                            [--finetune KEY=VALUE ...] [--out FILE]
 
 Datasets (from ../shared/data; see each folder's PROVENANCE.md):
 - banking77_k8, banking77_k64: k examples per intent (77 intents) sampled from train with the run's seed;
@@ -19,16 +20,23 @@ Methods (METHODS; each is fn(train, test, seed) -> MethodRun(predictions, train_
 - tfidf_lr: TF-IDF of word 1-2 grams, then logistic regression (class_weight balanced, max_iter 2000).
 - embeddings_lr: the packaged MiniLM, frozen: mean pooling of the last hidden state over the attention mask,
   L2-normalised (as sentence-transformers' all-MiniLM-L6-v2), then the same logistic regression.
-- nichetune_lora: the pipeline's own code, tasks.finetune.finetune with FinetuneParams() defaults (plus any
-  --finetune overrides), predicting with tasks.model.Classifier.
+- setfit: the `setfit` package on the packaged MiniLM with the paper's defaults (20 pair iterations per row,
+  batch 16, one epoch, body learning rate 2e-5, logistic-regression head).
+- plain_full_ft: a plain fine-tuning script (AutoModelForSequenceClassification, every weight, AdamW 5e-5,
+  10 epochs); no nichetune code.
+- nichetune_<strategy>, one per strategy: the pipeline's own code (tasks.finetune.finetune, then
+  tasks.model.Classifier). The default strategy runs with params.yaml's finetune section exactly; the others
+  with params.yaml plus STRATEGY_SETTINGS[strategy]; --finetune overrides apply to all of them.
 
 Every method of a seed gets the same sampled training rows (`train_sha` in each result row shows it).
 Train seconds: wall time to fit on the training rows from an already loaded backbone; it excludes loading
-weights, saving the model and predicting the test set (for nichetune_lora: FinetuneResult.seconds).
+weights, saving the model and predicting the test set (for nichetune_*: FinetuneResult.seconds, which includes
+computing the frozen layers' outputs).
 
---quick checks the harness in well under a minute on 2 cores: banking77_k8_10intents, 1 seed, all three
-methods, nichetune_lora with epochs=2. Raw results go to benchmarks/results/quality.json (quality_quick.json
-with --quick) unless --out names another file; a markdown table of mean ± std over seeds is printed."""
+--quick checks the harness in about half a minute on 2 cores: banking77_k8_10intents, 1 seed, every method
+with one epoch (SetFit: one pair iteration). Raw results are merged into benchmarks/results/quality.json
+(quality_quick.json with --quick) unless --out names another file: a row of the same dataset, method and seed
+is replaced, so the table can be filled one command at a time; a markdown table is printed."""
 
 from __future__ import annotations
 
@@ -56,7 +64,6 @@ METRICS = ("accuracy", "macro_f1", "mcc", "train_s")
 DEFAULT_SEEDS = 5
 QUICK_DATASETS = ["banking77_k8_10intents"]
 QUICK_SEEDS = 1
-QUICK_FINETUNE = {"epochs": 2}
 OTHER_ISSUE = "other"
 MIN_ISSUE_ROWS = 20
 
@@ -216,33 +223,134 @@ def embeddings_lr(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> MethodR
     return MethodRun(model.predict(embed(test["text"].tolist())).tolist(), seconds)
 
 
-def nichetune_lora(train: pd.DataFrame, test: pd.DataFrame, seed: int, params=None) -> MethodRun:
-    """The pipeline's fine-tune (LoRA, merged) and its Classifier; `params` defaults to FinetuneParams()."""
-    from tasks.config import FinetuneParams
+def nichetune(train: pd.DataFrame, test: pd.DataFrame, seed: int, params=None) -> MethodRun:
+    """The pipeline's own fine-tune stage (tasks.finetune.finetune) and its Classifier, with `params`."""
     from tasks.finetune import finetune
-    from tasks.model import Classifier
+    from tasks.model import Classifier, forget_bases
 
-    with tempfile.TemporaryDirectory(prefix="quality-lora-") as folder:
-        result = finetune(train[["text", "label"]], params or FinetuneParams(), seed, Path(folder))
+    with tempfile.TemporaryDirectory(prefix="quality-nichetune-") as folder:
+        result = finetune(train[["text", "label"]], params, seed, Path(folder))
         predictions = Classifier(result.model_dir).predict(test["text"].tolist())
+    forget_bases()
     return MethodRun(predictions, result.seconds)
 
 
-METHODS: dict[str, Method] = {  # add SetFit, full fine-tuning or other strategies here
-    "tfidf_lr": tfidf_lr,
-    "embeddings_lr": embeddings_lr,
-    "nichetune_lora": nichetune_lora,
+def setfit(train: pd.DataFrame, test: pd.DataFrame, seed: int, num_iterations: int = 20) -> MethodRun:
+    """SetFit (the `setfit` package) on the packaged MiniLM with the paper's defaults: 20 contrastive pair
+    iterations per row, batch 16, one epoch, body learning rate 2e-5, logistic-regression head."""
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    from tasks.model import backbone_path
+
+    model = SetFitModel.from_pretrained(backbone_path("minilm"))
+    args = TrainingArguments(num_iterations=num_iterations, batch_size=16, num_epochs=1, body_learning_rate=2e-5,
+                             seed=seed, report_to="none", show_progress_bar=False)
+    rows = Dataset.from_pandas(train[["text", "label"]].reset_index(drop=True))
+    started = time.perf_counter()
+    Trainer(model=model, args=args, train_dataset=rows).train()
+    seconds = time.perf_counter() - started
+    return MethodRun([str(label) for label in model.predict(test["text"].tolist())], seconds)
+
+
+def plain_full_finetuning(train: pd.DataFrame, test: pd.DataFrame, seed: int, epochs: int = 10) -> MethodRun:
+    """What a plain fine-tuning script does: AutoModelForSequenceClassification (BERT's [CLS] pooler and a new
+    head), every weight trained, AdamW 5e-5, weight decay 0.01, 10% linear warmup then decay, batch 16,
+    `epochs` epochs, 128 tokens padded per batch. No nichetune code."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+    from tasks.model import backbone_path
+
+    torch.manual_seed(seed)
+    labels = sorted(train["label"].unique())
+    path = backbone_path("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels), dtype=torch.float32)
+    texts, targets = train["text"].tolist(), torch.tensor([labels.index(v) for v in train["label"]])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
+    steps = epochs * -(-len(texts) // 16)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
+    generator = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
+    model.train()
+    for _ in range(epochs):
+        for index in torch.randperm(len(texts), generator=generator).split(16):
+            batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=128,
+                              return_tensors="pt")
+            loss = torch.nn.functional.cross_entropy(model(**batch).logits, targets[index])
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+    seconds = time.perf_counter() - started
+    model.eval()
+    predictions = []
+    with torch.inference_mode():
+        for start in range(0, len(test), 64):
+            batch = tokenizer(test["text"].iloc[start : start + 64].tolist(), padding=True, truncation=True,
+                              max_length=128, return_tensors="pt")
+            predictions += [labels[i] for i in model(**batch).logits.argmax(dim=1).tolist()]
+    return MethodRun(predictions, seconds)
+
+
+# Settings each non-default strategy is benchmarked with, on top of params.yaml's finetune section (the
+# default strategy runs with params.yaml exactly). Measured on banking77 k=8 (README, "Fine-tuning strategies").
+STRATEGY_SETTINGS = {
+    "head": {"epochs": 30},
+    "freeze": {"epochs": 10, "learning_rate": 1e-4, "freeze_layers": 4},
+    "lora": {"epochs": 10, "learning_rate": 2e-3},
+    "ia3": {"epochs": 10, "learning_rate": 1e-2},
+    "gradual_unfreeze": {"epochs": 8, "learning_rate": 1e-4, "layer_lr_decay": 0.8},
+    "full": {"epochs": 8, "learning_rate": 1e-4},
 }
 
 
-def select_methods(names: list[str], finetune_overrides: dict | None = None) -> dict[str, Method]:
-    """The named methods from METHODS; nichetune_lora gets FinetuneParams(**finetune_overrides)."""
+def project_finetune() -> dict:
+    """The finetune section of the project's params.yaml: what a user gets by default."""
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["finetune"]
+
+
+def strategy_params(strategy: str, overrides: dict | None = None):
+    """FinetuneParams for benchmarking `strategy`: params.yaml's, plus STRATEGY_SETTINGS unless it is the
+    default strategy, plus `overrides`."""
     from tasks.config import FinetuneParams
 
-    chosen = {name: METHODS[name] for name in names}
-    if finetune_overrides and "nichetune_lora" in chosen:
-        params = FinetuneParams(**finetune_overrides)
-        chosen["nichetune_lora"] = functools.partial(nichetune_lora, params=params)
+    base = project_finetune()
+    extra = {} if base["strategy"] == strategy else STRATEGY_SETTINGS[strategy]
+    return FinetuneParams(**{**base, "strategy": strategy, **extra, **(overrides or {})})
+
+
+STRATEGIES = list(STRATEGY_SETTINGS)
+METHODS: dict[str, Method] = {
+    "tfidf_lr": tfidf_lr,
+    "embeddings_lr": embeddings_lr,
+    "setfit": setfit,
+    "plain_full_ft": plain_full_finetuning,
+    **{f"nichetune_{strategy}": functools.partial(nichetune, params=None) for strategy in STRATEGIES},
+}
+BASELINES = ["tfidf_lr", "embeddings_lr", "setfit", "plain_full_ft"]
+QUICK_OVERRIDES = {"finetune": {"epochs": 1}, "setfit": {"num_iterations": 1}, "plain_full_ft": {"epochs": 1}}
+
+
+def default_method() -> str:
+    """The method that is nichetune's default: the strategy params.yaml names."""
+    return f"nichetune_{project_finetune()['strategy']}"
+
+
+def select_methods(names: list[str], finetune_overrides: dict | None = None, quick: bool = False) -> dict[str, Method]:
+    """The named methods; nichetune strategies get strategy_params(strategy, finetune_overrides), and with
+    `quick` every trained method gets its QUICK_OVERRIDES (a harness check, not a measurement)."""
+    chosen = {}
+    for name in names:
+        if name.startswith("nichetune_"):
+            overrides = {**(QUICK_OVERRIDES["finetune"] if quick else {}), **(finetune_overrides or {})}
+            chosen[name] = functools.partial(nichetune, params=strategy_params(name.removeprefix("nichetune_"),
+                                                                               overrides))
+        elif quick and name in QUICK_OVERRIDES:
+            chosen[name] = functools.partial(METHODS[name], **QUICK_OVERRIDES[name])
+        else:
+            chosen[name] = METHODS[name]
     return chosen
 
 
@@ -303,17 +411,20 @@ def machine() -> dict:
 
 def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, out: Path | None = None,
                   command: str | None = None, settings: dict | None = None) -> dict:
-    """Every dataset x seed x method; the results (rewritten to `out` after each run, when given).
-    `settings` (e.g. the fine-tune overrides) is recorded as given."""
-    results = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
-               "datasets": datasets, "methods": list(methods), "seeds": seeds, "settings": settings or {},
-               "rows": [], "aggregate": []}
+    """Every dataset x seed x method. With `out`, the rows are merged into the results already there (a row
+    of the same dataset, method and seed is replaced) and the file is rewritten after each run, so that
+    tables can be filled one command at a time. `settings` (e.g. fine-tune overrides) is recorded as given."""
+    results = read_results(out) if out is not None and out.is_file() else {"runs": [], "rows": []}
+    run = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "datasets": datasets,
+           "methods": list(methods), "seeds": seeds, "settings": settings or {}}
+    results["runs"].append(run)
     for dataset in datasets:
         for seed in range(seeds):
             split = load_split(dataset, seed)  # one sample per seed, shared by every method
             for name, fn in methods.items():
-                row = run_one(dataset, name, fn, split, seed)
-                results["rows"].append(row)
+                row = {**run_one(dataset, name, fn, split, seed), "run": len(results["runs"]) - 1}
+                results["rows"] = [r for r in results["rows"] if (r["dataset"], r["method"], r["seed"])
+                                   != (dataset, name, seed)] + [row]
                 results["aggregate"] = aggregate(results["rows"])
                 print(f"{dataset} {name} seed {seed}: accuracy {row['accuracy']:.3f}, macro-F1 "
                       f"{row['macro_f1']:.3f}, MCC {row['mcc']:.3f}, train {row['train_s']:.1f} s",
@@ -323,10 +434,41 @@ def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, o
     return results
 
 
+def read_results(path: Path) -> dict:
+    """A results file; files from before runs were merged (one run, no `runs` list) are read as one run."""
+    results = json.loads(path.read_text())
+    if "runs" not in results:
+        run = {key: results.get(key) for key in ("command", "date", "machine", "datasets", "methods", "seeds",
+                                                 "settings")}
+        results = {"runs": [run], "rows": [{**row, "run": 0} for row in results["rows"]]}
+    return results
+
+
 def write_results(results: dict, out: Path) -> None:
     """The raw results as indented JSON."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+PRIMARY_METRIC = {"amazon_counterfactual_en_k8": "mcc", "amazon_counterfactual_en_k64": "mcc"}  # else accuracy
+
+
+def goal_lines(results: dict, default: str, baselines: list[str] = BASELINES) -> list[dict]:
+    """Per dataset: does the default method's mean primary metric reach every measured baseline's?"""
+    means = {(e["dataset"], e["method"]): e for e in aggregate(results["rows"])}
+    lines = []
+    for dataset in dict.fromkeys(e["dataset"] for e in means.values()):
+        metric = PRIMARY_METRIC.get(dataset, "accuracy")
+        ours = means.get((dataset, default))
+        measured = [b for b in baselines if (dataset, b) in means]
+        missing = [b for b in baselines if (dataset, b) not in means]
+        if ours is None or not measured:
+            continue
+        beaten_by = [b for b in measured if means[(dataset, b)][f"{metric}_mean"] > ours[f"{metric}_mean"]]
+        lines.append({"dataset": dataset, "metric": metric, "default": ours[f"{metric}_mean"],
+                      "best_baseline": max(measured, key=lambda b: means[(dataset, b)][f"{metric}_mean"]),
+                      "beaten_by": beaten_by, "not_measured": missing, "holds": not beaten_by})
+    return lines
 
 
 def markdown_table(results: dict) -> str:
@@ -337,7 +479,7 @@ def markdown_table(results: dict) -> str:
 
     lines = ["| dataset | method | seeds | accuracy % | macro-F1 % | MCC x100 | train s |",
              "|---|---|---|---|---|---|---|"]
-    for entry in results["aggregate"]:
+    for entry in aggregate(results["rows"]):
         lines.append(f"| {entry['dataset']} | {entry['method']} | {entry['seeds']} | "
                      f"{cell(entry, 'accuracy', 100, 1)} | {cell(entry, 'macro_f1', 100, 1)} | "
                      f"{cell(entry, 'mcc', 100, 1)} | {cell(entry, 'train_s', 1, 2)} |")
@@ -362,13 +504,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; None for --datasets and --seeds means the defaults of the mode (full or quick)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="harness check: banking77 k=8 on 10 intents, 1 seed, nichetune_lora with epochs=2")
+                        help="harness check: banking77 k=8 on 10 intents, 1 seed, every method with one epoch")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=None)
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--seeds", type=int, default=None,
                         help=f"seeds 0..N-1 (default {DEFAULT_SEEDS}; {QUICK_SEEDS} with --quick)")
     parser.add_argument("--finetune", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="FinetuneParams overrides for nichetune_lora")
+                        help="FinetuneParams overrides for every nichetune_<strategy> method")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/...)")
     return parser.parse_args(argv)
 
@@ -382,11 +524,12 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_offline_defaults()
     datasets = args.datasets or (QUICK_DATASETS if args.quick else FULL_DATASETS)
     seeds = args.seeds or (QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
-    overrides = {**(QUICK_FINETUNE if args.quick else {}), **parse_overrides(args.finetune)}
+    overrides = parse_overrides(args.finetune)
     out = args.out or RESULTS / ("quality_quick.json" if args.quick else "quality.json")
-    command = " ".join(["python -m benchmarks.quality", *argv])
-    results = run_benchmark(datasets, select_methods(args.methods, overrides), seeds, out, command,
-                            settings={"finetune_overrides": overrides})
+    command = " ".join(["nichetune bench quality", *argv])
+    methods = select_methods(args.methods, overrides, quick=args.quick)
+    results = run_benchmark(datasets, methods, seeds, out, command,
+                            settings={"finetune_overrides": overrides, "quick": args.quick})
     print(markdown_table(results))
     return results
 

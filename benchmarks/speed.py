@@ -1,6 +1,6 @@
 """Benchmark: time to a candidate model (the flow against its stage functions run directly) and prediction speed.
 
-    PATH=.venv/bin:$PATH python -m benchmarks.speed --repeats 3
+    nichetune bench speed [--repeats 3]
 
 Overhead: in fresh copies of this project (git + DVC, the demo data, params.yaml as committed), the six stage
 functions are called one after another in this process, then `nichetune run` runs the same work as a Prefect flow
@@ -54,7 +54,7 @@ def direct_stages(root: Path) -> dict[str, float]:
     timed("validate", lambda: validate.run(params.validate, data.dataset, paths.stage("validate")))
     parts = timed("split", lambda: split.run(params.split, params.base.seed, data.dataset, paths.stage("split")))
     tuned = timed("finetune", lambda: finetune.run(params.finetune, params.base.seed, parts.train,
-                                                   paths.stage("finetune")))
+                                                   paths.stage("finetune"), paths.workdir))
     timed("evaluate", lambda: evaluate.run(params.evaluate, tuned.model_dir, parts.train, parts.holdout,
                                            paths.stage("evaluate")))
     timed("register", lambda: register.run(params, paths))
@@ -99,11 +99,11 @@ def prediction_speed(model_dir: Path) -> dict:
             "single_ms_p95": round(latencies[int(0.95 * len(latencies)) - 1], 2)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--direct", type=Path, help=argparse.SUPPRESS)  # internal: one direct run, JSON out
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from tasks.runtime import quiet_offline_defaults
 
     quiet_offline_defaults()
@@ -121,7 +121,7 @@ def main() -> None:
         model_dir = Path(folder) / f"direct{args.repeats - 1}" / "project" / "outputs" / "finetune" / "model"
         prediction = prediction_speed(model_dir)
     summary = {
-        "command": f"PATH=.venv/bin:$PATH python -m benchmarks.speed --repeats {args.repeats}",
+        "command": f"nichetune bench speed --repeats {args.repeats}",
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
         "median_overhead": statistics.median(r["overhead"] for r in repeats),
         "median_stages_s": {stage: statistics.median(r["stages_s"][stage] for r in repeats)

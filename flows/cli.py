@@ -38,7 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     ui = _with_params(commands.add_parser("ui", help="start the Prefect and MLflow UIs on 127.0.0.1 until Ctrl-C"))
     ui.add_argument("--prefect-port", type=int, default=4200)
     ui.add_argument("--mlflow-port", type=int, default=5000)
+    bench = commands.add_parser("bench", help="run a benchmark and regenerate BENCHMARKS.md (see BENCHMARKS.md)")
+    bench.add_argument("which", choices=list(BENCHMARKS), help="quality, speed, growth, or report (only regenerate)")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options (--help lists them)")
     return parser
+
+
+BENCHMARKS = {"quality": "benchmarks.quality", "speed": "benchmarks.speed", "growth": "benchmarks.growth",
+              "report": "benchmarks.report"}
+
+
+def bench_command(args: argparse.Namespace) -> None:
+    """Run one benchmark from the repository checkout, then rewrite BENCHMARKS.md from all raw results."""
+    import importlib
+
+    from benchmarks import report
+
+    if args.which != "report":
+        importlib.import_module(BENCHMARKS[args.which]).main(args.options)
+    report.main()
 
 
 def _project(args: argparse.Namespace) -> tuple[Params, Paths]:
@@ -114,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     quiet_offline_defaults()
     try:
-        commands = {"run": run_command, "ingest": ingest_command, "validate": validate_command, "ui": ui_command}
+        commands = {"run": run_command, "ingest": ingest_command, "validate": validate_command, "ui": ui_command,
+                    "bench": bench_command}
         commands[args.command](args)
     except NichetuneError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The quality benchmark's harness (benchmarks/quality.py): sampling, splits, metrics, table and JSON.
 
-The quick subset (banking77 k=8 on 10 intents, 1 seed, nichetune_lora with 2 epochs) runs with the real packaged
-backbone through the module's Python API, writing its JSON to a temporary folder."""
+The quick subset (banking77 k=8 on 10 intents, 1 seed, every method with one epoch or one SetFit iteration) runs
+with the real packaged backbone through the module's Python API, writing its JSON to a temporary folder."""
 
 from __future__ import annotations
 
@@ -65,12 +65,14 @@ def test_the_quick_run_scores_every_method_in_range(quick):
     results, _ = quick
     rows = results["rows"]
     assert [(row["dataset"], row["method"], row["seed"]) for row in rows] == [
-        ("banking77_k8_10intents", method, 0) for method in ("tfidf_lr", "embeddings_lr", "nichetune_lora")]
+        ("banking77_k8_10intents", method, 0) for method in quality.METHODS]
     for row in rows:
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["macro_f1"] <= 1 and -1 <= row["mcc"] <= 1
         assert row["train_s"] > 0 and (row["train_rows"], row["test_rows"], row["classes"]) == (80, 400, 10)
     assert len({row["train_sha"] for row in rows}) == 1
-    assert results["settings"] == {"finetune_overrides": {"epochs": 2}}
+    assert results["runs"][-1]["settings"] == {"finetune_overrides": {}, "quick": True}
+    by_method = {row["method"]: row for row in rows}
+    assert by_method["embeddings_lr"]["accuracy"] > 0.5 and by_method["nichetune_head"]["accuracy"] > 0.3
 
 
 def test_the_table_has_a_row_per_dataset_and_method(quick):
@@ -78,14 +80,41 @@ def test_the_table_has_a_row_per_dataset_and_method(quick):
     table = quality.markdown_table(results).splitlines()
     assert table[0].startswith("| dataset | method | seeds | accuracy %")
     body = [line.split(" | ")[:2] for line in table[2:]]
-    assert body == [["| banking77_k8_10intents", method] for method in results["methods"]]
-    assert len(results["aggregate"]) == len(body) == 3
+    assert body == [["| banking77_k8_10intents", method] for method in quality.METHODS]
 
 
 def test_the_json_is_written_where_asked_with_the_command_and_machine(quick):
     results, out = quick
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(results))
-    assert saved["command"] == f"python -m benchmarks.quality --quick --out {out}"
-    assert saved["machine"]["cores"] >= 1 and saved["machine"]["arch"]
-    assert saved["date"] and len(saved["rows"]) == 3
+    assert saved["runs"][-1]["command"] == f"nichetune bench quality --quick --out {out}"
+    assert saved["runs"][-1]["machine"]["cores"] >= 1 and saved["runs"][-1]["machine"]["arch"]
+    assert saved["runs"][-1]["date"] and len(saved["rows"]) == len(quality.METHODS)
+
+
+def test_a_second_run_replaces_its_own_rows_and_keeps_the_others(tmp_path):
+    def constant(label):
+        return lambda train, test, seed: quality.MethodRun([label] * len(test), 0.1)
+
+    out = tmp_path / "q.json"
+    first = quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant("x"), "b": constant("y")}, 1, out)
+    label = first["rows"][0]["accuracy"]
+    second = quality.run_benchmark(quality.QUICK_DATASETS, {"b": constant("Refund_not_showing_up")}, 1, out)
+    assert [(row["method"], row["run"]) for row in second["rows"]] == [("a", 0), ("b", 1)]
+    assert second["rows"][0]["accuracy"] == label and second["rows"][1]["accuracy"] == pytest.approx(0.1)
+    assert len(json.loads(out.read_text())["runs"]) == 2
+
+
+def test_the_goal_line_compares_the_default_with_every_measured_baseline():
+    def row(dataset, method, accuracy, mcc, seed=0):
+        return {"dataset": dataset, "method": method, "seed": seed, "accuracy": accuracy, "macro_f1": accuracy,
+                "mcc": mcc, "train_s": 1.0}
+
+    results = {"rows": [row("banking77_k8", "nichetune_head", 0.83, 0.8), row("banking77_k8", "embeddings_lr", 0.80, 0.9),
+                        row("amazon_counterfactual_en_k64", "nichetune_head", 0.9, 0.60),
+                        row("amazon_counterfactual_en_k64", "setfit", 0.8, 0.67)]}
+    lines = {line["dataset"]: line for line in quality.goal_lines(results, "nichetune_head")}
+    assert lines["banking77_k8"]["holds"] and lines["banking77_k8"]["metric"] == "accuracy"
+    assert lines["banking77_k8"]["not_measured"] == ["tfidf_lr", "setfit", "plain_full_ft"]
+    amazon = lines["amazon_counterfactual_en_k64"]
+    assert amazon["metric"] == "mcc" and not amazon["holds"] and amazon["beaten_by"] == ["setfit"]

@@ -1,0 +1,122 @@
+"""Benchmark: how ingest, validation and training grow with the data (wall time and peak memory per step).
+
+    nichetune bench growth [--rows 1000 10000 100000] [--repeats 3]
+
+The rows are real texts (banking77 train and test from ../shared/data), repeated with a row number appended
+until there are N, so that no two rows are duplicates; labels are the 77 intents; timestamps span a year.
+Each repeat uses a fresh temporary git + DVC project with a local directory remote. Each step runs in its own
+new process, so that its peak resident memory is its own: ingest (`ingest_batch`: read, checks, PII masking,
+store, DVC add + push), validate (`assemble` + the Great Expectations suite and Data Docs), train (split +
+fine-tune with the params.yaml defaults, the feature cache empty: the first training on a new dataset
+version). Figures are medians over the repeats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+SHARED = REPO.parent / "shared" / "data" / "banking77"
+STEPS = ("ingest", "validate", "train")
+
+
+def make_rows(n: int) -> pd.DataFrame:
+    base = pd.concat([pd.read_csv(SHARED / "train.csv"), pd.read_csv(SHARED / "test.csv")], ignore_index=True)
+    rows = base.iloc[[i % len(base) for i in range(n)]].reset_index(drop=True)
+    rows["text"] = rows["text"] + " #" + pd.Series(range(n)).astype(str)
+    rows["created_at"] = pd.date_range("2025-01-01", "2025-12-31", periods=n).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rows.rename(columns={"category": "label"})
+
+
+def step(name: str, root: Path, csv_path: Path) -> dict:
+    """One step in this (new) process; its wall time and this process's peak resident memory."""
+    from tasks import finetune, ingest, split, validate
+    from tasks.config import IngestParams, Params, ValidateParams
+
+    cfg = IngestParams(dataset="bench", path=None, timestamp_column="created_at")
+    started = time.perf_counter()
+    if name == "ingest":
+        report = ingest.ingest_batch(cfg, [], root, csv_path)
+        extra = {"accepted": report.accepted, "quarantined": report.quarantined}
+    elif name == "validate":
+        dataset = ingest.assemble(cfg, root, root / "outputs" / "ingest")
+        extra = {"passed": validate.run(ValidateParams(), dataset.dataset, root / "outputs" / "validate").success}
+    else:
+        defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
+        params = Params.model_validate({"finetune": defaults})
+        parts = split.run(params.split, params.base.seed, root / "outputs" / "ingest" / ingest.DATASET_FILE, root / "outputs" / "split")
+        tuned = finetune.run(params.finetune, params.base.seed, parts.train, root / "outputs" / "finetune",
+                             root / "outputs")
+        extra = {"strategy": tuned.strategy, "train_rows": len(pd.read_parquet(parts.train))}
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}
+
+
+def one_repeat(rows: int, folder: Path) -> dict:
+    """A fresh project, then each step in a child process."""
+    root = folder / "project"
+    root.mkdir(parents=True)
+    dvc = str(Path(sys.executable).with_name("dvc"))  # the venv's, without needing it on PATH
+    for command in (["git", "init", "-q"], [dvc, "init", "-q"],
+                    [dvc, "remote", "add", "-d", "local", str(folder / "remote")]):
+        subprocess.run(command, cwd=root, check=True, capture_output=True)
+    csv_path = folder / f"labeled_{rows}.csv"
+    make_rows(rows).to_csv(csv_path, index=False)
+    measured = {}
+    for name in STEPS:
+        child = subprocess.run([sys.executable, "-m", "benchmarks.growth", "--step", name, str(root), str(csv_path)],
+                               cwd=REPO, check=True, capture_output=True, text=True)
+        measured[name] = json.loads(child.stdout.strip().splitlines()[-1])
+        print(f"{rows} rows, {name}: {measured[name]['seconds']:.1f} s, {measured[name]['peak_rss_mb']:.0f} MB",
+              file=sys.stderr, flush=True)
+    return measured
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--step", nargs=3, help=argparse.SUPPRESS)  # internal: NAME ROOT CSV, JSON out
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    from tasks.runtime import quiet_offline_defaults
+
+    quiet_offline_defaults()
+    if args.step:
+        name, root, csv_path = args.step
+        print(json.dumps(step(name, Path(root), Path(csv_path))))
+        return None
+    out = RESULTS / "growth.json"
+    results = json.loads(out.read_text()) if out.is_file() else {"sizes": {}}
+    for rows in args.rows:
+        repeats = []
+        for index in range(args.repeats):
+            with tempfile.TemporaryDirectory(prefix="growth-") as folder:
+                repeats.append(one_repeat(rows, Path(folder)))
+        results["sizes"][str(rows)] = {
+            "command": " ".join(["nichetune bench growth", "--rows", str(rows), "--repeats", str(args.repeats)]),
+            "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+            "load_average_1min": os.getloadavg()[0], "repeats": repeats,
+            "median": {name: {key: round(statistics.median(r[name][key] for r in repeats), 2)
+                              for key in ("seconds", "peak_rss_mb")} for name in STEPS},
+        }
+        RESULTS.mkdir(exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
