@@ -299,7 +299,7 @@ def plain_full_finetuning(train: pd.DataFrame, test: pd.DataFrame, seed: int, ep
 STRATEGY_SETTINGS = {
     "head": {"epochs": 30},
     "freeze": {"epochs": 10, "learning_rate": 1e-4, "freeze_layers": 4},
-    "lora": {"epochs": 10, "learning_rate": 2e-3},
+    "lora": {"epochs": 10, "learning_rate": 3e-3},
     "ia3": {"epochs": 10, "learning_rate": 1e-2},
     "gradual_unfreeze": {"epochs": 8, "learning_rate": 1e-4, "layer_lr_decay": 0.8},
     "full": {"epochs": 8, "learning_rate": 1e-4},

@@ -76,11 +76,11 @@ class FinetuneParams(Section):
     """How the backbone is adapted; see README's "Fine-tuning strategies" for what each one trains."""
 
     backbone: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2), a local model folder, or a hub id
-    strategy: Strategy = "head"
-    epochs: int = Field(30, ge=1)
+    strategy: Strategy = "lora"
+    epochs: int = Field(10, ge=1)
     batch_size: int = Field(16, ge=1)
     gradient_accumulation: int = Field(1, ge=1)  # optimizer step every N batches
-    learning_rate: float = Field(2e-3, gt=0)  # trained backbone weights or adapters
+    learning_rate: float = Field(3e-3, gt=0)  # trained backbone weights or adapters
     head_learning_rate: float = Field(1e-2, gt=0)  # the new head
     layer_lr_decay: float = Field(1.0, gt=0, le=1)  # each layer below the top gets this factor once more
     weight_decay: float = Field(0.01, ge=0)
