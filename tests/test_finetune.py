@@ -245,9 +245,9 @@ finetune(train, cfg, seed=5, out_dir=Path(sys.argv[3]), work_dir=Path(sys.argv[4
 
 @pytest.mark.parametrize("strategy", ["gradual_unfreeze", "head"])
 def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_result(train, tiny_backbone, tmp_path, strategy):
-    big = train.sample(n=240, replace=True, random_state=0).reset_index(drop=True)
+    big = train.sample(n=120, replace=True, random_state=0).reset_index(drop=True)
     big["text"] = big["text"] + " #" + big.index.astype(str)  # distinct rows: a longer epoch
-    cfg = params(tiny_backbone, strategy=strategy, epochs=12, batch_size=4, dropout=0.3)
+    cfg = params(tiny_backbone, strategy=strategy, epochs=12, batch_size=8, dropout=0.3)
     data = tmp_path / "train.json"
     big.to_json(data)
     work = tmp_path / "work"
