@@ -244,12 +244,14 @@ def setfit(train: pd.DataFrame, test: pd.DataFrame, seed: int, num_iterations: i
     from tasks.model import backbone_path
 
     model = SetFitModel.from_pretrained(backbone_path("minilm"))
-    args = TrainingArguments(num_iterations=num_iterations, batch_size=16, num_epochs=1, body_learning_rate=2e-5,
-                             seed=seed, report_to="none", show_progress_bar=False)
     rows = Dataset.from_pandas(train[["text", "label"]].reset_index(drop=True))
-    started = time.perf_counter()
-    Trainer(model=model, args=args, train_dataset=rows).train()
-    seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="quality-setfit-") as folder:  # its trainer writes checkpoints
+        args = TrainingArguments(output_dir=folder, save_strategy="no", num_iterations=num_iterations,
+                                 batch_size=16, num_epochs=1, body_learning_rate=2e-5, seed=seed,
+                                 report_to="none", show_progress_bar=False)
+        started = time.perf_counter()
+        Trainer(model=model, args=args, train_dataset=rows).train()
+        seconds = time.perf_counter() - started
     return MethodRun([str(label) for label in model.predict(test["text"].tolist())], seconds)
 
 
