@@ -7,8 +7,9 @@ until there are N, so that no two rows are duplicates; labels are the 77 intents
 Each repeat uses a fresh temporary git + DVC project with a local directory remote. Each step runs in its own
 new process, so that its peak resident memory is its own: ingest (`ingest_batch`: read, checks, PII masking,
 store, DVC add + push), validate (`assemble` + the Great Expectations suite and Data Docs), train (split +
-fine-tune with the params.yaml defaults, the feature cache empty: the first training on a new dataset
-version). Figures are medians over the repeats."""
+fine-tune with the params.yaml defaults but `--train-epochs` epochs (default 1: the default strategy's 10 epochs
+at 100k rows would take about two hours on 2 cores, and time grows linearly with epochs), the feature cache
+empty: the first training on a new dataset version). Figures are medians over the repeats."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def make_rows(n: int) -> pd.DataFrame:
     return rows.rename(columns={"category": "label"})
 
 
-def step(name: str, root: Path, csv_path: Path) -> dict:
+def step(name: str, root: Path, csv_path: Path, train_epochs: int = 1) -> dict:
     """One step in this (new) process; its wall time and this process's peak resident memory."""
     from tasks import finetune, ingest, split, validate
     from tasks.config import IngestParams, Params, ValidateParams
@@ -56,7 +57,7 @@ def step(name: str, root: Path, csv_path: Path) -> dict:
         extra = {"passed": validate.run(ValidateParams(), dataset.dataset, root / "outputs" / "validate").success}
     else:
         defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
-        params = Params.model_validate({"finetune": defaults})
+        params = Params.model_validate({"finetune": {**defaults, "epochs": train_epochs}})
         parts = split.run(params.split, params.base.seed, root / "outputs" / "ingest" / ingest.DATASET_FILE, root / "outputs" / "split")
         tuned = finetune.run(params.finetune, params.base.seed, parts.train, root / "outputs" / "finetune",
                              root / "outputs")
@@ -65,7 +66,7 @@ def step(name: str, root: Path, csv_path: Path) -> dict:
     return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}
 
 
-def one_repeat(rows: int, folder: Path) -> dict:
+def one_repeat(rows: int, folder: Path, train_epochs: int, steps: list[str]) -> dict:
     """A fresh project, then each step in a child process."""
     root = folder / "project"
     root.mkdir(parents=True)
@@ -76,8 +77,9 @@ def one_repeat(rows: int, folder: Path) -> dict:
     csv_path = folder / f"labeled_{rows}.csv"
     make_rows(rows).to_csv(csv_path, index=False)
     measured = {}
-    for name in STEPS:
-        child = subprocess.run([sys.executable, "-m", "benchmarks.growth", "--step", name, str(root), str(csv_path)],
+    for name in steps:
+        child = subprocess.run([sys.executable, "-m", "benchmarks.growth", "--step", name, str(root), str(csv_path),
+                                "--train-epochs", str(train_epochs)],
                                cwd=REPO, check=True, capture_output=True, text=True)
         measured[name] = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"{rows} rows, {name}: {measured[name]['seconds']:.1f} s, {measured[name]['peak_rss_mb']:.0f} MB",
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="steps to measure")
+    parser.add_argument("--train-epochs", type=int, default=1, help="epochs of the training step (default 1)")
     parser.add_argument("--step", nargs=3, help=argparse.SUPPRESS)  # internal: NAME ROOT CSV, JSON out
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     quiet_offline_defaults()
     if args.step:
         name, root, csv_path = args.step
-        print(json.dumps(step(name, Path(root), Path(csv_path))))
+        print(json.dumps(step(name, Path(root), Path(csv_path), args.train_epochs)))
         return None
     out = RESULTS / "growth.json"
     results = json.loads(out.read_text()) if out.is_file() else {"sizes": {}}
@@ -105,13 +109,15 @@ def main(argv: list[str] | None = None) -> dict | None:
         repeats = []
         for index in range(args.repeats):
             with tempfile.TemporaryDirectory(prefix="growth-") as folder:
-                repeats.append(one_repeat(rows, Path(folder)))
+                repeats.append(one_repeat(rows, Path(folder), args.train_epochs, args.steps))
         results["sizes"][str(rows)] = {
-            "command": " ".join(["nichetune bench growth", "--rows", str(rows), "--repeats", str(args.repeats)]),
+            "command": " ".join(["nichetune bench growth", "--rows", str(rows), "--repeats", str(args.repeats),
+                                 "--train-epochs", str(args.train_epochs), "--steps", *args.steps]),
+            "train_epochs": args.train_epochs,
             "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
             "load_average_1min": os.getloadavg()[0], "repeats": repeats,
             "median": {name: {key: round(statistics.median(r[name][key] for r in repeats), 2)
-                              for key in ("seconds", "peak_rss_mb")} for name in STEPS},
+                              for key in ("seconds", "peak_rss_mb")} for name in args.steps},
         }
         RESULTS.mkdir(exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
