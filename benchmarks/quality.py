@@ -458,7 +458,8 @@ PRIMARY_METRIC = {"amazon_counterfactual_en_k8": "mcc", "amazon_counterfactual_e
 
 
 def goal_lines(results: dict, default: str, baselines: list[str] = BASELINES) -> list[dict]:
-    """Per dataset: does the default method's mean primary metric reach every measured baseline's?"""
+    """Per dataset: does the default method's mean primary metric reach every measured baseline's? (holds is
+    None where the default itself was not measured.)"""
     means = {(e["dataset"], e["method"]): e for e in aggregate(results["rows"])}
     lines = []
     for dataset in dict.fromkeys(e["dataset"] for e in means.values()):
@@ -466,7 +467,11 @@ def goal_lines(results: dict, default: str, baselines: list[str] = BASELINES) ->
         ours = means.get((dataset, default))
         measured = [b for b in baselines if (dataset, b) in means]
         missing = [b for b in baselines if (dataset, b) not in means]
-        if ours is None or not measured:
+        if not measured:
+            continue
+        if ours is None:
+            lines.append({"dataset": dataset, "metric": metric, "default": None, "holds": None,
+                          "measured": measured})
             continue
         beaten_by = [b for b in measured if means[(dataset, b)][f"{metric}_mean"] > ours[f"{metric}_mean"]]
         lines.append({"dataset": dataset, "metric": metric, "default": ours[f"{metric}_mean"],

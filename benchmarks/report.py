@@ -33,6 +33,10 @@ def goals_section(quality_results: dict | None, speed: dict | None) -> list[str]
     if quality_results:
         default = quality.default_method()
         for goal in quality.goal_lines(quality_results, default):
+            if goal["holds"] is None:
+                lines.append(f"- {goal['dataset']}: default `{default}` **not measured** (baselines measured: "
+                             f"{', '.join(goal['measured'])})")
+                continue
             verdict = "holds" if goal["holds"] else f"**does not hold** (beaten by {', '.join(goal['beaten_by'])})"
             missing = f"; not measured there: {', '.join(goal['not_measured'])}" if goal["not_measured"] else ""
             lines.append(f"- {goal['dataset']}: default `{default}` {goal['metric']} {goal['default'] * 100:.1f} "
@@ -56,6 +60,13 @@ def quality_section(results: dict | None) -> list[str]:
         load_note = f", load {run['machine']['load_average_1min']:.1f}" if "load_average_1min" in run["machine"] else ""
         lines.append(f"- `{run['command']}` ({run['date']}, {run['machine']['arch']}, {run['machine']['cores']} "
                      f"cores, GPU {run['machine']['gpu'] or 'none'}{load_note})")
+    measured = {(row["dataset"], row["method"]) for row in results["rows"]}
+    missing = [f"{dataset}: {', '.join(m for m in quality.METHODS if (dataset, m) not in measured)}"
+               for dataset in quality.FULL_DATASETS
+               if any((dataset, m) not in measured for m in quality.METHODS)]
+    if missing:
+        lines += ["", "Not measured yet (each is one `nichetune bench quality --datasets D --methods M` away):", ""]
+        lines += [f"- {entry}" for entry in missing]
     return lines + ["", quality.markdown_table(results), ""]
 
 
