@@ -183,8 +183,7 @@ def epoch_order(rows: Rows, cfg: FinetuneParams, seed: int, epoch: int) -> torch
 def class_weights(targets: torch.Tensor, classes: int) -> torch.Tensor:
     """Inverse class frequency, scaled so that the weights average 1 over the rows."""
     counts = torch.bincount(targets, minlength=classes).float().clamp(min=1)
-    weights = len(targets) / (classes * counts)
-    return weights
+    return len(targets) / (classes * counts)
 
 
 def logits_for(model: SentenceClassifier, rows: Rows, index: torch.Tensor, tokenizer, cfg: FinetuneParams,
@@ -235,12 +234,6 @@ def save_checkpoint(path: Path, state: dict) -> None:
     partial = path.with_suffix(".tmp")
     torch.save(state, partial)
     partial.replace(path)
-
-
-def trainable_state(model: SentenceClassifier) -> dict:
-    """Every weight training can change (frozen ones never change, so they need no copy)."""
-    names = {name for name, p in model.named_parameters() if p.requires_grad}
-    return {name: value.detach().clone() for name, value in model.state_dict().items() if name in names}
 
 
 def all_trainable_state(model: SentenceClassifier, groups: list[dict]) -> dict:
