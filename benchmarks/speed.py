@@ -56,7 +56,7 @@ def direct_stages(root: Path) -> dict[str, float]:
     tuned = timed("finetune", lambda: finetune.run(params.finetune, params.base.seed, parts.train,
                                                    paths.stage("finetune"), paths.workdir))
     timed("evaluate", lambda: evaluate.run(params.evaluate, tuned.model_dir, parts.train, parts.holdout,
-                                           paths.stage("evaluate")))
+                                           paths.stage("evaluate"), params.base.seed))
     timed("register", lambda: register.run(params, paths))
     return seconds
 

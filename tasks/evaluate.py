@@ -1,4 +1,4 @@
-"""Evaluate: holdout accuracy, macro-F1 and a per-class report, and an Evidently drift and quality report."""
+"""Evaluate: holdout quality (per class, calibration, segments), drift over time windows, and explanations."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 
+from tasks import explain, monitor, plots
 from tasks.config import EvaluateParams
 from tasks.model import Classifier
 
@@ -20,14 +22,19 @@ REPORTS_DIR = "reports"
 PER_CLASS_FILE = "per_class.csv"
 DRIFT_HTML = "evidently_report.html"
 DRIFT_JSON = "drift.json"
+SEGMENTS_FILE = "segments.csv"
+CONFUSION_PNG = "confusion_matrix.png"
+RELIABILITY_PNG = "reliability.png"
+CALIBRATION_JSON = "calibration.json"
+EXPLAIN_HTML = "explanations.html"
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    metrics: dict  # accuracy, macro_f1, majority_accuracy, holdout_rows
+    metrics: dict  # accuracy, macro_f1, majority_accuracy, holdout_rows, ece, drift_status, segments_flagged
     metrics_file: Path
-    reports: Path  # per-class CSV, drift summary JSON, Evidently HTML
+    reports: Path  # per-class CSV, images, segments, Evidently HTML and drift summaries, explanations
 
 
 def score(truth: list[str], predicted: list[str], majority: str) -> tuple[dict, pd.DataFrame]:
@@ -44,6 +51,34 @@ def score(truth: list[str], predicted: list[str], majority: str) -> tuple[dict, 
     return metrics, per_class
 
 
+def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> tuple[float, list[dict]]:
+    """Expected calibration error over equal-width confidence bins, and the bins: the row-weighted mean gap
+    between accuracy and mean confidence (Guo et al., 2017)."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for i in range(n_bins):
+        inside = which == i
+        rows = int(inside.sum())
+        accuracy = float(correct[inside].mean()) if rows else 0.0
+        mean_conf = float(confidence[inside].mean()) if rows else 0.0
+        ece += rows / max(1, len(confidence)) * abs(accuracy - mean_conf)
+        bins.append({"low": float(edges[i]), "high": float(edges[i + 1]), "rows": rows,
+                     "accuracy": accuracy, "confidence": mean_conf})
+    return float(ece), bins
+
+
+def segment_table(holdout: pd.DataFrame, column: str, margin: float, overall_f1: float) -> pd.DataFrame:
+    """Accuracy and macro-F1 per value of `column`; `flagged` marks a segment whose macro-F1 is more than
+    `margin` below the overall one (a bias check). Rows without a value form the segment "(missing)"."""
+    rows = []
+    for value, part in holdout.groupby(holdout[column].fillna("(missing)").astype(str), sort=True):
+        metrics, _ = score(part["label"].tolist(), part["prediction"].tolist(), majority="")
+        rows.append({"segment": value, "rows": len(part), "accuracy": metrics["accuracy"],
+                     "macro_f1": metrics["macro_f1"], "flagged": metrics["macro_f1"] < overall_f1 - margin})
+    return pd.DataFrame(rows).set_index("segment")
+
+
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, html: Path) -> dict:
     """Evidently: drift of text and text length (holdout vs training rows) and classification quality.
 
@@ -52,7 +87,7 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, html: Path) -> 
     from evidently.descriptors import TextLength
     from evidently.presets import ClassificationPreset, DataDriftPreset
 
-    task = _classification_task(reference, current)
+    task = classification_task(reference, current)
     definition = DataDefinition(text_columns=["text"], categorical_columns=["label", "prediction"],
                                 classification=[task] if task else None)
     descriptors = [TextLength("text", alias="text_length")]  # needs no downloads, unlike Sentiment or OOV
@@ -65,28 +100,50 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, html: Path) -> 
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         snapshot = Report(metrics, include_tests=True).run(current_data=datasets[1], reference_data=datasets[0])
     snapshot.save_html(str(html))
-    return {"columns": _drift_by_column(snapshot.dict()), "quality_in_report": task is not None}
+    return {"columns": drift_by_column(snapshot.dict()), "quality_in_report": task is not None}
 
 
-def run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Path, out_dir: Path) -> EvalResult:
-    """Predict the holdout with the fine-tuned model and write metrics.json and the reports folder."""
+def run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Path, out_dir: Path,
+        seed: int = 0) -> EvalResult:
+    """Predict the holdout with the fine-tuned model; write metrics.json and the reports folder: per-class
+    metrics, confusion matrix, reliability diagram, segments, drift over time windows, explanations."""
     classifier = Classifier(model_dir, batch_size=cfg.batch_size)
     train, holdout = pd.read_parquet(train_path), pd.read_parquet(holdout_path)
-    holdout["prediction"] = classifier.predict(holdout["text"].tolist())
+    probs = classifier.predict_proba(holdout["text"].tolist())
+    holdout["prediction"] = [classifier.labels[i] for i in probs.argmax(axis=1)]
     majority = train["label"].value_counts().idxmax()
     metrics, per_class = score(holdout["label"].tolist(), holdout["prediction"].tolist(), majority)
     reports = out_dir / REPORTS_DIR
     reports.mkdir(parents=True, exist_ok=True)
     per_class.to_csv(reports / PER_CLASS_FILE)
+    metrics.update(_holdout_images(holdout, probs, per_class.index.tolist(), reports))
+    if cfg.segment_column:
+        segments = segment_table(holdout, cfg.segment_column, cfg.segment_margin, metrics["macro_f1"])
+        segments.to_csv(reports / SEGMENTS_FILE)
+        metrics["segments_flagged"] = segments.index[segments["flagged"]].tolist()
+    train["prediction"] = classifier.predict(train["text"].tolist())
     if cfg.drift_report:
-        train["prediction"] = classifier.predict(train["text"].tolist())
         drift = _safe_drift_report(train, holdout, reports / DRIFT_HTML)
         (reports / DRIFT_JSON).write_text(json.dumps(drift, indent=2))
+    windows = monitor.run(cfg, classifier, train, holdout, reports)
+    metrics["drift_status"] = windows["status"]
+    explain.explain(classifier, holdout, cfg.explain_samples, seed, reports / EXPLAIN_HTML)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return EvalResult(metrics, out_dir / METRICS_FILE, reports)
 
 
-def _classification_task(reference: pd.DataFrame, current: pd.DataFrame):
+def _holdout_images(holdout: pd.DataFrame, probs: np.ndarray, labels: list[str], reports: Path) -> dict:
+    """The confusion matrix and the reliability diagram as PNGs; returns the expected calibration error."""
+    correct = (holdout["prediction"] == holdout["label"]).to_numpy()
+    ece, bins = calibration_bins(probs.max(axis=1), correct)
+    plots.confusion_matrix_png(holdout["label"].tolist(), holdout["prediction"].tolist(), labels,
+                               reports / CONFUSION_PNG)
+    plots.reliability_png(bins, ece, reports / RELIABILITY_PNG)
+    (reports / CALIBRATION_JSON).write_text(json.dumps({"ece": ece, "bins": bins}, indent=2))
+    return {"ece": ece}
+
+
+def classification_task(reference: pd.DataFrame, current: pd.DataFrame):
     """Evidently 0.7.23 scores any dataset with exactly two classes as binary and then fails on string labels;
     use a binary task when both sides have the same two classes, and skip quality when they differ."""
     from evidently import BinaryClassification, MulticlassClassification
@@ -110,7 +167,7 @@ def _safe_drift_report(reference: pd.DataFrame, current: pd.DataFrame, html: Pat
         return {"error": " ".join(str(err).split())}
 
 
-def _drift_by_column(snapshot: dict) -> dict:
+def drift_by_column(snapshot: dict) -> dict:
     """Per column: drift detected (the report's own test), score, method and threshold."""
     status = {test["metric_config"]["metric_id"]: getattr(test["status"], "value", test["status"])
               for test in snapshot.get("tests", [])}
@@ -135,7 +192,7 @@ def main() -> None:
 
     stage_main(lambda params, paths: run(
         params.evaluate, paths.stage("finetune") / MODEL_DIR, paths.stage("split") / TRAIN_FILE,
-        paths.stage("split") / HOLDOUT_FILE, paths.stage("evaluate"),
+        paths.stage("split") / HOLDOUT_FILE, paths.stage("evaluate"), params.base.seed,
     ).metrics)
 
 

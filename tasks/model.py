@@ -216,6 +216,7 @@ class Classifier:
         self.labels: list[str] = card["labels"]
         self.max_length = int(card["max_length"])
         self.strategy = card["strategy"]
+        self.base_name = card["base"]
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.head = torch.nn.Linear(int(card["hidden_size"]), len(self.labels))
         self.head.load_state_dict(load_file(model_dir / HEAD_FILE))
@@ -253,6 +254,21 @@ class Classifier:
                 logits = self.head(pooled.to(self.head.weight.dtype))
             probs[index] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return probs
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Sentence vectors of the base backbone, untouched by this model's training (no adapter, no changed
+        layers): the space in which embedding drift is measured, the same for every model on that base."""
+        base = shared_base(backbone_path(self.base_name), self.device.name)
+        order = np.argsort([len(text) for text in texts], kind="stable")  # short padding, as in predict_proba
+        vectors = np.zeros((len(texts), base.encoder.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            index = order[start : start + self.batch_size]
+            batch = self.tokenizer([texts[i] for i in index], padding=True, truncation=True,
+                                   max_length=self.max_length, return_tensors="pt").to(self.device.device)
+            with self.device.autocast():
+                vectors[index] = mean_pool(base.hidden(None, batch), batch["attention_mask"]).float().cpu().numpy()
+        return vectors
 
     def predict(self, texts: list[str]) -> list[str]:
         """The most probable label for each text."""

@@ -216,3 +216,16 @@ def test_paths_resolve_a_relative_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     paths = Paths.of(Path("."), Params())
     assert paths.stage("split") == tmp_path.resolve() / "outputs" / "split"
+
+
+def test_a_segment_column_that_ingest_does_not_keep_is_refused_naming_both_keys():
+    message = params_error({"evaluate": {"segment_column": "region"}, "ingest": {"metadata_columns": ["channel"]}})
+    assert message == ("params: evaluate.segment_column 'region' is not kept by ingest (metadata_columns: "
+                       "channel); add it to ingest.metadata_columns or pick one of those")
+    kept = parse_params({"evaluate": {"segment_column": "channel"}, "ingest": {"metadata_columns": ["channel"]}})
+    assert kept.evaluate.segment_column == "channel"
+
+
+def test_the_approval_mode_and_primary_metric_list_the_allowed_values():
+    assert "'reviewer' or 'auto'" in params_error({"register": {"approval": "maybe"}})
+    assert "'accuracy' or 'macro_f1'" in params_error({"register": {"primary_metric": "f1"}})

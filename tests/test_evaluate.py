@@ -5,7 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks.evaluate import _safe_drift_report, drift_report, score
+import numpy as np
+
+from tasks.evaluate import _safe_drift_report, calibration_bins, drift_report, score, segment_table
 from tests.conftest import cfpb_sample
 
 TRUTH = ["a", "a", "a", "b", "b", "c"]
@@ -42,6 +44,36 @@ def test_a_label_only_predicted_counts_in_macro_f1_as_zero():
 def test_a_majority_label_absent_from_the_holdout_scores_zero():
     metrics, _ = score(["a", "b"], ["a", "b"], majority="z")
     assert metrics == {"accuracy": 1.0, "macro_f1": 1.0, "majority_accuracy": 0.0, "holdout_rows": 2}
+
+
+def test_expected_calibration_error_by_hand():
+    # bin 0.9-1.0: confidences 0.95, 0.95, right once -> |0.5 - 0.95|; bin 0.6-0.7: 0.65, right -> |1 - 0.65|
+    confidence = np.array([0.95, 0.95, 0.65])
+    correct = np.array([True, False, True])
+    ece, bins = calibration_bins(confidence, correct)
+    assert ece == pytest.approx(2 / 3 * 0.45 + 1 / 3 * 0.35)
+    filled = [b for b in bins if b["rows"]]
+    assert [(b["low"], b["rows"], b["accuracy"]) for b in filled] == [(pytest.approx(0.6), 1, 1.0),
+                                                                      (pytest.approx(0.9), 2, 0.5)]
+    assert sum(b["rows"] for b in bins) == 3 and len(bins) == 10
+
+
+def test_perfectly_calibrated_confidence_has_zero_error():
+    confidence = np.array([1.0, 1.0, 0.55, 0.55])
+    ece, _ = calibration_bins(confidence, np.array([True, True, True, False]))
+    assert ece == pytest.approx(0.05 / 2)  # the 0.5-0.6 bin: accuracy 0.5, confidence 0.55
+
+
+def test_segments_below_the_overall_macro_f1_by_more_than_the_margin_are_flagged():
+    holdout = pd.DataFrame({"label": ["a", "b", "a", "b", "a", "b"], "prediction": ["a", "b", "a", "b", "b", "a"],
+                            "channel": ["chat", "chat", "email", "email", "app", None]})
+    overall = score(holdout["label"].tolist(), holdout["prediction"].tolist(), "a")[0]["macro_f1"]
+    table = segment_table(holdout, "channel", margin=0.1, overall_f1=overall)
+    assert table.index.tolist() == ["(missing)", "app", "chat", "email"]
+    assert table.loc["chat", "macro_f1"] == 1.0 and table.loc["app", "macro_f1"] == 0.0
+    assert table["flagged"].tolist() == [True, True, False, False]
+    assert table["rows"].sum() == len(holdout)
+    assert not segment_table(holdout, "channel", margin=1.0, overall_f1=overall)["flagged"].any()
 
 
 def frames(classes: int, per_class: int, cut: int) -> tuple[pd.DataFrame, pd.DataFrame]:
