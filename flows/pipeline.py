@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.review import compare_task, decide
 from tasks import evaluate, finetune, ingest, register, split, validate
 from tasks.config import Params, Paths, load_params
 from tasks.errors import NichetuneError
@@ -77,7 +78,8 @@ def finetune_task(params: Params, train: Path, paths: Paths) -> finetune.Finetun
 @stage(name="evaluate")
 def evaluate_task(params: Params, model_dir: Path, splits: split.SplitResult, paths: Paths) -> evaluate.EvalResult:
     """Score the holdout and write the per-class and Evidently reports."""
-    return evaluate.run(params.evaluate, model_dir, splits.train, splits.holdout, paths.stage("evaluate"))
+    return evaluate.run(params.evaluate, model_dir, splits.train, splits.holdout, paths.stage("evaluate"),
+                        params.base.seed)
 
 
 @stage(name="register")
@@ -88,7 +90,8 @@ def register_task(params: Params, paths: Paths) -> register.Registration:
 
 @flow(name="nichetune-train", log_prints=True)
 def train_pipeline(root: str = ".", params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """Labeled file -> validated data -> fine-tuned model -> evaluation -> registered challenger."""
+    """Labeled file -> validated data -> fine-tuned model -> evaluation -> registered challenger -> gate ->
+    the reviewer's decision (or the automatic one)."""
     params = load_params(Path(root) / params_file, overrides)
     paths = Paths.of(Path(root), params)
     ingested = ingest_task(params, paths)
@@ -97,4 +100,6 @@ def train_pipeline(root: str = ".", params_file: str = "params.yaml", overrides:
     tuned = finetune_task(params, splits.train, paths)
     evaluate_task(params, tuned.model_dir, splits, paths)
     registration = register_task(params, paths)
-    return registration.as_dict()
+    review = compare_task(params, paths, registration, str(splits.holdout))
+    outcome = decide(params, paths, registration, review)
+    return {**registration.as_dict(), "gate": review["gate"], **outcome}

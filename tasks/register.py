@@ -53,7 +53,19 @@ def run_tags(params: Params, paths: Paths, stage_outputs: dict) -> dict:
         "backbone": params.finetune.backbone,
         "device": stage_outputs["training"]["device"],
         "seed": str(params.base.seed),
+        "primary_metric": params.register.primary_metric,
+        "primary_metric_value": f"{stage_outputs['metrics'][params.register.primary_metric]:.4f}",
+        "validation_status": validation_status(stage_outputs["validation_summary"]),
+        "drift_status": str(stage_outputs["metrics"].get("drift_status", "not measured")),
     }
+
+
+def validation_status(summary: dict) -> str:
+    """"passed", "passed with N warnings" or "failed" (a failed suite normally stops the flow earlier)."""
+    if not summary.get("success"):
+        return "failed"
+    warned = sum(not check["success"] for check in summary.get("checks", []))
+    return f"passed with {warned} warning{'s' * (warned != 1)}" if warned else "passed"
 
 
 def read_stage_outputs(paths: Paths) -> dict:
@@ -61,6 +73,7 @@ def read_stage_outputs(paths: Paths) -> dict:
     from tasks.evaluate import METRICS_FILE, REPORTS_DIR
     from tasks.finetune import LOG_FILE, MODEL_DIR
     from tasks.ingest import VERSION_FILE
+    from tasks.validate import SUMMARY_FILE
 
     read = lambda path: json.loads(path.read_text())  # noqa: E731
     return {
@@ -70,6 +83,7 @@ def read_stage_outputs(paths: Paths) -> dict:
         "model_dir": paths.stage("finetune") / MODEL_DIR,
         "reports": paths.stage("evaluate") / REPORTS_DIR,
         "validation": paths.stage("validate"),
+        "validation_summary": read(paths.stage("validate") / SUMMARY_FILE),
     }
 
 
@@ -155,7 +169,7 @@ def _experiment_id(name: str, uri: str, paths: Paths) -> str:
 
 
 def _metric_tags(metrics: dict) -> dict:
-    return {key: f"{metrics[key]:.4f}" for key in ("accuracy", "macro_f1") if key in metrics}
+    return {key: f"{metrics[key]:.4f}" for key in ("accuracy", "macro_f1", "ece") if key in metrics}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

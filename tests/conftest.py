@@ -84,7 +84,7 @@ def project_params(backbone: str, **sections) -> dict:
         "finetune": {"backbone": backbone, "epochs": 2, "batch_size": 8, "max_length": 64,
                      "learning_rate": 0.005},
         "evaluate": {"drift_report": True},
-        "register": {"model_name": "complaints", "experiment": "tests"},
+        "register": {"model_name": "complaints", "experiment": "tests", "approval": "auto"},
     }
     for section, values in sections.items():
         params[section].update(values)

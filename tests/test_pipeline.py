@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -35,9 +36,23 @@ def test_flow_registers_a_challenger_tagged_with_data_version_and_commit(trained
     assert version.tags["git_commit"].removesuffix("-dirty") == result["tags"]["git_commit"].removesuffix("-dirty")
     assert len(version.tags["git_commit"].removesuffix("-dirty")) == 40
     assert version.tags["params_hash"] == result["tags"]["params_hash"]
+    assert version.tags["strategy"] == "lora" and version.tags["primary_metric"] == "macro_f1"
+    assert version.tags["validation_status"].startswith("passed")
+    assert version.tags["drift_status"] in {"ok", "warn", "block", "none"}  # none: windows too small here
     run = client.get_run(result["run_id"])
     assert run.data.metrics["accuracy"] == pytest.approx(result["metrics"]["accuracy"])
     assert run.data.params["finetune.epochs"] == "2"
+
+
+def test_approval_auto_promotes_a_first_version_that_passes_the_gate(trained):
+    _, result = trained
+    assert result["gate"] == "gate passed" and result["decision"] == "promoted"
+    client = MlflowClient(tracking_uri=result["tracking_uri"], registry_uri=result["tracking_uri"])
+    champion = client.get_model_version_by_alias("complaints", "champion")
+    assert str(champion.version) == result["version"]
+    assert champion.tags["promoted_via"] == "flow (approval: auto)" and champion.tags["gate"] == "gate passed"
+    comparison = client.download_artifacts(result["run_id"], "comparison.json")
+    assert json.loads(Path(comparison).read_text())["champion"] is None
 
 
 def test_ingest_stores_a_batch_versioned_with_dvc_and_pushed(trained):
@@ -69,6 +84,12 @@ def test_reports_are_written_and_logged(trained):
     assert len(per_class) >= 4 and {"precision", "recall", "f1-score"} <= set(per_class.columns)
     artifacts = {a.path for a in MlflowClient(result["tracking_uri"]).list_artifacts(result["run_id"], "reports")}
     assert "reports/evidently_report.html" in artifacts
+    assert {"reports/confusion_matrix.png", "reports/reliability.png", "reports/explanations.html",
+            "reports/windows.json", "reports/windows.png", "reports/calibration.json"} <= artifacts
+    windows = json.loads((reports / "windows.json").read_text())
+    assert windows["status"] == result["tags"]["drift_status"]
+    metrics = json.loads((root / "outputs" / "evaluate" / "metrics.json").read_text())
+    assert 0 <= metrics["ece"] <= 1
     validation = {a.path for a in MlflowClient(result["tracking_uri"]).list_artifacts(result["run_id"], "validation")}
     assert {"validation/summary.json", "validation/summary.md"} <= validation
 

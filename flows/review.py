@@ -1,0 +1,126 @@
+"""The end of a training run: champion and challenger on the same holdout, the gate, then the reviewer.
+
+With `register.approval: reviewer` the flow pauses with a Prefect input form (approve or reject, reviewer name,
+comment) that shows the comparison; `auto` promotes a version that passes the gate. A version that fails the
+gate is tagged rejected with the reason and never reaches the reviewer."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.input import RunInput
+
+from tasks import promote
+from tasks.config import Params, Paths
+from tasks.register import Registration, tracking_uri
+
+POLL_SECONDS = 5  # how often a paused flow asks the server whether the reviewer has answered
+
+
+class ReviewDecision(RunInput):
+    """The form a reviewer fills in on the paused flow run in the Prefect UI."""
+
+    decision: Literal["approve", "reject"]
+    reviewer: str
+    comment: str = ""
+
+
+def registry_for(params: Params, paths: Paths) -> promote.Registry:
+    """The registered model of this project, with its promotion lock beside the tracking store."""
+    import os
+
+    return promote.Registry(tracking_uri(paths), params.register.model_name, paths.mlflow_db.parent,
+                            os.environ.get("MLFLOW_REGISTRY_URI"))
+
+
+@task(name="compare", cache_policy=NO_CACHE)
+def compare_task(params: Params, paths: Paths, registration: Registration, holdout: str) -> dict:
+    """Score challenger and champion on the same holdout, apply the gate, log both to the challenger's run."""
+    from prefect.artifacts import create_markdown_artifact
+
+    registry = registry_for(params, paths)
+    noticed = registry.sync()  # a champion set in the MLflow UI since the last run is recorded first
+    if noticed:
+        print(noticed)
+    comparison = promote.compare(registry, registration.version, pd.read_parquet(holdout),
+                                 params.register.primary_metric)
+    gate = promote.check_gate(params.register, comparison, registration.tags["validation_status"],
+                              registration.tags["drift_status"])
+    record = promote.comparison_record(comparison, gate)
+    registry.client.log_dict(registration.run_id, record, "comparison.json")
+    registry.client.set_model_version_tag(registry.name, registration.version, "gate", gate.text())
+    markdown = review_markdown(registration, comparison, gate)
+    create_markdown_artifact(markdown=markdown, description="Champion against challenger, and the gate",
+                             key=re.sub(r"[^a-z0-9-]", "-", f"review-{registry.name}".lower()))
+    return {"record": record, "markdown": markdown, "passed": gate.passed, "gate": gate.text()}
+
+
+def review_markdown(registration: Registration, comparison: promote.Comparison, gate: promote.Gate) -> str:
+    tags = registration.tags
+    return "\n".join([
+        f"## {registration.model_name} version {registration.version}: {gate.text()}", "",
+        comparison.markdown(), "",
+        f"- data version `{tags['data_version']}`, {tags['data_rows']} rows; strategy `{tags['strategy']}`",
+        f"- validation: {tags['validation_status']}; drift over time windows: {tags['drift_status']}",
+        f"- MLflow run `{registration.run_id}` (reports, explanations and drift windows are its artifacts)",
+    ])
+
+
+def decide(params: Params, paths: Paths, registration: Registration, review: dict) -> dict:
+    """Reject on a failed gate; else promote (auto) or pause for the reviewer's form (reviewer)."""
+    registry, version = registry_for(params, paths), registration.version
+    if not review["passed"]:
+        return _outcome("rejected", registry.reject(version, "gate", review["gate"], via="gate"))
+    if params.register.approval == "auto":
+        return _outcome("promoted", registry.promote(version, "gate", review["gate"], via="flow (approval: auto)"))
+    if not _has_server():
+        return _outcome("awaiting review", (
+            f"{registry.name} version {version} passed the gate and awaits a reviewer: run "
+            f"`nichetune promote --version {version} --reviewer NAME --reason TEXT`, or start `nichetune ui` "
+            f"and set PREFECT_API_URL so that the next run pauses for the form in the Prefect UI"))
+    return _ask_reviewer(params, registry, version, review["markdown"])
+
+
+def _ask_reviewer(params: Params, registry: promote.Registry, version: str, markdown: str) -> dict:
+    from prefect.flow_runs import pause_flow_run
+    from prefect.exceptions import FlowPauseTimeout
+
+    form = ReviewDecision.with_initial_data(description=markdown, decision="approve", reviewer="")
+    print(f"{registry.name} version {version} passed the gate; waiting for a reviewer: open {_run_url()} and "
+          f"click Resume to fill in the form (this run waits up to {params.register.review_timeout} s)")
+    try:
+        answer = pause_flow_run(wait_for_input=form, timeout=params.register.review_timeout,
+                                poll_interval=POLL_SECONDS)
+    except FlowPauseTimeout:
+        registry.client.set_model_version_tag(registry.name, version, "decision", "review timed out")
+        return _outcome("review timed out", f"no reviewer answered within {params.register.review_timeout} s; "
+                        f"version {version} stays a challenger (nichetune promote can still approve it)")
+    reason = answer.comment or "(no comment)"
+    if answer.decision == "approve":
+        return _outcome("promoted", registry.promote(version, answer.reviewer, reason, via="flow (reviewer form)"))
+    return _outcome("rejected", registry.reject(version, answer.reviewer, reason, via="flow (reviewer form)"))
+
+
+def _run_url() -> str:
+    """This flow run's page in the Prefect UI."""
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value() or str(PREFECT_API_URL.value()).removesuffix("/api")
+    return f"{ui}/runs/flow-run/{FlowRunContext.get().flow_run.id}"
+
+
+def _has_server() -> bool:
+    """A Prefect server whose UI a reviewer can open; the temporary in-process one has none."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+def _outcome(decision: str, message: str) -> dict:
+    print(message)
+    return {"decision": decision, "message": message}

@@ -1,0 +1,192 @@
+"""Promotion: the gate, and champion moves through a real MLflow registry on SQLite (promote, reject, rollback,
+an alias set outside nichetune, two promotions racing as two real `nichetune promote` processes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tasks.config import FinetuneParams, Paths, RegisterParams, load_params
+from tasks.errors import NichetuneError
+from tasks.evaluate import score
+from tasks.finetune import finetune
+from tasks.model import Classifier
+from tasks.promote import CHAMPION, HISTORY_TAG, OUTSIDE, PREVIOUS, Comparison, Registry, check_gate, compare
+from tasks.register import _experiment_id, _log_model, _tracking, tracking_uri
+from tests.conftest import cfpb_sample, make_project, project_params
+from tests.test_cli import COMMAND
+
+NAME = "complaints"
+
+
+def comparison(challenger: float, champion: float | None, metric: str = "macro_f1") -> Comparison:
+    old = None if champion is None else {"accuracy": champion, "macro_f1": champion}
+    return Comparison(metric, 50, "2", {"accuracy": challenger, "macro_f1": challenger},
+                      None if champion is None else "1", old)
+
+
+@pytest.mark.parametrize("challenger, champion, needed, passes", [
+    (0.80, 0.70, 0.0, True),     # better
+    (0.70, 0.80, 0.0, False),    # worse
+    (0.75, 0.75, 0.0, True),     # equal, no improvement required
+    (0.75, 0.75, 0.01, False),   # equal, an improvement required
+    (0.755, 0.75, 0.01, False),  # better, but by less than required
+    (0.60, None, 0.05, True),    # the first model: nothing to beat
+])
+def test_the_gate_compares_the_primary_metric_with_the_champion(challenger, champion, needed, passes):
+    gate = check_gate(RegisterParams(min_improvement=needed), comparison(challenger, champion), "passed", "ok")
+    assert gate.passed is passes
+    assert (gate.reasons == []) is passes
+    if not passes:
+        assert "macro_f1" in gate.reasons[0] and "below the required" in gate.reasons[0]
+
+
+def test_blocking_drift_and_failed_validation_fail_the_gate_even_when_better():
+    cfg, better = RegisterParams(), comparison(0.9, 0.5)
+    assert check_gate(cfg, better, "passed with 2 warnings", "warn").passed
+    blocked = check_gate(cfg, better, "passed", "block")
+    assert not blocked.passed and "drift blocks promotion" in blocked.text()
+    failed = check_gate(cfg, better, "failed", "ok")
+    assert not failed.passed and failed.reasons == ["validation failed"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_backbone):
+    """A project whose registry holds three versions of a tiny model trained on real complaints."""
+    root = make_project(tmp_path_factory.mktemp("promote") / "project", cfpb_sample(per_class=8),
+                        project_params(str(tiny_backbone)))
+    params = load_params(root / "params.yaml")
+    paths = Paths.of(root, params)
+    train = cfpb_sample(per_class=8).rename(columns={"issue": "label"})
+    model = finetune(train, FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=1), seed=3,
+                     out_dir=tmp_path_factory.mktemp("model")).model_dir
+    uri = tracking_uri(paths)
+    paths.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(4):
+        with _tracking(uri), mlflow.start_run(experiment_id=_experiment_id("tests", uri, paths)):
+            _log_model(model, NAME)
+    return root, paths, model, train
+
+
+@pytest.fixture
+def registry(project, tmp_path):
+    """A fresh start for each test: no aliases, no history, no decision tags."""
+    _, paths, _, _ = project
+    registry = Registry(tracking_uri(paths), NAME, paths.mlflow_db.parent)
+    for alias in (CHAMPION, PREVIOUS):
+        if registry._alias(alias):
+            registry.client.delete_registered_model_alias(NAME, alias)
+    registry.client.delete_registered_model_tag(NAME, HISTORY_TAG) if HISTORY_TAG in \
+        registry.client.get_registered_model(NAME).tags else None
+    return registry
+
+
+def tags(registry: Registry, version: str) -> dict:
+    return registry.client.get_model_version(NAME, version).tags
+
+
+def test_promotion_moves_champion_and_previous_champion_and_records_who_when_why(registry):
+    assert registry.promote("1", "ana", "first model", via="test") == f"{NAME} version 1 is now the champion"
+    assert registry.champion() == "1" and registry._alias(PREVIOUS) is None
+    message = registry.promote("2", "ben", "better on August", via="test")
+    assert message.endswith("(was version 1)")
+    assert registry.champion() == "2" and registry._alias(PREVIOUS) == "1"
+    assert registry.history() == ["1", "2"]
+    recorded = tags(registry, "2")
+    assert recorded["decision"] == "approved" and recorded["promoted_by"] == "ben"
+    assert recorded["promotion_reason"] == "better on August" and recorded["promoted_via"] == "test"
+    assert pd.Timestamp(recorded["promoted_at"]).tzinfo is not None
+
+
+def test_promoting_the_champion_again_or_an_unknown_version_is_a_clear_error(registry):
+    registry.promote("1", "ana", "first", via="test")
+    with pytest.raises(NichetuneError, match="version 1 is already the champion"):
+        registry.promote("1", "ana", "again", via="test")
+    with pytest.raises(NichetuneError, match=r"has no version '9'.*versions: 1, 2, 3, 4"):
+        registry.promote("9", "ana", "typo", via="test")
+
+
+def test_rejection_tags_the_version_and_moves_no_alias(registry):
+    registry.promote("1", "ana", "first", via="test")
+    registry.reject("3", "ben", "worse on refunds", via="test")
+    assert registry.champion() == "1" and registry.history() == ["1"]
+    recorded = tags(registry, "3")
+    assert recorded["decision"] == "rejected" and recorded["rejected_by"] == "ben"
+    assert recorded["rejection_reason"] == "worse on refunds"
+
+
+def test_rollback_walks_back_through_the_champion_history(registry):
+    for version in ("1", "2", "3"):
+        registry.promote(version, "ana", f"v{version}", via="test")
+    assert registry.rollback("ben", "complaints about refunds") == (
+        f"{NAME}: champion rolled back from version 3 to version 2")
+    assert registry.champion() == "2" and registry._alias(PREVIOUS) == "1" and registry.history() == ["1", "2"]
+    assert tags(registry, "3")["decision"] == "rolled back"
+    assert tags(registry, "3")["rollback_reason"] == "complaints about refunds"
+    assert tags(registry, "2")["promoted_via"] == "rollback"
+    registry.rollback("ben", "again")
+    assert registry.champion() == "1" and registry._alias(PREVIOUS) is None
+    with pytest.raises(NichetuneError, match="no previous champion to roll back to"):
+        registry.rollback("ben", "once more")
+
+
+def test_an_alias_set_in_the_mlflow_ui_ends_in_the_same_tags(registry):
+    registry.promote("1", "ana", "first", via="test")
+    registry.client.set_registered_model_alias(NAME, CHAMPION, "4")  # the UI's REST call, made the same way
+    assert registry.sync() == f"{NAME} version 4 was made champion outside nichetune; recorded"
+    assert registry.history() == ["1", "4"] and registry._alias(PREVIOUS) == "1"
+    recorded = tags(registry, "4")
+    assert recorded["promoted_by"] == OUTSIDE and recorded["promoted_via"] == "mlflow-ui"
+    assert {"decision", "promoted_at", "promotion_reason"} <= set(recorded)
+    assert registry.sync() is None  # recorded once
+    registry.rollback("ben", "not reviewed")
+    assert registry.champion() == "1"
+
+
+def test_two_promotions_racing_leave_a_consistent_history(project, registry):
+    root, _, _, _ = project
+    registry.promote("1", "ana", "first", via="test")
+    racers = [subprocess.Popen([*COMMAND, "promote", "--version", version, "--reviewer", f"r{version}",
+                                "--reason", "race"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for version in ("2", "3")]
+    outputs = [racer.communicate(timeout=120) for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0], outputs
+    history = registry.history()
+    assert history[0] == "1" and sorted(history[1:]) == ["2", "3"]
+    first, second = history[1:]
+    assert registry.champion() == second and registry._alias(PREVIOUS) == first
+    assert f"(was version {first})" in outputs[int(second) - 2][0]  # the later one saw the earlier one
+
+
+def test_compare_scores_champion_and_challenger_on_the_same_holdout_rows(project, registry):
+    _, _, model, train = project
+    holdout = cfpb_sample(per_class=4, classes=4).rename(columns={"issue": "label"})
+    first = compare(registry, "1", holdout, "macro_f1")
+    assert first.champion is None and first.delta is None and first.rows == len(holdout)
+    direct, _ = score(holdout["label"].tolist(), Classifier(model).predict(holdout["text"].tolist()), "")
+    assert first.challenger == pytest.approx({k: direct[k] for k in ("accuracy", "macro_f1")})
+    registry.promote("1", "ana", "first", via="test")
+    second = compare(registry, "2", holdout, "macro_f1")  # the same weights: no difference
+    assert second.champion_version == "1" and second.delta == pytest.approx(0.0)
+    assert "| macro_f1 (primary) |" in second.markdown() and f"same {len(holdout)} holdout rows" in second.markdown()
+    json.dumps(second.__dict__)  # logged to MLflow as JSON
+
+
+def test_the_cli_rolls_back_rejects_and_refuses_an_unknown_version_in_one_line(project, registry):
+    root, _, _, _ = project
+    for version in ("1", "2"):
+        registry.promote(version, "ana", f"v{version}", via="test")
+    cli = lambda *args: subprocess.run([*COMMAND, *args], cwd=root, capture_output=True, text=True,  # noqa: E731
+                                       timeout=120)
+    done = cli("rollback", "--reviewer", "ben", "--reason", "routing complaints")
+    assert done.returncode == 0 and "rolled back from version 2 to version 1" in done.stdout
+    assert registry.champion() == "1" and tags(registry, "2")["rolled_back_by"] == "ben"
+    done = cli("promote", "--version", "3", "--reviewer", "ben", "--reason", "worse", "--reject")
+    assert done.returncode == 0 and tags(registry, "3")["rejected_via"] == "nichetune promote --reject"
+    done = cli("promote", "--version", "12", "--reviewer", "ben", "--reason", "typo")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "has no version '12'" in done.stderr
