@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
+from flows import summary
 from flows.review import compare_task, decide
+from flows.stage import stage
 from tasks import evaluate, finetune, ingest, register, split, validate
 from tasks.config import Params, Paths, load_params
 from tasks.errors import NichetuneError
-
-# Stages read files and write files; their results are small records. Nothing is cached between runs,
-# because a retrain must really retrain. Validation failures are final, so no stage retries on them.
-stage = task(cache_policy=NO_CACHE)
 
 
 class _UserErrorsWithoutTraceback(logging.Filter):
@@ -59,7 +55,7 @@ def validate_task(params: Params, dataset: Path, paths: Paths) -> validate.Valid
     finally:  # passed or failed, the reviewer sees the same table
         if (out / validate.MARKDOWN_FILE).exists():
             create_markdown_artifact(markdown=(out / validate.MARKDOWN_FILE).read_text(),
-                                     key=re.sub(r"[^a-z0-9-]", "-", f"validation-{params.ingest.dataset}".lower()),
+                                     key=summary.artifact_key("validation", params.ingest.dataset),
                                      description="Great Expectations summary of the training data")
 
 
@@ -102,4 +98,5 @@ def train_pipeline(root: str = ".", params_file: str = "params.yaml", overrides:
     registration = register_task(params, paths)
     review = compare_task(params, paths, registration, str(splits.holdout))
     outcome = decide(params, paths, registration, review)
+    summary.publish(params, paths, registration, review, outcome)
     return {**registration.as_dict(), "gate": review["gate"], **outcome}

@@ -6,14 +6,13 @@ gate is tagged rejected with the reason and never reaches the reviewer."""
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 
+from flows.stage import stage
+from flows.summary import artifact_key
 from tasks import promote
 from tasks.config import Params, Paths
 from tasks.register import Registration, tracking_uri
@@ -37,7 +36,7 @@ def registry_for(params: Params, paths: Paths) -> promote.Registry:
                             os.environ.get("MLFLOW_REGISTRY_URI"))
 
 
-@task(name="compare", cache_policy=NO_CACHE)
+@stage(name="compare")
 def compare_task(params: Params, paths: Paths, registration: Registration, holdout: str) -> dict:
     """Score challenger and champion on the same holdout, apply the gate, log both to the challenger's run."""
     from prefect.artifacts import create_markdown_artifact
@@ -55,8 +54,9 @@ def compare_task(params: Params, paths: Paths, registration: Registration, holdo
     registry.client.set_model_version_tag(registry.name, registration.version, "gate", gate.text())
     markdown = review_markdown(registration, comparison, gate)
     create_markdown_artifact(markdown=markdown, description="Champion against challenger, and the gate",
-                             key=re.sub(r"[^a-z0-9-]", "-", f"review-{registry.name}".lower()))
-    return {"record": record, "markdown": markdown, "passed": gate.passed, "gate": gate.text()}
+                             key=artifact_key("review", registry.name))
+    return {"record": record, "markdown": markdown, "table": comparison.markdown(), "passed": gate.passed,
+            "gate": gate.text()}
 
 
 def review_markdown(registration: Registration, comparison: promote.Comparison, gate: promote.Gate) -> str:

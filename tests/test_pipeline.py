@@ -74,6 +74,23 @@ def test_the_validation_summary_is_a_prefect_artifact(trained):
     assert artifacts and "validation passed" in artifacts[0].data
 
 
+def test_the_run_publishes_a_summary_and_a_per_class_table_in_the_prefect_ui(trained):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _, result = trained
+    with get_client(sync_client=True) as client:
+        found = {key: client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+                 for key in ("summary-complaints", "per-class-complaints", "review-complaints")}
+    summary = found["summary-complaints"][0].data
+    assert f"complaints version {result['version']}" in summary and result["tags"]["data_version"] in summary
+    assert "| macro_f1 (primary) |" in summary and result["run_id"] in summary and "/#/experiments/" in summary
+    assert "Drift over time windows" in summary and "Validation**: passed" in summary
+    table = found["per-class-complaints"][0]
+    assert table.type == "table" and "precision" in str(table.data) and "f1-score" in str(table.data)
+    assert "gate passed" in found["review-complaints"][0].data
+
+
 def test_reports_are_written_and_logged(trained):
     root, result = trained
     reports = root / "outputs" / "evaluate" / "reports"

@@ -1,0 +1,60 @@
+"""What a training run shows in the Prefect UI when it ends: a markdown summary and a per-class table."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from tasks.config import Params, Paths
+from tasks.evaluate import PER_CLASS_FILE, REPORTS_DIR
+from tasks.register import Registration
+
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `nichetune ui` and `nichetune up` serve a local store
+
+
+def artifact_key(kind: str, dataset: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]", "-", f"{kind}-{dataset}".lower())
+
+
+def run_link(registration: Registration) -> str:
+    """The MLflow run's page: on the tracking server when there is one, else where `nichetune ui` serves it."""
+    from mlflow import MlflowClient
+
+    base = registration.tracking_uri if registration.tracking_uri.startswith("http") else MLFLOW_UI
+    experiment = MlflowClient(registration.tracking_uri).get_run(registration.run_id).info.experiment_id
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{registration.run_id}"
+
+
+def summary_markdown(params: Params, paths: Paths, registration: Registration, review: dict,
+                     outcome: dict) -> str:
+    tags, metrics = registration.tags, registration.metrics
+    name, version = registration.model_name, registration.version
+    return "\n".join([
+        f"# {params.ingest.dataset}: {name} version {version} — {outcome['decision']}", "",
+        f"- **Data**: DVC version `{tags['data_version']}`, {tags['data_rows']} rows (`{tags['data_path']}`)",
+        f"- **Validation**: {tags['validation_status']} (Great Expectations; see the validation artifact)",
+        f"- **Holdout**: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} (majority class "
+        f"{metrics['majority_accuracy']:.3f}), calibration error {metrics.get('ece', float('nan')):.3f}",
+        f"- **Drift over time windows**: {tags['drift_status']}",
+        f"- **Gate**: {review['gate']}; **decision**: {outcome['message']}", "",
+        "## Against the champion", "", review["table"], "",
+        "## Links", "",
+        f"- MLflow run: [{registration.run_id}]({run_link(registration)}) (reports, explanations, drift windows)",
+        f"- Registered model: `models:/{name}/{version}` (aliases: {params.register.alias}"
+        f"{', champion' if outcome['decision'] == 'promoted' else ''})",
+        f"- Reports on disk: `{paths.stage('evaluate') / REPORTS_DIR}`",
+    ])
+
+
+def publish(params: Params, paths: Paths, registration: Registration, review: dict, outcome: dict) -> None:
+    """The run's summary (markdown) and per-class metrics (table) as Prefect artifacts."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    dataset = params.ingest.dataset
+    create_markdown_artifact(markdown=summary_markdown(params, paths, registration, review, outcome),
+                             key=artifact_key("summary", dataset), description="nichetune training run summary")
+    per_class = pd.read_csv(paths.stage("evaluate") / REPORTS_DIR / PER_CLASS_FILE).round(4)
+    create_table_artifact(table=per_class.to_dict(orient="records"), key=artifact_key("per-class", dataset),
+                          description="Holdout precision, recall, F1 and support per class")

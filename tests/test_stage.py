@@ -1,0 +1,39 @@
+"""Stages retry on transient faults and never on user errors (bad data, params, a failed validation)."""
+
+from __future__ import annotations
+
+import pytest
+from prefect import flow
+
+from flows.stage import RETRIES, stage
+from tasks.errors import ValidationFailed
+
+
+def flaky(fault: Exception, fails: int) -> tuple:
+    """A stage that raises `fault` on its first `fails` attempts, and counts every attempt."""
+    attempts = []
+
+    @stage(name="flaky", retry_delay_seconds=0)
+    def step() -> int:
+        attempts.append(1)
+        if len(attempts) <= fails:
+            raise fault
+        return len(attempts)
+
+    @flow
+    def pipeline() -> int:
+        return step()
+
+    return pipeline, attempts
+
+
+def test_a_transient_fault_is_retried_until_it_passes(prefect_harness):
+    pipeline, attempts = flaky(OSError("tracking server restarting"), fails=RETRIES)
+    assert pipeline() == RETRIES + 1 and len(attempts) == RETRIES + 1
+
+
+def test_a_failed_validation_is_final(prefect_harness):
+    pipeline, attempts = flaky(ValidationFailed("validation failed: 2 checks"), fails=1)
+    with pytest.raises(ValidationFailed):
+        pipeline()
+    assert len(attempts) == 1
