@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install ui repro clean
+.PHONY: demo test install browser ui repro clean
 
 # torch first, by its exact version: it matches the CPU wheel, where an open range pulls a multi-GB CUDA
 # build. Then the locked versions of everything else, then this project itself.
@@ -23,8 +23,14 @@ install: $(STAMP)
 demo: install
 	$(BIN)/nichetune run
 
-test: install
+test: install browser
 	$(BIN)/pytest
+
+# The UI test (tests/test_up.py) drives Debian's chromium headless; a fresh Debian machine gets it here.
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 ui: install
 	$(BIN)/nichetune ui

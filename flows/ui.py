@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from tasks.config import Paths
 from tasks.errors import NichetuneError
 
 HOST = "127.0.0.1"  # never exposed beyond this machine unless the user asks
+START_TIMEOUT = 180  # seconds for both servers to answer their health checks (a first start migrates databases)
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
@@ -40,24 +43,82 @@ def server_commands(paths: Paths, prefect_port: int, mlflow_port: int) -> dict[s
     }
 
 
+class Servers:
+    """The Prefect and MLflow servers as child processes: started together, stopped together."""
+
+    def __init__(self, paths: Paths, prefect_port: int = 4200, mlflow_port: int = 5000):
+        for name, port in (("Prefect", prefect_port), ("MLflow", mlflow_port)):
+            if not port_is_free(port):
+                flag = f"--{name.lower()}-port"
+                raise NichetuneError(f"port {port} on {HOST} is taken (is {name} already running?); pass {flag} N")
+        self.prefect = f"http://{HOST}:{prefect_port}"
+        self.mlflow = f"http://{HOST}:{mlflow_port}"
+        paths.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+        # The Prefect UI asks the API at PREFECT_UI_API_URL, which otherwise assumes port 4200
+        env = {**os.environ, "PREFECT_UI_API_URL": f"{self.prefect}/api"}
+        # Each in its own process group: `mlflow server` runs uvicorn as a child of its own, which must stop too
+        self.children = [subprocess.Popen(cmd, env=env, start_new_session=True)
+                         for cmd in server_commands(paths, prefect_port, mlflow_port).values()]
+
+    def running(self) -> bool:
+        return all(child.poll() is None for child in self.children)
+
+    def wait_until_healthy(self, timeout: float = START_TIMEOUT) -> None:
+        """Block until both answer their health checks; fail with one line if either exits or never answers."""
+        deadline = time.monotonic() + timeout
+        for url in (f"{self.prefect}/api/health", f"{self.mlflow}/health"):
+            while not _answers(url):
+                if not self.running():
+                    self.stop()
+                    raise NichetuneError(f"a server exited while starting ({url} never answered); see its log above")
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise NichetuneError(f"{url} did not answer within {timeout:.0f} s; see the servers' log above")
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        for child in self.children:
+            _signal_group(child, signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _signal_group(child, signal.SIGKILL)
+                child.wait()
+            _signal_group(child, signal.SIGKILL)  # anything of its group still alive
+
+
+def _signal_group(child: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(child.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a service manager, `kill`) ends the process through the same cleanup as Ctrl-C."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 def serve(paths: Paths, prefect_port: int = 4200, mlflow_port: int = 5000) -> None:
     """Start both servers, print their URLs, and stop both on Ctrl-C or when either exits."""
-    for name, port in (("Prefect", prefect_port), ("MLflow", mlflow_port)):
-        if not port_is_free(port):
-            flag = f"--{name.lower()}-port"
-            raise NichetuneError(f"port {port} on {HOST} is taken (is {name} already running?); pass {flag} N")
-    paths.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
-    children = [subprocess.Popen(cmd) for cmd in server_commands(paths, prefect_port, mlflow_port).values()]
-    print(f"Prefect UI: http://{HOST}:{prefect_port}\nMLflow UI:  http://{HOST}:{mlflow_port}\n"
-          f"To send flow runs here: export PREFECT_API_URL=http://{HOST}:{prefect_port}/api\nCtrl-C stops both.")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    servers = Servers(paths, prefect_port, mlflow_port)
+    stop_on_sigterm()
     try:
-        while all(child.poll() is None for child in children):
+        servers.wait_until_healthy()
+        print(f"Prefect UI: {servers.prefect}\nMLflow UI:  {servers.mlflow}\n"
+              f"To send flow runs here: export PREFECT_API_URL={servers.prefect}/api\nCtrl-C stops both.", flush=True)
+        while servers.running():
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(timeout=30)
+        servers.stop()

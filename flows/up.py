@@ -1,0 +1,94 @@
+"""`nichetune up`: everything one machine needs, on 127.0.0.1, until Ctrl-C.
+
+It starts the Prefect server and UI and the MLflow tracking server and UI (SQLite, artifacts on disk), serves one
+training deployment per params file (dataset) with an event trigger on `nichetune.data.labeled` for that
+dataset and a concurrency limit of one run (later triggers queue, none is dropped), and watches
+`data/incoming/` for files to ingest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flows.incoming import INCOMING, IncomingWatcher
+from flows.ui import Servers, stop_on_sigterm
+from tasks.config import Params, Paths
+from tasks.errors import NichetuneError
+
+
+def deployment_for(params: Params, paths: Paths, params_file: Path, overrides: list[str]):
+    """The training flow of one dataset, triggered by its labeled-data events, one run at a time."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.deployments.runner import EntrypointType
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    from flows.events import LABELED, resource_id
+    from flows.pipeline import train_pipeline
+
+    dataset = params.ingest.dataset
+    return train_pipeline.to_deployment(
+        name=f"train-{dataset}",
+        parameters={"root": str(paths.root), "params_file": str(params_file), "overrides": overrides},
+        triggers=[DeploymentEventTrigger(name=f"new labeled data for {dataset}", expect={LABELED},
+                                         match={"prefect.resource.id": resource_id(dataset)})],
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        description=f"Retrain {params.register.model_name} when labeled data for {dataset} arrives",
+        tags=["nichetune", dataset],
+        entrypoint_type=EntrypointType.MODULE_PATH,  # the installed package, wherever the project lives
+    )
+
+
+def check_projects(projects: list[tuple[Params, Paths, Path]]) -> None:
+    """Each params file must name its own dataset and its own workdir (stage outputs would collide)."""
+    for kind, key in (("dataset", lambda p: p[0].ingest.dataset), ("workdir", lambda p: p[1].workdir)):
+        seen: dict = {}
+        for project in projects:
+            if key(project) in seen:
+                raise NichetuneError(f"{project[2]} and {seen[key(project)]} use the same {kind} "
+                                     f"{key(project)}; give each params file its own ingest.dataset and base.workdir")
+            seen[key(project)] = project[2]
+
+
+def up(projects: list[tuple[Params, Paths, Path]], overrides: list[str], prefect_port: int, mlflow_port: int,
+       interval: float) -> None:
+    """Start the servers, serve the deployments and watch the incoming folder until Ctrl-C or SIGTERM."""
+    check_projects(projects)
+    servers = Servers(projects[0][1], prefect_port, mlflow_port)
+    stop_on_sigterm()
+    watcher = None
+    try:
+        servers.wait_until_healthy()
+        # Runs started here, their flow-run subprocesses and the events the watcher emits all go to these servers.
+        os.environ["PREFECT_API_URL"] = f"{servers.prefect}/api"
+        os.environ["MLFLOW_TRACKING_URI"] = servers.mlflow
+        from prefect import serve
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: f"{servers.prefect}/api"}):
+            deployments = [deployment_for(params, paths, file, overrides) for params, paths, file in projects]
+            watcher = IncomingWatcher([(params, paths) for params, paths, _ in projects], interval)
+            watcher.start()
+            print(ready_message(servers, projects), flush=True)
+            serve(*deployments, print_starting_message=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        servers.stop()
+        print("nichetune up: stopped the servers, the deployments and the incoming-folder watcher", flush=True)
+
+
+def ready_message(servers: Servers, projects: list[tuple[Params, Paths, Path]]) -> str:
+    folder = projects[0][1].root / INCOMING
+    lines = [f"Prefect UI: {servers.prefect}", f"MLflow UI:  {servers.mlflow}"]
+    for params, _, file in projects:
+        lines.append(f"Deployment nichetune-train/train-{params.ingest.dataset} ({file.name}): runs on "
+                     f"nichetune.data.labeled for dataset {params.ingest.dataset}, one at a time")
+    lines += [
+        f"Watching {folder}/ (files there go to dataset {projects[0][0].ingest.dataset}; "
+        f"files in {folder}/<dataset>/ to that dataset)",
+        f"In another shell: export PREFECT_API_URL={servers.prefect}/api MLFLOW_TRACKING_URI={servers.mlflow}",
+        "Ready. Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)

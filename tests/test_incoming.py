@@ -1,0 +1,57 @@
+"""The incoming folder: a file is taken once it stops changing, ingested as a batch and moved to processed/;
+a bad file goes to failed/ beside its one-line reason; temporary names wait; nothing is deleted."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.incoming import FAILED, PROCESSED, IncomingWatcher
+from tasks.config import Paths, load_params
+from tests.conftest import cfpb_sample, make_project, project_params
+
+
+@pytest.fixture
+def watcher(tmp_path, prefect_harness):
+    params = project_params("unused-backbone", ingest={**project_params("")["ingest"], "path": None})
+    root = make_project(tmp_path / "project", cfpb_sample().iloc[:0], params)
+    loaded = load_params(root / "params.yaml")
+    watcher = IncomingWatcher([(loaded, Paths.of(root, loaded))], interval=0.1)
+    watcher.folder.mkdir(parents=True)
+    return watcher
+
+
+def test_a_file_is_taken_once_it_stops_changing_then_ingested_and_moved(watcher):
+    rows = cfpb_sample()
+    rows.iloc[:50].to_csv(watcher.folder / "labels.csv", index=False)
+    assert watcher.scan() == []  # first sight: it may still be growing
+    rows.to_csv(watcher.folder / "labels.csv", index=False)  # it grew
+    assert watcher.scan() == []
+    [line] = watcher.scan()
+    assert "labels.csv -> dataset complaints" in line and "100 rows read = 100 accepted" in line
+    assert "event nichetune.data.labeled for nichetune.dataset.complaints" in line
+    [kept] = (watcher.folder / PROCESSED).iterdir()
+    assert kept.name.endswith("-labels.csv") and kept.read_text() == rows.to_csv(index=False)
+    assert len(list((watcher.folder.parent / "raw" / "complaints").glob("*.parquet"))) == 1
+
+
+def test_temporary_and_hidden_names_are_left_alone(watcher):
+    for name in ("export.csv.part", ".~lock.csv", "upload.tmp"):
+        (watcher.folder / name).write_text("text,issue\nhello,a\n")
+    watcher.scan()
+    assert watcher.scan() == []
+    assert sorted(path.name for path in watcher.folder.iterdir()) == [".~lock.csv", "export.csv.part", "upload.tmp"]
+
+
+def test_a_bad_file_goes_to_failed_with_its_reason_and_the_bytes_kept(watcher):
+    (watcher.folder / "broken.csv").write_text("text,wrong_column\nhello,a\n")
+    (watcher.folder / "elsewhere").mkdir()
+    cfpb_sample().to_csv(watcher.folder / "elsewhere" / "labels.csv", index=False)
+    watcher.scan()
+    lines = watcher.scan()
+    assert len(lines) == 2 and all("not ingested" in line for line in lines)
+    failed = {path.name.split("-", 1)[1]: path for path in (watcher.folder / FAILED).iterdir()}
+    assert set(failed) == {"broken.csv", "broken.csv.error.txt", "labels.csv", "labels.csv.error.txt"}
+    assert failed["broken.csv"].read_text() == "text,wrong_column\nhello,a\n"
+    reason = failed["broken.csv.error.txt"].read_text()
+    assert reason.count("\n") == 1 and "issue" in reason  # names the missing label column
+    assert "no served dataset named 'elsewhere' (served: complaints)" in failed["labels.csv.error.txt"].read_text()
