@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from tasks.config import Params, Paths, load_params
@@ -31,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nichetune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _with_params(commands.add_parser("run", help="ingest, validate, fine-tune, evaluate and register (a Prefect flow)"))
+    trials = _with_params(commands.add_parser("trials", help="fine-tune every combination of trials.grid in parallel "
+                                              "on Dask, then evaluate and register the best (a Prefect flow)"))
+    trials.add_argument("--address", help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (trials.address); "
+                        "default: a LocalCluster on this machine")
+    trials.add_argument("--workers", type=int, help="worker processes of that LocalCluster (trials.workers)")
     ingest = _with_params(commands.add_parser("ingest", help="store a labeled file as a new DVC-versioned batch"))
     ingest.add_argument("path", type=Path, help="CSV, TSV, JSON Lines or Parquet export from a labeling tool")
     ingest.add_argument("--dataset", help="dataset (niche task) name; default: ingest.dataset from params")
@@ -38,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     ui = _with_params(commands.add_parser("ui", help="start the Prefect and MLflow UIs on 127.0.0.1 until Ctrl-C"))
     ui.add_argument("--prefect-port", type=int, default=4200)
     ui.add_argument("--mlflow-port", type=int, default=5000)
+    up = commands.add_parser("up", help="servers, UIs, triggered training and the incoming folder, until Ctrl-C")
+    up.add_argument("--params", dest="params_files", action="append", default=[], metavar="FILE",
+                    help="params file of one dataset (repeatable: one deployment each); default: params.yaml")
+    up.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one value for every dataset's runs, as `run --set` (repeatable)")
+    up.add_argument("--prefect-port", type=int, default=4200)
+    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--interval", type=float, default=2.0, help="seconds between looks at data/incoming/")
     promote = _with_params(commands.add_parser("promote", help="make a version the champion (a reviewer's sign-off)"))
     promote.add_argument("--version", required=True, help="the registered model version to promote")
     promote.add_argument("--reviewer", required=True, help="who approves it (recorded on the version)")
@@ -87,6 +102,18 @@ def ui_command(args: argparse.Namespace) -> None:
     serve(paths, args.prefect_port, args.mlflow_port)
 
 
+def up_command(args: argparse.Namespace) -> None:
+    from flows.up import up
+
+    root = find_root(Path.cwd())
+    projects = []
+    for name in args.params_files or ["params.yaml"]:
+        file = Path(name) if Path(name).is_absolute() else root / name
+        params = load_params(file, args.overrides)
+        projects.append((params, Paths.of(root, params), file))
+    up(projects, args.overrides, args.prefect_port, args.mlflow_port, args.interval)
+
+
 def ingest_command(args: argparse.Namespace) -> None:
     from flows.events import emit_labeled
     from tasks.ingest import ingest_batch
@@ -114,17 +141,33 @@ def promote_command(args: argparse.Namespace) -> None:
 
     params, paths = _project(args)
     registry = registry_for(params, paths)
-    if args.reject:
-        print(registry.reject(args.version, args.reviewer, args.reason, via="nichetune promote --reject"))
-    else:
-        print(registry.promote(args.version, args.reviewer, args.reason, via="nichetune promote"))
+    with _registry_refusals(registry.uri):
+        if args.reject:
+            print(registry.reject(args.version, args.reviewer, args.reason, via="nichetune promote --reject"))
+        else:
+            print(registry.promote(args.version, args.reviewer, args.reason, via="nichetune promote"))
 
 
 def rollback_command(args: argparse.Namespace) -> None:
     from flows.review import registry_for
 
     params, paths = _project(args)
-    print(registry_for(params, paths).rollback(args.reviewer, args.reason))
+    registry = registry_for(params, paths)
+    with _registry_refusals(registry.uri):
+        print(registry.rollback(args.reviewer, args.reason))
+
+
+@contextmanager
+def _registry_refusals(uri: str):
+    """A tracking server that refuses (no permission, unreachable) is one line, not a traceback."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NichetuneError(f"{uri} refused the change: {first}; check MLFLOW_TRACKING_USERNAME/PASSWORD "
+                             f"(reviewers need MANAGE on the model) and that the server is up") from None
 
 
 def predict_command(args: argparse.Namespace) -> None:
@@ -147,6 +190,23 @@ def run_command(args: argparse.Namespace) -> None:
 
     hide_tracebacks_of_user_errors()
     result = train_pipeline(root=str(paths.root), params_file=str(params_file), overrides=args.overrides)
+    print(where_things_are(result, params, paths))
+
+
+def trials_command(args: argparse.Namespace) -> None:
+    """Run the trials flow on Dask; print every trial, then the closing lines of `nichetune run`."""
+    if args.address:
+        args.overrides.append(f"trials.address={json.dumps(args.address)}")  # quoted: YAML reads a string
+    if args.workers is not None:
+        args.overrides.append(f"trials.workers={args.workers}")
+    params, paths = _project(args)
+    from flows.pipeline import hide_tracebacks_of_user_errors  # loaded once params are good
+    from flows.trials import run_trials, trial_table
+
+    hide_tracebacks_of_user_errors()
+    result = run_trials(root=str(paths.root), params_file=str(Path(args.params)), overrides=args.overrides)
+    print("\n" + trial_table(result["trials"], params.trials.metric, result["best_trial"]))
+    print(f"Trials:           {result['trials_file']}")
     print(where_things_are(result, params, paths))
 
 
@@ -180,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         commands = {"run": run_command, "ingest": ingest_command, "validate": validate_command, "ui": ui_command,
                     "bench": bench_command, "promote": promote_command, "rollback": rollback_command,
-                    "predict": predict_command}
+                    "predict": predict_command, "up": up_command, "trials": trials_command}
         commands[args.command](args)
     except NichetuneError as err:
         print(f"error: {err}", file=sys.stderr)

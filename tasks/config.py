@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -154,6 +156,25 @@ class RegisterParams(Section):
     review_timeout: int = Field(86400, ge=1)  # seconds a paused flow waits for the reviewer
 
 
+MAX_TRIALS = 32  # a grid expanding to more trials is refused: each trial is a whole fine-tuning run
+
+
+class TrialsParams(Section):
+    """`nichetune trials`: a grid over finetune keys, one trial per combination, run in parallel on Dask; the
+    best on validation rows carved from the training rows (never the holdout) is evaluated and registered."""
+
+    grid: dict[str, list[Any]] = {"finetune.learning_rate": [0.001, 0.003], "finetune.strategy": ["lora", "head"]}
+    validation_fraction: float = Field(0.2, gt=0, lt=1)  # of each label's training rows; trials are scored there
+    metric: Literal["accuracy", "macro_f1"] = "macro_f1"  # picks the best trial; ties: the first in grid order
+    address: str | None = None  # a running Dask scheduler (tcp://host:8786); None: a LocalCluster here
+    workers: int = Field(2, ge=1)  # LocalCluster worker processes, one thread each
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """The cartesian product of the grid in its order (the last key varies fastest): one dict per trial."""
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
+
+
 class Params(Section):
     base: BaseParams = BaseParams()
     ingest: IngestParams = IngestParams()
@@ -162,6 +183,7 @@ class Params(Section):
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
+    trials: TrialsParams = TrialsParams()
 
     # `validate` and `register` are BaseModel attributes, so those two fields carry a trailing underscore.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -173,6 +195,16 @@ class Params(Section):
             kept = ", ".join(self.ingest.metadata_columns) or "none"
             raise ValueError(f"evaluate.segment_column {column!r} is not kept by ingest (metadata_columns: "
                              f"{kept}); add it to ingest.metadata_columns or pick one of those")
+        return self
+
+    @model_validator(mode="after")
+    def _every_trial_parses(self) -> "Params":
+        if self.trials.grid:  # a trial's own params are checked with an empty grid: no recursion
+            try:
+                for overrides in _trial_combinations(self.trials):
+                    trial_params(self, overrides)
+            except ParamsError as err:
+                raise ValueError(str(err)) from None  # reported by parse_params as one line
         return self
 
     @property
@@ -191,6 +223,37 @@ class Params(Section):
         """A short, stable hash of every resolved value, to tell runs with the same params apart."""
         text = json.dumps(self.as_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _trial_combinations(cfg: TrialsParams) -> list[dict[str, Any]]:
+    """The grid's combinations, after checking its keys (finetune keys only), its lists and its size."""
+    known = _field_names(FinetuneParams)
+    for key, values in cfg.grid.items():
+        section, _, name = key.partition(".")
+        if section not in _section_names() or not name or (section == "finetune" and name not in known):
+            raise ParamsError(f"trials.grid: unknown key {key!r}; grid keys are finetune.KEY, with KEY one of: "
+                             f"{', '.join(known)}")
+        if section != "finetune":
+            raise ParamsError(f"trials.grid: {key!r} cannot vary between trials: only finetune keys do (ingest, "
+                             f"validate and split run once before the trials, evaluate and register once after)")
+        if not values or len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise ParamsError(f"trials.grid: {key} = {values!r}: list each value once, at least one value")
+    count = math.prod(len(values) for values in cfg.grid.values())
+    if count > MAX_TRIALS:
+        sizes = " x ".join(str(len(values)) for values in cfg.grid.values())
+        raise ParamsError(f"trials.grid expands to {count} trials ({sizes}); at most {MAX_TRIALS}: shorten a list")
+    return cfg.combinations()
+
+
+def trial_params(params: Params, overrides: dict[str, Any]) -> Params:
+    """The params of one trial: `overrides` ({"finetune.KEY": value}) applied to `params` and validated."""
+    raw = params.as_dict()
+    raw["trials"]["grid"] = {}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        raw[section][name] = value
+    trial = parse_params(raw, source="trials.grid")
+    return trial.model_copy(update={"trials": params.trials})  # the registered run shows the whole search
 
 
 class Paths(BaseModel):
