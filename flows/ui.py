@@ -103,15 +103,17 @@ def _answers(url: str) -> bool:
         return False
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (a service manager, `kill`) ends the process through the same cleanup as Ctrl-C."""
+def stop_on_signals() -> None:
+    """SIGTERM (a service manager, `kill`) ends the process through the same cleanup as Ctrl-C; Ctrl-C works
+    even when started from a shell's background job, which starts it with SIGINT ignored."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def serve(paths: Paths, prefect_port: int = 4200, mlflow_port: int = 5000) -> None:
     """Start both servers, print their URLs, and stop both on Ctrl-C or when either exits."""
     servers = Servers(paths, prefect_port, mlflow_port)
-    stop_on_sigterm()
+    stop_on_signals()
     try:
         servers.wait_until_healthy()
         print(f"Prefect UI: {servers.prefect}\nMLflow UI:  {servers.mlflow}\n"

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from flows.incoming import INCOMING, IncomingWatcher
-from flows.ui import Servers, stop_on_sigterm
+from flows.ui import Servers, stop_on_signals
 from tasks.config import Params, Paths
 from tasks.errors import NichetuneError
 
@@ -54,7 +54,7 @@ def up(projects: list[tuple[Params, Paths, Path]], overrides: list[str], prefect
     """Start the servers, serve the deployments and watch the incoming folder until Ctrl-C or SIGTERM."""
     check_projects(projects)
     servers = Servers(projects[0][1], prefect_port, mlflow_port)
-    stop_on_sigterm()
+    stop_on_signals()
     watcher = None
     try:
         servers.wait_until_healthy()
