@@ -10,6 +10,7 @@ from typing import Literal
 
 import pandas as pd
 from prefect.input import RunInput
+from pydantic import Field
 
 from flows.stage import stage
 from flows.summary import artifact_key
@@ -24,8 +25,8 @@ class ReviewDecision(RunInput):
     """The form a reviewer fills in on the paused flow run in the Prefect UI."""
 
     decision: Literal["approve", "reject"]
-    reviewer: str
-    comment: str = ""
+    reviewer: str = Field(min_length=1, description="your name: recorded on the model version")
+    comment: str = Field("", description="why: recorded on the model version")
 
 
 def registry_for(params: Params, paths: Paths) -> promote.Registry:
@@ -89,7 +90,7 @@ def _ask_reviewer(params: Params, registry: promote.Registry, version: str, mark
     from prefect.flow_runs import pause_flow_run
     from prefect.exceptions import FlowPauseTimeout
 
-    form = ReviewDecision.with_initial_data(description=markdown, decision="approve", reviewer="")
+    form = ReviewDecision.with_initial_data(description=markdown)  # decision and reviewer stay required
     print(f"{registry.name} version {version} passed the gate; waiting for a reviewer: open {_run_url()} and "
           f"click Resume to fill in the form (this run waits up to {params.register.review_timeout} s)")
     try:
