@@ -162,11 +162,12 @@ def _registry_refusals(uri: str):
     """A tracking server that refuses (no permission, unreachable) is one line, not a traceback."""
     from mlflow.exceptions import MlflowException
 
+    from tasks.register import first_line
+
     try:
         yield
     except MlflowException as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise NichetuneError(f"{uri} refused the change: {first}; check MLFLOW_TRACKING_USERNAME/PASSWORD "
+        raise NichetuneError(f"{uri} refused the change: {first_line(err)}; check MLFLOW_TRACKING_USERNAME/PASSWORD "
                              f"(reviewers need MANAGE on the model) and that the server is up") from None
 
 

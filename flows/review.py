@@ -31,10 +31,7 @@ class ReviewDecision(RunInput):
 
 def registry_for(params: Params, paths: Paths) -> promote.Registry:
     """The registered model of this project, with its promotion lock beside the tracking store."""
-    import os
-
-    return promote.Registry(tracking_uri(paths), params.register.model_name, paths.mlflow_db.parent,
-                            os.environ.get("MLFLOW_REGISTRY_URI"))
+    return promote.Registry(tracking_uri(paths), params.register.model_name, paths.mlflow_db.parent)
 
 
 @stage(name="compare")

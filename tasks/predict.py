@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,12 +81,13 @@ def model_uri(spec: str | None, default_name: str) -> str:
 def resolve_version(uri: str, tracking: str) -> tuple[str, str]:
     """The model name and the version number `uri` names; ModelNotFound says what the registry holds and
     what to do."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from tasks.register import registry_client, version_numbers
 
     reference = uri.removeprefix("models:/")
     name, alias, version = _split_reference(reference)
-    client = MlflowClient(tracking_uri=tracking, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or tracking)
+    client = registry_client(tracking)
     try:
         model = client.get_registered_model(name)
     except MlflowException:
@@ -102,7 +102,7 @@ def resolve_version(uri: str, tracking: str) -> tuple[str, str]:
     try:
         return name, str(client.get_model_version(name, version).version)
     except MlflowException:
-        found = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
+        found = version_numbers(client, name)
         raise ModelNotFound(f"{name} has no version {version!r} (versions: {', '.join(found) or 'none'}); "
                             f"pass one of them, or --model {name}@{DEFAULT_ALIAS}") from None
 
@@ -128,15 +128,15 @@ def load_registered(uri: str, tracking: str):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from tasks.register import _tracking
+    from tasks.register import _tracking, first_line
 
     name, version = resolve_version(uri, tracking)
     try:
         with _tracking(tracking):
             return mlflow.pyfunc.load_model(f"models:/{name}/{version}"), version
     except MlflowException as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelNotFound(f"{uri} (version {version}) could not be loaded from {tracking}: {first}") from None
+        raise ModelNotFound(f"{uri} (version {version}) could not be loaded from {tracking}: {first_line(err)}") \
+            from None
 
 
 def read_texts(source: Path, ingest: IngestParams) -> pd.DataFrame:

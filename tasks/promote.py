@@ -91,22 +91,19 @@ def compare(registry: "Registry", version: str, holdout: pd.DataFrame, metric: s
 class Registry:
     """The `champion`, `previous-champion` and decision tags of one registered model."""
 
-    def __init__(self, tracking_uri: str, name: str, lock_dir: Path, registry_uri: str | None = None):
-        from mlflow import MlflowClient
+    def __init__(self, tracking_uri: str, name: str, lock_dir: Path):
+        from tasks.register import registry_client
 
         self.uri, self.name = tracking_uri, name
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+        self.client = registry_client(tracking_uri)
         lock_dir.mkdir(parents=True, exist_ok=True)
         self.lock_path = lock_dir / f"promote-{name}.lock"
 
     def load(self, reference: str):
         """The pyfunc model `NAME/VERSION` or `NAME@ALIAS`, from this registry."""
-        import mlflow
+        from tasks.predict import load_registered
 
-        from tasks.register import _tracking
-
-        with _tracking(self.uri):
-            return mlflow.pyfunc.load_model(f"models:/{reference}")
+        return load_registered(f"models:/{reference}", self.uri)[0]
 
     def champion(self) -> str | None:
         return self._alias(CHAMPION)
@@ -193,9 +190,11 @@ class Registry:
         try:
             self.client.get_model_version(self.name, version)
         except MlflowException:
-            found = [str(v.version) for v in self.client.search_model_versions(f"name = '{self.name}'")]
+            from tasks.register import version_numbers
+
+            found = version_numbers(self.client, self.name)
             raise NichetuneError(f"model {self.name!r} has no version {version!r} in {self.uri} "
-                                 f"(versions: {', '.join(sorted(found, key=int)) or 'none'})") from None
+                                 f"(versions: {', '.join(found) or 'none'})") from None
 
     def _locked(self):
         from filelock import FileLock

@@ -34,6 +34,23 @@ class Registration:
         return asdict(self)
 
 
+def registry_client(uri: str):
+    """An MLflow client for the tracking store at `uri`; its registry is MLFLOW_REGISTRY_URI when set."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+
+
+def version_numbers(client, name: str) -> list[str]:
+    """Every registered version of `name`, in order, for error messages that say what exists."""
+    return sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
+
+
+def first_line(err: Exception) -> str:
+    """An MLflow error's first line (its messages can run to a page), or its type when it has none."""
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
 def tracking_uri(paths: Paths) -> str:
     """MLFLOW_TRACKING_URI when set (a team server), else SQLite inside the project's workdir."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db}"
@@ -90,7 +107,6 @@ def read_stage_outputs(paths: Paths) -> dict:
 def run(params: Params, paths: Paths) -> Registration:
     """Log everything about this training to MLflow and register the model as the new challenger."""
     import mlflow
-    from mlflow import MlflowClient
 
     _quiet_mlflow()
     outputs = read_stage_outputs(paths)
@@ -108,7 +124,7 @@ def run(params: Params, paths: Paths) -> Registration:
         mlflow.log_artifacts(str(outputs["reports"]), "reports")
         mlflow.log_artifacts(str(outputs["validation"]), "validation")
         info = _log_model(outputs["model_dir"], name)
-    client = MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    client = registry_client(uri)
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, params.register.alias, version)
     for key, value in {**tags, **_metric_tags(outputs["metrics"])}.items():
