@@ -91,6 +91,9 @@ class FinetuneParams(Section):
     max_length: int = Field(128, ge=8)  # tokens; each batch is padded only to its own longest text
     dropout: float = Field(0.1, ge=0, lt=1)  # before the head
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # SetFit's objective in the batch: the squared gap between each pair's cosine similarity and 1 (same label)
+    # or 0, over every pair of rows in the batch, added to the cross-entropy with this weight; 0: off
+    pair_loss_weight: float = Field(0.0, ge=0)
     class_balance: Literal["none", "weights", "oversample"] = "none"  # for imbalanced labels
     freeze_layers: int = Field(4, ge=0)  # strategy freeze: the embeddings and this many lowest layers stay fixed
     lora_r: int = Field(8, ge=1)

@@ -186,18 +186,39 @@ def class_weights(targets: torch.Tensor, classes: int) -> torch.Tensor:
     return len(targets) / (classes * counts)
 
 
-def logits_for(model: SentenceClassifier, rows: Rows, index: torch.Tensor, tokenizer, cfg: FinetuneParams,
-               device: Device) -> torch.Tensor:
+def vectors_for(model: SentenceClassifier, rows: Rows, index: torch.Tensor, tokenizer, cfg: FinetuneParams,
+                device: Device) -> torch.Tensor:
+    """The sentence vectors of rows `index` (from the cached frozen part's outputs when there are some)."""
     if rows.features is not None:
         inputs, mask = rows.features.batch(index, device)
+        if mask is None:
+            return inputs
         with device.autocast():
-            if mask is None:
-                return model.classify(inputs)
-            return model.forward_from(inputs, mask, rows.features.layer)
+            return model.embed_from(inputs, mask, rows.features.layer)
     batch = tokenizer([rows.texts[i] for i in index.tolist()], padding=True, truncation=True,
                       max_length=cfg.max_length, return_tensors="pt").to(device.device)
     with device.autocast():
-        return model(**batch)
+        return model.embed(**batch)
+
+
+def logits_for(model: SentenceClassifier, rows: Rows, index: torch.Tensor, tokenizer, cfg: FinetuneParams,
+               device: Device) -> torch.Tensor:
+    vectors = vectors_for(model, rows, index, tokenizer, cfg, device)
+    with device.autocast():
+        return model.classify(vectors)
+
+
+def pair_loss(vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """SetFit's cosine-similarity loss over every pair of rows in the batch: the mean squared gap between
+    each pair's cosine similarity and 1 (same label) or 0 (different labels)."""
+    unit = torch.nn.functional.normalize(vectors.float(), dim=1)
+    similarity = unit @ unit.T
+    same = (targets[:, None] == targets[None, :]).float()
+    pairs = torch.triu_indices(len(targets), len(targets), offset=1, device=vectors.device)
+    if pairs.shape[1] == 0:
+        return similarity.sum() * 0.0
+    gap = similarity[pairs[0], pairs[1]] - same[pairs[0], pairs[1]]
+    return (gap**2).mean()
 
 
 @torch.inference_mode()
@@ -308,9 +329,14 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
         total_loss, step_in_accumulation = 0.0, 0
         order = epoch_order(rows, cfg, seed, epoch)
         for index in order.split(cfg.batch_size):
-            logits = logits_for(model, rows, index, tokenizer, cfg, device)
-            loss = torch.nn.functional.cross_entropy(logits.float(), rows.targets[index].to(device.device),
-                                                     weight=weights, label_smoothing=cfg.label_smoothing)
+            vectors = vectors_for(model, rows, index, tokenizer, cfg, device)
+            with device.autocast():
+                logits = model.classify(vectors)
+            targets = rows.targets[index].to(device.device)
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=weights,
+                                                     label_smoothing=cfg.label_smoothing)
+            if cfg.pair_loss_weight and vectors.requires_grad:  # frozen vectors (head): nothing to shape
+                loss = loss + cfg.pair_loss_weight * pair_loss(vectors, targets)
             (loss / cfg.gradient_accumulation).backward()
             step_in_accumulation += 1
             if step_in_accumulation == cfg.gradient_accumulation:

@@ -101,8 +101,12 @@ class SentenceClassifier(torch.nn.Module):
         return self.head(self.dropout(pooled))
 
     def forward(self, input_ids, attention_mask, **inputs) -> torch.Tensor:
+        return self.classify(self.embed(input_ids, attention_mask, **inputs))
+
+    def embed(self, input_ids, attention_mask, **inputs) -> torch.Tensor:
+        """The sentence vectors the head reads (mean-pooled last hidden state)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
-        return self.classify(mean_pool(hidden, attention_mask))
+        return mean_pool(hidden, attention_mask)
 
     def hidden_at(self, layer: int, input_ids, attention_mask, **inputs) -> torch.Tensor:
         """The output of encoder layer `layer` (0: the embeddings), as the full forward pass computes it."""
@@ -110,10 +114,13 @@ class SentenceClassifier(torch.nn.Module):
         hidden = bert.embeddings(input_ids=input_ids, token_type_ids=inputs.get("token_type_ids"))
         return self._run_layers(hidden, attention_mask, 0, layer)
 
+    def embed_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+        """Sentence vectors from the output of encoder layer `layer`: only the layers above it run."""
+        return mean_pool(self._run_layers(hidden, attention_mask, layer, self.depth), attention_mask)
+
     def forward_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
-        """Logits from the output of encoder layer `layer`: only the layers above it run."""
-        top = self._run_layers(hidden, attention_mask, layer, self.depth)
-        return self.classify(mean_pool(top, attention_mask))
+        """Logits from the output of encoder layer `layer`."""
+        return self.classify(self.embed_from(hidden, attention_mask, layer))
 
     def _run_layers(self, hidden, attention_mask, start: int, stop: int) -> torch.Tensor:
         bert = self.bert

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -19,10 +20,10 @@ from safetensors.torch import load_file
 from tasks.augment import augment, eda
 from tasks.config import FinetuneParams
 from tasks.errors import ParamsError
-from tasks.finetune import (CHECKPOINT_DIR, Rows, build_model, class_weights, epoch_order, finetune,
+from tasks.finetune import (CHECKPOINT_DIR, Rows, build_model, class_weights, epoch_order, finetune, pair_loss,
                             param_groups)
 from tasks.model import ADAPTER_DIR, ENCODER_DIR, HEAD_FILE, Classifier, backbone_path, load_encoder, \
-    forget_bases, resolve_device, shared_base
+    forget_bases, mean_pool, resolve_device, shared_base
 from tests.conftest import REPO, cfpb_sample
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
@@ -205,6 +206,39 @@ def test_oversampling_draws_every_class_as_often_as_the_largest(train):
 def test_class_weights_are_inverse_frequency():
     weights = class_weights(torch.tensor([0, 0, 0, 1]), 2)
     torch.testing.assert_close(weights, torch.tensor([4 / 6, 2.0]))
+
+
+def test_pair_loss_is_the_mean_squared_gap_between_cosine_and_same_label():
+    same_direction = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
+    assert float(pair_loss(same_direction, torch.tensor([0, 0, 1]))) == 0.0  # cos 1 within, 0 across
+    assert float(pair_loss(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([4, 4]))) == 1.0
+    assert float(pair_loss(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([0, 1]))) == 1.0
+    # pairs: (0,1) cos 0.6, same label: 0.16; (0,2) cos 0, different: 0; (1,2) cos 0.8, different: 0.64
+    vectors = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    assert float(pair_loss(vectors, torch.tensor([0, 0, 1]))) == pytest.approx(0.8 / 3)
+    assert float(pair_loss(vectors[:1], torch.tensor([0]))) == 0.0  # no pair in a batch of one
+
+
+def test_pair_loss_weight_pulls_same_label_sentence_vectors_together(train, tiny_backbone, tmp_path):
+    """Trained with the pair loss, the backbone's sentence vectors of the training rows fit 'same label: cosine
+    1, different: 0' better than after the same training without it."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone))
+    batch = tokenizer(train["text"].tolist(), padding=True, truncation=True, max_length=32, return_tensors="pt")
+    targets = torch.tensor(pd.factorize(train["label"])[0])
+
+    def fit(encoder) -> float:
+        with torch.inference_mode():
+            vectors = mean_pool(encoder.eval()(**batch).last_hidden_state, batch["attention_mask"])
+        return float(pair_loss(vectors, targets))
+
+    scores = {}
+    for weight in (0.0, 5.0):
+        result = finetune(train, params(tiny_backbone, strategy="full", epochs=4, pair_loss_weight=weight),
+                          seed=3, out_dir=tmp_path / str(weight))
+        scores[weight] = fit(load_encoder(str(result.model_dir / ENCODER_DIR)))
+    assert scores[5.0] < 0.5 * scores[0.0], scores
 
 
 def test_augmentation_adds_copies_of_training_rows_only_from_their_own_words():
