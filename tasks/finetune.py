@@ -209,16 +209,15 @@ def logits_for(model: SentenceClassifier, rows: Rows, index: torch.Tensor, token
 
 
 def pair_loss(vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """SetFit's cosine-similarity loss over every pair of rows in the batch: the mean squared gap between
-    each pair's cosine similarity and 1 (same label) or 0 (different labels)."""
+    """SetFit's cosine-similarity loss on every pair of rows in the batch: the squared gap between each pair's
+    cosine similarity and 1 (same label) or 0 (different labels). As in SetFit's pair sampling, same-label
+    and different-label pairs count half each (with many labels, a batch has few same-label pairs)."""
     unit = torch.nn.functional.normalize(vectors.float(), dim=1)
-    similarity = unit @ unit.T
-    same = (targets[:, None] == targets[None, :]).float()
-    pairs = torch.triu_indices(len(targets), len(targets), offset=1, device=vectors.device)
-    if pairs.shape[1] == 0:
-        return similarity.sum() * 0.0
-    gap = similarity[pairs[0], pairs[1]] - same[pairs[0], pairs[1]]
-    return (gap**2).mean()
+    first, second = torch.triu_indices(len(targets), len(targets), offset=1, device=vectors.device)
+    same = targets[first] == targets[second]
+    gap = ((unit[first] * unit[second]).sum(dim=1) - same.float()) ** 2
+    parts = [gap[kind].mean() for kind in (same, ~same) if kind.any()]
+    return torch.stack(parts).mean() if parts else unit.sum() * 0.0
 
 
 @torch.inference_mode()
