@@ -78,11 +78,11 @@ class FinetuneParams(Section):
     """How the backbone is adapted; see README's "Fine-tuning strategies" for what each one trains."""
 
     backbone: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2), a local model folder, or a hub id
-    strategy: Strategy = "lora"
-    epochs: int = Field(10, ge=1)
+    strategy: Strategy = "full"
+    epochs: int = Field(8, ge=1)
     batch_size: int = Field(16, ge=1)
     gradient_accumulation: int = Field(1, ge=1)  # optimizer step every N batches
-    learning_rate: float = Field(3e-3, gt=0)  # trained backbone weights or adapters
+    learning_rate: float = Field(1e-4, gt=0)  # trained backbone weights or adapters
     head_learning_rate: float = Field(1e-2, gt=0)  # the new head
     layer_lr_decay: float = Field(1.0, gt=0, le=1)  # each layer below the top gets this factor once more
     weight_decay: float = Field(0.01, ge=0)
@@ -93,7 +93,7 @@ class FinetuneParams(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     # SetFit's objective in the batch: the squared gap between each pair's cosine similarity and 1 (same label)
     # or 0, over every pair of rows in the batch, added to the cross-entropy with this weight; 0: off
-    pair_loss_weight: float = Field(0.0, ge=0)
+    pair_loss_weight: float = Field(10.0, ge=0)
     class_balance: Literal["none", "weights", "oversample"] = "none"  # for imbalanced labels
     freeze_layers: int = Field(4, ge=0)  # strategy freeze: the embeddings and this many lowest layers stay fixed
     lora_r: int = Field(8, ge=1)

@@ -55,4 +55,4 @@ def test_the_default_strategy_learns_77_intents_from_8_examples_each(tmp_path):
     # 77 balanced intents: the majority class scores 1.3%; the default reaches about 84% (BENCHMARKS.md)
     assert metrics["majority_accuracy"] < 0.02
     assert metrics["accuracy"] > 0.75 and metrics["macro_f1"] > 0.7
-    assert result.strategy == "lora"
+    assert result.strategy == "full"

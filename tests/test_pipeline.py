@@ -36,7 +36,7 @@ def test_flow_registers_a_challenger_tagged_with_data_version_and_commit(trained
     assert version.tags["git_commit"].removesuffix("-dirty") == result["tags"]["git_commit"].removesuffix("-dirty")
     assert len(version.tags["git_commit"].removesuffix("-dirty")) == 40
     assert version.tags["params_hash"] == result["tags"]["params_hash"]
-    assert version.tags["strategy"] == "lora" and version.tags["primary_metric"] == "macro_f1"
+    assert version.tags["strategy"] == "full" and version.tags["primary_metric"] == "macro_f1"
     assert version.tags["validation_status"].startswith("passed")
     assert version.tags["drift_status"] in {"ok", "warn", "block", "none"}  # none: windows too small here
     run = client.get_run(result["run_id"])
