@@ -80,7 +80,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class SentenceClassifier(torch.nn.Module):
     """Backbone, masked mean pooling, dropout and a new linear head. The upper part of the network can run
-    from cached outputs of a lower layer (`forward_from`), which is what makes frozen layers cheap."""
+    from cached outputs of a lower layer (`embed_from`), which is what makes frozen layers cheap."""
 
     def __init__(self, encoder, num_labels: int, dropout: float = 0.1):
         super().__init__()
@@ -117,10 +117,6 @@ class SentenceClassifier(torch.nn.Module):
     def embed_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
         """Sentence vectors from the output of encoder layer `layer`: only the layers above it run."""
         return mean_pool(self._run_layers(hidden, attention_mask, layer, self.depth), attention_mask)
-
-    def forward_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
-        """Logits from the output of encoder layer `layer`."""
-        return self.classify(self.embed_from(hidden, attention_mask, layer))
 
     def _run_layers(self, hidden, attention_mask, start: int, stop: int) -> torch.Tensor:
         bert = self.bert

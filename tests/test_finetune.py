@@ -157,7 +157,7 @@ def test_the_cached_path_gives_the_same_logits_as_the_full_forward_pass(tiny_bac
         full = model(**batch)
         for layer in (0, 1, 2):
             hidden = model.hidden_at(layer, **batch)
-            torch.testing.assert_close(model.forward_from(hidden, batch["attention_mask"], layer), full)
+            torch.testing.assert_close(model.classify(model.embed_from(hidden, batch["attention_mask"], layer)), full)
 
 
 @pytest.mark.parametrize("strategy", ["head", "freeze"])
