@@ -117,10 +117,15 @@ def growth_section(growth: dict | None) -> list[str]:
 def gpu_section(gpu: dict | None) -> list[str]:
     lines = ["## GPU: training samples per second", ""]
     if not gpu:
-        return lines + ["Not measured: no GPU machine was lent to the sessions that built this.", ""]
-    return lines + [f"`{gpu['command']}` ({gpu['date']}, {gpu['device']}):", "",
+        return lines + ["Not measured: no GPU machine was lent to the sessions that built this. On one, "
+                        "`nichetune bench gpu` measures it (protocol in `benchmarks/gpu.py`).", ""]
+    return lines + [f"`{gpu['command']}` ({gpu['date']}, {gpu['device']}); protocol in `benchmarks/gpu.py`, raw "
+                    f"figures in `benchmarks/results/gpu.json`. Strategy `{gpu['strategy']}`, {gpu['rows']:,} "
+                    f"banking77 rows, {gpu['epochs']} epochs, batch {gpu['batch_size']}; medians of "
+                    f"{len(gpu['repeats'])} alternating runs.", "",
                     "| loop | samples/s |", "|---|---|",
-                    *[f"| {name} | {value:.0f} |" for name, value in gpu["samples_per_second"].items()], ""]
+                    *[f"| {name} | {value:.0f} |" for name, value in gpu["samples_per_second"].items()],
+                    f"| ratio (nichetune / plain) | {gpu['ratio']:.2f} |", ""]
 
 
 def render() -> str:

@@ -1,0 +1,39 @@
+"""The GPU benchmark's harness, checked on the CPU with a tiny backbone (the GPU figures need a GPU machine)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import gpu, report
+
+
+def test_both_loops_are_measured_on_the_same_rows_and_the_report_shows_them(tiny_backbone, tmp_path):
+    out = tmp_path / "gpu.json"
+    result = gpu.main(["--device", "cpu", "--rows", "64", "--epochs", "1", "--repeats", "2",
+                       "--backbone", str(tiny_backbone), "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert saved["command"].startswith("nichetune bench gpu --device cpu") and saved["device"] == "CPU, cpu/fp32"
+    assert (saved["rows"], saved["epochs"], saved["strategy"]) == (64, 1, "full")
+    assert len(saved["repeats"]) == 2 and all(value > 0 for run in saved["repeats"] for value in run.values())
+    speeds = saved["samples_per_second"]
+    assert set(speeds) == {gpu.NICHETUNE, gpu.PLAIN}
+    assert saved["ratio"] == pytest.approx(speeds[gpu.NICHETUNE] / speeds[gpu.PLAIN])
+    section = "\n".join(report.gpu_section(saved))
+    assert f"| {gpu.PLAIN} | {speeds[gpu.PLAIN]:.0f} |" in section and f"{saved['ratio']:.2f}" in section
+
+
+def test_a_cpu_run_without_out_is_refused_so_gpu_figures_are_never_replaced(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gpu.main(["--device", "cpu"])
+    assert exit_info.value.code == 2 and "give --out FILE" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_cuda_without_a_gpu_exits_2_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gpu.main([])
+    assert exit_info.value.code == 2 and "no CUDA device is visible" in capsys.readouterr().err
