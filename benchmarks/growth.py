@@ -7,8 +7,8 @@ until there are N, so that no two rows are duplicates; labels are the 77 intents
 Each repeat uses a fresh temporary git + DVC project with a local directory remote. Each step runs in its own
 new process, so that its peak resident memory is its own: ingest (`ingest_batch`: read, checks, PII masking,
 store, DVC add + push), validate (`assemble` + the Great Expectations suite and Data Docs), train (split +
-fine-tune with the params.yaml defaults but `--train-epochs` epochs (default 1: the default strategy's 10 epochs
-at 100k rows would take about two hours on 2 cores, and time grows linearly with epochs), the feature cache
+fine-tune with the params.yaml defaults but `--train-epochs` epochs (default 1: the default strategy's 8 epochs
+at 100k rows would take hours on 2 cores, and time grows linearly with epochs), the feature cache
 empty: the first training on a new dataset version). Figures are medians over the repeats."""
 
 from __future__ import annotations

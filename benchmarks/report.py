@@ -98,18 +98,19 @@ def growth_section(growth: dict | None) -> list[str]:
         return ["## Growth", "", "Not measured yet: `nichetune bench growth`.", ""]
     lines = ["## Growth: ingest, validation and training at 1k, 10k and 100k rows", "",
              "Protocol in `benchmarks/growth.py`; `benchmarks/results/growth.json`. Each step in its own process "
-             "(its own peak memory); training is the params.yaml default strategy on the training split (80%) for "
-             "the epochs shown (the default runs 10; time grows linearly with epochs), feature cache empty. Goal "
-             "for ingest + validation at 100k rows (ingest issue): under 30 s and 1 GB.", "",
-             "| rows | ingest s | ingest MB | validate s | validate MB | train epochs | train s | train MB | "
-             "command, date, machine |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "(its own peak memory); training is the params.yaml default strategy of the day (column strategy) on "
+             "the training split (80%) for the epochs shown (time grows linearly with epochs), feature cache "
+             "empty. Goal for ingest + validation at 100k rows (ingest issue): under 30 s and 1 GB.", "",
+             "| rows | ingest s | ingest MB | validate s | validate MB | strategy | train epochs | train s | train MB "
+             "| command, date, machine |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for rows, entry in sorted(growth["sizes"].items(), key=lambda item: int(item[0])):
         m = entry["median"]
         cells = [f"{m[name]['seconds']:.1f} | {m[name]['peak_rss_mb']:.0f}" if name in m else "not run | not run"
                  for name in ("ingest", "validate", "train")]
         epochs = entry.get("train_epochs", "") if "train" in m else "-"
-        lines.append(f"| {int(rows):,} | {cells[0]} | {cells[1]} | {epochs} | {cells[2]} | "
+        strategy = entry["repeats"][0]["train"]["strategy"] if "train" in m else "-"
+        lines.append(f"| {int(rows):,} | {cells[0]} | {cells[1]} | {strategy} | {epochs} | {cells[2]} | "
                      f"`{entry['command']}`, {entry['date']}, {entry['machine']} |")
     return lines + [""]
 
