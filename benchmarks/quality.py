@@ -1,7 +1,7 @@
 """Benchmark: classification quality of nichetune's fine-tuning strategies against what users would pick
 instead, on real data.
 
-    nichetune bench quality [--quick] [--datasets NAME ...] [--methods NAME ...] [--seeds N]
+    nichetune bench quality [--quick] [--datasets NAME ...] [--methods NAME ...] [--seeds N] [--from-seed K]
                             [--finetune KEY=VALUE ...] [--out FILE]
 
 Datasets (from ../shared/data; see each folder's PROVENANCE.md):
@@ -415,16 +415,16 @@ def machine() -> dict:
 
 
 def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, out: Path | None = None,
-                  command: str | None = None, settings: dict | None = None) -> dict:
+                  command: str | None = None, settings: dict | None = None, from_seed: int = 0) -> dict:
     """Every dataset x seed x method. With `out`, the rows are merged into the results already there (a row
     of the same dataset, method and seed is replaced) and the file is rewritten after each run, so that
     tables can be filled one command at a time. `settings` (e.g. fine-tune overrides) is recorded as given."""
     results = read_results(out) if out is not None and out.is_file() else {"runs": [], "rows": []}
     run = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "datasets": datasets,
-           "methods": list(methods), "seeds": seeds, "settings": settings or {}}
+           "methods": list(methods), "seeds": seeds, "first_seed": from_seed, "settings": settings or {}}
     results["runs"].append(run)
     for dataset in datasets:
-        for seed in range(seeds):
+        for seed in range(from_seed, seeds):
             split = load_split(dataset, seed)  # one sample per seed, shared by every method
             for name, fn in methods.items():
                 row = {**run_one(dataset, name, fn, split, seed), "run": len(results["runs"]) - 1}
@@ -520,6 +520,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--seeds", type=int, default=None,
                         help=f"seeds 0..N-1 (default {DEFAULT_SEEDS}; {QUICK_SEEDS} with --quick)")
+    parser.add_argument("--from-seed", type=int, default=0, metavar="K",
+                        help="run seeds K..N-1 only: extends rows already measured for seeds 0..K-1")
     parser.add_argument("--finetune", nargs="+", default=[], metavar="KEY=VALUE",
                         help="FinetuneParams overrides for every nichetune_<strategy> method")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/...)")
@@ -539,7 +541,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or RESULTS / ("quality_quick.json" if args.quick else "quality.json")
     command = " ".join(["nichetune bench quality", *argv])
     methods = select_methods(args.methods, overrides, quick=args.quick)
-    results = run_benchmark(datasets, methods, seeds, out, command,
+    if not 0 <= args.from_seed < seeds:
+        raise SystemExit(f"--from-seed {args.from_seed}: expected 0 to {seeds - 1} (it runs seeds K..N-1 of --seeds N)")
+    results = run_benchmark(datasets, methods, seeds, out, command, from_seed=args.from_seed,
                             settings={"finetune_overrides": overrides, "quick": args.quick})
     print(markdown_table(results))
     return results

@@ -105,6 +105,17 @@ def test_a_second_run_replaces_its_own_rows_and_keeps_the_others(tmp_path):
     assert len(json.loads(out.read_text())["runs"]) == 2
 
 
+def test_from_seed_extends_the_seeds_already_measured(tmp_path):
+    def constant(train, test, seed):
+        return quality.MethodRun([train["label"].iloc[0]] * len(test), 0.1)
+
+    out = tmp_path / "q.json"
+    quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant}, 1, out)
+    extended = quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant}, 3, out, from_seed=1)
+    assert [(row["seed"], row["run"]) for row in extended["rows"]] == [(0, 0), (1, 1), (2, 1)]
+    assert extended["runs"][1]["first_seed"] == 1 and extended["aggregate"][0]["seeds"] == 3
+
+
 def test_the_goal_line_compares_the_default_with_every_measured_baseline():
     def row(dataset, method, accuracy, mcc, seed=0):
         return {"dataset": dataset, "method": method, "seed": seed, "accuracy": accuracy, "macro_f1": accuracy,
