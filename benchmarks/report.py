@@ -42,9 +42,12 @@ def goals_section(quality_results: dict | None, speed: dict | None) -> list[str]
             lines.append(f"- {goal['dataset']}: default `{default}` {goal['metric']} {goal['default'] * 100:.1f} "
                          f"at least matches every measured baseline (best: {goal['best_baseline']}): {verdict}{missing}")
     if speed:
-        overhead = speed["median_overhead"]
-        verdict = "holds" if overhead < OVERHEAD_GOAL else "**does not hold**"
-        lines.append(f"- Orchestration overhead of `nichetune run` under 15%: {overhead * 100:.0f}%, {verdict}")
+        ends, within = speed["median_overhead"], speed["median_within"]
+        verdict = "holds" if max(ends, within) < OVERHEAD_GOAL else "**does not hold**"
+        lines.append(f"- Orchestration overhead of `nichetune run` under 15%: on a later run {ends * 100:.0f}% end to "
+                     f"end, {within * 100:.0f}% measured within each run: {verdict} (the first run on a machine, "
+                     f"which creates Prefect's database: {speed['median_overhead_first'] * 100:.0f}% and "
+                     f"{speed['median_within_first'] * 100:.0f}%)")
     return lines + [""]
 
 
@@ -73,17 +76,36 @@ def quality_section(results: dict | None) -> list[str]:
 def speed_section(speed: dict | None) -> list[str]:
     if not speed:
         return []
-    runs = ", ".join(f"{repeat['overhead'] * 100:.0f}%" for repeat in speed["repeats"])
+
+    def runs(key: str) -> str:
+        return ", ".join(f"{repeat[key] * 100:.0f}%" for repeat in speed["repeats"])
+
+    stage_sum, outside = sum(speed["median_stages_s"].values()), speed["median_outside_s"]
     lines = ["## Time to a candidate model: orchestration overhead (goal: under 15%)", "",
-             f"`{speed['command']}` ({speed['date']}, {speed['machine']}); `benchmarks/results/speed.json`. The six "
-             "stage functions run directly in a new process against `nichetune run` (Prefect's temporary server "
-             "included), alternating, in fresh clones with the demo data.", "",
-             "| stage (run directly) | median s |", "|---|---|"]
-    lines += [f"| {stage} | {seconds:.2f} |" for stage, seconds in speed["median_stages_s"].items()]
-    lines += [f"| **sum** | **{sum(speed['median_stages_s'].values()):.1f}** |",
-              f"| `nichetune run` end to end | **{speed['median_flow_s']:.1f}** |",
-              f"| overhead (median of per-repeat ratios) | **{speed['median_overhead'] * 100:.0f}%** "
-              f"(runs: {runs}) |", "",
+             f"`{speed['command']}` ({speed['date']}, {speed['machine']}); `benchmarks/results/speed.json`. A script "
+             "calling the six stage functions in a new process against `nichetune run` (Prefect's temporary server "
+             "included), both timed from process start to exit, alternating, in fresh clones with the demo data. "
+             "`nichetune run` runs twice in each clone: the first run on a machine creates Prefect's database, later "
+             "runs only start the server. The end-to-end ratio carries the noise of training time between processes; "
+             "the within-run figure compares only the time spent outside the stages (Prefect's task run times "
+             "against the script's own). Protocol in `benchmarks/speed.py`.", "",
+             "| measure | median |", "|---|---|"]
+    lines += [f"| stage: {stage} | {seconds:.2f} |" for stage, seconds in speed["median_stages_s"].items()]
+    lines += [f"| sum of the stage calls | {stage_sum:.1f} |",
+              f"| the script end to end (stages, Python start-up, imports) | **{speed['median_script_s']:.1f}** |",
+              f"| `nichetune run`, first run on a machine (new Prefect home) | {speed['median_flow_first_s']:.1f} |",
+              f"| `nichetune run`, a later run | **{speed['median_flow_s']:.1f}** |",
+              f"| overhead end to end, first run (median of per-repeat ratios) | "
+              f"{speed['median_overhead_first'] * 100:.0f}% (runs: {runs('overhead_first')}) |",
+              f"| overhead end to end, a later run | **{speed['median_overhead'] * 100:.0f}%** "
+              f"(runs: {runs('overhead')}) |",
+              f"| time outside the stage calls: the script (Python start-up, imports) | {outside['script']:.1f} |",
+              f"| time outside the stage task runs: `nichetune run`, first run | {outside['flow_first']:.1f} |",
+              f"| time outside the stage task runs: `nichetune run`, a later run | {outside['flow']:.1f} |",
+              f"| overhead within each run, first run | {speed['median_within_first'] * 100:.0f}% "
+              f"(runs: {runs('within_first')}) |",
+              f"| overhead within each run, a later run | **{speed['median_within'] * 100:.0f}%** "
+              f"(runs: {runs('within')}) |", "",
               "## Prediction on the CPU", "",
               "Same command and run: the demo model on banking77's 3,080 test texts.", "",
               "| measure | value |", "|---|---|",

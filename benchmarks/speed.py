@@ -2,11 +2,16 @@
 
     nichetune bench speed [--repeats 3]
 
-Overhead: in fresh copies of this project (git + DVC, the demo data, params.yaml as committed), the six stage
-functions are called one after another in this process, then `nichetune run` runs the same work as a Prefect flow
-in a new process (Prefect's temporary server included, as a user gets it). The two alternate, `--repeats` times;
-the figure is the median of the per-repeat ratios. Prediction: the demo model's batch throughput on banking77's
-3,080 test texts, and single-text latency (median and 95th percentile of 200 calls) on the CPU."""
+Overhead: in fresh copies of this project (git + DVC, the demo data, params.yaml as committed), a script calls the
+six stage functions one after another in a new process; then `nichetune run` runs the same work as a Prefect flow
+in a new process, twice in the same copy: first with a new Prefect home (the first run on a machine: Prefect's
+temporary server creates its database), then again with that home (every later run: the server only starts).
+Both sides are timed from process start to exit, so both pay Python's start-up and the imports; the per-stage
+figures are the stage calls alone. The script and the two flow runs alternate, `--repeats` times. Two overheads,
+medians over the repeats: end to end, flow / script - 1 (noisy: training alone varies by several seconds between
+processes); and within each run, the flow's time outside its stage task runs (as Prefect recorded them) less the
+script's time outside its stage calls, over the flow's stage time plus the script's start-up. Prediction: the demo model's batch throughput on
+banking77's 3,080 test texts, and single-text latency (median and 95th percentile of 200 calls) on the CPU."""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 SHARED = REPO.parent / "shared" / "data"
+STAGES = ("ingest", "validate", "split", "finetune", "evaluate", "register")
 
 
 def fresh_project(folder: Path) -> Path:
@@ -61,15 +67,16 @@ def direct_stages(root: Path) -> dict[str, float]:
     return seconds
 
 
-def direct_in_new_process(root: Path) -> dict[str, float]:
-    """`direct_stages` in a new process, so that both sides pay the same imports (stages import lazily)."""
+def direct_in_new_process(root: Path) -> tuple[dict[str, float], float]:
+    """`direct_stages` in a new process: the seconds of each stage call, and the process's wall time."""
+    started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--direct", str(root)], cwd=REPO,
                           check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - started
 
 
 def flow_run(root: Path) -> float:
-    """`nichetune run` end to end in a new process, as a user runs it."""
+    """`nichetune run` end to end in a new process, as a user runs it (Prefect home: root/.prefect-home)."""
     env = {**os.environ, "PREFECT_HOME": str(root / ".prefect-home")}
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -77,6 +84,29 @@ def flow_run(root: Path) -> float:
     subprocess.run([str(Path(sys.executable).parent / "nichetune"), "run"], cwd=root, env=env, check=True,
                    capture_output=True)
     return time.perf_counter() - started
+
+
+def flow_stage_seconds(root: Path) -> dict[str, float]:
+    """The latest flow run's stage task runs as Prefect recorded them (root/.prefect-home): seconds from each
+    stage's start to its end, read in a new process through Prefect's client (a temporary server again)."""
+    env = {**os.environ, "PREFECT_HOME": str(root / ".prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--task-runs"], cwd=REPO, env=env, check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def read_task_runs() -> dict[str, float]:
+    """`flow_stage_seconds` inside the new process."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        latest = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[latest.id])))
+    seconds = {run.name.rsplit("-", 1)[0]: (run.end_time - run.start_time).total_seconds() for run in runs}
+    return {stage: seconds[stage] for stage in STAGES}
 
 
 def prediction_speed(model_dir: Path) -> dict:
@@ -99,10 +129,30 @@ def prediction_speed(model_dir: Path) -> dict:
             "single_ms_p95": round(latencies[int(0.95 * len(latencies)) - 1], 2)}
 
 
+def one_repeat(direct: dict, script: float, first: float, first_stages: dict, later: float,
+               later_stages: dict) -> dict:
+    """One repeat's figures. End to end: flow wall / script wall - 1 (noisy: training time varies by several
+    seconds between processes). Within each run: the time outside the stage calls, flow against script (Python
+    start-up and imports, which both pay), over the flow's own stage time plus the script's start-up."""
+    outside = script - sum(direct.values())
+
+    def within(wall: float, stages: dict) -> float:
+        return (wall - sum(stages.values()) - outside) / (sum(stages.values()) + outside)
+
+    return {"stages_s": {k: round(v, 2) for k, v in direct.items()}, "stages_total_s": round(sum(direct.values()), 2),
+            "script_s": round(script, 2), "script_outside_s": round(outside, 2),
+            "flow_first_s": round(first, 2), "flow_first_outside_s": round(first - sum(first_stages.values()), 2),
+            "flow_s": round(later, 2), "flow_outside_s": round(later - sum(later_stages.values()), 2),
+            "flow_stages_s": {k: round(v, 2) for k, v in later_stages.items()},
+            "overhead_first": round(first / script - 1, 3), "overhead": round(later / script - 1, 3),
+            "within_first": round(within(first, first_stages), 3), "within": round(within(later, later_stages), 3)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--direct", type=Path, help=argparse.SUPPRESS)  # internal: one direct run, JSON out
+    parser.add_argument("--task-runs", action="store_true", help=argparse.SUPPRESS)  # internal: JSON out
     args = parser.parse_args(argv)
     from tasks.runtime import quiet_offline_defaults
 
@@ -110,22 +160,34 @@ def main(argv: list[str] | None = None) -> None:
     if args.direct:
         print(json.dumps(direct_stages(args.direct)))
         return
+    if args.task_runs:
+        print(json.dumps(read_task_runs()))
+        return
     repeats = []
     with tempfile.TemporaryDirectory() as folder:
         for index in range(args.repeats):
-            direct = direct_in_new_process(fresh_project(Path(folder) / f"direct{index}"))
-            flow = flow_run(fresh_project(Path(folder) / f"flow{index}"))
-            repeats.append({"stages_s": {k: round(v, 2) for k, v in direct.items()},
-                            "stages_total_s": round(sum(direct.values()), 2), "flow_s": round(flow, 2),
-                            "overhead": round(flow / sum(direct.values()) - 1, 3)})
+            direct, script = direct_in_new_process(fresh_project(Path(folder) / f"direct{index}"))
+            flow_project = fresh_project(Path(folder) / f"flow{index}")
+            first = flow_run(flow_project)
+            first_stages = flow_stage_seconds(flow_project)
+            later = flow_run(flow_project)
+            later_stages = flow_stage_seconds(flow_project)
+            repeats.append(one_repeat(direct, script, first, first_stages, later, later_stages))
         model_dir = Path(folder) / f"direct{args.repeats - 1}" / "project" / "outputs" / "finetune" / "model"
         prediction = prediction_speed(model_dir)
     summary = {
         "command": f"nichetune bench speed --repeats {args.repeats}",
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
         "median_overhead": statistics.median(r["overhead"] for r in repeats),
+        "median_overhead_first": statistics.median(r["overhead_first"] for r in repeats),
+        "median_within": statistics.median(r["within"] for r in repeats),
+        "median_within_first": statistics.median(r["within_first"] for r in repeats),
+        "median_outside_s": {key: statistics.median(r[f"{key}_outside_s"] for r in repeats)
+                             for key in ("script", "flow_first", "flow")},
         "median_stages_s": {stage: statistics.median(r["stages_s"][stage] for r in repeats)
                             for stage in repeats[0]["stages_s"]},
+        "median_script_s": statistics.median(r["script_s"] for r in repeats),
+        "median_flow_first_s": statistics.median(r["flow_first_s"] for r in repeats),
         "median_flow_s": statistics.median(r["flow_s"] for r in repeats),
         "prediction": prediction, "repeats": repeats,
     }
