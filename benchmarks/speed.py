@@ -10,8 +10,9 @@ Both sides are timed from process start to exit, so both pay Python's start-up a
 figures are the stage calls alone. The script and the two flow runs alternate, `--repeats` times. Two overheads,
 medians over the repeats: end to end, flow / script - 1 (noisy: training alone varies by several seconds between
 processes); and within each run, the flow's time outside its stage task runs (as Prefect recorded them) less the
-script's time outside its stage calls, over the flow's stage time plus the script's start-up. Prediction: the demo model's batch throughput on
-banking77's 3,080 test texts, and single-text latency (median and 95th percentile of 200 calls) on the CPU."""
+script's time outside its stage calls, over the flow's stage time plus the script's start-up. Prediction: the
+demo model's batch throughput on banking77's 3,080 test texts, and single-text latency (median and 95th
+percentile of 200 calls) on the CPU."""
 
 from __future__ import annotations
 
@@ -75,11 +76,17 @@ def direct_in_new_process(root: Path) -> tuple[dict[str, float], float]:
     return json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - started
 
 
-def flow_run(root: Path) -> float:
-    """`nichetune run` end to end in a new process, as a user runs it (Prefect home: root/.prefect-home)."""
+def project_env(root: Path) -> dict[str, str]:
+    """The environment of a user without servers: Prefect's home in the project, no API or tracking URL."""
     env = {**os.environ, "PREFECT_HOME": str(root / ".prefect-home")}
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def flow_run(root: Path) -> float:
+    """`nichetune run` end to end in a new process, as a user runs it."""
+    env = project_env(root)
     started = time.perf_counter()
     subprocess.run([str(Path(sys.executable).parent / "nichetune"), "run"], cwd=root, env=env, check=True,
                    capture_output=True)
@@ -89,10 +96,8 @@ def flow_run(root: Path) -> float:
 def flow_stage_seconds(root: Path) -> dict[str, float]:
     """The latest flow run's stage task runs as Prefect recorded them (root/.prefect-home): seconds from each
     stage's start to its end, read in a new process through Prefect's client (a temporary server again)."""
-    env = {**os.environ, "PREFECT_HOME": str(root / ".prefect-home")}
-    env.pop("PREFECT_API_URL", None)
-    done = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--task-runs"], cwd=REPO, env=env, check=True,
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--task-runs"], cwd=REPO, env=project_env(root),
+                          check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

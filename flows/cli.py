@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "register.model_name")
     predict.add_argument("--output", type=Path, help="the CSV to write; default: <stem>.predictions.csv beside it")
     bench = commands.add_parser("bench", help="run a benchmark and regenerate BENCHMARKS.md (see BENCHMARKS.md)")
-    bench.add_argument("which", choices=list(BENCHMARKS), help="quality, speed, growth, gpu, or report (only regenerate)")
+    bench.add_argument("which", choices=list(BENCHMARKS),
+                       help="quality, speed, growth, gpu, or report (only regenerate)")
     bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options (--help lists them)")
     return parser
 
