@@ -386,11 +386,14 @@ def run_one(dataset: str, method: str, fn: Method, split: Split, seed: int) -> d
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean and sample standard deviation (None for one seed) per dataset x method, in run order; for train
-    seconds also the median, the figure to quote from a shared machine."""
+    """Mean and sample standard deviation (None for one seed) per dataset x method, datasets and methods in the
+    order of DATASETS and METHODS; for train seconds also the median, the figure to quote from a shared machine."""
     frame = pd.DataFrame(rows)
+    order = {name: rank for rank, name in enumerate([*DATASETS, *METHODS])}
+    groups = sorted(frame.groupby(["dataset", "method"], sort=False),
+                    key=lambda item: (order.get(item[0][0], len(order)), order.get(item[0][1], len(order))))
     summary = []
-    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+    for (dataset, method), group in groups:
         entry = {"dataset": dataset, "method": method, "seeds": len(group)}
         for key in METRICS:
             entry[f"{key}_mean"] = float(group[key].mean())

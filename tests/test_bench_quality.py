@@ -129,3 +129,13 @@ def test_the_goal_line_compares_the_default_with_every_measured_baseline():
     assert lines["banking77_k8"]["not_measured"] == ["tfidf_lr", "setfit", "plain_full_ft"]
     amazon = lines["amazon_counterfactual_en_k64"]
     assert amazon["metric"] == "mcc" and not amazon["holds"] and amazon["beaten_by"] == ["setfit"]
+
+
+def test_the_summary_is_in_dataset_then_method_order_whatever_the_run_order():
+    rows = [{"dataset": dataset, "method": method, "seed": 0, "accuracy": 0.5, "macro_f1": 0.5, "mcc": 0.0,
+             "train_s": 1.0}
+            for dataset, method in [("cfpb_payday_2023", "tfidf_lr"), ("banking77_k8", "nichetune_full"),
+                                    ("banking77_k8", "tfidf_lr"), ("cfpb_payday_2023", "nichetune_head")]]
+    assert [(entry["dataset"], entry["method"]) for entry in quality.aggregate(rows)] == [
+        ("banking77_k8", "tfidf_lr"), ("banking77_k8", "nichetune_full"),
+        ("cfpb_payday_2023", "tfidf_lr"), ("cfpb_payday_2023", "nichetune_head")]
