@@ -389,9 +389,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
     """Mean and sample standard deviation (None for one seed) per dataset x method, datasets and methods in the
     order of DATASETS and METHODS; for train seconds also the median, the figure to quote from a shared machine."""
     frame = pd.DataFrame(rows)
-    order = {name: rank for rank, name in enumerate([*DATASETS, *METHODS])}
+    rank = {name: position for position, name in enumerate([*DATASETS, *METHODS])}  # unknown names last
     groups = sorted(frame.groupby(["dataset", "method"], sort=False),
-                    key=lambda item: (order.get(item[0][0], len(order)), order.get(item[0][1], len(order))))
+                    key=lambda group: [rank.get(name, len(rank)) for name in group[0]])
     summary = []
     for (dataset, method), group in groups:
         entry = {"dataset": dataset, "method": method, "seeds": len(group)}
