@@ -214,10 +214,13 @@ def pair_loss(vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     and different-label pairs count half each (with many labels, a batch has few same-label pairs)."""
     unit = torch.nn.functional.normalize(vectors.float(), dim=1)
     first, second = torch.triu_indices(len(targets), len(targets), offset=1, device=vectors.device)
-    same = targets[first] == targets[second]
-    gap = ((unit[first] * unit[second]).sum(dim=1) - same.float()) ** 2
-    parts = [gap[kind].mean() for kind in (same, ~same) if kind.any()]
-    return torch.stack(parts).mean() if parts else unit.sum() * 0.0
+    same = (targets[first] == targets[second]).float()
+    gap = ((unit[first] * unit[second]).sum(dim=1) - same) ** 2
+    kinds = torch.stack([same, 1.0 - same])  # no `if kind.any()`: a Python branch on a GPU value waits for it
+    counts = kinds.sum(dim=1)
+    means = (kinds * gap).sum(dim=1) / counts.clamp(min=1)
+    present = (counts > 0).float()
+    return (means * present).sum() / present.sum().clamp(min=1)  # 0 for a batch of one (no pair)
 
 
 @torch.inference_mode()
@@ -325,7 +328,7 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
     for epoch in range(state["epoch"], cfg.epochs):
         if cfg.strategy == "gradual_unfreeze":
             unfreeze_for_epoch(model, epoch)
-        total_loss, step_in_accumulation = 0.0, 0
+        total_loss, step_in_accumulation = torch.zeros((), device=device.device), 0
         order = epoch_order(rows, cfg, seed, epoch)
         for index in order.split(cfg.batch_size):
             vectors = vectors_for(model, rows, index, tokenizer, cfg, device)
@@ -341,11 +344,11 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
             if step_in_accumulation == cfg.gradient_accumulation:
                 _step(optimizer, schedule)
                 step_in_accumulation = 0
-            total_loss += loss.item() * len(index)
+            total_loss += loss.detach() * len(index)  # no .item() per batch: on a GPU each one waits
             seen += len(index)
         if step_in_accumulation:
             _step(optimizer, schedule)
-        state["losses"].append(total_loss / len(order))
+        state["losses"].append(float(total_loss) / len(order))
         state["epoch"] = epoch + 1
         if held is not None and _early_stop(model, held, tokenizer, cfg, device, state, groups):
             state["stopped"] = True
