@@ -1,6 +1,6 @@
 """Benchmark: training samples per second of the default strategy against a plain PyTorch loop, on a GPU.
 
-    nichetune bench gpu [--rows 2048] [--epochs 2] [--repeats 3] [--device cuda] [--out FILE]
+    nichetune bench gpu [--rows 2048] [--epochs 2] [--repeats 3] [--device cuda] [--out FILE] [--note TEXT]
 
 Rows: the first `--rows` of banking77's training texts (../shared/data), 77 intents. Both loops train the same
 model (`tasks.finetune.build_model` with params.yaml's finetune section: the default strategy), on the same rows
@@ -101,8 +101,11 @@ def measure(rows: int, epochs: int, repeats: int, device: str, backbone: str | N
     runs = [{NICHETUNE: nichetune_loop(train, cfg, seed), PLAIN: plain_loop(train, cfg, seed)}
             for seed in range(repeats)]
     medians = {name: statistics.median(run[name] for run in runs) for name in (NICHETUNE, PLAIN)}
+    import transformers
+
     name = torch.cuda.get_device_name(0) if resolved.device.type == "cuda" else "CPU"
-    return {"device": f"{name}, {resolved.name}", "strategy": cfg.strategy, "rows": len(train), "epochs": epochs,
+    return {"device": f"{name}, {resolved.name}", "torch": torch.__version__,
+            "transformers": transformers.__version__, "strategy": cfg.strategy, "rows": len(train), "epochs": epochs,
             "batch_size": cfg.batch_size, "max_length": cfg.max_length, "repeats": runs,
             "samples_per_second": medians, "ratio": medians[NICHETUNE] / medians[PLAIN]}
 
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--backbone", default=None, help=argparse.SUPPRESS)  # tests: a tiny local model
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/gpu.json)")
+    parser.add_argument("--note", default=None, help="how this run differs from a plain install, for the report")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.device == "cpu" and args.out is None:
@@ -129,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_offline_defaults()
     result = {"command": " ".join(["nichetune bench gpu", *argv]), "date": time.strftime("%Y-%m-%d"),
               **measure(args.rows, args.epochs, args.repeats, args.device, args.backbone)}
+    if args.note:
+        result["note"] = args.note
     out = args.out or RESULTS / "gpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

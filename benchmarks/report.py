@@ -142,19 +142,47 @@ def gpu_section(gpu: dict | None) -> list[str]:
     if not gpu:
         return lines + ["Not measured: no GPU machine was lent to the sessions that built this. On one, "
                         "`nichetune bench gpu` measures it (protocol in `benchmarks/gpu.py`).", ""]
-    return lines + [f"`{gpu['command']}` ({gpu['date']}, {gpu['device']}); protocol in `benchmarks/gpu.py`, raw "
+    versions = f", torch {gpu['torch']}, transformers {gpu['transformers']}" if "torch" in gpu else ""
+    command = gpu["command"].replace(f" --note {gpu['note']}", "") if gpu.get("note") else gpu["command"]
+    return lines + [f"`{command}` ({gpu['date']}, {gpu['device']}{versions}); protocol in `benchmarks/gpu.py`, raw "
                     f"figures in `benchmarks/results/gpu.json`. Strategy `{gpu['strategy']}`, {gpu['rows']:,} "
                     f"banking77 rows, {gpu['epochs']} epochs, batch {gpu['batch_size']}; medians of "
-                    f"{len(gpu['repeats'])} alternating runs.", "",
+                    f"{len(gpu['repeats'])} alternating runs.{' ' + gpu['note'] if gpu.get('note') else ''}", "",
                     "| loop | samples/s |", "|---|---|",
                     *[f"| {name} | {value:.0f} |" for name, value in gpu["samples_per_second"].items()],
                     f"| ratio (nichetune / plain) | {gpu['ratio']:.2f} |", ""]
 
 
+def gpu_quality_section(gpu: dict | None, cpu: dict | None) -> list[str]:
+    """The pipeline's strategies trained on a GPU (bf16) next to the same seeds on the CPU: same models?"""
+    if not gpu or not cpu:
+        return []
+    lines = ["## GPU: the pipeline's strategies, trained on the GPU and on the CPU", "",
+             "Same harness, datasets, seeds and training rows (equal `train_sha`) as the quality table; only the "
+             "machine differs. Raw rows: `benchmarks/results/quality_gpu.json`. Runs:", ""]
+    lines += [f"- `{run['command']}` ({run['date']}, {run['machine']['gpu']}, torch {run['machine']['torch']}, "
+              f"transformers {run['machine']['transformers']})" for run in gpu["runs"]]
+    lines += ["", "| dataset | method | seed | GPU accuracy % | CPU accuracy %, same seed | CPU mean ± std (seeds) | "
+              "GPU train s | CPU train s, same seed |", "|---|---|---|---|---|---|---|---|"]
+    on_cpu = {(row["dataset"], row["method"], row["seed"]): row for row in cpu["rows"]}
+    summary = {(entry["dataset"], entry["method"]): entry for entry in cpu["aggregate"]}
+    for row in gpu["rows"]:
+        same = on_cpu.get((row["dataset"], row["method"], row["seed"]))
+        spread = summary.get((row["dataset"], row["method"]))
+        if not row["method"].startswith("nichetune_") or same is None or same["train_sha"] != row["train_sha"]:
+            continue
+        std = f" ± {spread['accuracy_std'] * 100:.1f}" if spread["accuracy_std"] is not None else ""
+        lines.append(f"| {row['dataset']} | {row['method']} | {row['seed']} | {row['accuracy'] * 100:.1f} | "
+                     f"{same['accuracy'] * 100:.1f} | {spread['accuracy_mean'] * 100:.1f}{std} ({spread['seeds']}) | "
+                     f"{row['train_s']:.1f} | {same['train_s']:.0f} |")
+    return lines + [""]
+
+
 def render() -> str:
     quality_results, speed = load("quality.json"), load("speed.json")
     parts = [HEADER, *goals_section(quality_results, speed), *quality_section(quality_results),
-             *speed_section(speed), *growth_section(load("growth.json")), *gpu_section(load("gpu.json"))]
+             *speed_section(speed), *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
+             *gpu_quality_section(load("quality_gpu.json"), quality_results)]
     return "\n".join(parts).rstrip() + "\n"
 
 

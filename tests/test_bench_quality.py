@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pytest
 
-from benchmarks import quality
+from benchmarks import quality, report
 
 pytestmark = pytest.mark.slow
 
@@ -139,3 +139,19 @@ def test_the_summary_is_in_dataset_then_method_order_whatever_the_run_order():
     assert [(entry["dataset"], entry["method"]) for entry in quality.aggregate(rows)] == [
         ("banking77_k8", "tfidf_lr"), ("banking77_k8", "nichetune_full"),
         ("cfpb_payday_2023", "tfidf_lr"), ("cfpb_payday_2023", "nichetune_head")]
+
+
+def test_the_gpu_section_sets_each_strategy_beside_the_same_seed_on_the_cpu(tmp_path):
+    def constant(label, seconds):
+        return lambda train, test, seed: quality.MethodRun([label] * len(test), seconds)
+
+    methods = {"nichetune_full": constant("Refund_not_showing_up", 2.0), "tfidf_lr": constant("x", 1.0)}
+    cpu = quality.run_benchmark(quality.QUICK_DATASETS, methods, 1, tmp_path / "cpu.json")
+    gpu = quality.run_benchmark(quality.QUICK_DATASETS, {**methods, "nichetune_full": constant("x", 0.5)}, 1,
+                                tmp_path / "gpu.json")
+    section = report.gpu_quality_section(gpu, cpu)
+    rows = [line for line in section if line.startswith("| banking77")]
+    cpu_accuracy = cpu["rows"][0]["accuracy"] * 100
+    assert rows == [f"| banking77_k8_10intents | nichetune_full | 0 | 0.0 | {cpu_accuracy:.1f} | "
+                    f"{cpu_accuracy:.1f} (1) | 0.5 | 2 |"]  # baselines are not the pipeline's: left out
+    assert report.gpu_quality_section(None, cpu) == []
