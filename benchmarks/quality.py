@@ -2,7 +2,7 @@
 instead, on real data.
 
     nichetune bench quality [--quick] [--datasets NAME ...] [--methods NAME ...] [--seeds N] [--from-seed K]
-                            [--finetune KEY=VALUE ...] [--out FILE]
+                            [--finetune KEY=VALUE ...] [--out FILE] [--note TEXT]
 
 Datasets (from ../shared/data; see each folder's PROVENANCE.md):
 - banking77_k8, banking77_k64: k examples per intent (77 intents) sampled from train with the run's seed;
@@ -532,6 +532,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--finetune", nargs="+", default=[], metavar="KEY=VALUE",
                         help="FinetuneParams overrides for every nichetune_<strategy> method")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/...)")
+    parser.add_argument("--note", default=None, help="how this run differs from a plain install, for the report")
     return parser.parse_args(argv)
 
 
@@ -551,7 +552,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not 0 <= args.from_seed < seeds:
         raise SystemExit(f"--from-seed {args.from_seed}: expected 0 to {seeds - 1} (it runs seeds K..N-1 of --seeds N)")
     results = run_benchmark(datasets, methods, seeds, out, command, from_seed=args.from_seed,
-                            settings={"finetune_overrides": overrides, "quick": args.quick})
+                            settings={"finetune_overrides": overrides, "quick": args.quick,
+                                      **({"note": args.note} if args.note else {})})
     print(markdown_table(results))
     return results
 

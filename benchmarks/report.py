@@ -160,8 +160,11 @@ def gpu_quality_section(gpu: dict | None, cpu: dict | None) -> list[str]:
     lines = ["## GPU: the pipeline's strategies, trained on the GPU and on the CPU", "",
              "Same harness, datasets, seeds and training rows (equal `train_sha`) as the quality table; only the "
              "machine differs. Raw rows: `benchmarks/results/quality_gpu.json`. Runs:", ""]
-    lines += [f"- `{run['command']}` ({run['date']}, {run['machine']['gpu']}, torch {run['machine']['torch']}, "
-              f"transformers {run['machine']['transformers']})" for run in gpu["runs"]]
+    for run in gpu["runs"]:
+        note = run.get("settings", {}).get("note")
+        command = run["command"].replace(f" --note {note}", "") if note else run["command"]
+        lines.append(f"- `{command}` ({run['date']}, {run['machine']['gpu']}, torch {run['machine']['torch']}, "
+                     f"transformers {run['machine']['transformers']}){' ' + note if note else ''}")
     lines += ["", "| dataset | method | seed | GPU accuracy % | CPU accuracy %, same seed | CPU mean ± std (seeds) | "
               "GPU train s | CPU train s, same seed |", "|---|---|---|---|---|---|---|---|"]
     on_cpu = {(row["dataset"], row["method"], row["seed"]): row for row in cpu["rows"]}

@@ -148,8 +148,11 @@ def test_the_gpu_section_sets_each_strategy_beside_the_same_seed_on_the_cpu(tmp_
     methods = {"nichetune_full": constant("Refund_not_showing_up", 2.0), "tfidf_lr": constant("x", 1.0)}
     cpu = quality.run_benchmark(quality.QUICK_DATASETS, methods, 1, tmp_path / "cpu.json")
     gpu = quality.run_benchmark(quality.QUICK_DATASETS, {**methods, "nichetune_full": constant("x", 0.5)}, 1,
-                                tmp_path / "gpu.json")
+                                tmp_path / "gpu.json", command="nichetune bench quality --note Weights in fp16.",
+                                settings={"note": "Weights in fp16."})
     section = report.gpu_quality_section(gpu, cpu)
+    assert any(line.startswith("- `nichetune bench quality` (") and line.endswith(") Weights in fp16.")
+               for line in section)
     rows = [line for line in section if line.startswith("| banking77")]
     cpu_accuracy = cpu["rows"][0]["accuracy"] * 100
     assert rows == [f"| banking77_k8_10intents | nichetune_full | 0 | 0.0 | {cpu_accuracy:.1f} | "
