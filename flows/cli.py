@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -185,12 +186,39 @@ def predict_command(args: argparse.Namespace) -> None:
     print(f"{written.rows} predictions by {written.model_uri} (version {written.version}) written to {written.output}")
 
 
+def start_temporary_prefect_server() -> threading.Thread | None:
+    """Start the temporary Prefect server that the flow's first API call would start, from a thread, so that
+    its start-up (a process of its own) overlaps the imports of torch and the stages; join it before the flow.
+    None where a server is configured (PREFECT_API_URL). A failure is left for the flow's own start to report
+    with Prefect's message. The imports happen here, in the main thread: two threads importing Prefect at once
+    can meet its modules half-initialised."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        return None
+    from prefect.server.api.server import SubprocessASGIServer  # what the flow's first API call imports anyway
+
+    def start() -> None:
+        try:
+            SubprocessASGIServer().start()
+        except Exception:  # noqa: BLE001 - the flow starts the server again and raises Prefect's error
+            pass
+
+    thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_command(args: argparse.Namespace) -> None:
     params, paths = _project(args)
     params_file = Path(args.params)
+    server = start_temporary_prefect_server()
     from flows.pipeline import hide_tracebacks_of_user_errors, train_pipeline  # loaded once params are good
 
     hide_tracebacks_of_user_errors()
+    if server is not None:
+        server.join()
     result = train_pipeline(root=str(paths.root), params_file=str(params_file), overrides=args.overrides)
     print(where_things_are(result, params, paths))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -112,3 +113,31 @@ def test_up_refuses_two_params_files_for_the_same_dataset(folder):
     shutil.copy(folder / "params.yaml", folder / "again.yaml")
     line = one_error_line(nichetune(folder, "up", "--params", "params.yaml", "--params", "again.yaml")[0])
     assert "use the same dataset demo; give each params file its own ingest.dataset and base.workdir" in line
+
+
+def test_run_starts_prefects_temporary_server_in_the_background_and_it_answers(tmp_path):
+    script = (
+        "import httpx\n"
+        "from flows.cli import start_temporary_prefect_server\n"
+        "from prefect.server.api.server import SubprocessASGIServer\n"
+        "thread = start_temporary_prefect_server()\n"
+        "thread.join(timeout=90)\n"
+        "server = SubprocessASGIServer()\n"
+        "print(httpx.get(server.api_url + '/health').status_code)\n"
+        "server.stop()\n"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), DO_NOT_TRACK="true")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "200"
+
+
+def test_no_temporary_server_is_started_where_a_prefect_server_is_configured():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.cli import start_temporary_prefect_server
+
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert start_temporary_prefect_server() is None
