@@ -84,6 +84,7 @@ def plain_loop(train: pd.DataFrame, cfg, seed: int) -> float:
 def measure(rows: int, epochs: int, repeats: int, device: str, backbone: str | None = None) -> dict:
     """Warm-up, then the two loops alternating; medians and the ratio."""
     import torch
+    import transformers
 
     from tasks.config import FinetuneParams
     from tasks.model import resolve_device
@@ -101,8 +102,6 @@ def measure(rows: int, epochs: int, repeats: int, device: str, backbone: str | N
     runs = [{NICHETUNE: nichetune_loop(train, cfg, seed), PLAIN: plain_loop(train, cfg, seed)}
             for seed in range(repeats)]
     medians = {name: statistics.median(run[name] for run in runs) for name in (NICHETUNE, PLAIN)}
-    import transformers
-
     name = torch.cuda.get_device_name(0) if resolved.device.type == "cuda" else "CPU"
     return {"device": f"{name}, {resolved.name}", "torch": torch.__version__,
             "transformers": transformers.__version__, "strategy": cfg.strategy, "rows": len(train), "epochs": epochs,

@@ -137,14 +137,18 @@ def growth_section(growth: dict | None) -> list[str]:
     return lines + [""]
 
 
+def without_note(command: str, note: str | None) -> str:
+    """A recorded command less its `--note TEXT`, which the report shows after it instead."""
+    return command.replace(f" --note {note}", "") if note else command
+
+
 def gpu_section(gpu: dict | None) -> list[str]:
     lines = ["## GPU: training samples per second", ""]
     if not gpu:
         return lines + ["Not measured: no GPU machine was lent to the sessions that built this. On one, "
                         "`nichetune bench gpu` measures it (protocol in `benchmarks/gpu.py`).", ""]
     versions = f", torch {gpu['torch']}, transformers {gpu['transformers']}" if "torch" in gpu else ""
-    command = gpu["command"].replace(f" --note {gpu['note']}", "") if gpu.get("note") else gpu["command"]
-    return lines + [f"`{command}` ({gpu['date']}, {gpu['device']}{versions}); protocol in `benchmarks/gpu.py`, raw "
+    return lines + [f"`{without_note(gpu['command'], gpu.get('note'))}` ({gpu['date']}, {gpu['device']}{versions}); protocol in `benchmarks/gpu.py`, raw "
                     f"figures in `benchmarks/results/gpu.json`. Strategy `{gpu['strategy']}`, {gpu['rows']:,} "
                     f"banking77 rows, {gpu['epochs']} epochs, batch {gpu['batch_size']}; medians of "
                     f"{len(gpu['repeats'])} alternating runs.{' ' + gpu['note'] if gpu.get('note') else ''}", "",
@@ -162,8 +166,7 @@ def gpu_quality_section(gpu: dict | None, cpu: dict | None) -> list[str]:
              "machine differs. Raw rows: `benchmarks/results/quality_gpu.json`. Runs:", ""]
     for run in gpu["runs"]:
         note = run.get("settings", {}).get("note")
-        command = run["command"].replace(f" --note {note}", "") if note else run["command"]
-        lines.append(f"- `{command}` ({run['date']}, {run['machine']['gpu']}, torch {run['machine']['torch']}, "
+        lines.append(f"- `{without_note(run['command'], note)}` ({run['date']}, {run['machine']['gpu']}, torch {run['machine']['torch']}, "
                      f"transformers {run['machine']['transformers']}){' ' + note if note else ''}")
     lines += ["", "| dataset | method | seed | GPU accuracy % | CPU accuracy %, same seed | CPU mean ± std (seeds) | "
               "GPU train s | CPU train s, same seed |", "|---|---|---|---|---|---|---|---|"]
