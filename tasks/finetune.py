@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
 import time
@@ -30,12 +31,14 @@ from tasks.augment import augment
 from tasks.config import FinetuneParams
 from tasks.errors import ParamsError
 from tasks.model import (ADAPTER_DIR, ENCODER_DIR, Device, SentenceClassifier, backbone_path, load_encoder,
-                         resolve_device, save_classifier)
+                         resolve_device, save_classifier, token_limit)
 
 MODEL_DIR = "model"
 LOG_FILE = "training.json"
 CACHE_DIR = "cache"  # under base.workdir: kept across runs, outside every stage's outputs
 CHECKPOINT_DIR = "checkpoints"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,11 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
     labels = sorted(train["label"].unique())
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = build_model(cfg, labels).to(device.device)
+    limit = token_limit(tokenizer, model.bert.config)
+    if limit is not None and cfg.max_length > limit:  # longer inputs would index past the position embeddings
+        log.info("finetune.max_length %d is more than backbone %s takes: using %d", cfg.max_length, cfg.backbone,
+                 limit)
+        cfg = cfg.model_copy(update={"max_length": limit})
     model.train()
 
     texts, names = train["text"].astype(str).tolist(), train["label"].tolist()

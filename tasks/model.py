@@ -72,6 +72,15 @@ def load_encoder(path: str):
     return AutoModel.from_pretrained(path, dtype=torch.float32)
 
 
+def token_limit(tokenizer, config) -> int | None:
+    """The most tokens the backbone takes: its tokenizer's model_max_length (when set; unset is a huge
+    sentinel) and its position embeddings, whichever is smaller; None if neither says."""
+    limits = [value for value in (getattr(tokenizer, "model_max_length", None),
+                                  getattr(config, "max_position_embeddings", None))
+              if isinstance(value, int) and value < 1_000_000]
+    return min(limits) if limits else None
+
+
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The mean of the token vectors that the attention mask keeps (how all-MiniLM-L6-v2 was trained)."""
     weights = mask.unsqueeze(-1).to(hidden.dtype)

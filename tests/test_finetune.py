@@ -51,6 +51,18 @@ def trained(train, tiny_backbone, tmp_path_factory):
             for strategy in STRATEGIES}
 
 
+def test_max_length_beyond_the_backbone_is_capped_at_what_it_takes(train, tiny_backbone, tmp_path):
+    from transformers import AutoTokenizer
+
+    long_text = " ".join(train["text"])  # thousands of tokens; the tiny backbone has 128 positions
+    assert len(AutoTokenizer.from_pretrained(str(tiny_backbone))(long_text)["input_ids"]) > 1000
+    result = finetune(train, params(tiny_backbone, strategy="full", epochs=1, max_length=4096), seed=11,
+                      out_dir=tmp_path)
+    classifier = Classifier(result.model_dir)
+    assert classifier.max_length == 128
+    assert classifier.predict([long_text])[0] in result.labels
+
+
 def encoder_weights(result, tiny_backbone) -> tuple[dict, dict]:
     """The base backbone's weights and the trained model's (the base itself when the model has no encoder)."""
     before = load_encoder(str(tiny_backbone)).state_dict()
