@@ -26,7 +26,9 @@ Methods (METHODS; each is fn(train, test, seed) -> MethodRun(predictions, train_
   10 epochs); no nichetune code.
 - nichetune_<strategy>, one per strategy: the pipeline's own code (tasks.finetune.finetune, then
   tasks.model.Classifier). The default strategy runs with params.yaml's finetune section exactly; the others
-  with params.yaml plus STRATEGY_SETTINGS[strategy]; --finetune overrides apply to all of them.
+  with params.yaml plus STRATEGY_SETTINGS[strategy]; --finetune overrides apply to all of them, and need --out:
+  the quality table is params.yaml's (settings tried go to e.g. benchmarks/results/settings_gpu.json, where
+  rows of different overrides stand side by side).
 
 Every method of a seed gets the same sampled training rows (`train_sha` in each result row shows it).
 Train seconds: wall time to fit on the training rows from an already loaded backbone; it excludes loading
@@ -35,8 +37,9 @@ computing the frozen layers' outputs).
 
 --quick checks the harness in about half a minute on 2 cores: banking77_k8_10intents, 1 seed, every method
 with one epoch (SetFit: one pair iteration). Raw results are merged into benchmarks/results/quality.json
-(quality_quick.json with --quick) unless --out names another file: a row of the same dataset, method and seed
-is replaced, so the table can be filled one command at a time; a markdown table is printed."""
+(quality_quick.json with --quick) unless --out names another file: a row of the same dataset, method, seed and
+--finetune overrides is replaced, so the table can be filled one command at a time; a markdown table is printed
+(methods run with overrides are shown with them)."""
 
 from __future__ import annotations
 
@@ -435,8 +438,7 @@ def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, o
             split = load_split(dataset, seed)  # one sample per seed, shared by every method
             for name, fn in methods.items():
                 row = {**run_one(dataset, name, fn, split, seed), "run": len(results["runs"]) - 1}
-                results["rows"] = [r for r in results["rows"] if (r["dataset"], r["method"], r["seed"])
-                                   != (dataset, name, seed)] + [row]
+                results["rows"] = [r for r in results["rows"] if row_key(results, r) != row_key(results, row)] + [row]
                 results["aggregate"] = aggregate(results["rows"])
                 print(f"{dataset} {name} seed {seed}: accuracy {row['accuracy']:.3f}, macro-F1 "
                       f"{row['macro_f1']:.3f}, MCC {row['mcc']:.3f}, train {row['train_s']:.1f} s",
@@ -444,6 +446,12 @@ def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, o
                 if out is not None:
                     write_results(results, out)
     return results
+
+
+def row_key(results: dict, row: dict) -> tuple:
+    """What a new row replaces: the same dataset, method and seed run with the same fine-tune overrides."""
+    overrides = (results["runs"][row["run"]].get("settings") or {}).get("finetune_overrides") or {}
+    return row["dataset"], row["method"], row["seed"], json.dumps(overrides, sort_keys=True)
 
 
 def read_results(path: Path) -> dict:
@@ -488,6 +496,17 @@ def goal_lines(results: dict, default: str, baselines: list[str] = BASELINES) ->
     return lines
 
 
+def labelled_rows(results: dict) -> list[dict]:
+    """The rows, each method named with its run's fine-tune overrides when it had any ("nichetune_full
+    (max_length=512)"), so that different settings are summarised apart."""
+    def label(row: dict) -> dict:
+        overrides = (results["runs"][row["run"]].get("settings") or {}).get("finetune_overrides") if "run" in row else None
+        shown = " ".join(f"{key}={value}" for key, value in (overrides or {}).items())
+        return {**row, "method": f"{row['method']} ({shown})"} if shown else row
+
+    return [label(row) for row in results["rows"]] if "runs" in results else results["rows"]
+
+
 def markdown_table(results: dict) -> str:
     """One row per dataset x method: mean ± std over seeds of accuracy, macro-F1 and MCC (x100); the median
     train seconds over seeds (single seeds can be slowed by other work on a shared machine)."""
@@ -497,7 +516,7 @@ def markdown_table(results: dict) -> str:
 
     lines = ["| dataset | method | seeds | accuracy % | macro-F1 % | MCC x100 | train s (median) |",
              "|---|---|---|---|---|---|---|"]
-    for entry in aggregate(results["rows"]):
+    for entry in aggregate(labelled_rows(results)):
         lines.append(f"| {entry['dataset']} | {entry['method']} | {entry['seeds']} | "
                      f"{cell(entry, 'accuracy', 100, 1)} | {cell(entry, 'macro_f1', 100, 1)} | "
                      f"{cell(entry, 'mcc', 100, 1)} | {entry['train_s_median']:.1f} |")
@@ -546,13 +565,17 @@ def main(argv: list[str] | None = None) -> dict:
     datasets = args.datasets or (QUICK_DATASETS if args.quick else FULL_DATASETS)
     seeds = args.seeds or (QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
     overrides = parse_overrides(args.finetune)
+    if overrides and args.out is None and not args.quick:
+        raise SystemExit("--finetune changes what params.yaml trains: write those rows elsewhere with --out FILE "
+                         "(e.g. benchmarks/results/settings_gpu.json); the quality table is params.yaml's")
     out = args.out or RESULTS / ("quality_quick.json" if args.quick else "quality.json")
     command = " ".join(["nichetune bench quality", *argv])
     methods = select_methods(args.methods, overrides, quick=args.quick)
     if not 0 <= args.from_seed < seeds:
         raise SystemExit(f"--from-seed {args.from_seed}: expected 0 to {seeds - 1} (it runs seeds K..N-1 of --seeds N)")
     results = run_benchmark(datasets, methods, seeds, out, command, from_seed=args.from_seed,
-                            settings={"finetune_overrides": overrides, "quick": args.quick,
+                            settings={"finetune_overrides": overrides, "params_finetune": project_finetune(),
+                                      "quick": args.quick,
                                       **({"note": args.note} if args.note else {})})
     print(markdown_table(results))
     return results

@@ -5,6 +5,7 @@ that produced it, the machine and the date, and each goal line is computed from 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from benchmarks import quality
@@ -13,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 OUT = REPO / "BENCHMARKS.md"
 OVERHEAD_GOAL = 0.15
+SETTINGS_FILE = "benchmarks/results/settings_gpu.json"
 
 HEADER = """# Benchmarks
 
@@ -184,11 +186,36 @@ def gpu_quality_section(gpu: dict | None, cpu: dict | None) -> list[str]:
     return lines + [""]
 
 
+def settings_section(settings: dict | None, cpu: dict | None) -> list[str]:
+    """Fine-tune settings tried on a lent GPU (`--finetune KEY=VALUE` overrides), each group of seeds beside
+    the CPU table's TF-IDF baseline on the same dataset: what changing a default would buy."""
+    if not settings:
+        return []
+    lines = ["## Settings tried on a lent GPU (quality only)", "",
+             "`nichetune bench quality --finetune KEY=VALUE ...` on a lent GPU: each method with the overrides shown on "
+             "top of params.yaml as it was at the run (finetune.max_length was 128 until these runs; no banking77 or "
+             "amazon text is that long). Several benchmark processes shared the GPU, so train seconds compare only "
+             "within a run. The test sets are the quality table's: a setting chosen here is checked on every dataset "
+             f"before it becomes a default. Raw rows: `{SETTINGS_FILE}` (each device run wrote its own file; they were merged). "
+             "Runs:", ""]
+    for run in settings["runs"]:
+        note = run.get("settings", {}).get("note")
+        command = re.sub(r" --out \S+", f" --out {SETTINGS_FILE}", without_note(run["command"], note))
+        lines.append(f"- `{command}` ({run['date']}, {run['machine']['gpu']}){' ' + note if note else ''}")
+
+    datasets = {row["dataset"] for row in settings["rows"]}
+    reference = [{**row, "method": f"{row['method']} (CPU, quality table)"} for row in (cpu or {}).get("rows", [])
+                 if row["method"] == "tfidf_lr" and row["dataset"] in datasets]
+    return lines + ["", quality.markdown_table({"rows": reference + sorted(quality.labelled_rows(settings),
+                                                                           key=lambda row: row["method"])}), ""]
+
+
 def render() -> str:
     quality_results, speed = load("quality.json"), load("speed.json")
     parts = [HEADER, *goals_section(quality_results, speed), *quality_section(quality_results),
              *speed_section(speed), *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
-             *gpu_quality_section(load("quality_gpu.json"), quality_results)]
+             *gpu_quality_section(load("quality_gpu.json"), quality_results),
+             *settings_section(load(Path(SETTINGS_FILE).name), quality_results)]
     return "\n".join(parts).rstrip() + "\n"
 
 

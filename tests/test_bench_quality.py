@@ -158,3 +158,27 @@ def test_the_gpu_section_sets_each_strategy_beside_the_same_seed_on_the_cpu(tmp_
     assert rows == [f"| banking77_k8_10intents | nichetune_full | 0 | 0.0 | {cpu_accuracy:.1f} | "
                     f"{cpu_accuracy:.1f} (1) | 0.5 | 2 |"]  # baselines are not the pipeline's: left out
     assert report.gpu_quality_section(None, cpu) == []
+
+
+def test_the_settings_section_groups_seeds_by_their_overrides_beside_the_cpu_baseline(tmp_path):
+    def constant(label):
+        return lambda train, test, seed: quality.MethodRun([label] * len(test), 1.0)
+
+    out = tmp_path / "settings.json"
+    cpu = quality.run_benchmark(quality.QUICK_DATASETS, {"tfidf_lr": constant("x")}, 1, tmp_path / "cpu.json")
+    for length, label in ((128, "x"), (512, "Refund_not_showing_up")):
+        quality.run_benchmark(quality.QUICK_DATASETS, {"nichetune_full": constant(label)}, 2, out,
+                              command=f"nichetune bench quality --finetune max_length={length} --out {out}",
+                              settings={"finetune_overrides": {"max_length": length}})
+    section = report.settings_section(json.loads(out.read_text()), cpu)
+    assert "- `nichetune bench quality --finetune max_length=512 --out benchmarks/results/settings_gpu.json` (" in \
+        "\n".join(section)
+    rows = [line.split(" | ")[1:3] for line in "\n".join(section).splitlines() if line.startswith("| banking77")]
+    assert rows == [["tfidf_lr (CPU, quality table)", "1"], ["nichetune_full (max_length=128)", "2"],
+                    ["nichetune_full (max_length=512)", "2"]]
+    assert report.settings_section(None, cpu) == []
+
+
+def test_fine_tune_overrides_are_not_written_into_the_quality_table(capsys):
+    with pytest.raises(SystemExit, match="--finetune changes what params.yaml trains: .* --out FILE"):
+        quality.main(["--datasets", "banking77_k8", "--methods", "nichetune_head", "--finetune", "max_length=64"])
