@@ -88,7 +88,7 @@ class FinetuneParams(Section):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     schedule: Literal["linear", "cosine", "constant"] = "linear"  # after warmup
-    max_length: int = Field(128, ge=8)  # tokens; each batch is padded only to its own longest text
+    max_length: int = Field(512, ge=8)  # tokens, at most the backbone's limit; batches padded to their longest text
     dropout: float = Field(0.1, ge=0, lt=1)  # before the head
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     # SetFit's objective in the batch: the squared gap between each pair's cosine similarity and 1 (same label)
