@@ -500,8 +500,8 @@ def labelled_rows(results: dict) -> list[dict]:
     """The rows, each method named with its run's fine-tune overrides when it had any ("nichetune_full
     (max_length=512)"), so that different settings are summarised apart."""
     def label(row: dict) -> dict:
-        overrides = (results["runs"][row["run"]].get("settings") or {}).get("finetune_overrides") if "run" in row else None
-        shown = " ".join(f"{key}={value}" for key, value in (overrides or {}).items())
+        settings = results["runs"][row["run"]].get("settings") or {} if "run" in row else {}
+        shown = " ".join(f"{key}={value}" for key, value in (settings.get("finetune_overrides") or {}).items())
         return {**row, "method": f"{row['method']} ({shown})"} if shown else row
 
     return [label(row) for row in results["rows"]] if "runs" in results else results["rows"]

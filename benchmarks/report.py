@@ -196,8 +196,8 @@ def settings_section(settings: dict | None, cpu: dict | None) -> list[str]:
              "top of params.yaml as it was at the run (finetune.max_length was 128 until these runs; no banking77 or "
              "amazon text is that long). Several benchmark processes shared the GPU, so train seconds compare only "
              "within a run. The test sets are the quality table's: a setting chosen here is checked on every dataset "
-             f"before it becomes a default. Raw rows: `{SETTINGS_FILE}` (each device run wrote its own file; they were merged). "
-             "Runs:", ""]
+             f"before it becomes a default. Raw rows: `{SETTINGS_FILE}` (each device run wrote its own file; they "
+             "were merged). Runs:", ""]
     for run in settings["runs"]:
         note = run.get("settings", {}).get("note")
         command = re.sub(r" --out \S+", f" --out {SETTINGS_FILE}", without_note(run["command"], note))
