@@ -60,8 +60,9 @@ def quality_section(results: dict | None) -> list[str]:
              f"Default method (params.yaml): `{quality.default_method()}`. Protocols (datasets, sampling, methods) are "
              "in `benchmarks/quality.py`'s docstring. Accuracy, macro-F1 and MCC in %, mean ± std over seeds; train s "
              "is fitting time only (see the docstring). Raw rows: `benchmarks/results/quality.json`.", "",
-             "Runs that filled this table:", ""]
-    for run in results["runs"]:
+             "Runs that filled this table (runs whose rows were all replaced since stay in the JSON only):", ""]
+    kept = {row["run"] for row in results["rows"]}
+    for run in (run for index, run in enumerate(results["runs"]) if index in kept):
         load_note = f", load {run['machine']['load_average_1min']:.1f}" if "load_average_1min" in run["machine"] else ""
         lines.append(f"- `{run['command']}` ({run['date']}, {run['machine']['arch']}, {run['machine']['cores']} "
                      f"cores, GPU {run['machine']['gpu'] or 'none'}{load_note})")

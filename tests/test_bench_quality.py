@@ -182,3 +182,14 @@ def test_the_settings_section_groups_seeds_by_their_overrides_beside_the_cpu_bas
 def test_fine_tune_overrides_are_not_written_into_the_quality_table(capsys):
     with pytest.raises(SystemExit, match="--finetune changes what params.yaml trains: .* --out FILE"):
         quality.main(["--datasets", "banking77_k8", "--methods", "nichetune_head", "--finetune", "max_length=64"])
+
+
+def test_the_report_lists_only_runs_that_still_have_rows(tmp_path):
+    def constant(label):
+        return lambda train, test, seed: quality.MethodRun([label] * len(test), 0.1)
+
+    out = tmp_path / "q.json"
+    quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant("x")}, 1, out, command="first")
+    results = quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant("y")}, 1, out, command="second")
+    listed = [line for line in report.quality_section(results) if line.startswith("- `")]
+    assert len(results["runs"]) == 2 and len(listed) == 1 and listed[0].startswith("- `second` (")
