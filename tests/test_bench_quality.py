@@ -70,7 +70,8 @@ def test_the_quick_run_scores_every_method_in_range(quick):
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["macro_f1"] <= 1 and -1 <= row["mcc"] <= 1
         assert row["train_s"] > 0 and (row["train_rows"], row["test_rows"], row["classes"]) == (80, 400, 10)
     assert len({row["train_sha"] for row in rows}) == 1
-    assert results["runs"][-1]["settings"] == {"finetune_overrides": {}, "quick": True}
+    assert results["runs"][-1]["settings"] == {"finetune_overrides": {}, "quick": True,
+                                                "params_finetune": quality.project_finetune()}
     by_method = {row["method"]: row for row in rows}
     assert by_method["embeddings_lr"]["accuracy"] > 0.5 and by_method["nichetune_head"]["accuracy"] > 0.3
 
