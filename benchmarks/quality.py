@@ -448,10 +448,15 @@ def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, o
     return results
 
 
+def run_overrides(results: dict, row: dict) -> dict:
+    """The --finetune overrides of the run that measured `row` ({} for none, or for a row without a run)."""
+    run = results["runs"][row["run"]] if "run" in row else {}
+    return (run.get("settings") or {}).get("finetune_overrides") or {}
+
+
 def row_key(results: dict, row: dict) -> tuple:
     """What a new row replaces: the same dataset, method and seed run with the same fine-tune overrides."""
-    overrides = (results["runs"][row["run"]].get("settings") or {}).get("finetune_overrides") or {}
-    return row["dataset"], row["method"], row["seed"], json.dumps(overrides, sort_keys=True)
+    return row["dataset"], row["method"], row["seed"], json.dumps(run_overrides(results, row), sort_keys=True)
 
 
 def read_results(path: Path) -> dict:
@@ -500,8 +505,7 @@ def labelled_rows(results: dict) -> list[dict]:
     """The rows, each method named with its run's fine-tune overrides when it had any ("nichetune_full
     (max_length=512)"), so that different settings are summarised apart."""
     def label(row: dict) -> dict:
-        settings = results["runs"][row["run"]].get("settings") or {} if "run" in row else {}
-        shown = " ".join(f"{key}={value}" for key, value in (settings.get("finetune_overrides") or {}).items())
+        shown = " ".join(f"{key}={value}" for key, value in run_overrides(results, row).items())
         return {**row, "method": f"{row['method']} ({shown})"} if shown else row
 
     return [label(row) for row in results["rows"]] if "runs" in results else results["rows"]
