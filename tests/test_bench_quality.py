@@ -154,11 +154,33 @@ def test_the_gpu_section_sets_each_strategy_beside_the_same_seed_on_the_cpu(tmp_
     section = report.gpu_quality_section(gpu, cpu)
     assert any(line.startswith("- `nichetune bench quality` (") and line.endswith(") Weights in fp16.")
                for line in section)
-    rows = [line for line in section if line.startswith("| banking77")]
+    per_seed = [line for line in section if line.startswith("| banking77") and line.count("|") == 9]
     cpu_accuracy = cpu["rows"][0]["accuracy"] * 100
-    assert rows == [f"| banking77_k8_10intents | nichetune_full | 0 | 0.0 | {cpu_accuracy:.1f} | "
-                    f"{cpu_accuracy:.1f} (1) | 0.5 | 2 |"]  # baselines are not the pipeline's: left out
+    assert per_seed == [f"| banking77_k8_10intents | nichetune_full | 0 | 0.0 | {cpu_accuracy:.1f} | "
+                        f"{cpu_accuracy:.1f} (1) | 0.5 | 2 |"]  # baselines are not the pipeline's: left out
+    over_seeds = [line.split(" | ")[1:3] for line in "\n".join(section).splitlines()
+                  if line.startswith("| banking77") and line.count("|") == 8]
+    assert over_seeds == [["tfidf_lr", "1"], ["nichetune_full", "1"], ["tfidf_lr (CPU, quality table)", "1"]]
     assert report.gpu_quality_section(None, cpu) == []
+
+
+def test_a_gpu_run_over_more_seeds_joins_the_goal_line_and_the_missing_list():
+    def row(method, accuracy, seed):
+        return {"dataset": "cfpb_payday_2023", "method": method, "seed": seed, "accuracy": accuracy,
+                "macro_f1": accuracy, "mcc": accuracy, "train_s": 1.0, "run": 0}
+
+    default = quality.default_method()
+    run = {"command": "nichetune bench quality", "date": "2026-11-30", "settings": {},
+           "machine": {"arch": "x86_64", "cores": 2, "gpu": None}}
+    cpu = {"runs": [run], "rows": [row("tfidf_lr", 0.46, 0), row(default, 0.44, 0)]}
+    gpu = {"rows": [row(default, accuracy, seed) for seed, accuracy in enumerate([0.45, 0.47])]
+           + [row("nichetune_lora", 0.42, 0)]}
+    goal = next(line for line in report.goals_section(cpu, None, gpu) if line.startswith("- cfpb_payday_2023"))
+    assert "**does not hold** (beaten by tfidf_lr)" in goal and goal.endswith("on the lent GPU over 2 seeds: "
+                                                                            "accuracy 46.0 ± 1.4")
+    assert not report.goals_section(cpu, None, {"rows": gpu["rows"][:1]})[2].endswith("seeds: accuracy 45.0")
+    missing = next(line for line in report.quality_section(cpu, gpu) if line.startswith("- cfpb_payday_2023: "))
+    assert "nichetune_lora (on the lent GPU only, below)" in missing and "setfit," in missing
 
 
 def test_the_settings_section_groups_seeds_by_their_overrides_beside_the_cpu_baseline(tmp_path):
