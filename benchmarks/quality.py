@@ -496,6 +496,7 @@ def goal_lines(results: dict, default: str, baselines: list[str] = BASELINES) ->
             continue
         beaten_by = [b for b in measured if means[(dataset, b)][f"{metric}_mean"] > ours[f"{metric}_mean"]]
         lines.append({"dataset": dataset, "metric": metric, "default": ours[f"{metric}_mean"],
+                      "seeds": ours["seeds"],
                       "best_baseline": max(measured, key=lambda b: means[(dataset, b)][f"{metric}_mean"]),
                       "beaten_by": beaten_by, "not_measured": missing, "holds": not beaten_by})
     return lines

@@ -45,11 +45,9 @@ def goals_section(quality_results: dict | None, speed: dict | None, gpu: dict | 
             verdict = "holds" if goal["holds"] else f"**does not hold** (beaten by {', '.join(goal['beaten_by'])})"
             missing = f"; not measured there: {', '.join(goal['not_measured'])}" if goal["not_measured"] else ""
             gpu_entry, metric = on_gpu.get((goal["dataset"], default)), goal["metric"]
-            cpu_seeds = sum(1 for row in quality_results["rows"]
-                            if (row["dataset"], row["method"]) == (goal["dataset"], default))
             gpu_figure = (f"; on the lent GPU over {gpu_entry['seeds']} seeds: {metric} "
                           f"{gpu_entry[f'{metric}_mean'] * 100:.1f} ± {gpu_entry[f'{metric}_std'] * 100:.1f}"
-                          if gpu_entry and gpu_entry["seeds"] > max(cpu_seeds, 1) else "")
+                          if gpu_entry and gpu_entry["seeds"] > goal["seeds"] else "")
             lines.append(f"- {goal['dataset']}: default `{default}` {metric} {goal['default'] * 100:.1f} "
                          f"at least matches every measured baseline (best: {goal['best_baseline']}): "
                          f"{verdict}{missing}{gpu_figure}")
@@ -175,6 +173,12 @@ def gpu_section(gpu: dict | None) -> list[str]:
                     f"| ratio (nichetune / plain) | {gpu['ratio']:.2f} |", ""]
 
 
+def cpu_reference(cpu: dict | None, datasets: set[str], methods: list[str]) -> list[dict]:
+    """The CPU quality table's rows of `methods` on `datasets`, labelled so, to stand beside rows from a GPU."""
+    return [{**row, "method": f"{row['method']} (CPU, quality table)"} for row in (cpu or {}).get("rows", [])
+            if row["method"] in methods and row["dataset"] in datasets]
+
+
 def gpu_quality_section(gpu: dict | None, cpu: dict | None) -> list[str]:
     """The pipeline's strategies trained on a GPU (bf16) next to the same seeds on the CPU: same models?"""
     if not gpu or not cpu:
@@ -199,9 +203,7 @@ def gpu_quality_section(gpu: dict | None, cpu: dict | None) -> list[str]:
         lines.append(f"| {row['dataset']} | {row['method']} | {row['seed']} | {row['accuracy'] * 100:.1f} | "
                      f"{same['accuracy'] * 100:.1f} | {spread['accuracy_mean'] * 100:.1f}{std} ({spread['seeds']}) | "
                      f"{row['train_s']:.1f} | {same['train_s']:.0f} |")
-    datasets = {row["dataset"] for row in gpu["rows"]}
-    reference = [{**row, "method": f"{row['method']} (CPU, quality table)"} for row in cpu["rows"]
-                 if row["method"] in quality.BASELINES and row["dataset"] in datasets]
+    reference = cpu_reference(cpu, {row["dataset"] for row in gpu["rows"]}, quality.BASELINES)
     return lines + ["", "Over seeds, every method run on the lent machine (methods not yet measured on the CPU "
                     "too), beside the quality table's baselines on the same datasets; train seconds compare only "
                     "within a run (see each run's note).", "",
@@ -225,9 +227,7 @@ def settings_section(settings: dict | None, cpu: dict | None) -> list[str]:
         command = re.sub(r" --out \S+", f" --out {SETTINGS_FILE}", without_note(run["command"], note))
         lines.append(f"- `{command}` ({run['date']}, {run['machine']['gpu']}){' ' + note if note else ''}")
 
-    datasets = {row["dataset"] for row in settings["rows"]}
-    reference = [{**row, "method": f"{row['method']} (CPU, quality table)"} for row in (cpu or {}).get("rows", [])
-                 if row["method"] == "tfidf_lr" and row["dataset"] in datasets]
+    reference = cpu_reference(cpu, {row["dataset"] for row in settings["rows"]}, ["tfidf_lr"])
     return lines + ["", quality.markdown_table({"rows": reference + sorted(quality.labelled_rows(settings),
                                                                            key=lambda row: row["method"])}), ""]
 
