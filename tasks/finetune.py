@@ -47,8 +47,8 @@ class FinetuneResult:
     labels: list[str]
     strategy: str
     device: str
-    seconds: float
-    samples_per_second: float
+    seconds: float  # training wall time; a resumed run adds its earlier runs' (not the epoch lost when killed)
+    samples_per_second: float  # in this run
     losses: list[float]  # mean training loss per epoch
     validation: list[dict] = field(default_factory=list)  # per epoch: loss, accuracy, macro_f1
     best_epoch: int | None = None  # 1-based; with early stopping, the epoch whose weights were kept
@@ -331,6 +331,7 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
             torch.cuda.set_rng_state(saved["cuda_rng"])
         state = saved["state"]
         resumed = state["epoch"]
+    earlier = state.get("seconds", 0.0)  # spent by the runs before this one, up to their last checkpoint
 
     seen = 0
     for epoch in range(state["epoch"], cfg.epochs):
@@ -361,6 +362,7 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
         if held is not None and _early_stop(model, held, tokenizer, cfg, device, state, groups):
             state["stopped"] = True
         if checkpoint is not None:
+            state["seconds"] = earlier + time.perf_counter() - started
             save_checkpoint(checkpoint, {
                 "model": all_trainable_state(model, groups), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -368,7 +370,8 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
                 "state": state})
         if state.get("stopped"):
             break
-    seconds = time.perf_counter() - started
+    this_run = time.perf_counter() - started
+    seconds = earlier + this_run
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"], strict=False)
 
@@ -380,7 +383,7 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
     save_classifier(model, tokenizer, model_dir, card)
     trainable = sum(p.numel() for group in groups for p in group["params"])
     result = FinetuneResult(
-        model_dir, labels, cfg.strategy, device.name, seconds, seen / seconds if seconds else 0.0,
+        model_dir, labels, cfg.strategy, device.name, seconds, seen / this_run if this_run else 0.0,
         state["losses"], state["validation"], state["best_epoch"], trainable,
         bool(rows.features is not None and rows.features.from_cache), resumed)
     (out_dir / LOG_FILE).write_text(json.dumps({**asdict(result), "model_dir": str(model_dir)}, indent=2))

@@ -307,13 +307,15 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_result(train,
     child.send_signal(signal.SIGKILL)
     child.wait()
     (checkpoint,) = checkpoints.glob("*.pt")
-    killed_at = torch.load(checkpoint, weights_only=False)["state"]["epoch"]
+    saved = torch.load(checkpoint, weights_only=False)["state"]
+    killed_at = saved["epoch"]
     assert 1 <= killed_at < 12, "the run should be killed part-way"
 
     resumed = finetune(big, cfg, seed=5, out_dir=tmp_path / "resumed", work_dir=work)
     straight = finetune(big, cfg, seed=5, out_dir=tmp_path / "straight")
     assert resumed.resumed_from_epoch == killed_at and straight.resumed_from_epoch is None
     assert resumed.losses == straight.losses
+    assert resumed.seconds > saved["seconds"] > 0  # the killed run's time up to its checkpoint is counted
     texts = big["text"].tolist()[:20]
     np.testing.assert_array_equal(Classifier(resumed.model_dir).predict_proba(texts),
                                   Classifier(straight.model_dir).predict_proba(texts))
