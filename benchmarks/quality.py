@@ -2,7 +2,8 @@
 instead, on real data.
 
     nichetune bench quality [--quick] [--datasets NAME ...] [--methods NAME ...] [--seeds N] [--from-seed K]
-                            [--finetune KEY=VALUE ...] [--out FILE] [--note TEXT]
+                            [--finetune KEY=VALUE ...] [--out FILE] [--work-dir DIR]
+                            [--note TEXT]
 
 Datasets (from ../shared/data; see each folder's PROVENANCE.md):
 - banking77_k8, banking77_k64: k examples per intent (77 intents) sampled from train with the run's seed;
@@ -35,6 +36,11 @@ Train seconds: wall time to fit on the training rows from an already loaded back
 weights, saving the model and predicting the test set (for nichetune_*: FinetuneResult.seconds, which includes
 computing the frozen layers' outputs).
 
+A nichetune_* run keeps a checkpoint after every epoch in --work-dir (default <base.workdir>/bench): the same
+command run again after a kill (a closed laptop, a session's end) resumes the seed from its last finished epoch,
+to the same result. Its train seconds add up the runs up to their last checkpoints (the partial epoch lost at
+the kill is not counted) and its result row records `resumed_from_epoch`.
+
 --quick checks the harness in about half a minute on 2 cores: banking77_k8_10intents, 1 seed, every method
 with one epoch (SetFit: one pair iteration). Raw results are merged into benchmarks/results/quality.json
 (quality_quick.json with --quick) unless --out names another file: a row of the same dataset, method, seed and
@@ -61,8 +67,9 @@ import pandas as pd
 import yaml
 from sklearn.metrics import matthews_corrcoef
 
+REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = REPO.parent / "shared" / "data"
 METRICS = ("accuracy", "macro_f1", "mcc", "train_s")
 DEFAULT_SEEDS = 5
 QUICK_DATASETS = ["banking77_k8_10intents"]
@@ -153,6 +160,7 @@ def load_split(name: str, seed: int) -> Split:
 class MethodRun:
     predictions: list[str]  # one label per test row
     train_seconds: float  # fitting only: see the module docstring
+    resumed_from_epoch: int | None = None  # nichetune_*: the checkpoint a killed run of this seed left
 
 
 Method = Callable[[pd.DataFrame, pd.DataFrame, int], MethodRun]
@@ -226,16 +234,21 @@ def embeddings_lr(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> MethodR
     return MethodRun(model.predict(embed(test["text"].tolist())).tolist(), seconds)
 
 
-def nichetune(train: pd.DataFrame, test: pd.DataFrame, seed: int, params=None) -> MethodRun:
-    """The pipeline's own fine-tune stage (tasks.finetune.finetune) and its Classifier, with `params`."""
+def nichetune(train: pd.DataFrame, test: pd.DataFrame, seed: int, params=None,
+              work_dir: Path | None = None) -> MethodRun:
+    """The pipeline's own fine-tune stage (tasks.finetune.finetune) and its Classifier, with `params`.
+    Its per-epoch checkpoints go to `work_dir` (default bench_workdir()), so that the same command run again
+    after a kill resumes the seed (train seconds then add up the runs); the frozen-feature cache is off, so
+    every seed computes them as a first run does."""
     from tasks.finetune import finetune
     from tasks.model import Classifier, forget_bases
 
+    params = params.model_copy(update={"cache_features": False})
     with tempfile.TemporaryDirectory(prefix="quality-nichetune-") as folder:
-        result = finetune(train[["text", "label"]], params, seed, Path(folder))
+        result = finetune(train[["text", "label"]], params, seed, Path(folder), work_dir or bench_workdir())
         predictions = Classifier(result.model_dir).predict(test["text"].tolist())
     forget_bases()
-    return MethodRun(predictions, result.seconds)
+    return MethodRun(predictions, result.seconds, result.resumed_from_epoch)
 
 
 def setfit(train: pd.DataFrame, test: pd.DataFrame, seed: int, num_iterations: int = 20) -> MethodRun:
@@ -316,9 +329,19 @@ STRATEGY_SETTINGS = {
 }
 
 
+def project_params() -> dict:
+    """The project's params.yaml."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
 def project_finetune() -> dict:
     """The finetune section of the project's params.yaml: what a user gets by default."""
-    return yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["finetune"]
+    return project_params()["finetune"]
+
+
+def bench_workdir() -> Path:
+    """Where nichetune_* runs keep their checkpoints: `bench/` in the project's base.workdir (git-ignored)."""
+    return REPO / project_params()["base"]["workdir"] / "bench"
 
 
 def strategy_params(strategy: str, overrides: dict | None = None):
@@ -348,15 +371,17 @@ def default_method() -> str:
     return f"nichetune_{project_finetune()['strategy']}"
 
 
-def select_methods(names: list[str], finetune_overrides: dict | None = None, quick: bool = False) -> dict[str, Method]:
-    """The named methods; nichetune strategies get strategy_params(strategy, finetune_overrides), and with
-    `quick` every trained method gets its QUICK_OVERRIDES (a harness check, not a measurement)."""
+def select_methods(names: list[str], finetune_overrides: dict | None = None, quick: bool = False,
+                   work_dir: Path | None = None) -> dict[str, Method]:
+    """The named methods; nichetune strategies get strategy_params(strategy, finetune_overrides) and keep
+    their checkpoints in `work_dir`, and with `quick` every trained method gets its QUICK_OVERRIDES (a harness
+    check, not a measurement)."""
     chosen = {}
     for name in names:
         if name.startswith("nichetune_"):
             overrides = {**(QUICK_OVERRIDES["finetune"] if quick else {}), **(finetune_overrides or {})}
             chosen[name] = functools.partial(nichetune, params=strategy_params(name.removeprefix("nichetune_"),
-                                                                               overrides))
+                                                                               overrides), work_dir=work_dir)
         elif quick and name in QUICK_OVERRIDES:
             chosen[name] = functools.partial(METHODS[name], **QUICK_OVERRIDES[name])
         else:
@@ -389,7 +414,8 @@ def run_one(dataset: str, method: str, fn: Method, split: Split, seed: int) -> d
     return {"dataset": dataset, "method": method, "seed": seed,
             **metrics(split.test["label"].tolist(), run.predictions, majority),
             "train_s": run.train_seconds, "train_rows": len(split.train), "test_rows": len(split.test),
-            "classes": split.train["label"].nunique(), "train_sha": fingerprint(split.train)}
+            "classes": split.train["label"].nunique(), "train_sha": fingerprint(split.train),
+            **({"resumed_from_epoch": run.resumed_from_epoch} if run.resumed_from_epoch is not None else {})}
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -556,6 +582,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--finetune", nargs="+", default=[], metavar="KEY=VALUE",
                         help="FinetuneParams overrides for every nichetune_<strategy> method")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/...)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="checkpoints of nichetune_* runs, from which a killed run resumes "
+                             "(default <base.workdir>/bench)")
     parser.add_argument("--note", default=None, help="how this run differs from a plain install, for the report")
     return parser.parse_args(argv)
 
@@ -575,7 +604,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "(e.g. benchmarks/results/settings_gpu.json); the quality table is params.yaml's")
     out = args.out or RESULTS / ("quality_quick.json" if args.quick else "quality.json")
     command = " ".join(["nichetune bench quality", *argv])
-    methods = select_methods(args.methods, overrides, quick=args.quick)
+    methods = select_methods(args.methods, overrides, quick=args.quick, work_dir=args.work_dir)
     if not 0 <= args.from_seed < seeds:
         raise SystemExit(f"--from-seed {args.from_seed}: expected 0 to {seeds - 1} (it runs seeds K..N-1 of --seeds N)")
     results = run_benchmark(datasets, methods, seeds, out, command, from_seed=args.from_seed,

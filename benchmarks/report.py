@@ -70,10 +70,13 @@ def quality_section(results: dict | None, gpu: dict | None = None) -> list[str]:
              "is fitting time only (see the docstring). Raw rows: `benchmarks/results/quality.json`.", "",
              "Runs that filled this table (runs whose rows were all replaced since stay in the JSON only):", ""]
     kept = {row["run"] for row in results["rows"]}
-    for run in (run for index, run in enumerate(results["runs"]) if index in kept):
+    for index, run in ((index, run) for index, run in enumerate(results["runs"]) if index in kept):
         load_note = f", load {run['machine']['load_average_1min']:.1f}" if "load_average_1min" in run["machine"] else ""
+        resumed = [row for row in results["rows"] if row["run"] == index and "resumed_from_epoch" in row]
+        resumed_note = "".join(f"; {row['method']} seed {row['seed']} resumed from a killed run's epoch "
+                               f"{row['resumed_from_epoch']} checkpoint, its train s adds up the runs" for row in resumed)
         lines.append(f"- `{run['command']}` ({run['date']}, {run['machine']['arch']}, {run['machine']['cores']} "
-                     f"cores, GPU {run['machine']['gpu'] or 'none'}{load_note})")
+                     f"cores, GPU {run['machine']['gpu'] or 'none'}{load_note}{resumed_note})")
     measured = {(row["dataset"], row["method"]) for row in results["rows"]}
     measured_on_gpu = {(row["dataset"], row["method"]) for row in (gpu or {}).get("rows", [])}
 

@@ -6,19 +6,27 @@ with the real packaged backbone through the module's Python API, writing its JSO
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
+import torch
 
 from benchmarks import quality, report
+from tasks.finetune import CHECKPOINT_DIR
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quality") / "quality_quick.json"
-    return quality.main(["--quick", "--out", str(out)]), out
+    folder = tmp_path_factory.mktemp("quality")
+    out = folder / "quality_quick.json"
+    return quality.main(["--quick", "--out", str(out), "--work-dir", str(folder / "work")]), out
 
 
 def test_the_sample_is_k_rows_per_class_and_the_same_for_the_same_seed():
@@ -88,9 +96,35 @@ def test_the_json_is_written_where_asked_with_the_command_and_machine(quick):
     results, out = quick
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(results))
-    assert saved["runs"][-1]["command"] == f"nichetune bench quality --quick --out {out}"
+    work = out.parent / "work"
+    assert saved["runs"][-1]["command"] == f"nichetune bench quality --quick --out {out} --work-dir {work}"
     assert saved["runs"][-1]["machine"]["cores"] >= 1 and saved["runs"][-1]["machine"]["arch"]
     assert saved["runs"][-1]["date"] and len(saved["rows"]) == len(quality.METHODS)
+
+
+def test_a_killed_run_resumes_its_seed_when_the_same_command_runs_again(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "q.json"
+    argv = ["--quick", "--methods", "nichetune_full", "--finetune", "epochs=6", "--out", str(out),
+            "--work-dir", str(work)]
+    child = subprocess.Popen([sys.executable, "-m", "benchmarks.quality", *argv], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = work / CHECKPOINT_DIR
+    deadline = time.monotonic() + 300
+    while not (checkpoints.is_dir() and any(checkpoints.glob("*.pt"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    (checkpoint,) = checkpoints.glob("*.pt")
+    saved = torch.load(checkpoint, weights_only=False)["state"]
+    assert 1 <= saved["epoch"] < 6 and not out.exists(), "the run should be killed part-way"
+
+    results = quality.main(argv)
+    (row,) = results["rows"]
+    assert row["resumed_from_epoch"] == saved["epoch"]
+    assert row["train_s"] > saved["seconds"] > 0  # the killed run's epochs are counted
+    assert not any(checkpoints.glob("*.pt"))
+    (listed,) = [line for line in report.quality_section(results) if line.startswith("- `")]
+    assert f"nichetune_full seed 0 resumed from a killed run's epoch {saved['epoch']} checkpoint" in listed
 
 
 def test_a_second_run_replaces_its_own_rows_and_keeps_the_others(tmp_path):
