@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +22,22 @@ quiet_offline_defaults()
 def pytest_configure(config):
     if not SHARED_DATA.is_dir():
         raise pytest.UsageError(f"{SHARED_DATA}: the shared real datasets are missing; tests need ../shared/data")
+
+
+def kill_after_first_checkpoint(child: subprocess.Popen, work_dir: Path, timeout: float = 300) -> dict:
+    """SIGKILL a training `child` once its first epoch checkpoint is in `work_dir`; that checkpoint's state."""
+    import torch
+
+    from tasks.finetune import CHECKPOINT_DIR
+
+    checkpoints = work_dir / CHECKPOINT_DIR
+    deadline = time.monotonic() + timeout
+    while not (checkpoints.is_dir() and any(checkpoints.glob("*.pt"))) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    (checkpoint,) = checkpoints.glob("*.pt")
+    return torch.load(checkpoint, weights_only=False)["state"]
 
 
 @pytest.fixture(scope="session")

@@ -6,18 +6,15 @@ with the real packaged backbone through the module's Python API, writing its JSO
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
-import torch
 
 from benchmarks import quality, report
 from tasks.finetune import CHECKPOINT_DIR
-from tests.conftest import REPO
+from tests.conftest import REPO, kill_after_first_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -108,21 +105,14 @@ def test_a_killed_run_resumes_its_seed_when_the_same_command_runs_again(tmp_path
             "--work-dir", str(work)]
     child = subprocess.Popen([sys.executable, "-m", "benchmarks.quality", *argv], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = work / CHECKPOINT_DIR
-    deadline = time.monotonic() + 300
-    while not (checkpoints.is_dir() and any(checkpoints.glob("*.pt"))) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    (checkpoint,) = checkpoints.glob("*.pt")
-    saved = torch.load(checkpoint, weights_only=False)["state"]
+    saved = kill_after_first_checkpoint(child, work)
     assert 1 <= saved["epoch"] < 6 and not out.exists(), "the run should be killed part-way"
 
     results = quality.main(argv)
     (row,) = results["rows"]
     assert row["resumed_from_epoch"] == saved["epoch"]
     assert row["train_s"] > saved["seconds"] > 0  # the killed run's epochs are counted
-    assert not any(checkpoints.glob("*.pt"))
+    assert not any((work / CHECKPOINT_DIR).glob("*.pt"))
     (listed,) = [line for line in report.quality_section(results) if line.startswith("- `")]
     assert f"nichetune_full seed 0 resumed from a killed run's epoch {saved['epoch']} checkpoint" in listed
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ from tasks.finetune import (CHECKPOINT_DIR, Rows, build_model, class_weights, ep
                             param_groups)
 from tasks.model import ADAPTER_DIR, ENCODER_DIR, HEAD_FILE, Classifier, backbone_path, load_encoder, \
     forget_bases, mean_pool, resolve_device, shared_base
-from tests.conftest import REPO, cfpb_sample
+from tests.conftest import REPO, cfpb_sample, kill_after_first_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this checks the CPU-only behaviour")
@@ -300,14 +298,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_result(train,
     work = tmp_path / "work"
     child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(data), cfg.model_dump_json(),
                               str(tmp_path / "killed"), str(work)], cwd=REPO, env={**os.environ})
-    checkpoints = work / CHECKPOINT_DIR
-    deadline = time.monotonic() + 120
-    while not (checkpoints.is_dir() and any(checkpoints.glob("*.pt"))) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    (checkpoint,) = checkpoints.glob("*.pt")
-    saved = torch.load(checkpoint, weights_only=False)["state"]
+    saved = kill_after_first_checkpoint(child, work)
     killed_at = saved["epoch"]
     assert 1 <= killed_at < 12, "the run should be killed part-way"
 
@@ -319,7 +310,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_result(train,
     texts = big["text"].tolist()[:20]
     np.testing.assert_array_equal(Classifier(resumed.model_dir).predict_proba(texts),
                                   Classifier(straight.model_dir).predict_proba(texts))
-    assert not any(checkpoints.glob("*.pt"))  # a finished run removes its checkpoint
+    assert not any((work / CHECKPOINT_DIR).glob("*.pt"))  # a finished run removes its checkpoint
 
 
 @no_cuda
