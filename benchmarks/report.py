@@ -74,7 +74,8 @@ def quality_section(results: dict | None, gpu: dict | None = None) -> list[str]:
         load_note = f", load {run['machine']['load_average_1min']:.1f}" if "load_average_1min" in run["machine"] else ""
         resumed = [row for row in results["rows"] if row["run"] == index and "resumed_from_epoch" in row]
         resumed_note = "".join(f"; {row['method']} seed {row['seed']} resumed from a killed run's epoch "
-                               f"{row['resumed_from_epoch']} checkpoint, its train s adds up the runs" for row in resumed)
+                               f"{row['resumed_from_epoch']} checkpoint, its train s adds up the runs"
+                               for row in resumed)
         lines.append(f"- `{run['command']}` ({run['date']}, {run['machine']['arch']}, {run['machine']['cores']} "
                      f"cores, GPU {run['machine']['gpu'] or 'none'}{load_note}{resumed_note})")
     measured = {(row["dataset"], row["method"]) for row in results["rows"]}
