@@ -70,7 +70,8 @@ def quality_section(results: dict | None, gpu: dict | None = None) -> list[str]:
              "is fitting time only (see the docstring). Raw rows: `benchmarks/results/quality.json`.", "",
              "Runs that filled this table (runs whose rows were all replaced since stay in the JSON only):", ""]
     kept = {row["run"] for row in results["rows"]}
-    for index, run in ((index, run) for index, run in enumerate(results["runs"]) if index in kept):
+    for index in sorted(kept):
+        run = results["runs"][index]
         load_note = f", load {run['machine']['load_average_1min']:.1f}" if "load_average_1min" in run["machine"] else ""
         resumed = [row for row in results["rows"] if row["run"] == index and "resumed_from_epoch" in row]
         resumed_note = "".join(f"; {row['method']} seed {row['seed']} resumed from a killed run's epoch "
