@@ -37,6 +37,11 @@ MODEL_DIR = "model"
 LOG_FILE = "training.json"
 CACHE_DIR = "cache"  # under base.workdir: kept across runs, outside every stage's outputs
 CHECKPOINT_DIR = "checkpoints"
+# On the CPU a batch runs in pieces of at most this many padded tokens (rows x the piece's longest row), shortest
+# rows first: there the cost grows with padded tokens (attention with their square), so a long complaint no
+# longer pads fifteen short ones to its length. cfpb batches train 3x faster than padded whole (BENCHMARKS.md);
+# short texts fit one piece. A GPU runs the whole padded batch at once, in parallel.
+PIECE_TOKENS = 512
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +153,27 @@ class Rows:
     texts: list[str]
     targets: torch.Tensor
     features: frozen.Features | None = None
+    lengths: torch.Tensor | None = None  # tokens per row where batches run in length pieces (the CPU); None: whole
+
+
+def token_lengths(rows: Rows, tokenizer, max_length: int) -> torch.Tensor | None:
+    """Tokens per row as the trainable part reads it (None for pooled vectors: nothing to pad)."""
+    if rows.features is not None:
+        return None if rows.features.tokens is None else torch.tensor([len(row) for row in rows.features.tokens])
+    encoded = tokenizer(rows.texts, truncation=True, max_length=max_length)["input_ids"]
+    return torch.tensor([len(ids) for ids in encoded])
+
+
+def length_pieces(lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:
+    """Positions 0..n-1 of a batch, shortest row first, cut into pieces whose padded size (rows x the piece's
+    longest row) stays within `budget` tokens; a row longer than `budget` is a piece by itself."""
+    order = torch.argsort(lengths, stable=True)
+    pieces, start = [], 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or (end + 1 - start) * int(lengths[order[end]]) > budget:
+            pieces.append(order[start:end])
+            start = end
+    return pieces
 
 
 def carve_validation(texts: list[str], labels: list[str], fraction: float, seed: int):
@@ -191,7 +217,19 @@ def class_weights(targets: torch.Tensor, classes: int) -> torch.Tensor:
 
 def vectors_for(model: SentenceClassifier, rows: Rows, index: torch.Tensor, tokenizer, cfg: FinetuneParams,
                 device: Device) -> torch.Tensor:
-    """The sentence vectors of rows `index` (from the cached frozen part's outputs when there are some)."""
+    """The sentence vectors of rows `index`, in that order: one padded batch, or in length pieces when the rows
+    have `lengths` (the same vectors, so the same loss and gradients)."""
+    if rows.lengths is None:
+        return _embed(model, rows, index, tokenizer, cfg, device)
+    pieces = length_pieces(rows.lengths[index], PIECE_TOKENS)
+    vectors = torch.cat([_embed(model, rows, index[piece], tokenizer, cfg, device) for piece in pieces])
+    return vectors[torch.argsort(torch.cat(pieces))]
+
+
+def _embed(model: SentenceClassifier, rows: Rows, index: torch.Tensor, tokenizer, cfg: FinetuneParams,
+           device: Device) -> torch.Tensor:
+    """The sentence vectors of rows `index` as one padded batch (from the cached frozen part's outputs when
+    there are some)."""
     if rows.features is not None:
         inputs, mask = rows.features.batch(index, device)
         if mask is None:
@@ -308,6 +346,10 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
             if part is not None:
                 part.features = frozen.frozen_features(model, tokenizer, part.texts, layer, cfg.max_length,
                                                        device, base, cache_dir)
+    if device.device.type == "cpu":
+        for part in (rows, held):
+            if part is not None:
+                part.lengths = token_lengths(part, tokenizer, cfg.max_length)
     groups = param_groups(model, cfg)
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     batches = math.ceil(len(epoch_order(rows, cfg, seed, 0)) / cfg.batch_size)

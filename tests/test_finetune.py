@@ -18,8 +18,10 @@ from safetensors.torch import load_file
 from tasks.augment import augment, eda
 from tasks.config import FinetuneParams
 from tasks.errors import ParamsError
-from tasks.finetune import (CHECKPOINT_DIR, Rows, build_model, class_weights, epoch_order, finetune, pair_loss,
-                            param_groups)
+from tasks import features as frozen
+from tasks import finetune as finetune_module
+from tasks.finetune import (CHECKPOINT_DIR, Rows, build_model, cached_layer, class_weights, epoch_order, finetune,
+                            length_pieces, pair_loss, param_groups, token_lengths, vectors_for)
 from tasks.model import ADAPTER_DIR, ENCODER_DIR, HEAD_FILE, Classifier, backbone_path, load_encoder, \
     forget_bases, mean_pool, resolve_device, shared_base
 from tests.conftest import REPO, cfpb_sample, kill_after_first_checkpoint
@@ -211,6 +213,47 @@ def test_oversampling_draws_every_class_as_often_as_the_largest(train):
     assert torch.bincount(targets[order]).tolist() == [10, 10, 10]
     assert torch.equal(order, epoch_order(rows, FinetuneParams(class_balance="oversample"), seed=0, epoch=0))
     assert sorted(epoch_order(rows, FinetuneParams(), seed=0, epoch=1).tolist()) == list(range(14))
+
+
+def test_length_pieces_keep_each_padded_piece_within_the_budget():
+    lengths = torch.tensor([5, 300, 10, 200, 600, 10])
+    pieces = length_pieces(lengths, 512)
+    assert sorted(torch.cat(pieces).tolist()) == list(range(6))
+    assert [lengths[piece].tolist() for piece in pieces] == [[5, 10, 10], [200], [300], [600]]
+    assert [piece.tolist() for piece in length_pieces(lengths, 10_000)] == [[0, 2, 5, 3, 1, 4]]
+
+
+@pytest.mark.parametrize("strategy", ["full", "freeze"])
+def test_length_pieces_give_the_vectors_and_gradients_of_one_padded_batch(train, tiny_backbone, strategy,
+                                                                         monkeypatch):
+    from transformers import AutoTokenizer
+
+    cfg = params(tiny_backbone, strategy=strategy, max_length=128)
+    labels = sorted(train["label"].unique())
+    model = build_model(cfg, labels).eval()  # no dropout: the two ways must agree to rounding
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone))
+    device = resolve_device("cpu")
+    texts = train["text"].tolist()
+    rows = Rows(texts + [text[:60] for text in texts], torch.tensor([labels.index(v) for v in train["label"]] * 2))
+    if strategy == "freeze":
+        rows.features = frozen.compute(model, tokenizer, rows.texts, cached_layer(cfg, model), False,
+                                       cfg.max_length, device)
+    index = torch.randperm(len(rows.texts), generator=torch.Generator().manual_seed(0))[:16]
+
+    def vectors_and_gradients():
+        model.zero_grad()
+        vectors = vectors_for(model, rows, index, tokenizer, cfg, device)
+        pair_loss(vectors, rows.targets[index]).backward()
+        return [vectors.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    whole = vectors_and_gradients()
+    rows.lengths = token_lengths(rows, tokenizer, cfg.max_length)
+    monkeypatch.setattr(finetune_module, "PIECE_TOKENS", 128)
+    assert len(length_pieces(rows.lengths[index], 128)) >= 4 and len(set(rows.lengths[index].tolist())) > 4
+    pieced = vectors_and_gradients()
+    assert len(pieced) == len(whole) > 1
+    for got, expected in zip(pieced, whole):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_class_weights_are_inverse_frequency():
