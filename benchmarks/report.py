@@ -77,8 +77,10 @@ def quality_section(results: dict | None, gpu: dict | None = None) -> list[str]:
         resumed_note = "".join(f"; {row['method']} seed {row['seed']} resumed from a killed run's epoch "
                                f"{row['resumed_from_epoch']} checkpoint, its train s adds up the runs"
                                for row in resumed)
-        lines.append(f"- `{run['command']}` ({run['date']}, {run['machine']['arch']}, {run['machine']['cores']} "
-                     f"cores, GPU {run['machine']['gpu'] or 'none'}{load_note}{resumed_note})")
+        note = run.get("settings", {}).get("note")
+        lines.append(f"- `{without_note(run['command'], note)}` ({run['date']}, {run['machine']['arch']}, "
+                     f"{run['machine']['cores']} cores, GPU {run['machine']['gpu'] or 'none'}{load_note}{resumed_note})"
+                     f"{' ' + note if note else ''}")
     measured = {(row["dataset"], row["method"]) for row in results["rows"]}
     measured_on_gpu = {(row["dataset"], row["method"]) for row in (gpu or {}).get("rows", [])}
 

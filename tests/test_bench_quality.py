@@ -117,6 +117,15 @@ def test_a_killed_run_resumes_its_seed_when_the_same_command_runs_again(tmp_path
     assert f"nichetune_full seed 0 resumed from a killed run's epoch {saved['epoch']} checkpoint" in listed
 
 
+def test_a_runs_note_follows_its_command_in_the_run_list(tmp_path):
+    methods = {"tfidf_lr": lambda train, test, seed: quality.MethodRun(["x"] * len(test), 0.1)}
+    results = quality.run_benchmark(quality.QUICK_DATASETS, methods, 1, tmp_path / "q.json",
+                                    command="nichetune bench quality --note First with pieces.",
+                                    settings={"note": "First with pieces."})
+    (listed,) = [line for line in report.quality_section(results) if line.startswith("- `")]
+    assert listed.startswith("- `nichetune bench quality` (") and listed.endswith(") First with pieces.")
+
+
 def test_a_second_run_replaces_its_own_rows_and_keeps_the_others(tmp_path):
     def constant(label):
         return lambda train, test, seed: quality.MethodRun([label] * len(test), 0.1)
