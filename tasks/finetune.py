@@ -39,7 +39,7 @@ CACHE_DIR = "cache"  # under base.workdir: kept across runs, outside every stage
 CHECKPOINT_DIR = "checkpoints"
 # On the CPU a batch runs in pieces of at most this many padded tokens (rows x the piece's longest row), shortest
 # rows first: there the cost grows with padded tokens (attention with their square), so a long complaint no
-# longer pads fifteen short ones to its length. cfpb batches train 3x faster than padded whole (BENCHMARKS.md);
+# longer pads fifteen short ones to its length. A cfpb seed trains 2.8x faster than padded whole (BENCHMARKS.md);
 # short texts fit one piece. A GPU runs the whole padded batch at once, in parallel.
 PIECE_TOKENS = 512
 
