@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,12 +44,21 @@ class IncomingWatcher(threading.Thread):
         """Take every file that has stopped changing; returns one line per file taken."""
         lines = []
         for path, dataset in self.candidates():
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # renamed or removed since the listing: nothing to take
+                self.seen.pop(path, None)
+                continue
             if self.seen.get(path) != (stat.st_size, stat.st_mtime):
                 self.seen[path] = (stat.st_size, stat.st_mtime)  # new or still growing: look again next time
                 continue
             del self.seen[path]
-            lines.append(self.take(path, dataset))
+            try:
+                lines.append(self.take(path, dataset))
+            except Exception as err:  # a failure we did not foresee must not stop the watcher
+                traceback.print_exc()
+                lines.append(self.fail(path, f"{path}: unexpected {type(err).__name__}: {err} (traceback above in "
+                                             f"this log); move the file back into {INCOMING}/ to retry"))
             print(lines[-1], flush=True)
         return lines
 
@@ -76,12 +86,18 @@ class IncomingWatcher(threading.Thread):
             params, paths = self.projects[dataset]
             report = ingest_batch(params.ingest, params.validate.labels, paths.root, path, dataset)
         except NichetuneError as err:
-            moved = _move(path, self.folder / FAILED)
-            moved.with_name(moved.name + ".error.txt").write_text(f"{err}\n")
-            return f"incoming: {path.name} not ingested: {err} (kept in {moved})"
+            return self.fail(path, str(err))
         event = emit_labeled(report) if report.batch else "already ingested: no event"
         moved = _move(path, self.folder / PROCESSED)
         return f"incoming: {path.name} -> dataset {dataset}: {report.text().splitlines()[0]}; {event}; kept in {moved}"
+
+    def fail(self, path: Path, reason: str) -> str:
+        """Move a file that was not ingested to failed/, beside a one-line `.error.txt` that says why."""
+        if not path.exists():
+            return f"incoming: {path.name} not ingested: {reason} (the file is gone from {path.parent})"
+        moved = _move(path, self.folder / FAILED)
+        moved.with_name(moved.name + ".error.txt").write_text(f"{reason}\n")
+        return f"incoming: {path.name} not ingested: {reason} (kept in {moved})"
 
 
 def _ready_name(path: Path) -> bool:

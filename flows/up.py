@@ -7,6 +7,7 @@ dataset and a concurrency limit of one run (later triggers queue, none is droppe
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -61,15 +62,19 @@ def up(projects: list[tuple[Params, Paths, Path]], overrides: list[str], prefect
         # Runs started here, their flow-run subprocesses and the events the watcher emits all go to these servers.
         os.environ["PREFECT_API_URL"] = f"{servers.prefect}/api"
         os.environ["MLFLOW_TRACKING_URI"] = servers.mlflow
-        from prefect import serve
+        from prefect.runner import Runner
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: f"{servers.prefect}/api"}):
-            deployments = [deployment_for(params, paths, file, overrides) for params, paths, file in projects]
+            # What `prefect.serve` does, with the ready line in between: the deployments and their triggers exist
+            # before anything is ingested, so the first file's event already finds its trigger.
+            runner = Runner()
+            for params, paths, file in projects:
+                runner.add_deployment(deployment_for(params, paths, file, overrides))
             watcher = IncomingWatcher([(params, paths) for params, paths, _ in projects], interval)
             watcher.start()
             print(ready_message(servers, projects), flush=True)
-            serve(*deployments, print_starting_message=False)
+            asyncio.run(runner.start())
     except KeyboardInterrupt:
         pass
     finally:

@@ -55,3 +55,23 @@ def test_a_bad_file_goes_to_failed_with_its_reason_and_the_bytes_kept(watcher):
     reason = failed["broken.csv.error.txt"].read_text()
     assert reason.count("\n") == 1 and "issue" in reason  # names the missing label column
     assert "no served dataset named 'elsewhere' (served: complaints)" in failed["labels.csv.error.txt"].read_text()
+
+
+def test_an_unforeseen_failure_keeps_the_file_and_the_watcher_going(watcher, capsys):
+    raw = watcher.folder.parent / "raw"
+    raw.mkdir(exist_ok=True)
+    (raw / "complaints").write_text("a file where the dataset's folder belongs\n")  # writing the batch fails
+    rows = cfpb_sample()
+    rows.to_csv(watcher.folder / "labels.csv", index=False)
+    watcher.scan()
+    [line] = watcher.scan()
+    assert "labels.csv not ingested: " in line and "unexpected" in line and "to retry" in line
+    assert "Traceback" in capsys.readouterr().err
+    failed = {path.name.split("-", 1)[1]: path for path in (watcher.folder / FAILED).iterdir()}
+    assert failed["labels.csv"].read_text() == rows.to_csv(index=False)
+    assert failed["labels.csv.error.txt"].read_text().count("\n") == 1
+    (raw / "complaints").unlink()  # the cause fixed, the watcher takes the next file as usual
+    rows.to_csv(watcher.folder / "again.csv", index=False)
+    watcher.scan()
+    [line] = watcher.scan()
+    assert "again.csv -> dataset complaints" in line

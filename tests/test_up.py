@@ -30,14 +30,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(check, timeout: float, what: str):
+def wait_for(check, timeout: float, what: str, log: Path | None = None):
+    """Poll until `check` returns something true; on timeout, fail with the end of `nichetune up`'s log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
         if found:
             return found
         time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    tail = "\n".join(log.read_text().splitlines()[-80:]) if log else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" +
+                         (f"; the last lines of {log}:\n{tail}" if log else ""))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,7 @@ def stack(tmp_path_factory, tiny_backbone):
                                     "--interval", "1"], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    text=True)
     try:
-        wait_for(lambda: "Ready. Ctrl-C stops everything." in log.read_text(), 240, "nichetune up to be ready")
+        wait_for(lambda: "Ready. Ctrl-C stops everything." in log.read_text(), 240, "nichetune up to be ready", log)
         yield {"root": root, "rows": rows, "prefect": f"http://127.0.0.1:{ports[0]}",
                "mlflow": f"http://127.0.0.1:{ports[1]}", "process": process, "log": log}
     finally:
@@ -84,10 +87,12 @@ def both_finished(prefect: str) -> list | None:
 
 def test_two_labeled_files_trigger_two_runs_one_at_a_time(stack):
     incoming = stack["root"] / "data" / "incoming"
+    log = stack["log"]
     stack["rows"].iloc[:100].to_csv(incoming / "first.csv", index=False)
-    wait_for(lambda: any(run.state.is_running() for run in flow_runs(stack["prefect"])), 180, "the first run")
+    wait_for(lambda: "incoming: first.csv -> dataset complaints" in log.read_text(), 120, "first.csv's ingest", log)
+    wait_for(lambda: any(run.state.is_running() for run in flow_runs(stack["prefect"])), 180, "the first run", log)
     stack["rows"].iloc[100:].to_csv(incoming / "second.csv", index=False)  # arrives while the first trains
-    runs = wait_for(lambda: both_finished(stack["prefect"]), 420, "both triggered runs to finish")
+    runs = wait_for(lambda: both_finished(stack["prefect"]), 420, "both triggered runs to finish", log)
     assert [run.state.is_completed() for run in runs] == [True, True], [run.state for run in runs]
     first, second = sorted(runs, key=lambda run: run.start_time)
     assert second.created < first.end_time  # triggered while the first was still training ...
@@ -95,8 +100,7 @@ def test_two_labeled_files_trigger_two_runs_one_at_a_time(stack):
     processed = sorted(path.name for path in (incoming / "processed").iterdir())
     assert [name.split("-", 1)[1] for name in processed] == ["first.csv", "second.csv"]
     assert not [path for path in incoming.iterdir() if path.is_file()]
-    log = stack["log"].read_text()
-    assert log.count("event nichetune.data.labeled for nichetune.dataset.complaints") == 2
+    assert log.read_text().count("event nichetune.data.labeled for nichetune.dataset.complaints") == 2
 
 
 def test_the_prefect_and_mlflow_uis_show_the_run_its_summary_and_the_model(stack):
@@ -104,8 +108,8 @@ def test_the_prefect_and_mlflow_uis_show_the_run_its_summary_and_the_model(stack
 
     if not Path(CHROMIUM).is_file():
         pytest.fail("Debian's chromium is needed for the UI test: apt-get install chromium")
-    runs = wait_for(lambda: [run for run in flow_runs(stack["prefect"]) if run.state.is_completed()], 600,
-                    "a completed run")
+    runs = wait_for(lambda: [run for run in flow_runs(stack["prefect"]) if run.state.is_completed()], 60,
+                    "a completed run", stack["log"])
     run = max(runs, key=lambda run: run.end_time)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
