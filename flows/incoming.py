@@ -57,7 +57,8 @@ class IncomingWatcher(threading.Thread):
                 lines.append(self.take(path, dataset))
             except Exception as err:  # a failure we did not foresee must not stop the watcher
                 traceback.print_exc()
-                lines.append(self.fail(path, f"{path}: unexpected {type(err).__name__}: {err} (traceback above in "
+                said = " ".join(str(err).split())  # one line, whatever the exception printed
+                lines.append(self.fail(path, f"{path}: unexpected {type(err).__name__}: {said} (traceback above in "
                                              f"this log); move the file back into {INCOMING}/ to retry"))
             print(lines[-1], flush=True)
         return lines
