@@ -44,8 +44,9 @@ the kill is not counted) and its result row records `resumed_from_epoch`.
 --quick checks the harness in about half a minute on 2 cores: banking77_k8_10intents, 1 seed, every method
 with one epoch (SetFit: one pair iteration). Raw results are merged into benchmarks/results/quality.json
 (quality_quick.json with --quick) unless --out names another file: a row of the same dataset, method, seed and
---finetune overrides is replaced, so the table can be filled one command at a time; a markdown table is printed
-(methods run with overrides are shown with them)."""
+--finetune overrides is replaced, so the table can be filled one command at a time. Each row is merged into the
+file as it is when the row is done, so a note added to it, or another bench's rows, during a long run are kept; a
+markdown table is printed (methods run with overrides are shown with them)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -452,25 +454,40 @@ def machine() -> dict:
 
 def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, out: Path | None = None,
                   command: str | None = None, settings: dict | None = None, from_seed: int = 0) -> dict:
-    """Every dataset x seed x method. With `out`, the rows are merged into the results already there (a row
-    of the same dataset, method and seed is replaced) and the file is rewritten after each run, so that
-    tables can be filled one command at a time. `settings` (e.g. fine-tune overrides) is recorded as given."""
+    """Every dataset x seed x method. With `out`, each row is merged into the file as it is at that moment (a
+    row of the same dataset, method and seed is replaced), so that tables can be filled one command at a time and
+    what was written to the file during a long run (a note, another run's rows) is kept. `settings` (e.g.
+    fine-tune overrides) is recorded as given."""
     results = read_results(out) if out is not None and out.is_file() else {"runs": [], "rows": []}
-    run = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "datasets": datasets,
-           "methods": list(methods), "seeds": seeds, "first_seed": from_seed, "settings": settings or {}}
-    results["runs"].append(run)
+    run = {"command": command, "date": time.strftime("%Y-%m-%d"), "started": datetime.now(timezone.utc).isoformat(),
+           "machine": machine(), "datasets": datasets, "methods": list(methods), "seeds": seeds,
+           "first_seed": from_seed, "settings": settings or {}}
     for dataset in datasets:
         for seed in range(from_seed, seeds):
             split = load_split(dataset, seed)  # one sample per seed, shared by every method
             for name, fn in methods.items():
-                row = {**run_one(dataset, name, fn, split, seed), "run": len(results["runs"]) - 1}
-                results["rows"] = [r for r in results["rows"] if row_key(results, r) != row_key(results, row)] + [row]
-                results["aggregate"] = aggregate(results["rows"])
+                row = run_one(dataset, name, fn, split, seed)
+                if out is not None and out.is_file():
+                    results = read_results(out)
+                results = with_row(results, run, row)
                 print(f"{dataset} {name} seed {seed}: accuracy {row['accuracy']:.3f}, macro-F1 "
                       f"{row['macro_f1']:.3f}, MCC {row['mcc']:.3f}, train {row['train_s']:.1f} s",
                       file=sys.stderr, flush=True)
                 if out is not None:
                     write_results(results, out)
+    return results
+
+
+def with_row(results: dict, run: dict, row: dict) -> dict:
+    """`results` with `run` in its run list (found by its start time, else appended) and `row`, measured by that
+    run, in place of the row it replaces."""
+    index = next((i for i, known in enumerate(results["runs"]) if known.get("started") == run["started"]), None)
+    if index is None:
+        results["runs"].append(run)
+        index = len(results["runs"]) - 1
+    row = {**row, "run": index}
+    results["rows"] = [r for r in results["rows"] if row_key(results, r) != row_key(results, row)] + [row]
+    results["aggregate"] = aggregate(results["rows"])
     return results
 
 
@@ -498,7 +515,9 @@ def read_results(path: Path) -> dict:
 def write_results(results: dict, out: Path) -> None:
     """The raw results as indented JSON."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    partial = out.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(results, indent=2) + "\n")
+    partial.replace(out)  # atomic: another bench reading the file, or a killed one, never sees half of it
 
 
 PRIMARY_METRIC = {"amazon_counterfactual_en_k8": "mcc", "amazon_counterfactual_en_k64": "mcc"}  # else accuracy

@@ -150,6 +150,33 @@ def test_from_seed_extends_the_seeds_already_measured(tmp_path):
     assert extended["runs"][1]["first_seed"] == 1 and extended["aggregate"][0]["seeds"] == 3
 
 
+def test_what_is_written_to_the_file_during_a_run_is_kept(tmp_path):
+    """A note added by hand and a second bench on the same file, both while the first bench is still running."""
+    out = tmp_path / "q.json"
+
+    def constant(train, test, seed):
+        return quality.MethodRun(["x"] * len(test), 0.1)
+
+    quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant}, 1, out, command="earlier")
+
+    def meanwhile(train, test, seed):
+        if seed == 1:  # the long run's seed-0 row is in the file by now
+            saved = json.loads(out.read_text())
+            saved["runs"][0]["settings"]["note"] = "Added by hand."
+            out.write_text(json.dumps(saved))
+            quality.run_benchmark(quality.QUICK_DATASETS, {"c": constant}, 1, out, command="second bench")
+        return constant(train, test, seed)
+
+    results = quality.run_benchmark(quality.QUICK_DATASETS, {"b": meanwhile}, 2, out, command="long")
+    assert json.loads(out.read_text()) == results
+    assert [run["command"] for run in results["runs"]] == ["earlier", "long", "second bench"]
+    assert results["runs"][0]["settings"]["note"] == "Added by hand."
+    assert [(row["method"], row["seed"], row["run"]) for row in results["rows"]] == [
+        ("a", 0, 0), ("b", 0, 1), ("c", 0, 2), ("b", 1, 1)]
+    assert {entry["method"]: entry["seeds"] for entry in results["aggregate"]} == {"a": 1, "b": 2, "c": 1}
+    assert list(tmp_path.iterdir()) == [out]  # no temporary file left beside it
+
+
 def test_the_goal_line_compares_the_default_with_every_measured_baseline():
     def row(dataset, method, accuracy, mcc, seed=0):
         return {"dataset": dataset, "method": method, "seed": seed, "accuracy": accuracy, "macro_f1": accuracy,
