@@ -190,8 +190,10 @@ def start_temporary_prefect_server() -> threading.Thread | None:
     """Start the temporary Prefect server that the flow's first API call would start, from a thread, so that
     its start-up (a process of its own) overlaps the imports of torch and the stages; join it before the flow.
     None where a server is configured (PREFECT_API_URL). A failure is left for the flow's own start to report
-    with Prefect's message. The imports happen here, in the main thread: two threads importing Prefect at once
-    can meet its modules half-initialised."""
+    with Prefect's message, after the server that did not answer in time (the default allows 20 s, which the
+    imports beside it can use up on a slow machine) is stopped: Prefect leaves it running, and the flow would
+    start a second one on the same database beside it. The imports happen here, in the main thread: two
+    threads importing Prefect at once can meet its modules half-initialised."""
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
@@ -200,10 +202,11 @@ def start_temporary_prefect_server() -> threading.Thread | None:
     from prefect.server.api.server import SubprocessASGIServer  # what the flow's first API call imports anyway
 
     def start() -> None:
+        server = SubprocessASGIServer()
         try:
-            SubprocessASGIServer().start()
+            server.start()
         except Exception:  # noqa: BLE001 - the flow starts the server again and raises Prefect's error
-            pass
+            server.stop()
 
     thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
     thread.start()

@@ -126,12 +126,43 @@ def test_run_starts_prefects_temporary_server_in_the_background_and_it_answers(t
         "print(httpx.get(server.api_url + '/health').status_code)\n"
         "server.stop()\n"
     )
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), DO_NOT_TRACK="true")
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=prefect_env(tmp_path, startup_s=90),
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "200"
+
+
+def test_a_temporary_server_that_does_not_answer_in_time_is_stopped_before_the_flow_starts_its_own(tmp_path):
+    """Prefect leaves it running: the flow's start would run a second server beside it, and the first would
+    outlive `nichetune run`, holding its output open. One second is too short for any server to answer."""
+    script = (
+        "import os, time\n"
+        "from flows.cli import start_temporary_prefect_server\n"
+        "def parent(pid):\n"
+        "    try:\n"
+        "        return int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+        "    except OSError:\n"
+        "        return None\n"
+        "def servers():\n"
+        "    return sum(parent(pid) == os.getpid() for pid in os.listdir('/proc') if pid.isdigit())\n"
+        "thread = start_temporary_prefect_server()\n"
+        "time.sleep(0.5)\n"
+        "print(servers())\n"
+        "thread.join()\n"
+        "print(servers())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=prefect_env(tmp_path, startup_s=1),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "0"]  # one server was starting; none is left once its start gave up
+
+
+def prefect_env(tmp_path: Path, startup_s: int) -> dict:
+    """No configured Prefect server, a Prefect home of the test's own, and the temporary server's start-up limit."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), DO_NOT_TRACK="true",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=str(startup_s))
+    return env
 
 
 def test_no_temporary_server_is_started_where_a_prefect_server_is_configured():
