@@ -126,10 +126,7 @@ def test_run_starts_prefects_temporary_server_in_the_background_and_it_answers(t
         "print(httpx.get(server.api_url + '/health').status_code)\n"
         "server.stop()\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=prefect_env(tmp_path, startup_s=90),
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "200"
+    assert run_without_prefect_server(script, tmp_path, startup_s=90).split() == ["200"]
 
 
 def test_a_temporary_server_that_does_not_answer_in_time_is_stopped_before_the_flow_starts_its_own(tmp_path):
@@ -151,18 +148,20 @@ def test_a_temporary_server_that_does_not_answer_in_time_is_stopped_before_the_f
         "thread.join()\n"
         "print(servers())\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=prefect_env(tmp_path, startup_s=1),
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1", "0"]  # one server was starting; none is left once its start gave up
+    # one server was starting; none is left once its start gave up
+    assert run_without_prefect_server(script, tmp_path, startup_s=1).split() == ["1", "0"]
 
 
-def prefect_env(tmp_path: Path, startup_s: int) -> dict:
-    """No configured Prefect server, a Prefect home of the test's own, and the temporary server's start-up limit."""
+def run_without_prefect_server(script: str, tmp_path: Path, startup_s: int) -> str:
+    """Run a Python script with no configured Prefect server, a Prefect home of the test's own and the temporary
+    server's start-up limit; return what it printed."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), DO_NOT_TRACK="true",
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=str(startup_s))
-    return env
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_no_temporary_server_is_started_where_a_prefect_server_is_configured():
