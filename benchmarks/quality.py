@@ -36,10 +36,11 @@ Train seconds: wall time to fit on the training rows from an already loaded back
 weights, saving the model and predicting the test set (for nichetune_*: FinetuneResult.seconds, which includes
 computing the frozen layers' outputs).
 
-A nichetune_* run keeps a checkpoint after every epoch in --work-dir (default <base.workdir>/bench): the same
-command run again after a kill (a closed laptop, a session's end) resumes the seed from its last finished epoch,
-to the same result. Its train seconds add up the runs up to their last checkpoints (the partial epoch lost at
-the kill is not counted) and its result row records `resumed_from_epoch`.
+A nichetune_* run keeps a checkpoint after every epoch in --work-dir (default <base.workdir>/bench), a SetFit
+run one every ten minutes: the same command run again after a kill (a closed laptop, a session's end) resumes
+the seed from its last checkpoint, to the same result. Its train seconds add up the runs up to their last
+checkpoints (the partial epoch lost at the kill is not counted) and its result row records `resumed_from_epoch`
+(SetFit: `resumed_from_step`, in pair batches).
 
 --quick checks the harness in about half a minute on 2 cores: banking77_k8_10intents, 1 seed, every method
 with one epoch (SetFit: one pair iteration). Raw results are merged into benchmarks/results/quality.json
@@ -163,6 +164,7 @@ class MethodRun:
     predictions: list[str]  # one label per test row
     train_seconds: float  # fitting only: see the module docstring
     resumed_from_epoch: int | None = None  # nichetune_*: the checkpoint a killed run of this seed left
+    resumed_from_step: int | None = None  # setfit: the same, counted in pair batches
 
 
 Method = Callable[[pd.DataFrame, pd.DataFrame, int], MethodRun]
@@ -253,24 +255,17 @@ def nichetune(train: pd.DataFrame, test: pd.DataFrame, seed: int, params=None,
     return MethodRun(predictions, result.seconds, result.resumed_from_epoch)
 
 
-def setfit(train: pd.DataFrame, test: pd.DataFrame, seed: int, num_iterations: int = 20) -> MethodRun:
+def setfit(train: pd.DataFrame, test: pd.DataFrame, seed: int, num_iterations: int = 20,
+           work_dir: Path | None = None) -> MethodRun:
     """SetFit (the `setfit` package) on the packaged MiniLM with the paper's defaults: 20 contrastive pair
-    iterations per row, batch 16, one epoch, body learning rate 2e-5, logistic-regression head."""
-    from datasets import Dataset
-    from setfit import SetFitModel, Trainer, TrainingArguments
+    iterations per row, batch 16, one epoch, body learning rate 2e-5, logistic-regression head. It keeps a
+    checkpoint every ten minutes under `work_dir` (default bench_workdir()), from which the same command resumes
+    the seed after a kill (benchmarks/setfit_baseline.py)."""
+    from benchmarks.setfit_baseline import train_setfit
 
-    from tasks.model import backbone_path
-
-    model = SetFitModel.from_pretrained(backbone_path("minilm"))
-    rows = Dataset.from_pandas(train[["text", "label"]].reset_index(drop=True))
-    with tempfile.TemporaryDirectory(prefix="quality-setfit-") as folder:  # its trainer writes checkpoints
-        args = TrainingArguments(output_dir=folder, save_strategy="no", num_iterations=num_iterations,
-                                 batch_size=16, num_epochs=1, body_learning_rate=2e-5, seed=seed,
-                                 report_to="none", show_progress_bar=False)
-        started = time.perf_counter()
-        Trainer(model=model, args=args, train_dataset=rows).train()
-        seconds = time.perf_counter() - started
-    return MethodRun([str(label) for label in model.predict(test["text"].tolist())], seconds)
+    folder = (work_dir or bench_workdir()) / "setfit" / f"{fingerprint(train)}-seed{seed}-iterations{num_iterations}"
+    run = train_setfit(train, test, seed, num_iterations, folder)
+    return MethodRun(run.predictions, run.seconds, resumed_from_step=run.resumed_from_step)
 
 
 def plain_full_finetuning(train: pd.DataFrame, test: pd.DataFrame, seed: int, epochs: int = 10) -> MethodRun:
@@ -342,7 +337,7 @@ def project_finetune() -> dict:
 
 
 def bench_workdir() -> Path:
-    """Where nichetune_* runs keep their checkpoints: `bench/` in the project's base.workdir (git-ignored)."""
+    """Where nichetune_* and setfit runs keep their checkpoints: `bench/` in the project's base.workdir (git-ignored)."""
     return REPO / project_params()["base"]["workdir"] / "bench"
 
 
@@ -375,8 +370,8 @@ def default_method() -> str:
 
 def select_methods(names: list[str], finetune_overrides: dict | None = None, quick: bool = False,
                    work_dir: Path | None = None) -> dict[str, Method]:
-    """The named methods; nichetune strategies get strategy_params(strategy, finetune_overrides) and keep
-    their checkpoints in `work_dir`, and with `quick` every trained method gets its QUICK_OVERRIDES (a harness
+    """The named methods; nichetune strategies get strategy_params(strategy, finetune_overrides), they and
+    SetFit keep their checkpoints in `work_dir`, and with `quick` every trained method gets its QUICK_OVERRIDES (a harness
     check, not a measurement)."""
     chosen = {}
     for name in names:
@@ -384,6 +379,8 @@ def select_methods(names: list[str], finetune_overrides: dict | None = None, qui
             overrides = {**(QUICK_OVERRIDES["finetune"] if quick else {}), **(finetune_overrides or {})}
             chosen[name] = functools.partial(nichetune, params=strategy_params(name.removeprefix("nichetune_"),
                                                                                overrides), work_dir=work_dir)
+        elif name == "setfit":
+            chosen[name] = functools.partial(setfit, work_dir=work_dir, **(QUICK_OVERRIDES[name] if quick else {}))
         elif quick and name in QUICK_OVERRIDES:
             chosen[name] = functools.partial(METHODS[name], **QUICK_OVERRIDES[name])
         else:
@@ -417,7 +414,8 @@ def run_one(dataset: str, method: str, fn: Method, split: Split, seed: int) -> d
             **metrics(split.test["label"].tolist(), run.predictions, majority),
             "train_s": run.train_seconds, "train_rows": len(split.train), "test_rows": len(split.test),
             "classes": split.train["label"].nunique(), "train_sha": fingerprint(split.train),
-            **({"resumed_from_epoch": run.resumed_from_epoch} if run.resumed_from_epoch is not None else {})}
+            **({"resumed_from_epoch": run.resumed_from_epoch} if run.resumed_from_epoch is not None else {}),
+            **({"resumed_from_step": run.resumed_from_step} if run.resumed_from_step is not None else {})}
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -602,7 +600,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="FinetuneParams overrides for every nichetune_<strategy> method")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/...)")
     parser.add_argument("--work-dir", type=Path, default=None,
-                        help="checkpoints of nichetune_* runs, from which a killed run resumes "
+                        help="checkpoints of nichetune_* and setfit runs, from which a killed run resumes "
                              "(default <base.workdir>/bench)")
     parser.add_argument("--note", default=None, help="how this run differs from a plain install, for the report")
     return parser.parse_args(argv)

@@ -73,10 +73,10 @@ def quality_section(results: dict | None, gpu: dict | None = None) -> list[str]:
     for index in sorted(kept):
         run = results["runs"][index]
         load_note = f", load {run['machine']['load_average_1min']:.1f}" if "load_average_1min" in run["machine"] else ""
-        resumed = [row for row in results["rows"] if row["run"] == index and "resumed_from_epoch" in row]
-        resumed_note = "".join(f"; {row['method']} seed {row['seed']} resumed from a killed run's epoch "
-                               f"{row['resumed_from_epoch']} checkpoint, its train s adds up the runs"
-                               for row in resumed)
+        resumed_note = "".join(f"; {row['method']} seed {row['seed']} resumed from a killed run's {unit} "
+                               f"{row[f'resumed_from_{unit}']} checkpoint, its train s adds up the runs"
+                               for row in results["rows"] if row["run"] == index
+                               for unit in ("epoch", "step") if f"resumed_from_{unit}" in row)
         note = run.get("settings", {}).get("note")
         lines.append(f"- `{without_note(run['command'], note)}` ({run['date']}, {run['machine']['arch']}, "
                      f"{run['machine']['cores']} cores, GPU {run['machine']['gpu'] or 'none'}{load_note}{resumed_note})"

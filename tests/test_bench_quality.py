@@ -6,8 +6,10 @@ with the real packaged backbone through the module's Python API, writing its JSO
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -115,6 +117,42 @@ def test_a_killed_run_resumes_its_seed_when_the_same_command_runs_again(tmp_path
     assert not any((work / CHECKPOINT_DIR).glob("*.pt"))
     (listed,) = [line for line in report.quality_section(results) if line.startswith("- `")]
     assert f"nichetune_full seed 0 resumed from a killed run's epoch {saved['epoch']} checkpoint" in listed
+
+
+SETFIT_RUN = """
+import sys
+from pathlib import Path
+from benchmarks.quality import load_split
+from benchmarks.setfit_baseline import train_setfit
+split = load_split("banking77_k8_10intents", 0)
+train_setfit(split.train, split.test, 0, 4, Path(sys.argv[1]), checkpoint_every_s=0, backbone=Path(sys.argv[2]))
+"""
+
+
+def test_a_killed_setfit_run_resumes_to_the_same_model(tmp_path, tiny_backbone):
+    import torch
+
+    from benchmarks.setfit_baseline import STATE_FILE, train_setfit
+
+    split = quality.load_split("banking77_k8_10intents", 0)  # 80 rows, 4 iterations: 640 pairs, 40 batches
+    straight = train_setfit(split.train, split.test, 0, 4, tmp_path / "straight", backbone=tiny_backbone)
+    work = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, "-c", SETFIT_RUN, str(work), str(tiny_backbone)], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not [step for step in work.glob(f"checkpoint-*/{STATE_FILE}")
+                                               if int(step.parent.name.split("-")[1]) >= 5]:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+
+    resumed = train_setfit(split.train, split.test, 0, 4, work, backbone=tiny_backbone)
+    assert resumed.resumed_from_step is not None and 5 <= resumed.resumed_from_step < 40, "killed part-way"
+    trained, again = straight.model.model_body.state_dict(), resumed.model.model_body.state_dict()
+    assert all(torch.allclose(trained[name], again[name], atol=1e-6) for name in trained)
+    assert resumed.predictions == straight.predictions
+    assert resumed.seconds > 0 and straight.resumed_from_step is None
+    assert not work.exists() and not (tmp_path / "straight").exists()
 
 
 def test_a_runs_note_follows_its_command_in_the_run_list(tmp_path):
@@ -276,3 +314,15 @@ def test_the_report_lists_only_runs_that_still_have_rows(tmp_path):
     results = quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant("y")}, 1, out, command="second")
     listed = [line for line in report.quality_section(results) if line.startswith("- `")]
     assert len(results["runs"]) == 2 and len(listed) == 1 and listed[0].startswith("- `second` (")
+
+
+def test_a_resumed_setfit_row_is_listed_with_the_step_it_resumed_from(tmp_path):
+    def resumed(train, test, seed):
+        return quality.MethodRun([test["label"].iloc[0]] * len(test), 12.5, resumed_from_step=300)
+
+    results = quality.run_benchmark(quality.QUICK_DATASETS, {"setfit": resumed}, 1, tmp_path / "q.json",
+                                    command="nichetune bench quality --methods setfit")
+    (row,) = results["rows"]
+    (listed,) = [line for line in report.quality_section(results) if line.startswith("- `")]
+    assert row["resumed_from_step"] == 300 and "resumed_from_epoch" not in row
+    assert "setfit seed 0 resumed from a killed run's step 300 checkpoint, its train s adds up the runs" in listed
