@@ -65,10 +65,9 @@ def last_checkpoint(folder: Path) -> tuple[Path, float] | None:
 
 def train_setfit(train: pd.DataFrame, test: pd.DataFrame, seed: int, num_iterations: int, work_dir: Path,
                  checkpoint_every_s: float = 600.0, backbone: Path | None = None) -> SetFitRun:
-    """SetFit (the `setfit` package) on the packaged MiniLM with the paper's defaults: `num_iterations` pair
-    iterations per row, batch 16, one epoch, body learning rate 2e-5, logistic-regression head, on `backbone`
-    (default the packaged MiniLM). Checkpoints go to `work_dir`, which should belong to this seed, these rows and
-    `num_iterations` alone."""
+    """SetFit (the `setfit` package) on `backbone` (default the packaged MiniLM) with the paper's defaults:
+    `num_iterations` pair iterations per row, batch 16, one epoch, body learning rate 2e-5, logistic-regression
+    head. Checkpoints go to `work_dir`, which should belong to this seed, these rows and `num_iterations` alone."""
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
@@ -84,7 +83,7 @@ def train_setfit(train: pd.DataFrame, test: pd.DataFrame, seed: int, num_iterati
     rows = Dataset.from_pandas(train[["text", "label"]].reset_index(drop=True))
     trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[clock])
     texts, labels = train["text"].tolist(), train["label"].tolist()
-    # Trainer.train() without its resume: the embedding phase as setfit runs it, resumed, then the head.
+    # What setfit's Trainer.train() does, whose embedding phase cannot be told to resume: pairs, body, head.
     pairs, loss = trainer.get_dataset(texts, labels, args=args)
     trainer.st_trainer.train_dataset, trainer.st_trainer.loss = pairs, loss
     trainer.st_trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
