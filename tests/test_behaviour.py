@@ -15,13 +15,13 @@ from tests.conftest import SHARED_DATA
 pytestmark = pytest.mark.slow
 
 # Settings per strategy for 80 rows: few epochs, so that the whole file runs in about a minute on 2 cores.
+# "full" is the default strategy; its own test below runs it with the default settings.
 STRATEGY_SETTINGS = {
     "head": {"epochs": 30},
     "freeze": {"epochs": 6, "learning_rate": 2e-4, "freeze_layers": 4},
     "lora": {"epochs": 6, "learning_rate": 3e-3},
     "ia3": {"epochs": 6, "learning_rate": 1e-2},
     "gradual_unfreeze": {"epochs": 4, "learning_rate": 1e-4, "layer_lr_decay": 0.8},
-    "full": {"epochs": 4, "learning_rate": 1e-4},
 }
 
 
@@ -37,11 +37,16 @@ def accuracy(train: pd.DataFrame, test: pd.DataFrame, cfg: FinetuneParams, tmp_p
     return metrics, result
 
 
-@pytest.mark.parametrize("strategy", list(STRATEGY_SETTINGS))
-def test_every_strategy_beats_the_majority_class_on_ten_intents(strategy, tmp_path):
+def ten_intents() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """8 training rows for each of ten intents, and 10 test rows each."""
     intents = sorted(banking77("train")["label"].unique())[:10]
     train = banking77("train").query("label in @intents").groupby("label", group_keys=False).sample(8, random_state=0)
-    test = banking77("test").query("label in @intents").groupby("label").head(10)
+    return train, banking77("test").query("label in @intents").groupby("label").head(10)
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGY_SETTINGS))
+def test_every_other_strategy_beats_the_majority_class_on_ten_intents(strategy, tmp_path):
+    train, test = ten_intents()
     cfg = FinetuneParams(strategy=strategy, **STRATEGY_SETTINGS[strategy])
     metrics, result = accuracy(train, test, cfg, tmp_path)
     assert metrics["majority_accuracy"] == pytest.approx(0.1)  # 10 test rows per intent
@@ -49,10 +54,11 @@ def test_every_strategy_beats_the_majority_class_on_ten_intents(strategy, tmp_pa
     assert np.isfinite(result.losses).all() and result.losses[-1] < result.losses[0]
 
 
-def test_the_default_strategy_learns_77_intents_from_8_examples_each(tmp_path):
-    train = banking77("train").groupby("label", group_keys=False).sample(8, random_state=0)
-    metrics, result = accuracy(train, banking77("test"), FinetuneParams(), tmp_path)
-    # 77 balanced intents: the majority class scores 1.3%; the default reaches about 84% (BENCHMARKS.md)
-    assert metrics["majority_accuracy"] < 0.02
-    assert metrics["accuracy"] > 0.75 and metrics["macro_f1"] > 0.7
-    assert result.strategy == "full"
+def test_the_default_settings_learn_ten_intents_from_8_examples_each(tmp_path):
+    """All 77 intents at 8 examples each are a benchmark row (about 84% accuracy over 5 seeds, BENCHMARKS.md),
+    which takes minutes here; ten intents check the same default settings in seconds."""
+    train, test = ten_intents()
+    metrics, result = accuracy(train, test, FinetuneParams(), tmp_path)
+    assert metrics["majority_accuracy"] == pytest.approx(0.1)
+    assert metrics["accuracy"] > 0.85 and metrics["macro_f1"] > 0.85, metrics  # 100% here on 2 cores
+    assert result.strategy == "full" and result.losses[-1] < result.losses[0]

@@ -101,14 +101,14 @@ def test_the_json_is_written_where_asked_with_the_command_and_machine(quick):
     assert saved["runs"][-1]["date"] and len(saved["rows"]) == len(quality.METHODS)
 
 
-def test_a_killed_run_resumes_its_seed_when_the_same_command_runs_again(tmp_path):
+def test_a_killed_run_resumes_its_seed_when_the_same_command_runs_again(tmp_path, tiny_backbone):
     work, out = tmp_path / "work", tmp_path / "q.json"
-    argv = ["--quick", "--methods", "nichetune_full", "--finetune", "epochs=6", "--out", str(out),
-            "--work-dir", str(work)]
+    argv = ["--quick", "--methods", "nichetune_full", "--finetune", "epochs=12", f"backbone={tiny_backbone}",
+            "--out", str(out), "--work-dir", str(work)]
     child = subprocess.Popen([sys.executable, "-m", "benchmarks.quality", *argv], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     saved = kill_after_first_checkpoint(child, work)
-    assert 1 <= saved["epoch"] < 6 and not out.exists(), "the run should be killed part-way"
+    assert 1 <= saved["epoch"] < 12 and not out.exists(), "the run should be killed part-way"
 
     results = quality.main(argv)
     (row,) = results["rows"]
