@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import itertools
 import json
 import math
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
+from tasks.backbone import BackboneError, backbone_depth
 from tasks.errors import ParamsError
 
 
@@ -19,6 +25,46 @@ class Section(BaseModel):
     """A params.yaml section: unknown keys and bad values fail at load time."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 for an int field: `batch_size: true` would train with batches of one
+        if isinstance(value, bool) and _takes_numbers(cls.model_fields[info.field_name].annotation):
+            raise PydanticCustomError("bool_not_number", "a number is expected, not true or false")
+        return value
+
+
+def _takes_numbers(annotation: Any) -> bool:
+    """Whether a field's type is int or float, alone or in a union such as `float | None`."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_takes_numbers(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _known_encoding(value: str) -> str:
+    if value != "auto":
+        try:
+            text = codecs.lookup(value)._is_text_encoding  # rot13, base64, ...: codecs, not text encodings
+        except LookupError:
+            text = False
+        if not text:
+            raise ValueError("not a text encoding Python knows; use 'auto' or a name such as 'utf-8', 'cp1252', "
+                             "'latin-1' or 'utf-16'")
+    return value
+
+
+def _one_character(value: str) -> str:
+    if value != "auto" and (len(value) != 1 or value in '"\r\n'):
+        raise ValueError("use 'auto' or one character other than a quote or a line break, such as ',', ';', '|' "
+                         "or a tab (\"\\t\" in YAML)")
+    return value
+
+
+Encoding = Annotated[str, AfterValidator(_known_encoding)]
+Delimiter = Annotated[str, AfterValidator(_one_character)]
 
 
 class BaseParams(Section):
@@ -37,8 +83,8 @@ class IngestParams(Section):
     timestamp_column: str | None = None  # None: no time order, the split is stratified
     id_column: str | None = None  # kept with each row when set
     metadata_columns: list[str] = []  # other columns to keep (e.g. channel), stored beside text and label
-    encoding: str = "auto"  # auto: UTF-8 with or without BOM, else the detected encoding (reported)
-    delimiter: str = "auto"  # auto: sniffed among , ; tab and |
+    encoding: Encoding = "auto"  # auto: UTF-8 with or without BOM, else the detected encoding (reported)
+    delimiter: Delimiter = "auto"  # auto: sniffed among , ; tab and |
     max_text_chars: int = Field(5000, ge=1)  # longer texts are quarantined
     redact_pii: bool = True  # emails, phone, card, account numbers and IBANs are masked before storage
 
@@ -95,7 +141,8 @@ class FinetuneParams(Section):
     # or 0, over every pair of rows in the batch, added to the cross-entropy with this weight; 0: off
     pair_loss_weight: float = Field(10.0, ge=0)
     class_balance: Literal["none", "weights", "oversample"] = "none"  # for imbalanced labels
-    freeze_layers: int = Field(4, ge=0)  # strategy freeze: the embeddings and this many lowest layers stay fixed
+    # strategy freeze: the embeddings and this many lowest layers stay fixed; at most the backbone's layers
+    freeze_layers: int = Field(4, ge=0, validate_default=True)
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
@@ -109,6 +156,28 @@ class FinetuneParams(Section):
     augment_copies: int = Field(1, ge=1)  # augmented copies of each training row (made once, from base.seed)
     cache_features: bool = True  # frozen layers' outputs computed once per dataset version, kept in workdir
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA with bf16 when present, else the CPU
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone_is_here(cls, value: str) -> str:
+        try:
+            backbone_depth(value)  # reads its config.json: a missing or broken folder fails before any stage
+        except BackboneError as err:
+            raise ValueError(err.reason) from None
+        return value
+
+    @field_validator("freeze_layers")
+    @classmethod
+    def _freeze_within_the_backbone(cls, value: int, info: ValidationInfo) -> int:
+        backbone = info.data.get("backbone")  # absent when the backbone itself was refused
+        if info.data.get("strategy") == "freeze" and backbone is not None:
+            try:
+                depth = backbone_depth(backbone)
+            except BackboneError:
+                return value
+            if depth is not None and value > depth:
+                raise ValueError(f"finetune.backbone {backbone!r} has {depth} layers; use 0 to {depth}")
+        return value
 
 
 class DriftThresholds(Section):
@@ -344,8 +413,8 @@ def _describe(error: dict, raw: dict, source: str) -> str:
     if error["type"] == "extra_forbidden":
         allowed = _field_names(_model_at(loc[:-1]))
         return f"{source}: unknown key {key!r}; allowed keys here: {', '.join(allowed)}"
-    value = _lookup(raw, loc)
-    return f"{source}: {key} = {value!r} is not allowed: {error['msg']}"
+    value = _lookup(raw, loc, error.get("input"))  # a default checked against another key is not in raw
+    return f"{source}: {key} = {value!r} is not allowed: {error['msg'].removeprefix('Value error, ')}"
 
 
 def _model_at(loc: list[str]) -> type[BaseModel]:
@@ -357,7 +426,7 @@ def _model_at(loc: list[str]) -> type[BaseModel]:
     return model
 
 
-def _lookup(raw: dict, loc: list[str]):
+def _lookup(raw: dict, loc: list[str], missing: Any = None):
     value = raw
     for part in loc:
         if isinstance(value, dict) and part in value:
@@ -365,7 +434,7 @@ def _lookup(raw: dict, loc: list[str]):
         elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
         else:
-            return None
+            return missing
     return value
 
 

@@ -229,3 +229,98 @@ def test_a_segment_column_that_ingest_does_not_keep_is_refused_naming_both_keys(
 def test_the_approval_mode_and_primary_metric_list_the_allowed_values():
     assert "'reviewer' or 'auto'" in params_error({"register": {"approval": "maybe"}})
     assert "'accuracy' or 'macro_f1'" in params_error({"register": {"primary_metric": "f1"}})
+
+
+# --- values that used to fail only once a stage ran: refused at load, in one line --------------------------
+
+@pytest.mark.parametrize(("key", "value", "allowed"), [
+    ("delimiter", "ab", "one character other than a quote or a line break"),
+    ("delimiter", "", "one character"),
+    ("delimiter", '"', "one character other than a quote"),
+    ("encoding", "klingon", "not a text encoding Python knows"),
+    ("encoding", "rot13", "not a text encoding Python knows"),
+])
+def test_a_delimiter_or_encoding_that_cannot_read_a_file_is_refused_at_load(key, value, allowed):
+    message = params_error({"ingest": {key: value}})
+    assert f"ingest.{key} = {value!r} is not allowed: " in message and allowed in message
+    assert "'auto'" in message
+
+
+@pytest.mark.parametrize(("key", "value"), [("delimiter", "\t"), ("delimiter", ";"), ("encoding", "latin-1"),
+                                            ("encoding", "UTF-16"), ("encoding", "auto")])
+def test_one_character_delimiters_and_known_encodings_load(key, value):
+    assert getattr(parse_params({"ingest": {key: value}}).ingest, key) == value
+
+
+@pytest.mark.parametrize(("section", "key"), [("finetune", "batch_size"), ("finetune", "learning_rate"),
+                                              ("base", "seed"), ("split", "holdout_fraction")])
+def test_a_boolean_is_not_a_number(section, key):
+    message = params_error({section: {key: True}})
+    assert f"{section}.{key} = True is not allowed: a number is expected, not true or false" in message
+
+
+def test_a_boolean_is_not_a_number_in_an_optional_nested_threshold():
+    message = params_error({"evaluate": {"drift_warn": {"text": False}}})
+    assert "evaluate.drift_warn.text = False is not allowed: a number is expected" in message
+
+
+def test_set_with_a_boolean_for_a_number_fails_at_load(tmp_path):
+    with pytest.raises(ParamsError, match=r"finetune\.batch_size = True is not allowed"):
+        load_params(write(tmp_path, ""), ["finetune.batch_size=true"])
+
+
+def test_a_backbone_folder_that_does_not_exist_is_refused_at_load(tmp_path):
+    missing = tmp_path / "no-such-model"
+    message = params_error({"finetune": {"backbone": str(missing)}})
+    assert f"finetune.backbone = {str(missing)!r} is not allowed: no such folder" in message
+    assert "'minilm'" in message
+
+
+def test_a_backbone_folder_without_config_json_is_refused_at_load(tmp_path):
+    message = params_error({"finetune": {"backbone": str(tmp_path)}})
+    assert "config.json is missing" in message and "save_pretrained" in message
+
+
+def test_a_hub_id_offline_says_how_to_allow_the_hub(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    message = params_error({"finetune": {"backbone": "someone/some-model"}})
+    assert "finetune.backbone = 'someone/some-model' is not allowed: no such folder" in message
+    assert "HF_HUB_OFFLINE=0" in message
+
+
+def test_a_hub_id_is_accepted_when_the_hub_is_allowed(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert parse_params({"finetune": {"backbone": "someone/some-model"}}).finetune.backbone == "someone/some-model"
+
+
+def test_freeze_layers_beyond_the_backbone_are_refused_at_load(tiny_backbone):
+    message = params_error({"finetune": {"backbone": str(tiny_backbone), "strategy": "freeze", "freeze_layers": 3}})
+    assert "finetune.freeze_layers = 3 is not allowed: " in message and "has 2 layers; use 0 to 2" in message
+    default = params_error({"finetune": {"backbone": str(tiny_backbone), "strategy": "freeze"}})
+    assert "finetune.freeze_layers = 4 is not allowed" in default  # the default, checked against this backbone
+    minilm = params_error({"finetune": {"strategy": "freeze", "freeze_layers": 7}})
+    assert "'minilm' has 6 layers; use 0 to 6" in minilm
+
+
+def test_freeze_layers_only_matter_to_the_freeze_strategy(tiny_backbone):
+    params = parse_params({"finetune": {"backbone": str(tiny_backbone), "strategy": "full", "freeze_layers": 9}})
+    assert params.finetune.freeze_layers == 9
+    assert parse_params({"finetune": {"backbone": str(tiny_backbone), "strategy": "freeze",
+                                      "freeze_layers": 2}}).finetune.freeze_layers == 2
+
+
+def test_a_trial_whose_freeze_depth_exceeds_the_backbone_fails_at_load(tiny_backbone):
+    message = params_error({"finetune": {"backbone": str(tiny_backbone), "freeze_layers": 3},
+                            "trials": {"grid": {"finetune.strategy": ["full", "freeze"]}}})
+    assert "finetune.freeze_layers = 3 is not allowed" in message and "use 0 to 2" in message
+
+
+def test_loading_params_imports_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    script = ("import sys; from tasks.config import load_params; "
+              f"load_params({str(write(tmp_path, 'finetune: {strategy: freeze}'))!r}); "
+              "print('torch' in sys.modules)")
+    checked = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert checked.stdout.strip() == "False", checked.stderr
