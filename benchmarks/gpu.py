@@ -1,11 +1,12 @@
 """Benchmark: training samples per second of the default strategy against a plain PyTorch loop, on a GPU.
 
     nichetune bench gpu [--rows 2048] [--epochs 2] [--repeats 3] [--device cuda] [--out FILE] [--note TEXT]
+                        [--data DIR]
 
-Rows: the first `--rows` of banking77's training texts (../shared/data), 77 intents. Both loops train the same
-model (`tasks.finetune.build_model` with params.yaml's finetune section: the default strategy), on the same rows
-in batches of the same size, padded per batch to the same `max_length`, in the same precision (bf16 autocast on
-CUDA), for `--epochs` epochs:
+Rows: the first `--rows` of banking77's training texts (banking77/ under --data, default ../shared/data), 77
+intents. Both loops train the same model (`tasks.finetune.build_model` with params.yaml's finetune section: the
+default strategy), on the same rows in batches of the same size, padded per batch to the same `max_length`, in the
+same precision (bf16 autocast on CUDA), for `--epochs` epochs:
 - nichetune: `tasks.finetune.finetune` itself, with params.yaml's finetune section but no early-stopping share and
   no work dir (no checkpoints), so that only training is timed: its seeded batch order, layer-wise learning rates,
   schedule, class handling and pair loss included. Samples per second is `FinetuneResult.samples_per_second`
@@ -29,14 +30,16 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from benchmarks.sources import add_data_option, dataset_dir
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-SHARED = REPO.parent / "shared" / "data" / "banking77"
 NICHETUNE, PLAIN = "nichetune (params.yaml default)", "plain PyTorch loop"
 
 
-def training_rows(rows: int) -> pd.DataFrame:
-    frame = pd.read_csv(SHARED / "train.csv").head(rows)
+def training_rows(rows: int, folder: Path) -> pd.DataFrame:
+    """The first `rows` of banking77's train.csv in `folder`, as text and label."""
+    frame = pd.read_csv(folder / "train.csv").head(rows)
     return pd.DataFrame({"text": frame["text"].astype(str), "label": frame["category"]})
 
 
@@ -81,7 +84,7 @@ def plain_loop(train: pd.DataFrame, cfg, seed: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def measure(rows: int, epochs: int, repeats: int, device: str, backbone: str | None = None) -> dict:
+def measure(rows: int, epochs: int, repeats: int, device: str, folder: Path, backbone: str | None = None) -> dict:
     """Warm-up, then the two loops alternating; medians and the ratio."""
     import torch
     import transformers
@@ -95,7 +98,7 @@ def measure(rows: int, epochs: int, repeats: int, device: str, backbone: str | N
         settings["backbone"] = backbone
     cfg = FinetuneParams.model_validate(settings)
     resolved = resolve_device(device)
-    train = training_rows(rows)
+    train = training_rows(rows, folder)
     warm_up = FinetuneParams.model_validate({**settings, "epochs": 1})
     nichetune_loop(train.head(4 * cfg.batch_size), warm_up, 0)
     plain_loop(train.head(4 * cfg.batch_size), warm_up, 0)
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backbone", default=None, help=argparse.SUPPRESS)  # tests: a tiny local model
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/gpu.json)")
     parser.add_argument("--note", default=None, help="how this run differs from a plain install, for the report")
+    add_data_option(parser)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.device == "cpu" and args.out is None:
@@ -129,9 +133,10 @@ def main(argv: list[str] | None = None) -> dict:
                      "harness here)")
     from tasks.runtime import quiet_offline_defaults
 
+    folder = dataset_dir(args.data, "banking77")
     quiet_offline_defaults()
     result = {"command": " ".join(["nichetune bench gpu", *argv]), "date": time.strftime("%Y-%m-%d"),
-              **measure(args.rows, args.epochs, args.repeats, args.device, args.backbone)}
+              **measure(args.rows, args.epochs, args.repeats, args.device, folder, args.backbone)}
     if args.note:
         result["note"] = args.note
     out = args.out or RESULTS / "gpu.json"

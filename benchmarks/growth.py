@@ -1,15 +1,15 @@
 """Benchmark: how ingest, validation and training grow with the data (wall time and peak memory per step).
 
-    nichetune bench growth [--rows 1000 10000 100000] [--repeats 3]
+    nichetune bench growth [--rows 1000 10000 100000] [--repeats 3] [--data DIR]
 
-The rows are real texts (banking77 train and test from ../shared/data), repeated with a row number appended
-until there are N, so that no two rows are duplicates; labels are the 77 intents; timestamps span a year.
-Each repeat uses a fresh temporary git + DVC project with a local directory remote. Each step runs in its own
-new process, so that its peak resident memory is its own: ingest (`ingest_batch`: read, checks, PII masking,
-store, DVC add + push), validate (`assemble` + the Great Expectations suite and Data Docs), train (split +
-fine-tune with the params.yaml defaults but `--train-epochs` epochs (default 1: the default strategy's 8 epochs
-at 100k rows would take hours on 2 cores, and time grows linearly with epochs), the feature cache
-empty: the first training on a new dataset version). Figures are medians over the repeats."""
+The rows are real texts (banking77 train and test: banking77/ under --data, default ../shared/data), repeated with a
+row number appended until there are N, so that no two rows are duplicates; labels are the 77 intents; timestamps
+span a year. Each repeat uses a fresh temporary git + DVC project with a local directory remote. Each step runs in
+its own new process, so that its peak resident memory is its own: ingest (`ingest_batch`: read, checks, PII masking,
+store, DVC add + push), validate (`assemble` + the Great Expectations suite and Data Docs), train (split + fine-tune
+with the params.yaml defaults but `--train-epochs` epochs (default 1: the default strategy's 8 epochs at 100k rows
+would take hours on 2 cores, and time grows linearly with epochs), the feature cache empty: the first training on a
+new dataset version). Figures are medians over the repeats."""
 
 from __future__ import annotations
 
@@ -28,14 +28,16 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from benchmarks.sources import add_data_option, dataset_dir
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-SHARED = REPO.parent / "shared" / "data" / "banking77"
 STEPS = ("ingest", "validate", "train")
 
 
-def make_rows(n: int) -> pd.DataFrame:
-    base = pd.concat([pd.read_csv(SHARED / "train.csv"), pd.read_csv(SHARED / "test.csv")], ignore_index=True)
+def make_rows(n: int, folder: Path) -> pd.DataFrame:
+    """`n` distinct labeled rows with timestamps, from banking77's train.csv and test.csv in `folder`."""
+    base = pd.concat([pd.read_csv(folder / "train.csv"), pd.read_csv(folder / "test.csv")], ignore_index=True)
     rows = base.iloc[[i % len(base) for i in range(n)]].reset_index(drop=True)
     rows["text"] = rows["text"] + " #" + pd.Series(range(n)).astype(str)
     rows["created_at"] = pd.date_range("2025-01-01", "2025-12-31", periods=n).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -66,7 +68,7 @@ def step(name: str, root: Path, csv_path: Path, train_epochs: int = 1) -> dict:
     return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}
 
 
-def one_repeat(rows: int, folder: Path, train_epochs: int, steps: list[str]) -> dict:
+def one_repeat(rows: int, folder: Path, train_epochs: int, steps: list[str], banking77: Path) -> dict:
     """A fresh project, then each step in a child process."""
     root = folder / "project"
     root.mkdir(parents=True)
@@ -75,7 +77,7 @@ def one_repeat(rows: int, folder: Path, train_epochs: int, steps: list[str]) -> 
                     [dvc, "remote", "add", "-d", "local", str(folder / "remote")]):
         subprocess.run(command, cwd=root, check=True, capture_output=True)
     csv_path = folder / f"labeled_{rows}.csv"
-    make_rows(rows).to_csv(csv_path, index=False)
+    make_rows(rows, banking77).to_csv(csv_path, index=False)
     measured = {}
     for name in steps:
         child = subprocess.run([sys.executable, "-m", "benchmarks.growth", "--step", name, str(root), str(csv_path),
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="steps to measure")
     parser.add_argument("--train-epochs", type=int, default=1, help="epochs of the training step (default 1)")
     parser.add_argument("--step", nargs=3, help=argparse.SUPPRESS)  # internal: NAME ROOT CSV, JSON out
+    add_data_option(parser)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     from tasks.runtime import quiet_offline_defaults
@@ -103,13 +106,14 @@ def main(argv: list[str] | None = None) -> dict | None:
         name, root, csv_path = args.step
         print(json.dumps(step(name, Path(root), Path(csv_path), args.train_epochs)))
         return None
+    banking77 = dataset_dir(args.data, "banking77")
     out = RESULTS / "growth.json"
     results = json.loads(out.read_text()) if out.is_file() else {"sizes": {}}
     for rows in args.rows:
         repeats = []
         for index in range(args.repeats):
             with tempfile.TemporaryDirectory(prefix="growth-") as folder:
-                repeats.append(one_repeat(rows, Path(folder), args.train_epochs, args.steps))
+                repeats.append(one_repeat(rows, Path(folder), args.train_epochs, args.steps, banking77))
         results["sizes"][str(rows)] = {
             "command": " ".join(["nichetune bench growth", "--rows", str(rows), "--repeats", str(args.repeats),
                                  "--train-epochs", str(args.train_epochs), "--steps", *args.steps]),

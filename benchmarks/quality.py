@@ -5,7 +5,8 @@ instead, on real data.
                             [--finetune KEY=VALUE ...] [--out FILE] [--work-dir DIR]
                             [--note TEXT]
 
-Datasets (from ../shared/data; see each folder's PROVENANCE.md):
+Datasets (from --data DIR, default ../shared/data; see each folder's PROVENANCE.md, and benchmarks/sources.py for
+where to get them):
 - banking77_k8, banking77_k64: k examples per intent (77 intents) sampled from train with the run's seed;
   evaluated on the full test set (3,080 rows, 40 per intent). Four intents have fewer than 64 training rows
   (35, 41, 59, 61): k=64 takes all of theirs, so k=64 has 4,868 training rows, not 4,928.
@@ -42,12 +43,13 @@ the seed from its last checkpoint, to the same result. Its train seconds add up 
 checkpoints (the partial epoch lost at the kill is not counted) and its result row records `resumed_from_epoch`
 (SetFit: `resumed_from_step`, in pair batches).
 
---quick checks the harness in about half a minute on 2 cores: banking77_k8_10intents, 1 seed, every method
-with one epoch (SetFit: one pair iteration). Raw results are merged into benchmarks/results/quality.json
-(quality_quick.json with --quick) unless --out names another file: a row of the same dataset, method, seed and
---finetune overrides is replaced, so the table can be filled one command at a time. Each row is merged into the
-file as it is when the row is done, so a note added to it, or another bench's rows, during a long run are kept; a
-markdown table is printed (methods run with overrides are shown with them)."""
+--quick checks the harness in about half a minute on 2 cores: banking77_k8_10intents, 1 seed, every method with one
+epoch (SetFit: one pair iteration). The slice of banking77 in tests/data holds every row of those ten intents, so
+`--quick --data tests/data` gives the same rows as the full dataset. Raw results are merged into
+benchmarks/results/quality.json (quality_quick.json with --quick) unless --out names another file: a row of the same
+dataset, method, seed and --finetune overrides is replaced, so the table can be filled one command at a time. Each
+row is merged into the file as it is when the row is done, so a note added to it, or another bench's rows, during a
+long run are kept; a markdown table is printed (methods run with overrides are shown with them)."""
 
 from __future__ import annotations
 
@@ -70,9 +72,10 @@ import pandas as pd
 import yaml
 from sklearn.metrics import matthews_corrcoef
 
+from benchmarks.sources import DEFAULT_DATA, add_data_option, dataset_dir
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-SHARED = REPO.parent / "shared" / "data"
 METRICS = ("accuracy", "macro_f1", "mcc", "train_s")
 DEFAULT_SEEDS = 5
 QUICK_DATASETS = ["banking77_k8_10intents"]
@@ -90,18 +93,18 @@ class Split:
     test: pd.DataFrame
 
 
-def read_banking77() -> Split:
+def read_banking77(folder: Path) -> Split:
     """BANKING77 as published: train.csv and test.csv, `category` as the label."""
-    frames = [pd.read_csv(SHARED / "banking77" / name) for name in ("train.csv", "test.csv")]
+    frames = [pd.read_csv(folder / name) for name in ("train.csv", "test.csv")]
     return Split(*(frame.rename(columns={"category": "label"}) for frame in frames))
 
 
-def read_amazon_counterfactual() -> Split:
+def read_amazon_counterfactual(folder: Path) -> Split:
     """Amazon counterfactual EN: `sentence` as text, `is_counterfactual` (0/1) as a named label."""
     names = {0: "not_counterfactual", 1: "counterfactual"}
 
     def read(name: str) -> pd.DataFrame:
-        frame = pd.read_csv(SHARED / "amazon_counterfactual_en" / name, sep="\t", quoting=3)
+        frame = pd.read_csv(folder / name, sep="\t", quoting=3)
         return pd.DataFrame({"text": frame["sentence"], "label": frame["is_counterfactual"].map(names)})
 
     return Split(read("EN_train.tsv"), read("EN_test.tsv"))
@@ -115,20 +118,20 @@ def sample_per_class(frame: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
     return sample.reset_index(drop=True)
 
 
-def few_shot(read: Callable[[], Split], k: int, seed: int, classes: int | None = None) -> Split:
+def few_shot(read: Callable[[Path], Split], k: int, folder: Path, seed: int, classes: int | None = None) -> Split:
     """k training rows per class sampled with `seed`, the full test set; `classes` keeps only the first
     that many labels in alphabetical order (train and test alike)."""
-    split = read()
+    split = read(folder)
     if classes is not None:
         keep = sorted(split.train["label"].unique())[:classes]
         split = Split(*(frame[frame["label"].isin(keep)] for frame in (split.train, split.test)))
     return Split(sample_per_class(split.train, k, seed), split.test.reset_index(drop=True))
 
 
-def cfpb_split(seed: int = 0) -> Split:
+def cfpb_split(folder: Path, seed: int = 0) -> Split:
     """CFPB complaints routed by issue: January-June 2023 train, July-August 2023 test; issues with fewer
     than MIN_ISSUE_ROWS rows in the whole file become OTHER_ISSUE. The seed does not change the rows."""
-    frame = pd.read_csv(SHARED / "cfpb_payday_2023" / "complaints.csv")
+    frame = pd.read_csv(folder / "complaints.csv")
     counts = frame["issue"].value_counts()
     label = frame["issue"].where(frame["issue"].map(counts) >= MIN_ISSUE_ROWS, OTHER_ISSUE)
     rows = pd.DataFrame({"text": frame["text"], "label": label, "date_received": frame["date_received"]})
@@ -138,22 +141,31 @@ def cfpb_split(seed: int = 0) -> Split:
     return Split(rows[in_train].reset_index(drop=True), rows[in_test].reset_index(drop=True))
 
 
-DATASETS: dict[str, Callable[[int], Split]] = {  # name -> seed -> Split
-    "banking77_k8": functools.partial(few_shot, read_banking77, 8),
-    "banking77_k64": functools.partial(few_shot, read_banking77, 64),
-    "amazon_counterfactual_en_k8": functools.partial(few_shot, read_amazon_counterfactual, 8),
-    "amazon_counterfactual_en_k64": functools.partial(few_shot, read_amazon_counterfactual, 64),
-    "cfpb_payday_2023": cfpb_split,
-    "banking77_k8_10intents": functools.partial(few_shot, read_banking77, 8, classes=10),
+@dataclass(frozen=True)
+class Dataset:
+    folder: str  # its folder under --data, a key of sources.SOURCES
+    split: Callable[[Path, int], Split]  # (that folder, seed) -> Split
+
+
+DATASETS: dict[str, Dataset] = {
+    "banking77_k8": Dataset("banking77", functools.partial(few_shot, read_banking77, 8)),
+    "banking77_k64": Dataset("banking77", functools.partial(few_shot, read_banking77, 64)),
+    "amazon_counterfactual_en_k8": Dataset("amazon_counterfactual_en",
+                                           functools.partial(few_shot, read_amazon_counterfactual, 8)),
+    "amazon_counterfactual_en_k64": Dataset("amazon_counterfactual_en",
+                                            functools.partial(few_shot, read_amazon_counterfactual, 64)),
+    "cfpb_payday_2023": Dataset("cfpb_payday_2023", cfpb_split),
+    "banking77_k8_10intents": Dataset("banking77", functools.partial(few_shot, read_banking77, 8, classes=10)),
 }
 
 
 FULL_DATASETS = [name for name in DATASETS if name not in QUICK_DATASETS]
 
 
-def load_split(name: str, seed: int) -> Split:
-    """The training and test rows of dataset `name` for `seed`."""
-    return DATASETS[name](seed=seed)
+def load_split(name: str, seed: int, data: Path = DEFAULT_DATA) -> Split:
+    """The training and test rows of dataset `name` for `seed`, read from its folder under `data`."""
+    dataset = DATASETS[name]
+    return dataset.split(dataset_dir(data, dataset.folder), seed=seed)
 
 
 # ---------------------------------------------------------------- methods: fit on train, predict test
@@ -451,18 +463,19 @@ def machine() -> dict:
 
 
 def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, out: Path | None = None,
-                  command: str | None = None, settings: dict | None = None, from_seed: int = 0) -> dict:
+                  command: str | None = None, settings: dict | None = None, from_seed: int = 0,
+                  data: Path = DEFAULT_DATA) -> dict:
     """Every dataset x seed x method. With `out`, each row is merged into the file as it is at that moment (a
     row of the same dataset, method and seed is replaced), so that tables can be filled one command at a time and
     what was written to the file during a long run (a note, another run's rows) is kept. `settings` (e.g.
-    fine-tune overrides) is recorded as given."""
+    fine-tune overrides) is recorded as given. The datasets are read from `data`."""
     results = read_results(out) if out is not None and out.is_file() else {"runs": [], "rows": []}
     run = {"command": command, "date": time.strftime("%Y-%m-%d"), "started": datetime.now(timezone.utc).isoformat(),
            "machine": machine(), "datasets": datasets, "methods": list(methods), "seeds": seeds,
            "first_seed": from_seed, "settings": settings or {}}
     for dataset in datasets:
         for seed in range(from_seed, seeds):
-            split = load_split(dataset, seed)  # one sample per seed, shared by every method
+            split = load_split(dataset, seed, data)  # one sample per seed, shared by every method
             for name, fn in methods.items():
                 row = run_one(dataset, name, fn, split, seed)
                 if out is not None and out.is_file():
@@ -603,6 +616,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="checkpoints of nichetune_* and setfit runs, from which a killed run resumes "
                              "(default <base.workdir>/bench)")
     parser.add_argument("--note", default=None, help="how this run differs from a plain install, for the report")
+    add_data_option(parser)
     return parser.parse_args(argv)
 
 
@@ -624,7 +638,9 @@ def main(argv: list[str] | None = None) -> dict:
     methods = select_methods(args.methods, overrides, quick=args.quick, work_dir=args.work_dir)
     if not 0 <= args.from_seed < seeds:
         raise SystemExit(f"--from-seed {args.from_seed}: expected 0 to {seeds - 1} (it runs seeds K..N-1 of --seeds N)")
-    results = run_benchmark(datasets, methods, seeds, out, command, from_seed=args.from_seed,
+    for name in datasets:  # every folder before the first seed, not hours into the run
+        dataset_dir(args.data, DATASETS[name].folder)
+    results = run_benchmark(datasets, methods, seeds, out, command, from_seed=args.from_seed, data=args.data,
                             settings={"finetune_overrides": overrides, "params_finetune": project_finetune(),
                                       "quick": args.quick,
                                       **({"note": args.note} if args.note else {})})

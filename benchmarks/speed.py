@@ -1,6 +1,6 @@
 """Benchmark: time to a candidate model (the flow against its stage functions run directly) and prediction speed.
 
-    nichetune bench speed [--repeats 3]
+    nichetune bench speed [--repeats 3] [--data DIR]
 
 Overhead: in fresh copies of this project (git + DVC, the demo data, params.yaml as committed), a script calls the
 six stage functions one after another in a new process; then `nichetune run` runs the same work as a Prefect flow
@@ -11,8 +11,8 @@ figures are the stage calls alone. The script and the two flow runs alternate, `
 medians over the repeats: end to end, flow / script - 1 (noisy: training alone varies by several seconds between
 processes); and within each run, the flow's time outside its stage task runs (as Prefect recorded them) less the
 script's time outside its stage calls, over the flow's stage time plus the script's start-up. Prediction: the
-demo model's batch throughput on banking77's 3,080 test texts, and single-text latency (median and 95th
-percentile of 200 calls) on the CPU."""
+demo model's batch throughput on banking77's 3,080 test texts (banking77/ under --data, default ../shared/data),
+and single-text latency (median and 95th percentile of 200 calls) on the CPU."""
 
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.sources import add_data_option, dataset_dir
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-SHARED = REPO.parent / "shared" / "data"
 STAGES = ("ingest", "validate", "split", "finetune", "evaluate", "register")
 
 
@@ -114,12 +115,13 @@ def read_task_runs() -> dict[str, float]:
     return {stage: seconds[stage] for stage in STAGES}
 
 
-def prediction_speed(model_dir: Path) -> dict:
-    """Batch rows per second and single-text latency of a trained classifier on the CPU."""
+def prediction_speed(model_dir: Path, banking77: Path) -> dict:
+    """Batch rows per second and single-text latency of a trained classifier on the CPU, on banking77's test
+    texts (test.csv in `banking77`)."""
     from tasks.model import Classifier
 
     classifier = Classifier(model_dir)
-    texts = pd.read_csv(SHARED / "banking77" / "test.csv")["text"].tolist()
+    texts = pd.read_csv(banking77 / "test.csv")["text"].tolist()
     classifier.predict_proba(texts[:64])  # warm-up
     started = time.perf_counter()
     classifier.predict_proba(texts)
@@ -158,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--direct", type=Path, help=argparse.SUPPRESS)  # internal: one direct run, JSON out
     parser.add_argument("--task-runs", action="store_true", help=argparse.SUPPRESS)  # internal: JSON out
+    add_data_option(parser)
     args = parser.parse_args(argv)
     from tasks.runtime import quiet_offline_defaults
 
@@ -168,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.task_runs:
         print(json.dumps(read_task_runs()))
         return
+    banking77 = dataset_dir(args.data, "banking77")
     repeats = []
     with tempfile.TemporaryDirectory() as folder:
         for index in range(args.repeats):
@@ -179,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             later_stages = flow_stage_seconds(flow_project)
             repeats.append(one_repeat(direct, script, first, first_stages, later, later_stages))
         model_dir = Path(folder) / f"direct{args.repeats - 1}" / "project" / "outputs" / "finetune" / "model"
-        prediction = prediction_speed(model_dir)
+        prediction = prediction_speed(model_dir, banking77)
     summary = {
         "command": f"nichetune bench speed --repeats {args.repeats}",
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",

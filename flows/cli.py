@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run a benchmark and regenerate BENCHMARKS.md (see BENCHMARKS.md)")
     bench.add_argument("which", choices=list(BENCHMARKS),
                        help="quality, speed, growth, gpu, or report (only regenerate)")
-    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options (--help lists them)")
+    bench.add_argument("options", nargs=argparse.REMAINDER,
+                       help="the benchmark's own options (--help lists them), e.g. --data DIR: the folder holding "
+                            "the datasets (default ../shared/data beside the checkout)")
     return parser
 
 
