@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny random BERT, a temporary DVC project holding real labeled rows, Prefect's harness."""
+"""Shared fixtures: a tiny random BERT, a temporary DVC project holding real labeled rows, Prefect's harness.
+
+Real rows come from the slices of public data committed in tests/data (see the PROVENANCE.md there), so the tests
+run the same from a clone alone; a test that needs a full dataset skips where ../shared/data is missing."""
 
 from __future__ import annotations
 
@@ -12,16 +15,20 @@ import pandas as pd
 import pytest
 import yaml
 
+from benchmarks.sources import DEFAULT_DATA
 from tasks.runtime import quiet_offline_defaults
+from tests.data.cut_slices import CFPB_ISSUES, CFPB_PER_ISSUE
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SLICES = REPO / "tests" / "data"  # small slices of banking77 and the CFPB complaints, cut by tests/data/cut_slices.py
 quiet_offline_defaults()
 
 
-def pytest_configure(config):
-    if not SHARED_DATA.is_dir():
-        raise pytest.UsageError(f"{SHARED_DATA}: the shared real datasets are missing; tests need ../shared/data")
+def needs_full_data(*folders: str) -> pytest.MarkDecorator:
+    """Skip unless the full datasets `folders` are in the benchmarks' default data folder (../shared/data)."""
+    missing = [name for name in folders if not (DEFAULT_DATA / name).is_dir()]
+    return pytest.mark.skipif(bool(missing), reason=f"needs the full {', '.join(missing)} in {DEFAULT_DATA} "
+                              "(the repository holds only slices of banking77 and cfpb_payday_2023)")
 
 
 def kill_after_first_checkpoint(child: subprocess.Popen, work_dir: Path, timeout: float = 300) -> dict:
@@ -60,9 +67,12 @@ def tiny_backbone(tmp_path_factory) -> Path:
 
 def cfpb_sample(per_class: int = 25, classes: int = 4) -> pd.DataFrame:
     """Real complaints (CFPB, 2023) from the most common issues, `per_class` rows each, in time order."""
-    frame = pd.read_csv(SHARED_DATA / "cfpb_payday_2023" / "complaints.csv")
-    top = frame["issue"].value_counts().index[:classes]
-    rows = [frame[frame["issue"] == issue].iloc[::7].head(per_class) for issue in top]
+    if per_class > CFPB_PER_ISSUE or classes > CFPB_ISSUES:
+        raise ValueError(f"per_class={per_class}, classes={classes}: the slice holds at most {CFPB_PER_ISSUE} rows "
+                         f"of each of {CFPB_ISSUES} issues; cut a larger one with tests/data/cut_slices.py")
+    frame = pd.read_csv(SLICES / "cfpb_payday_2023" / "complaints.csv")
+    # The slice lists the issues most common first, each already thinned to every 7th complaint in date order.
+    rows = [frame[frame["issue"] == issue].head(per_class) for issue in frame["issue"].unique()[:classes]]
     sample = pd.concat(rows).sort_values("date_received", kind="stable")
     return sample[["complaint_id", "date_received", "text", "issue"]].reset_index(drop=True)
 

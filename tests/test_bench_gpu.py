@@ -1,4 +1,5 @@
-"""The GPU benchmark's harness, checked on the CPU with a tiny backbone (the GPU figures need a GPU machine)."""
+"""The GPU benchmark's harness, checked on the CPU with a tiny backbone and the committed slice of banking77 (the
+GPU figures need a GPU machine and the full dataset)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import pytest
 import torch
 
 from benchmarks import gpu, report
+from tests.conftest import SLICES
 
 
 def test_both_loops_are_measured_on_the_same_rows_and_the_report_shows_them(tiny_backbone, tmp_path):
     out = tmp_path / "gpu.json"
     result = gpu.main(["--device", "cpu", "--rows", "64", "--epochs", "1", "--repeats", "2",
-                       "--backbone", str(tiny_backbone), "--out", str(out)])
+                       "--backbone", str(tiny_backbone), "--data", str(SLICES), "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(result))
     assert saved["command"].startswith("nichetune bench gpu --device cpu") and saved["device"] == "CPU, cpu/fp32"

@@ -16,27 +16,41 @@ import pytest
 
 from benchmarks import quality, report
 from tasks.finetune import CHECKPOINT_DIR
-from tests.conftest import REPO, kill_after_first_checkpoint
+from benchmarks.sources import DEFAULT_DATA
+from tests.conftest import REPO, SLICES, kill_after_first_checkpoint, needs_full_data
 
 pytestmark = pytest.mark.slow
+
+
+def run_quick(methods: dict, seeds: int, out=None, **options) -> dict:
+    """quality.run_benchmark on the quick subset, read from the committed slice of banking77."""
+    return quality.run_benchmark(quality.QUICK_DATASETS, methods, seeds, out, data=SLICES, **options)
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     folder = tmp_path_factory.mktemp("quality")
     out = folder / "quality_quick.json"
-    return quality.main(["--quick", "--out", str(out), "--work-dir", str(folder / "work")]), out
+    return quality.main(["--quick", "--data", str(SLICES), "--out", str(out), "--work-dir", str(folder / "work")]), out
 
 
 def test_the_sample_is_k_rows_per_class_and_the_same_for_the_same_seed():
-    first, again, other = (quality.load_split("banking77_k8", seed).train for seed in (0, 0, 1))
+    first, again, other = (quality.load_split("banking77_k8_10intents", seed, SLICES).train for seed in (0, 0, 1))
     pd.testing.assert_frame_equal(first, again)
     assert not first.equals(other)
-    assert first["label"].nunique() == 77 and (first["label"].value_counts() == 8).all()
-    assert len(quality.load_split("banking77_k8", 0).test) == 3080
+    assert first["label"].nunique() == 10 and (first["label"].value_counts() == 8).all()
+    k64 = quality.few_shot(quality.read_banking77, 64, SLICES / "banking77", 0, classes=10).train
+    assert (k64["label"].value_counts() == 64).all() and set(first["text"]) <= set(k64["text"])
+
+
+@needs_full_data("banking77", "amazon_counterfactual_en")
+def test_the_full_datasets_give_k_rows_per_class_and_test_on_every_row():
+    first = quality.load_split("banking77_k8", 0)
+    assert first.train["label"].nunique() == 77 and (first.train["label"].value_counts() == 8).all()
+    assert len(first.test) == 3080
     k64 = quality.load_split("banking77_k64", 0).train["label"].value_counts()
     assert k64.max() == 64 and sorted(k64[k64 < 64]) == [35, 41, 59, 61]  # small intents give all their rows
-    assert set(first["text"]) <= set(quality.load_split("banking77_k64", 0).train["text"])
+    assert set(first.train["text"]) <= set(quality.load_split("banking77_k64", 0).train["text"])
     amazon = quality.load_split("amazon_counterfactual_en_k8", 3)
     assert amazon.train["label"].value_counts().to_dict() == {"counterfactual": 8, "not_counterfactual": 8}
     assert len(amazon.test) == 670 and (amazon.test["label"] == "counterfactual").sum() == 131
@@ -49,18 +63,20 @@ def test_every_method_gets_the_same_training_rows_for_a_seed():
         seen.append((seed, quality.fingerprint(train)))
         return quality.MethodRun([train["label"].iloc[0]] * len(test), 0.0)
 
-    results = quality.run_benchmark(quality.QUICK_DATASETS, {"a": spy, "b": spy}, seeds=2)
+    results = run_quick({"a": spy, "b": spy}, seeds=2)
     assert [seed for seed, _ in seen] == [0, 0, 1, 1]
     assert seen[0][1] == seen[1][1] != seen[2][1] == seen[3][1]
     assert [row["train_sha"] for row in results["rows"]] == [sha for _, sha in seen]
 
 
-def test_the_cfpb_split_is_by_month_and_merges_small_issues():
-    split = quality.cfpb_split()
+@pytest.mark.parametrize("data", [SLICES, pytest.param(DEFAULT_DATA, marks=needs_full_data("cfpb_payday_2023"))],
+                         ids=["slice", "full"])
+def test_the_cfpb_split_is_by_month_and_merges_small_issues(data):
+    split = quality.load_split("cfpb_payday_2023", 0, data)
     assert split.train["date_received"].between("2023-01-01", "2023-06-30").all()
-    assert split.test["date_received"].between("2023-07-01", "2023-08-31").all()
-    assert len(split.train) + len(split.test) == 2827
-    whole = pd.read_csv(quality.SHARED / "cfpb_payday_2023" / "complaints.csv")["issue"].value_counts()
+    assert split.test["date_received"].between("2023-07-01", "2023-08-31").all() and len(split.test)
+    whole = pd.read_csv(data / "cfpb_payday_2023" / "complaints.csv")["issue"].value_counts()
+    assert len(split.train) + len(split.test) == whole.sum()  # 2,827 in the full file, 167 in the slice
     small = set(whole[whole < quality.MIN_ISSUE_ROWS].index)
     labels = pd.concat([split.train["label"], split.test["label"]])
     assert small and not small & set(labels)
@@ -96,7 +112,8 @@ def test_the_json_is_written_where_asked_with_the_command_and_machine(quick):
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(results))
     work = out.parent / "work"
-    assert saved["runs"][-1]["command"] == f"nichetune bench quality --quick --out {out} --work-dir {work}"
+    assert saved["runs"][-1]["command"] == (f"nichetune bench quality --quick --data {SLICES} --out {out} "
+                                            f"--work-dir {work}")
     assert saved["runs"][-1]["machine"]["cores"] >= 1 and saved["runs"][-1]["machine"]["arch"]
     assert saved["runs"][-1]["date"] and len(saved["rows"]) == len(quality.METHODS)
 
@@ -104,7 +121,7 @@ def test_the_json_is_written_where_asked_with_the_command_and_machine(quick):
 def test_a_killed_run_resumes_its_seed_when_the_same_command_runs_again(tmp_path, tiny_backbone):
     work, out = tmp_path / "work", tmp_path / "q.json"
     argv = ["--quick", "--methods", "nichetune_full", "--finetune", "epochs=12", f"backbone={tiny_backbone}",
-            "--out", str(out), "--work-dir", str(work)]
+            "--data", str(SLICES), "--out", str(out), "--work-dir", str(work)]
     child = subprocess.Popen([sys.executable, "-m", "benchmarks.quality", *argv], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     saved = kill_after_first_checkpoint(child, work)
@@ -124,7 +141,7 @@ import sys
 from pathlib import Path
 from benchmarks.quality import load_split
 from benchmarks.setfit_baseline import train_setfit
-split = load_split("banking77_k8_10intents", 0)
+split = load_split("banking77_k8_10intents", 0, Path(sys.argv[3]))
 train_setfit(split.train, split.test, 0, 4, Path(sys.argv[1]), checkpoint_every_s=0, backbone=Path(sys.argv[2]))
 """
 
@@ -134,10 +151,10 @@ def test_a_killed_setfit_run_resumes_to_the_same_model(tmp_path, tiny_backbone):
 
     from benchmarks.setfit_baseline import STATE_FILE, train_setfit
 
-    split = quality.load_split("banking77_k8_10intents", 0)  # 80 rows, 4 iterations: 640 pairs, 40 batches
+    split = quality.load_split("banking77_k8_10intents", 0, SLICES)  # 80 rows, 4 iterations: 640 pairs, 40 batches
     straight = train_setfit(split.train, split.test, 0, 4, tmp_path / "straight", backbone=tiny_backbone)
     work = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-c", SETFIT_RUN, str(work), str(tiny_backbone)], cwd=REPO,
+    child = subprocess.Popen([sys.executable, "-c", SETFIT_RUN, str(work), str(tiny_backbone), str(SLICES)], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not [step for step in work.glob(f"checkpoint-*/{STATE_FILE}")
@@ -157,9 +174,8 @@ def test_a_killed_setfit_run_resumes_to_the_same_model(tmp_path, tiny_backbone):
 
 def test_a_runs_note_follows_its_command_in_the_run_list(tmp_path):
     methods = {"tfidf_lr": lambda train, test, seed: quality.MethodRun(["x"] * len(test), 0.1)}
-    results = quality.run_benchmark(quality.QUICK_DATASETS, methods, 1, tmp_path / "q.json",
-                                    command="nichetune bench quality --note First with pieces.",
-                                    settings={"note": "First with pieces."})
+    results = run_quick(methods, 1, tmp_path / "q.json", command="nichetune bench quality --note First with pieces.",
+                        settings={"note": "First with pieces."})
     (listed,) = [line for line in report.quality_section(results) if line.startswith("- `")]
     assert listed.startswith("- `nichetune bench quality` (") and listed.endswith(") First with pieces.")
 
@@ -169,9 +185,9 @@ def test_a_second_run_replaces_its_own_rows_and_keeps_the_others(tmp_path):
         return lambda train, test, seed: quality.MethodRun([label] * len(test), 0.1)
 
     out = tmp_path / "q.json"
-    first = quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant("x"), "b": constant("y")}, 1, out)
+    first = run_quick({"a": constant("x"), "b": constant("y")}, 1, out)
     label = first["rows"][0]["accuracy"]
-    second = quality.run_benchmark(quality.QUICK_DATASETS, {"b": constant("Refund_not_showing_up")}, 1, out)
+    second = run_quick({"b": constant("Refund_not_showing_up")}, 1, out)
     assert [(row["method"], row["run"]) for row in second["rows"]] == [("a", 0), ("b", 1)]
     assert second["rows"][0]["accuracy"] == label and second["rows"][1]["accuracy"] == pytest.approx(0.1)
     assert len(json.loads(out.read_text())["runs"]) == 2
@@ -182,8 +198,8 @@ def test_from_seed_extends_the_seeds_already_measured(tmp_path):
         return quality.MethodRun([train["label"].iloc[0]] * len(test), 0.1)
 
     out = tmp_path / "q.json"
-    quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant}, 1, out)
-    extended = quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant}, 3, out, from_seed=1)
+    run_quick({"a": constant}, 1, out)
+    extended = run_quick({"a": constant}, 3, out, from_seed=1)
     assert [(row["seed"], row["run"]) for row in extended["rows"]] == [(0, 0), (1, 1), (2, 1)]
     assert extended["runs"][1]["first_seed"] == 1 and extended["aggregate"][0]["seeds"] == 3
 
@@ -195,17 +211,17 @@ def test_what_is_written_to_the_file_during_a_run_is_kept(tmp_path):
     def constant(train, test, seed):
         return quality.MethodRun(["x"] * len(test), 0.1)
 
-    quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant}, 1, out, command="earlier")
+    run_quick({"a": constant}, 1, out, command="earlier")
 
     def meanwhile(train, test, seed):
         if seed == 1:  # the long run's seed-0 row is in the file by now
             saved = json.loads(out.read_text())
             saved["runs"][0]["settings"]["note"] = "Added by hand."
             out.write_text(json.dumps(saved))
-            quality.run_benchmark(quality.QUICK_DATASETS, {"c": constant}, 1, out, command="second bench")
+            run_quick({"c": constant}, 1, out, command="second bench")
         return constant(train, test, seed)
 
-    results = quality.run_benchmark(quality.QUICK_DATASETS, {"b": meanwhile}, 2, out, command="long")
+    results = run_quick({"b": meanwhile}, 2, out, command="long")
     assert json.loads(out.read_text()) == results
     assert [run["command"] for run in results["runs"]] == ["earlier", "long", "second bench"]
     assert results["runs"][0]["settings"]["note"] == "Added by hand."
@@ -245,10 +261,9 @@ def test_the_gpu_section_sets_each_strategy_beside_the_same_seed_on_the_cpu(tmp_
         return lambda train, test, seed: quality.MethodRun([label] * len(test), seconds)
 
     methods = {"nichetune_full": constant("Refund_not_showing_up", 2.0), "tfidf_lr": constant("x", 1.0)}
-    cpu = quality.run_benchmark(quality.QUICK_DATASETS, methods, 1, tmp_path / "cpu.json")
-    gpu = quality.run_benchmark(quality.QUICK_DATASETS, {**methods, "nichetune_full": constant("x", 0.5)}, 1,
-                                tmp_path / "gpu.json", command="nichetune bench quality --note Weights in fp16.",
-                                settings={"note": "Weights in fp16."})
+    cpu = run_quick(methods, 1, tmp_path / "cpu.json")
+    gpu = run_quick({**methods, "nichetune_full": constant("x", 0.5)}, 1, tmp_path / "gpu.json",
+                    command="nichetune bench quality --note Weights in fp16.", settings={"note": "Weights in fp16."})
     section = report.gpu_quality_section(gpu, cpu)
     assert any(line.startswith("- `nichetune bench quality` (") and line.endswith(") Weights in fp16.")
                for line in section)
@@ -286,11 +301,11 @@ def test_the_settings_section_groups_seeds_by_their_overrides_beside_the_cpu_bas
         return lambda train, test, seed: quality.MethodRun([label] * len(test), 1.0)
 
     out = tmp_path / "settings.json"
-    cpu = quality.run_benchmark(quality.QUICK_DATASETS, {"tfidf_lr": constant("x")}, 1, tmp_path / "cpu.json")
+    cpu = run_quick({"tfidf_lr": constant("x")}, 1, tmp_path / "cpu.json")
     for length, label in ((128, "x"), (512, "Refund_not_showing_up")):
-        quality.run_benchmark(quality.QUICK_DATASETS, {"nichetune_full": constant(label)}, 2, out,
-                              command=f"nichetune bench quality --finetune max_length={length} --out {out}",
-                              settings={"finetune_overrides": {"max_length": length}})
+        run_quick({"nichetune_full": constant(label)}, 2, out,
+                  command=f"nichetune bench quality --finetune max_length={length} --out {out}",
+                  settings={"finetune_overrides": {"max_length": length}})
     section = report.settings_section(json.loads(out.read_text()), cpu)
     assert "- `nichetune bench quality --finetune max_length=512 --out benchmarks/results/settings_gpu.json` (" in \
         "\n".join(section)
@@ -310,8 +325,8 @@ def test_the_report_lists_only_runs_that_still_have_rows(tmp_path):
         return lambda train, test, seed: quality.MethodRun([label] * len(test), 0.1)
 
     out = tmp_path / "q.json"
-    quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant("x")}, 1, out, command="first")
-    results = quality.run_benchmark(quality.QUICK_DATASETS, {"a": constant("y")}, 1, out, command="second")
+    run_quick({"a": constant("x")}, 1, out, command="first")
+    results = run_quick({"a": constant("y")}, 1, out, command="second")
     listed = [line for line in report.quality_section(results) if line.startswith("- `")]
     assert len(results["runs"]) == 2 and len(listed) == 1 and listed[0].startswith("- `second` (")
 
@@ -320,8 +335,7 @@ def test_a_resumed_setfit_row_is_listed_with_the_step_it_resumed_from(tmp_path):
     def resumed(train, test, seed):
         return quality.MethodRun([test["label"].iloc[0]] * len(test), 12.5, resumed_from_step=300)
 
-    results = quality.run_benchmark(quality.QUICK_DATASETS, {"setfit": resumed}, 1, tmp_path / "q.json",
-                                    command="nichetune bench quality --methods setfit")
+    results = run_quick({"setfit": resumed}, 1, tmp_path / "q.json", command="nichetune bench quality --methods setfit")
     (row,) = results["rows"]
     (listed,) = [line for line in report.quality_section(results) if line.startswith("- `")]
     assert row["resumed_from_step"] == 300 and "resumed_from_epoch" not in row
