@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.sources import DEFAULT_DATA
+
 HERE = Path(__file__).resolve().parent
 BANKING77_INTENTS = 10
 CFPB_ISSUES, CFPB_PER_ISSUE, CFPB_STRIDE = 4, 40, 7  # tests.conftest.cfpb_sample takes its rows from these
@@ -59,7 +61,7 @@ def cut(data: Path, out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=HERE.parents[2] / "shared" / "data",
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="the full datasets (default ../shared/data beside the checkout)")
     parser.add_argument("--out", type=Path, default=HERE, help="where the slices go (default tests/data)")
     args = parser.parse_args(argv)
