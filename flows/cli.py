@@ -56,11 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--interval", type=float, default=2.0, help="seconds between looks at data/incoming/")
     promote = _with_params(commands.add_parser("promote", help="make a version the champion (a reviewer's sign-off)"))
     promote.add_argument("--version", required=True, help="the registered model version to promote")
-    promote.add_argument("--reviewer", required=True, help="who approves it (recorded on the version)")
+    promote.add_argument("--reviewer", help="who approves it (recorded on the version); against a tracking "
+                         "server with a login, the login is recorded")
     promote.add_argument("--reason", required=True, help="why (recorded on the version)")
     promote.add_argument("--reject", action="store_true", help="record a rejection instead; aliases do not move")
     rollback = _with_params(commands.add_parser("rollback", help="give the champion alias back to the previous one"))
-    rollback.add_argument("--reviewer", required=True, help="who rolls back (recorded on both versions)")
+    rollback.add_argument("--reviewer", help="who rolls back (recorded on both versions); against a tracking "
+                          "server with a login, the login is recorded")
     rollback.add_argument("--reason", required=True, help="why (recorded on both versions)")
     predict = _with_params(commands.add_parser("predict", help="predict a file with a registered model (CSV out)"))
     predict.add_argument("path", type=Path, help="CSV, TSV, JSON Lines or Parquet holding ingest.text_column")
@@ -147,9 +149,12 @@ def promote_command(args: argparse.Namespace) -> None:
     registry = registry_for(params, paths)
     with _registry_refusals(registry.uri):
         if args.reject:
-            print(registry.reject(args.version, args.reviewer, args.reason, via="nichetune promote --reject"))
+    reviewer = promote.reviewer_identity(registry.uri, args.reviewer)
+            print(registry.reject(args.version, reviewer, args.reason, via="nichetune promote --reject"))
         else:
-            print(registry.promote(args.version, args.reviewer, args.reason, via="nichetune promote"))
+            known = registry.recorded_comparison(args.version)
+            print(promote.approve(registry, args.version, params.register, reviewer, args.reason,
+                                  via="nichetune promote", known=known))
 
 
 def rollback_command(args: argparse.Namespace) -> None:
@@ -157,8 +162,11 @@ def rollback_command(args: argparse.Namespace) -> None:
 
     params, paths = _project(args)
     registry = registry_for(params, paths)
+    from tasks.promote import reviewer_identity
+
     with _registry_refusals(registry.uri):
-        print(registry.rollback(args.reviewer, args.reason))
+        print(registry.rollback(reviewer, args.reason))
+    reviewer = reviewer_identity(registry.uri, args.reviewer)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from flows.stage import stage
 from flows.summary import artifact_key
 from tasks import promote
 from tasks.config import Params, Paths
+from tasks.errors import GateFailed
 from tasks.register import Registration, tracking_uri
 
 POLL_SECONDS = 5  # how often a paused flow asks the server whether the reviewer has answered
@@ -43,18 +44,19 @@ def compare_task(params: Params, paths: Paths, registration: Registration, holdo
     noticed = registry.sync()  # a champion set in the MLflow UI since the last run is recorded first
     if noticed:
         print(noticed)
+    baseline = {key: registration.metrics[f"majority_{key}"] for key in ("accuracy", "macro_f1")}
     comparison = promote.compare(registry, registration.version, pd.read_parquet(holdout),
-                                 params.register.primary_metric)
+                                 params.register.primary_metric, baseline)
     gate = promote.check_gate(params.register, comparison, registration.tags["validation_status"],
                               registration.tags["drift_status"])
     record = promote.comparison_record(comparison, gate)
-    registry.client.log_dict(registration.run_id, record, "comparison.json")
+    registry.client.log_dict(registration.run_id, record, promote.COMPARISON_ARTIFACT)
     registry.client.set_model_version_tag(registry.name, registration.version, "gate", gate.text())
     markdown = review_markdown(registration, comparison, gate)
     create_markdown_artifact(markdown=markdown, description="Champion against challenger, and the gate",
                              key=artifact_key("review", registry.name))
-    return {"record": record, "markdown": markdown, "table": comparison.markdown(), "passed": gate.passed,
-            "gate": gate.text()}
+    return {"comparison": comparison, "record": record, "markdown": markdown, "table": comparison.markdown(),
+            "passed": gate.passed, "gate": gate.text()}
 
 
 def review_markdown(registration: Registration, comparison: promote.Comparison, gate: promote.Gate) -> str:
@@ -69,25 +71,26 @@ def review_markdown(registration: Registration, comparison: promote.Comparison, 
 
 
 def decide(params: Params, paths: Paths, registration: Registration, review: dict) -> dict:
-    """Reject on a failed gate; else promote (auto) or pause for the reviewer's form (reviewer)."""
+    """Reject on a failed gate; else promote (auto) or pause for the reviewer's form (reviewer). Either way
+    the gate is checked again at the moment of approval, against whoever is champion then."""
     registry, version = registry_for(params, paths), registration.version
     if not review["passed"]:
         return _outcome("rejected", registry.reject(version, "gate", review["gate"], via="gate"))
     if params.register.approval == "auto":
-        return _outcome("promoted", registry.promote(version, "gate", review["gate"], via="flow (approval: auto)"))
+        return _approve(params, registry, version, "gate", review["gate"], "flow (approval: auto)", review)
     if not _has_server():
         return _outcome("awaiting review", (
             f"{registry.name} version {version} passed the gate and awaits a reviewer: run "
             f"`nichetune promote --version {version} --reviewer NAME --reason TEXT`, or start `nichetune ui` "
             f"and set PREFECT_API_URL so that the next run pauses for the form in the Prefect UI"))
-    return _ask_reviewer(params, registry, version, review["markdown"])
+    return _ask_reviewer(params, registry, version, review)
 
 
-def _ask_reviewer(params: Params, registry: promote.Registry, version: str, markdown: str) -> dict:
-    from prefect.flow_runs import pause_flow_run
+def _ask_reviewer(params: Params, registry: promote.Registry, version: str, review: dict) -> dict:
     from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
 
-    form = ReviewDecision.with_initial_data(description=markdown)  # decision and reviewer stay required
+    form = ReviewDecision.with_initial_data(description=review["markdown"])  # decision and reviewer stay required
     print(f"{registry.name} version {version} passed the gate; waiting for a reviewer: open {_run_url()} and "
           f"click Resume to fill in the form (this run waits up to {params.register.review_timeout} s)")
     try:
@@ -99,8 +102,17 @@ def _ask_reviewer(params: Params, registry: promote.Registry, version: str, mark
                         f"version {version} stays a challenger (nichetune promote can still approve it)")
     reason = answer.comment or "(no comment)"
     if answer.decision == "approve":
-        return _outcome("promoted", registry.promote(version, answer.reviewer, reason, via="flow (reviewer form)"))
+        return _approve(params, registry, version, answer.reviewer, reason, "flow (reviewer form)", review)
     return _outcome("rejected", registry.reject(version, answer.reviewer, reason, via="flow (reviewer form)"))
+
+
+def _approve(params: Params, registry: promote.Registry, version: str, by: str, reason: str, via: str,
+             review: dict) -> dict:
+    try:
+        return _outcome("promoted", promote.approve(registry, version, params.register, by, reason, via,
+                                                    known=review["comparison"]))
+    except GateFailed as failed:
+        return _outcome("rejected", str(failed))
 
 
 def _run_url() -> str:

@@ -228,6 +228,7 @@ class RegisterParams(Section):
     review_timeout: int = Field(86400, ge=1)  # seconds a paused flow waits for the reviewer
 
 
+    unmeasured_drift: Literal["warn", "block"] = "warn"  # when no time window got a drift result: block promotion?
 MAX_TRIALS = 32  # a grid expanding to more trials is refused: each trial is a whole fine-tuning run
 
 

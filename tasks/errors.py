@@ -15,3 +15,11 @@ class DataError(NichetuneError):
 
 class ValidationFailed(NichetuneError):
     """The Great Expectations suite failed; the message is the readable summary."""
+
+
+class ModelLoadError(NichetuneError):
+    """A model folder that cannot be loaded (a missing or truncated file); retrying will not help."""
+
+
+class GateFailed(NichetuneError):
+    """A version that does not pass the promotion gate against the champion of this moment."""

@@ -44,6 +44,8 @@ def score(truth: list[str], predicted: list[str], majority: str) -> tuple[dict, 
         "accuracy": float(accuracy_score(truth, predicted)),
         "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)),
         "majority_accuracy": float(accuracy_score(truth, [majority] * len(truth))),
+        "majority_macro_f1": float(f1_score(truth, [majority] * len(truth), labels=labels, average="macro",
+                                            zero_division=0)),
         "holdout_rows": len(truth),
     }
     report = classification_report(truth, predicted, labels=labels, output_dict=True, zero_division=0)

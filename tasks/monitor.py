@@ -29,6 +29,9 @@ DESCRIPTORS = {"text_length": "TextLength", "word_count": "WordCount", "sentence
 METHODS = {"text": "abs_text_content_drift", **dict.fromkeys(DESCRIPTORS, "wasserstein"),
            "label": "jensenshannon", "prediction": "jensenshannon"}
 LEVELS = ("ok", "warn", "block")
+# Windows with rows exist, but none got a drift result: unknown drift, which register.unmeasured_drift may block.
+# "none" stays for data that has no windows at all (no timestamps, no rows after training, evaluate.window null).
+UNMEASURED = "not measured"
 _WINDOW = re.compile(r"([1-9]\d*)([DWM])")
 log = logging.getLogger(__name__)
 
@@ -142,8 +145,9 @@ def run(cfg: EvaluateParams, classifier: Classifier, train: pd.DataFrame, later:
         majority = train["label"].value_counts().idxmax()
         records = [_window_record(cfg, classifier, reference, window, majority, out_dir) for window in split.windows]
         graded = [r["status"] for r in records if r["status"] in LEVELS]
-        summary.update(status=worst(graded) if graded else "none", windows=records,
-                       reason=None if graded else "no window had a drift result (see each window's reason)")
+        summary.update(status=worst(graded) if graded else UNMEASURED, windows=records,
+                       reason=None if graded else "every window with rows was skipped or its drift test failed "
+                                                  "(see each window's reason)")
         plot_windows(records, cfg, out_dir / PLOT_FILE)
         summary["files"].update(plot=str(out_dir / PLOT_FILE),
                                 reports=[str(out_dir / r["report"]) for r in records if r["report"]])

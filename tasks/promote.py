@@ -8,19 +8,24 @@ is what `rollback` walks back through. Moves are serialized by a lock file besid
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from tasks.config import RegisterParams
-from tasks.errors import NichetuneError
+from tasks.errors import GateFailed, ModelLoadError, NichetuneError
+from tasks.monitor import UNMEASURED
 
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"
 HISTORY_TAG = "champion_history"  # on the registered model: JSON list of champion versions, oldest first
 OUTSIDE = "unknown (alias set outside nichetune, e.g. in the MLflow UI)"
+GATE_TAGS = ("validation_status", "drift_status", "majority_accuracy", "majority_macro_f1")  # set by register
+ANY = object()  # promote() without a champion to expect
+COMPARISON_ARTIFACT = "comparison.json"  # the training run's champion-against-challenger record
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class Comparison:
     challenger: dict  # accuracy, macro_f1
     champion_version: str | None = None
     champion: dict | None = None
+    baseline: dict | None = None  # always predicting the training rows' majority class, on the same rows
+    champion_error: str | None = None  # why the champion could not be scored (a corrupt or missing model)
 
     @property
     def delta(self) -> float | None:
@@ -47,7 +54,12 @@ class Comparison:
             old_text, diff = ("-", "-") if old is None else (f"{old:.4f}", f"{new - old:+.4f}")
             mark = " (primary)" if key == self.metric else ""
             lines.append(f"| {key}{mark} | {new:.4f} | {old_text} | {diff} |")
-        return "\n".join(lines) + f"\n\nBoth scored on the same {self.rows} holdout rows."
+        if self.baseline:
+            mark = f"{self.baseline[self.metric]:.4f} on {self.metric}"
+            lines.append(f"\nAlways predicting the majority class would score {mark}.")
+        if self.champion_error:
+            lines.append(f"\nThe champion (v{self.champion_version}) could not be scored: {self.champion_error}")
+        return "\n".join(lines) + f"\n\nScored on the same {self.rows} holdout rows."
 
 
 @dataclass(frozen=True)
@@ -60,22 +72,31 @@ class Gate:
 
 
 def check_gate(cfg: RegisterParams, comparison: Comparison, validation: str, drift: str) -> Gate:
-    """Validation passed, no blocking drift, and at least `min_improvement` over the champion on the primary
-    metric (a first model, with no champion to beat, passes on the first two alone)."""
+    """Validation passed, no blocking drift (nor unmeasured drift when `unmeasured_drift: block`), better than
+    always predicting the majority class, and at least `min_improvement` over the champion on the primary
+    metric (a first model, or one whose champion cannot be loaded, has no champion to beat)."""
     reasons = []
     if not validation.startswith("passed"):
         reasons.append(f"validation {validation}")
     if drift == "block":
         reasons.append("drift blocks promotion (see the window reports)")
+    if drift == UNMEASURED and cfg.unmeasured_drift == "block":
+        reasons.append("drift was not measured in any time window and register.unmeasured_drift is block")
+    metric, new = comparison.metric, comparison.challenger[comparison.metric]
+    if comparison.baseline is not None and new <= comparison.baseline[metric] + 1e-12:
+        reasons.append(f"{metric} {new:.4f} is no better than always predicting the majority class "
+                       f"({comparison.baseline[metric]:.4f})")
     if comparison.delta is not None and comparison.delta < cfg.min_improvement - 1e-12:
-        reasons.append(f"{comparison.metric} {comparison.challenger[comparison.metric]:.4f} vs champion "
-                       f"{comparison.champion[comparison.metric]:.4f}: {comparison.delta:+.4f}, below the required "
+        reasons.append(f"{metric} {new:.4f} vs champion v{comparison.champion_version} "
+                       f"{comparison.champion[metric]:.4f}: {comparison.delta:+.4f}, below the required "
                        f"{cfg.min_improvement:+.4f}")
     return Gate(not reasons, reasons)
 
 
-def compare(registry: "Registry", version: str, holdout: pd.DataFrame, metric: str) -> Comparison:
-    """Score the challenger `version` and the current champion (if any) on the same holdout rows."""
+def compare(registry: "Registry", version: str, holdout: pd.DataFrame, metric: str,
+            baseline: dict | None = None) -> Comparison:
+    """Score the challenger `version` and the current champion (if any) on the same holdout rows. A champion
+    that cannot be loaded is reported, not raised: a broken champion must not block every later version."""
     from tasks.evaluate import score
 
     def scored(reference: str) -> dict:
@@ -83,9 +104,55 @@ def compare(registry: "Registry", version: str, holdout: pd.DataFrame, metric: s
         metrics, _ = score(holdout["label"].tolist(), predicted, majority="")
         return {key: metrics[key] for key in ("accuracy", "macro_f1")}
 
+    challenger = scored(f"{registry.name}/{version}")
     champion = registry.champion()
-    return Comparison(metric, len(holdout), version, scored(f"{registry.name}/{version}"),
-                      champion, scored(f"{registry.name}/{champion}") if champion else None)
+    if champion is None or champion == version:
+        return Comparison(metric, len(holdout), version, challenger, baseline=baseline)
+    try:
+        scores, error = scored(f"{registry.name}/{champion}"), None
+    except ModelLoadError as err:
+        scores, error = None, str(err)
+    return Comparison(metric, len(holdout), version, challenger, champion, scores, baseline, error)
+
+
+def recheck(registry: "Registry", version: str, cfg: RegisterParams, known: Comparison | None = None
+            ) -> tuple[Comparison, Gate]:
+    """The gate as it stands now: `known` is reused while the champion it was scored against is still the
+    champion; otherwise both are scored again on the version's own holdout rows (logged with its run)."""
+    recorded = registry.client.get_model_version(registry.name, version)
+    tags = recorded.tags
+    missing = [key for key in GATE_TAGS if key not in tags]
+    if missing:
+        raise NichetuneError(f"{registry.name} version {version} has no recorded evaluation (tags "
+                             f"{', '.join(missing)}): only versions registered by `nichetune run` can be promoted")
+    baseline = {key: float(tags[f"majority_{key}"]) for key in ("accuracy", "macro_f1")}
+    if known is None or known.challenger_version != version or known.champion_version != registry.champion():
+        known = compare(registry, version, registry.holdout(recorded.run_id), cfg.primary_metric, baseline)
+    known = replace(known, metric=cfg.primary_metric, baseline=baseline)
+    return known, check_gate(cfg, known, tags["validation_status"], tags["drift_status"])
+
+
+def approve(registry: "Registry", version: str, cfg: RegisterParams, by: str, reason: str, via: str,
+            known: Comparison | None = None) -> str:
+    """Promote `version` if it passes the gate against the champion of this moment; otherwise tag it rejected
+    by the gate and raise GateFailed. A champion that moves while the gate is checked means checking again."""
+    for _ in range(3):
+        comparison, gate = recheck(registry, version, cfg, known)
+        registry.client.log_dict(registry.client.get_model_version(registry.name, version).run_id,
+                                 comparison_record(comparison, gate), "comparison_at_approval.json")
+        if not gate.passed:
+            registry.reject(version, "gate", f"{gate.text()} (checked again at approval)", via=via)
+            raise GateFailed(f"{registry.name} version {version} was not promoted: {gate.text()}")
+        try:
+            return registry.promote(version, by, reason, via, expect_champion=comparison.champion_version)
+        except ChampionMoved:
+            known = None
+    raise NichetuneError(f"{registry.name}: the champion kept moving while version {version} was checked; "
+                         "try again")
+
+
+class ChampionMoved(Exception):
+    """The champion changed between the gate check and the move (another reviewer was faster)."""
 
 
 class Registry:
@@ -111,12 +178,38 @@ class Registry:
     def history(self) -> list[str]:
         return json.loads(self.client.get_registered_model(self.name).tags.get(HISTORY_TAG, "[]"))
 
-    def promote(self, version: str, by: str, reason: str, via: str) -> str:
-        """Make `version` the champion; the old champion becomes `previous-champion`."""
+    def recorded_comparison(self, version: str) -> Comparison | None:
+        """The comparison the training run logged for `version` (comparison.json), if it has one."""
+        from mlflow.exceptions import MlflowException
+
+        self._check_version(version)
+        run_id = self.client.get_model_version(self.name, version).run_id
+        try:
+            record = mlflow_dict(self.client, run_id, COMPARISON_ARTIFACT)
+        except (MlflowException, OSError):
+            return None
+        fields = {key: record.get(key) for key in Comparison.__dataclass_fields__}
+        return Comparison(**fields)
+
+    def holdout(self, run_id: str) -> pd.DataFrame:
+        """The holdout rows a version was evaluated on, as its registration logged them."""
+        import tempfile
+
+        from tasks.register import HOLDOUT_ARTIFACT
+
+        with tempfile.TemporaryDirectory() as folder:
+            return pd.read_parquet(self.client.download_artifacts(run_id, HOLDOUT_ARTIFACT, folder))
+
+    def promote(self, version: str, by: str, reason: str, via: str, expect_champion: str | None | object = ANY
+                ) -> str:
+        """Make `version` the champion; the old champion becomes `previous-champion`. With `expect_champion`,
+        raise ChampionMoved when the champion is no longer that version (the gate was checked against it)."""
         with self._locked():
             self._check_version(version)
             self._sync()
             old = self.champion()
+            if expect_champion is not ANY and old != expect_champion and old != version:
+                raise ChampionMoved(old)
             if old == version:
                 raise NichetuneError(f"{self.name} version {version} is already the champion; nothing to do")
             self._move(version, old, self.history() + [version])
@@ -202,9 +295,29 @@ class Registry:
         return FileLock(str(self.lock_path), timeout=120)
 
 
+def reviewer_identity(uri: str, stated: str | None) -> str:
+    """Who signs: the login a tracking server authenticates (MLFLOW_TRACKING_USERNAME) when there is one,
+    since a typed name proves nothing; else the name the reviewer gives."""
+    login = os.environ.get("MLFLOW_TRACKING_USERNAME") if uri.startswith(("http://", "https://")) else None
+    if login and stated and stated != login:
+        raise NichetuneError(f"--reviewer {stated!r} is not the MLflow login {login!r} this change is made as; "
+                             "leave --reviewer out (the login is recorded) or log in as that reviewer")
+    if not (login or stated):
+        raise NichetuneError("--reviewer NAME is required: no tracking server login identifies you")
+    return login or stated
+
+
 def comparison_record(comparison: Comparison, gate: Gate) -> dict:
     """What the flow logs to the challenger's MLflow run and shows the reviewer."""
     return {**asdict(comparison), "delta": comparison.delta, "gate": asdict(gate)}
+
+
+def mlflow_dict(client, run_id: str, path: str) -> dict:
+    """A JSON artifact of an MLflow run."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return json.loads(Path(client.download_artifacts(run_id, path, folder)).read_text())
 
 
 def _now() -> str:

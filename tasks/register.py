@@ -17,6 +17,7 @@ from tasks.config import Params, Paths
 from tasks.versioning import git_commit
 
 REGISTERED_FILE = "registered.json"
+HOLDOUT_ARTIFACT = "holdout/holdout.parquet"  # in each version's run: what a later gate check re-scores
 RUNTIME_PACKAGES = ["torch", "transformers", "pandas", "numpy", "mlflow"]  # what the logged model imports
 
 
@@ -90,6 +91,7 @@ def read_stage_outputs(paths: Paths) -> dict:
     from tasks.evaluate import METRICS_FILE, REPORTS_DIR
     from tasks.finetune import LOG_FILE, MODEL_DIR
     from tasks.ingest import VERSION_FILE
+    from tasks.split import HOLDOUT_FILE
     from tasks.validate import SUMMARY_FILE
 
     read = lambda path: json.loads(path.read_text())  # noqa: E731
@@ -99,6 +101,7 @@ def read_stage_outputs(paths: Paths) -> dict:
         "metrics": read(paths.stage("evaluate") / METRICS_FILE),
         "model_dir": paths.stage("finetune") / MODEL_DIR,
         "reports": paths.stage("evaluate") / REPORTS_DIR,
+        "holdout": paths.stage("split") / HOLDOUT_FILE,
         "validation": paths.stage("validate"),
         "validation_summary": read(paths.stage("validate") / SUMMARY_FILE),
     }
@@ -123,6 +126,8 @@ def run(params: Params, paths: Paths) -> Registration:
         mlflow.set_tags(tags)
         mlflow.log_artifacts(str(outputs["reports"]), "reports")
         mlflow.log_artifacts(str(outputs["validation"]), "validation")
+        # A later approval re-checks the gate against whoever is champion then, on these same rows.
+        mlflow.log_artifact(str(outputs["holdout"]), HOLDOUT_ARTIFACT.rpartition("/")[0])
         info = _log_model(outputs["model_dir"], name)
     client = registry_client(uri)
     version = str(info.registered_model_version)
@@ -185,7 +190,9 @@ def _experiment_id(name: str, uri: str, paths: Paths) -> str:
 
 
 def _metric_tags(metrics: dict) -> dict:
-    return {key: f"{metrics[key]:.4f}" for key in ("accuracy", "macro_f1", "ece") if key in metrics}
+    """Rounded for people; the majority-class baseline in full, since the gate compares against it."""
+    rounded = {key: f"{metrics[key]:.4f}" for key in ("accuracy", "macro_f1", "ece") if key in metrics}
+    return {**rounded, **{key: repr(metrics[key]) for key in ("majority_accuracy", "majority_macro_f1")}}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

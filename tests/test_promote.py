@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 
 import mlflow
 import pandas as pd
 import pytest
 
 from tasks.config import FinetuneParams, Paths, RegisterParams, load_params
-from tasks.errors import NichetuneError
+from tasks.errors import GateFailed, NichetuneError
 from tasks.evaluate import score
 from tasks.finetune import finetune
 from tasks.model import Classifier
-from tasks.promote import CHAMPION, HISTORY_TAG, OUTSIDE, PREVIOUS, Comparison, Registry, check_gate, compare
-from tasks.register import _experiment_id, _log_model, _tracking, tracking_uri
+from tasks.promote import (CHAMPION, HISTORY_TAG, OUTSIDE, PREVIOUS, Comparison, Registry, approve, check_gate,
+                            compare, recheck, reviewer_identity)
+from tasks.register import HOLDOUT_ARTIFACT, _experiment_id, _log_model, _tracking, tracking_uri
 from tests.conftest import cfpb_sample, make_project, project_params
 from tests.test_cli import COMMAND
 
@@ -54,22 +56,72 @@ def test_blocking_drift_and_failed_validation_fail_the_gate_even_when_better():
     assert not failed.passed and failed.reasons == ["validation failed"]
 
 
+def test_a_model_no_better_than_the_majority_class_never_passes():
+    cfg, majority = RegisterParams(), {"accuracy": 0.4, "macro_f1": 0.15}
+    first = replace(comparison(0.15, None), baseline=majority)  # a first model: nothing else to beat
+    gate = check_gate(cfg, first, "passed", "ok")
+    assert not gate.passed and "no better than always predicting the majority class (0.1500)" in gate.text()
+    assert check_gate(cfg, replace(comparison(0.16, None), baseline=majority), "passed", "ok").passed
+    worse_than_ever = replace(comparison(0.0, None, metric="accuracy"), baseline=majority)
+    assert not check_gate(RegisterParams(min_improvement=-1), worse_than_ever, "passed", "ok").passed
+
+
+def test_drift_that_could_not_be_measured_blocks_only_when_the_params_say_so():
+    better = comparison(0.9, 0.5)
+    assert check_gate(RegisterParams(), better, "passed", "not measured").passed
+    blocked = check_gate(RegisterParams(unmeasured_drift="block"), better, "passed", "not measured")
+    assert blocked.reasons == ["drift was not measured in any time window and register.unmeasured_drift is block"]
+    assert check_gate(RegisterParams(unmeasured_drift="block"), better, "passed", "none").passed  # no windows
+
+
+def test_a_tracking_server_login_is_the_recorded_reviewer(monkeypatch):
+    server, local = "http://127.0.0.1:5000", "sqlite:///mlflow.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    assert reviewer_identity(server, "ana") == "ana"
+    with pytest.raises(NichetuneError, match="--reviewer NAME is required"):
+        reviewer_identity(server, None)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    assert reviewer_identity(server, None) == "bob" and reviewer_identity(server, "bob") == "bob"
+    with pytest.raises(NichetuneError, match="--reviewer 'ana' is not the MLflow login 'bob'"):
+        reviewer_identity(server, "ana")
+    assert reviewer_identity(local, "ana") == "ana"  # a local file store authenticates nobody
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_backbone):
-    """A project whose registry holds three versions of a tiny model trained on real complaints."""
+    """A project whose registry holds four versions of a tiny model trained on real complaints."""
     root = make_project(tmp_path_factory.mktemp("promote") / "project", cfpb_sample(per_class=8),
                         project_params(str(tiny_backbone)))
     params = load_params(root / "params.yaml")
     paths = Paths.of(root, params)
     train = cfpb_sample(per_class=8).rename(columns={"issue": "label"})
-    model = finetune(train, FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=1), seed=3,
+    model = finetune(train, FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=30,
+                                          learning_rate=0.05), seed=3,
                      out_dir=tmp_path_factory.mktemp("model")).model_dir
     uri = tracking_uri(paths)
     paths.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+    holdout = cfpb_sample(per_class=4, classes=4).rename(columns={"issue": "label"})
     for _ in range(4):
-        with _tracking(uri), mlflow.start_run(experiment_id=_experiment_id("tests", uri, paths)):
-            _log_model(model, NAME)
+        register_version(paths, model, holdout)
     return root, paths, model, train
+
+
+def register_version(paths: Paths, model, holdout: pd.DataFrame, **tags: str) -> str:
+    """A version as the register stage leaves it: the model, its holdout rows and the tags the gate reads."""
+    uri = tracking_uri(paths)
+    folder = paths.workdir / "holdouts"
+    folder.mkdir(parents=True, exist_ok=True)
+    holdout.to_parquet(folder / "holdout.parquet")
+    with _tracking(uri), mlflow.start_run(experiment_id=_experiment_id("tests", uri, paths)):
+        info = _log_model(model, NAME)
+        mlflow.log_artifact(str(folder / "holdout.parquet"), HOLDOUT_ARTIFACT.rpartition("/")[0])
+    version = str(info.registered_model_version)
+    majority, _ = score(holdout["label"].tolist(), [holdout["label"].mode()[0]] * len(holdout), "")
+    recorded = {"validation_status": "passed", "drift_status": "ok", "majority_accuracy": repr(majority["accuracy"]),
+                "majority_macro_f1": repr(majority["macro_f1"]), **tags}
+    for key, value in recorded.items():
+        mlflow.MlflowClient(uri).set_model_version_tag(NAME, version, key, value)
+    return version
 
 
 @pytest.fixture
@@ -190,3 +242,44 @@ def test_the_cli_rolls_back_rejects_and_refuses_an_unknown_version_in_one_line(p
     done = cli("promote", "--version", "12", "--reviewer", "ben", "--reason", "typo")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "has no version '12'" in done.stderr
+
+
+def test_approval_checks_the_gate_again_against_the_champion_of_that_moment(project, registry):
+    _, _, _, _ = project
+    holdout = registry.holdout(registry.client.get_model_version(NAME, "2").run_id)
+    stale = compare(registry, "2", holdout, "macro_f1")  # scored while there was no champion
+    assert stale.champion_version is None
+    registry.promote("1", "ana", "first", via="test")  # meanwhile another reviewer made v1 the champion
+    strict = RegisterParams(min_improvement=0.01)  # v2 has v1's weights: it cannot be 0.01 better
+    with pytest.raises(GateFailed, match=r"version 2 was not promoted: .*vs champion v1 .*below the required"):
+        approve(registry, "2", strict, "ben", "looked better yesterday", via="test", known=stale)
+    assert registry.champion() == "1" and tags(registry, "2")["decision"] == "rejected"
+    assert "checked again at approval" in tags(registry, "2")["rejection_reason"]
+    assert approve(registry, "3", RegisterParams(), "ben", "as good", via="test", known=stale).endswith(
+        "(was version 1)")  # equal is enough when no improvement is required
+
+
+def test_a_model_that_never_predicts_right_is_refused_whoever_approves(project, registry):
+    _, paths, model, _ = project
+    never = cfpb_sample(per_class=4, classes=4).assign(label="a label this model has never seen")
+    version = register_version(paths, model, never.rename(columns={"issue": "original"}))
+    with pytest.raises(GateFailed, match="no better than always predicting the majority class"):
+        approve(registry, version, RegisterParams(approval="auto"), "gate", "auto", via="test")
+    assert registry.champion() is None and tags(registry, version)["decision"] == "rejected"
+
+
+def test_an_unloadable_champion_is_reported_and_does_not_block_the_next_version(project, registry):
+    _, paths, model, _ = project
+    broken = register_version(paths, model, cfpb_sample(per_class=4, classes=4).rename(columns={"issue": "label"}))
+    registry.promote(broken, "ana", "about to break", via="test")
+    model_id = registry.client.get_model_version(NAME, broken).source.rsplit("/", 1)[-1]  # models:/m-...
+    model_files = [path for path in paths.mlflow_artifacts.rglob("nichetune.json") if model_id in str(path)]
+    assert model_files, model_id
+    for card in model_files:
+        card.write_text(card.read_text()[:10])  # a truncated model card
+    holdout = registry.holdout(registry.client.get_model_version(NAME, "1").run_id)
+    found = compare(registry, "1", holdout, "macro_f1")
+    assert found.champion_version == broken and found.champion is None and "nichetune.json" in found.champion_error
+    comparison, gate = recheck(registry, "1", RegisterParams(), found)
+    assert gate.passed, gate.text()
+    assert "could not be scored" in comparison.markdown()
