@@ -145,11 +145,13 @@ def validate_command(args: argparse.Namespace) -> None:
 def promote_command(args: argparse.Namespace) -> None:
     from flows.review import registry_for
 
+    from tasks import promote
+
     params, paths = _project(args)
     registry = registry_for(params, paths)
+    reviewer = promote.reviewer_identity(registry.uri, args.reviewer)
     with _registry_refusals(registry.uri):
         if args.reject:
-    reviewer = promote.reviewer_identity(registry.uri, args.reviewer)
             print(registry.reject(args.version, reviewer, args.reason, via="nichetune promote --reject"))
         else:
             known = registry.recorded_comparison(args.version)
@@ -160,13 +162,13 @@ def promote_command(args: argparse.Namespace) -> None:
 def rollback_command(args: argparse.Namespace) -> None:
     from flows.review import registry_for
 
-    params, paths = _project(args)
-    registry = registry_for(params, paths)
     from tasks.promote import reviewer_identity
 
+    params, paths = _project(args)
+    registry = registry_for(params, paths)
+    reviewer = reviewer_identity(registry.uri, args.reviewer)
     with _registry_refusals(registry.uri):
         print(registry.rollback(reviewer, args.reason))
-    reviewer = reviewer_identity(registry.uri, args.reviewer)
 
 
 @contextmanager
