@@ -3,7 +3,7 @@ instead, on real data.
 
     nichetune bench quality [--quick] [--datasets NAME ...] [--methods NAME ...] [--seeds N] [--from-seed K]
                             [--finetune KEY=VALUE ...] [--out FILE] [--work-dir DIR]
-                            [--note TEXT]
+                            [--note TEXT] [--data DIR]
 
 Datasets (from --data DIR, default ../shared/data; see each folder's PROVENANCE.md, and benchmarks/sources.py for
 where to get them):
