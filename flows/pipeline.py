@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow
@@ -84,19 +85,51 @@ def register_task(params: Params, paths: Paths) -> register.Registration:
     return register.run(params, paths)
 
 
+def training_slot(dataset: str) -> str:
+    """The global concurrency limit (one slot) that `nichetune up` creates for each dataset it serves."""
+    return f"nichetune-train-{dataset}"
+
+
+@contextmanager
+def training_turn(dataset: str):
+    """One training of `dataset` at a time wherever the server has its slot (`nichetune up` creates it; with
+    no slot, as under `nichetune run`, there is nobody to wait for). The slot covers every stage that writes
+    or reads the workdir; the wait for a reviewer comes after it, so a paused run holds no slot, queued runs
+    train meanwhile, and the paused run keeps its whole review_timeout."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectNotFound
+
+    name = training_slot(dataset)
+    try:
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        yield
+        return
+    if limit.active_slots >= limit.limit:
+        print(f"another run of dataset {dataset} is training; this run waits for its turn")
+    # A failed lease renewal (a server restart) must not abort an hour of training: it only risks a second
+    # training of the same dataset starting meanwhile.
+    with concurrency(name, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
+        yield
+
+
 @flow(name="nichetune-train", log_prints=True)
 def train_pipeline(root: str = ".", params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
     """Labeled file -> validated data -> fine-tuned model -> evaluation -> registered challenger -> gate ->
     the reviewer's decision (or the automatic one)."""
     params = load_params(Path(root) / params_file, overrides)
     paths = Paths.of(Path(root), params)
-    ingested = ingest_task(params, paths)
-    validate_task(params, ingested.dataset, paths)
-    splits = split_task(params, ingested.dataset, paths)
-    tuned = finetune_task(params, splits.train, paths)
-    evaluate_task(params, tuned.model_dir, splits, paths)
-    registration = register_task(params, paths)
-    review = compare_task(params, paths, registration, str(splits.holdout))
+    with training_turn(params.ingest.dataset):
+        ingested = ingest_task(params, paths)
+        validate_task(params, ingested.dataset, paths)
+        splits = split_task(params, ingested.dataset, paths)
+        tuned = finetune_task(params, splits.train, paths)
+        evaluate_task(params, tuned.model_dir, splits, paths)
+        registration = register_task(params, paths)
+        review = compare_task(params, paths, registration, str(splits.holdout))
+        per_class = summary.per_class_table(paths)  # read now: the next run may overwrite the workdir
     outcome = decide(params, paths, registration, review)
-    summary.publish(params, paths, registration, review, outcome)
+    summary.publish(params, paths, registration, review, outcome, per_class)
     return {**registration.as_dict(), "gate": review["gate"], **outcome}

@@ -48,13 +48,19 @@ def summary_markdown(params: Params, paths: Paths, registration: Registration, r
     ])
 
 
-def publish(params: Params, paths: Paths, registration: Registration, review: dict, outcome: dict) -> None:
+def per_class_table(paths: Paths) -> list[dict]:
+    """The evaluate stage's per-class metrics, as the rows of a table artifact."""
+    per_class = pd.read_csv(paths.stage("evaluate") / REPORTS_DIR / PER_CLASS_FILE).round(4)
+    return per_class.to_dict(orient="records")
+
+
+def publish(params: Params, paths: Paths, registration: Registration, review: dict, outcome: dict,
+            per_class: list[dict]) -> None:
     """The run's summary (markdown) and per-class metrics (table) as Prefect artifacts."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     dataset = params.ingest.dataset
     create_markdown_artifact(markdown=summary_markdown(params, paths, registration, review, outcome),
                              key=artifact_key("summary", dataset), description="nichetune training run summary")
-    per_class = pd.read_csv(paths.stage("evaluate") / REPORTS_DIR / PER_CLASS_FILE).round(4)
-    create_table_artifact(table=per_class.to_dict(orient="records"), key=artifact_key("per-class", dataset),
+    create_table_artifact(table=per_class, key=artifact_key("per-class", dataset),
                           description="Holdout precision, recall, F1 and support per class")

@@ -275,8 +275,9 @@ def trials_pipeline(root: str = ".", params_file: str = "params.yaml", overrides
     registration = register_task(chosen, paths)
     tag_task(chosen, paths, registration, best)
     review = compare_task(chosen, paths, registration, str(splits.holdout))
+    per_class = summary.per_class_table(paths)
     outcome = decide(chosen, paths, registration, review)
-    summary.publish(chosen, paths, registration, review, outcome)
+    summary.publish(chosen, paths, registration, review, outcome, per_class)
     return {**registration.as_dict(), "gate": review["gate"], **outcome, "best_trial": best["trial_id"],
             "trials": records, "trials_file": str(paths.stage(TRIALS_DIR) / RESULTS_FILE)}
 

@@ -2,8 +2,8 @@
 
 It starts the Prefect server and UI and the MLflow tracking server and UI (SQLite, artifacts on disk), serves one
 training deployment per params file (dataset) with an event trigger on `nichetune.data.labeled` for that
-dataset and a concurrency limit of one run (later triggers queue, none is dropped), and watches
-`data/incoming/` for files to ingest."""
+dataset (later triggers wait for the training before them, none is dropped; a run waiting for its reviewer
+holds nothing up), and watches `data/incoming/` for files to ingest."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from tasks.errors import NichetuneError
 
 
 def deployment_for(params: Params, paths: Paths, params_file: Path, overrides: list[str]):
-    """The training flow of one dataset, triggered by its labeled-data events, one run at a time."""
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    """The training flow of one dataset, triggered by its labeled-data events. It has no deployment
+    concurrency limit: Prefect frees such a slot when a run pauses and then aborts the run, so a run waiting
+    for its reviewer would crash. One training at a time comes from the dataset's training slot instead."""
     from prefect.deployments.runner import EntrypointType
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
@@ -32,11 +33,28 @@ def deployment_for(params: Params, paths: Paths, params_file: Path, overrides: l
         parameters={"root": str(paths.root), "params_file": str(params_file), "overrides": overrides},
         triggers=[DeploymentEventTrigger(name=f"new labeled data for {dataset}", expect={LABELED},
                                          match={"prefect.resource.id": resource_id(dataset)})],
-        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
         description=f"Retrain {params.register.model_name} when labeled data for {dataset} arrives",
         tags=["nichetune", dataset],
         entrypoint_type=EntrypointType.MODULE_PATH,  # the installed package, wherever the project lives
     )
+
+
+def create_training_slots(projects: list[tuple[Params, Paths, Path]]) -> None:
+    """One slot per dataset (see flows.pipeline.training_turn); an existing one is reset to one slot."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.pipeline import training_slot
+
+    with get_client(sync_client=True) as client:
+        for params, _, _ in projects:
+            name = training_slot(params.ingest.dataset)
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+                client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
+            except ObjectNotFound:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
 def check_projects(projects: list[tuple[Params, Paths, Path]]) -> None:
@@ -68,7 +86,9 @@ def up(projects: list[tuple[Params, Paths, Path]], overrides: list[str], prefect
         with temporary_settings(updates={PREFECT_API_URL: f"{servers.prefect}/api"}):
             # What `prefect.serve` does, with the ready line in between: the deployments and their triggers exist
             # before anything is ingested, so the first file's event already finds its trigger.
-            runner = Runner()
+            create_training_slots(projects)
+            # No cap on runs: queued runs wait for their training slot, paused ones for their reviewer.
+            runner = Runner(limit=None)
             for params, paths, file in projects:
                 runner.add_deployment(deployment_for(params, paths, file, overrides))
             watcher = IncomingWatcher([(params, paths) for params, paths, _ in projects], interval)
@@ -89,7 +109,7 @@ def ready_message(servers: Servers, projects: list[tuple[Params, Paths, Path]]) 
     lines = [f"Prefect UI: {servers.prefect}", f"MLflow UI:  {servers.mlflow}"]
     for params, _, file in projects:
         lines.append(f"Deployment nichetune-train/train-{params.ingest.dataset} ({file.name}): runs on "
-                     f"nichetune.data.labeled for dataset {params.ingest.dataset}, one at a time")
+                     f"nichetune.data.labeled for dataset {params.ingest.dataset}, training one at a time")
     lines += [
         f"Watching {folder}/ (files there go to dataset {projects[0][0].ingest.dataset}; "
         f"files in {folder}/<dataset>/ to that dataset)",

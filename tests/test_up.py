@@ -1,6 +1,8 @@
-"""`nichetune up` as a user sees it: files dropped into data/incoming/ trigger training runs through the real
-Prefect server (one run at a time, none dropped), and a headless Chromium finds the flow run, its summary
-artifact and the new model version in the Prefect and MLflow UIs. Screenshots go to test-output/screenshots/."""
+"""`nichetune up` as a user sees it, with a reviewer signing off: files dropped into data/incoming/ trigger
+training runs through the real Prefect server (one training at a time, none dropped), each run pauses for the
+reviewer's form without holding anything up, the form approves, and a headless Chromium finds the flow run,
+its summary artifact and the new model version in the Prefect and MLflow UIs. Screenshots go to
+test-output/screenshots/."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,7 +50,8 @@ def wait_for(check, timeout: float, what: str, log: Path | None = None):
 def stack(tmp_path_factory, tiny_backbone):
     """A project served by `nichetune up` on free ports, with its own Prefect home; stopped with Ctrl-C."""
     rows = cfpb_sample(per_class=40)
-    params = project_params(str(tiny_backbone), ingest={**project_params("")["ingest"], "path": None})
+    params = project_params(str(tiny_backbone), ingest={**project_params("")["ingest"], "path": None},
+                            register={**project_params("")["register"], "approval": "reviewer"})
     root = make_project(tmp_path_factory.mktemp("up") / "project", rows.iloc[:0], params)
     ports = free_port(), free_port()
     log = root.parent / "up.log"
@@ -71,36 +75,79 @@ def stack(tmp_path_factory, tiny_backbone):
                 process.kill()
 
 
-def flow_runs(prefect: str) -> list:
+@contextmanager
+def prefect_client(prefect: str):
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: f"{prefect}/api"}):
         with get_client(sync_client=True) as client:
-            return client.read_flow_runs()
+            yield client
 
 
-def both_finished(prefect: str) -> list | None:
+def flow_runs(prefect: str) -> list:
+    with prefect_client(prefect) as client:
+        return client.read_flow_runs()
+
+
+def in_state(prefect: str, count: int, check) -> list | None:
+    """All `count` runs once every one of them passes `check` (a state test), in the order they started."""
     runs = flow_runs(prefect)
-    return runs if len(runs) == 2 and all(run.state.is_final() for run in runs) else None
+    if len(runs) == count and all(check(run.state) for run in runs):
+        return sorted(runs, key=lambda run: run.start_time)
+    return None
 
 
-def test_two_labeled_files_trigger_two_runs_one_at_a_time(stack):
-    incoming = stack["root"] / "data" / "incoming"
-    log = stack["log"]
+def task_times(prefect: str, run) -> dict:
+    """Each stage of a flow run: (start, end)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with prefect_client(prefect) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    return {task.name.rsplit("-", 1)[0]: (task.start_time, task.end_time) for task in tasks}
+
+
+def state_of(prefect: str, run):
+    with prefect_client(prefect) as client:
+        return client.read_flow_run(run.id).state
+
+
+def approve(prefect: str, run, reviewer: str) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    with prefect_client(prefect):
+        resume_flow_run(run.id, run_input={"decision": "approve", "reviewer": reviewer, "comment": "checked"})
+
+
+def test_runs_train_one_at_a_time_and_wait_for_their_reviewer_holding_no_slot(stack):
+    from mlflow import MlflowClient
+
+    from flows.pipeline import training_slot
+
+    incoming, log, prefect = stack["root"] / "data" / "incoming", stack["log"], stack["prefect"]
     stack["rows"].iloc[:100].to_csv(incoming / "first.csv", index=False)
     wait_for(lambda: "incoming: first.csv -> dataset complaints" in log.read_text(), 120, "first.csv's ingest", log)
-    wait_for(lambda: any(run.state.is_running() for run in flow_runs(stack["prefect"])), 180, "the first run", log)
+    wait_for(lambda: any(run.state.is_running() for run in flow_runs(prefect)), 180, "the first run", log)
     stack["rows"].iloc[100:].to_csv(incoming / "second.csv", index=False)  # arrives while the first trains
-    runs = wait_for(lambda: both_finished(stack["prefect"]), 420, "both triggered runs to finish", log)
-    assert [run.state.is_completed() for run in runs] == [True, True], [run.state for run in runs]
-    first, second = sorted(runs, key=lambda run: run.start_time)
-    assert second.created < first.end_time  # triggered while the first was still training ...
-    assert second.start_time >= first.end_time  # ... and started after it: one run at a time, none dropped
+    first, second = wait_for(lambda: in_state(prefect, 2, lambda state: state.is_paused()), 420,
+                             "both runs to pause for their reviewer", log)
+    # Prefect frees a deployment's concurrency slot when its run pauses, and its engine then aborts the run at
+    # the next lease renewal, minutes later: the deployment has no such limit, and the training slot is free.
+    with prefect_client(prefect) as client:
+        assert client.read_deployment(first.deployment_id).global_concurrency_limit is None
+        assert client.read_global_concurrency_limit_by_name(training_slot("complaints")).active_slots == 0
+    first_stages, second_stages = task_times(prefect, first), task_times(prefect, second)
+    assert second.created < first_stages["compare"][1]  # triggered while the first was still training ...
+    assert second_stages["ingest"][0] >= first_stages["compare"][1]  # ... and trained after it
     processed = sorted(path.name for path in (incoming / "processed").iterdir())
     assert [name.split("-", 1)[1] for name in processed] == ["first.csv", "second.csv"]
-    assert not [path for path in incoming.iterdir() if path.is_file()]
     assert log.read_text().count("event nichetune.data.labeled for nichetune.dataset.complaints") == 2
+
+    approve(prefect, first, "ana")
+    wait_for(lambda: state_of(prefect, first).is_completed(), 120, "the first run to finish after approval", log)
+    one = MlflowClient(stack["mlflow"]).get_model_version("complaints", "1")
+    assert one.tags["decision"] == "approved" and one.tags["promoted_by"] == "ana"
+    stack["waiting"] = second
 
 
 def test_the_prefect_and_mlflow_uis_show_the_run_its_summary_and_the_model(stack):
@@ -129,6 +176,29 @@ def test_the_prefect_and_mlflow_uis_show_the_run_its_summary_and_the_model(stack
         assert page.get_by_text("champion").count() >= 1
         page.screenshot(path=SCREENSHOTS / "mlflow-registered-model.png")
         browser.close()
+
+
+def test_a_paused_run_outlives_the_lease_renewal_that_crashed_it_and_its_approval_is_gated_anew(stack):
+    """The second run has waited for its reviewer since before the UI test; Prefect renews a deployment lease
+    225 s after a run starts, which is where a run that had held a deployment slot was aborted."""
+    from mlflow import MlflowClient
+
+    from tasks.promote import mlflow_dict
+
+    prefect, log, second = stack["prefect"], stack["log"], stack["waiting"]
+    renewal = second.start_time.timestamp() + 250
+    while time.time() < renewal:
+        assert state_of(prefect, second).is_paused(), state_of(prefect, second)
+        time.sleep(5)
+    assert state_of(prefect, second).is_paused() and "lease renewal failed" not in log.read_text()
+    approve(prefect, second, "ben")  # judged by the gate against the champion the first approval made
+    wait_for(lambda: state_of(prefect, second).is_completed(), 120, "the second run to finish", log)
+    client = MlflowClient(stack["mlflow"])
+    two = client.get_model_version("complaints", "2")
+    assert mlflow_dict(client, two.run_id, "comparison.json")["champion_version"] is None  # none when trained
+    assert mlflow_dict(client, two.run_id, "comparison_at_approval.json")["champion_version"] == "1"
+    assert two.tags["decision"] in {"approved", "rejected"}
+    assert (two.tags.get("promoted_by") == "ben") == (two.tags["decision"] == "approved")
 
 
 def test_ctrl_c_stops_everything_it_started(stack):
