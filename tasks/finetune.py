@@ -300,6 +300,20 @@ def save_checkpoint(path: Path, state: dict) -> None:
     partial.replace(path)
 
 
+def load_checkpoint(path: Path) -> dict | None:
+    """A checkpoint, read with `weights_only` (tensors, numbers, strings, lists and dicts only: a file crafted to
+    run code when unpickled is refused). One that cannot be read is moved aside to `<name>.unreadable` and the
+    run starts from its first epoch: a checkpoint saves time, it never blocks training."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError or EOFError
+        aside = path.with_suffix(".unreadable")
+        path.replace(aside)
+        log.warning("%s: not a checkpoint this version can read safely (%s); moved to %s, training from the start",
+                    path, " ".join(str(err).split())[:160], aside.name)
+        return None
+
+
 def all_trainable_state(model: SentenceClassifier, groups: list[dict]) -> dict:
     """The weights of every optimizer group, including groups gradual unfreezing has not reached yet."""
     ids = {id(p) for group in groups for p in group["params"]}
@@ -363,8 +377,8 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
     state = {"epoch": 0, "losses": [], "validation": [], "best_score": None, "best_epoch": None,
              "best_state": None, "bad_epochs": 0}
     resumed = None
-    if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, weights_only=False)
+    saved = load_checkpoint(checkpoint) if checkpoint is not None and checkpoint.is_file() else None
+    if saved is not None:
         model.load_state_dict(saved["model"], strict=False)
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])

@@ -44,7 +44,7 @@ def kill_after_first_checkpoint(child: subprocess.Popen, work_dir: Path, timeout
     child.send_signal(signal.SIGKILL)
     child.wait()
     (checkpoint,) = checkpoints.glob("*.pt")
-    return torch.load(checkpoint, weights_only=False)["state"]
+    return torch.load(checkpoint, weights_only=True)["state"]
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from tasks.augment import augment, eda
 from tasks.config import FinetuneParams
-from tasks.errors import ParamsError
+from tasks.errors import ModelLoadError, ParamsError
 from tasks import features as frozen
 from tasks import finetune as finetune_module
 from tasks.finetune import (CHECKPOINT_DIR, Rows, build_model, cached_layer, class_weights, epoch_order, finetune,
@@ -358,6 +358,46 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_result(train,
     assert not any((work / CHECKPOINT_DIR).glob("*.pt"))  # a finished run removes its checkpoint
 
 
+class RunsCode:
+    """Unpickled, it creates a file: what a crafted checkpoint could do with any code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_a_crafted_checkpoint_is_refused_unread_and_training_starts_over(train, tiny_backbone, tmp_path, caplog):
+    cfg = params(tiny_backbone, strategy="head", epochs=1)
+    work, marker = tmp_path / "work", tmp_path / "pwned"
+    checkpoint = work / CHECKPOINT_DIR / f"finetune-{finetune_module.run_fingerprint(train, cfg, 5)}.pt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"model": {}, "state": {"epoch": 0}, "payload": RunsCode(marker)}, checkpoint)
+
+    result = finetune(train, cfg, seed=5, out_dir=tmp_path / "out", work_dir=work)
+    assert not marker.exists(), "the checkpoint was unpickled with code in it"
+    assert result.resumed_from_epoch is None and len(result.losses) == 1
+    assert checkpoint.with_suffix(".unreadable").is_file() and not checkpoint.exists()
+    assert f"{checkpoint}: not a checkpoint this version can read safely" in caplog.text
+
+
+def test_a_checkpoint_holds_only_what_weights_only_loads(train, tiny_backbone, tmp_path, monkeypatch):
+    cfg = params(tiny_backbone, strategy="gradual_unfreeze", epochs=2, validation_fraction=0.25)
+    saved = {}
+    original = finetune_module.save_checkpoint
+
+    def keep(path, state):  # the run deletes its checkpoint once done: read each one as it is written
+        original(path, state)
+        saved[state["state"]["epoch"]] = torch.load(path, weights_only=True)
+
+    monkeypatch.setattr(finetune_module, "save_checkpoint", keep)
+    finetune(train, cfg, seed=5, out_dir=tmp_path / "out", work_dir=tmp_path / "work")
+    assert sorted(saved) == [1, 2]
+    assert {"model", "optimizer", "schedule", "torch_rng", "state"} <= set(saved[2])
+    assert saved[2]["state"]["best_state"] and isinstance(saved[2]["torch_rng"], torch.Tensor)
+
+
 @no_cuda
 def test_auto_device_on_this_machine_is_cpu_fp32():
     device = resolve_device("auto")
@@ -376,7 +416,7 @@ def test_cuda_device_without_cuda_is_a_params_error():
 
 
 def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path):
-    with pytest.raises(ParamsError, match=r"not a nichetune model \(nichetune\.json missing\)"):
+    with pytest.raises(ModelLoadError, match=r"not a nichetune model \(nichetune\.json missing\)"):
         Classifier(tmp_path)
 
 
