@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.encodings import decode, undecodable
 from tasks.errors import DataError
 
 LINE = "_source_line"  # where a row starts in its file (1-based; the header is line 1 of a CSV)
@@ -45,30 +46,6 @@ def read_table(path: Path, encoding: str = "auto", delimiter: str = "auto") -> T
     raise DataError(f"{path}: unsupported file type {suffix!r}; export CSV, TSV, JSON Lines or Parquet")
 
 
-def decode(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
-    """UTF-8 with or without BOM; with `auto`, any other encoding is detected (and reported by the caller)."""
-    if encoding != "auto":
-        try:
-            return raw.decode(encoding), encoding
-        except (UnicodeDecodeError, LookupError) as err:
-            raise DataError(f"{path}: cannot be decoded as {encoding} ({err}); set ingest.encoding") from None
-    for bom, name in ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
-                      (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
-        if raw.startswith(bom):
-            return raw.decode(name), name
-    for name in ("utf-8-sig", "cp1252"):  # Excel on Windows writes cp1252: try it before guessing
-        try:
-            return raw.decode(name), name.removesuffix("-sig")
-        except UnicodeDecodeError:
-            pass
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(raw).best()
-    if best is None:
-        raise DataError(f"{path}: not text in any known encoding; export it as UTF-8 CSV")
-    return str(best), best.encoding
-
-
 def _read_delimited(text: str, path: Path, encoding: str, delimiter: str) -> Table:
     if not text.strip():
         raise DataError(f"{path}: the file is empty; export the labeled rows with a header line")
@@ -76,25 +53,43 @@ def _read_delimited(text: str, path: Path, encoding: str, delimiter: str) -> Tab
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
     header = [name.strip() for name in next(reader)]
     _check_header(header, path)
-    rows, lines, problems, raws = [], [], [], []
+    lines = io.StringIO(text, newline="").readlines()  # the same physical lines the reader counts
+    rows, starts, problems, raws = [], [], [], []
     last = reader.line_num
     for record in reader:
         start, last = last + 1, reader.line_num
-        if not any(field.strip() for field in record):
-            continue  # blank lines separate nothing in a CSV; they are not rows
-        problem = raw = None
-        if len(record) != len(header):
+        if len(record) <= 1 and not "".join(record).strip():
+            continue  # blank lines separate nothing in a CSV; a row of bare delimiters is a (blank) row
+        record, problem = undecodable(record)
+        problem = problem or _quote_problem(lines, start, last, sep)
+        raw = None
+        if problem is None and len(record) != len(header):
             problem = f"ragged row: {len(record)} fields where the header has {len(header)}"
+        if problem:
             raw = json.dumps(record, ensure_ascii=False)  # every field, so the row can be repaired
         rows.append((record + [None] * len(header))[: len(header)])
-        lines.append(start)
+        starts.append(start)
         problems.append(problem)
         raws.append(raw)
     frame = pd.DataFrame(rows, columns=header, dtype=object)
-    frame[LINE] = lines
+    frame[LINE] = starts
     frame[PROBLEM] = problems
     frame[RAW] = raws
     return Table(frame, encoding, sep)
+
+
+def _quote_problem(lines: list[str], start: int, last: int, sep: str) -> str | None:
+    """A quote that is never closed (or closed in the middle of a field) makes the reader take the lines
+    after it as one field; a record over several lines that a strict reader refuses is that."""
+    if last == start:
+        return None
+    try:
+        list(csv.reader(io.StringIO("".join(lines[start - 1:last]), newline=""), delimiter=sep, strict=True))
+        return None
+    except csv.Error:
+        end = " (the end of the file)" if last >= len(lines) else ""
+        return (f"unterminated quote: the quote opened on line {start} takes in lines {start}-{last}{end} as "
+                f"one field; close the quote and ingest again")
 
 
 def _sniff(text: str) -> str:
@@ -106,6 +101,8 @@ def _sniff(text: str) -> str:
 
 
 def _check_header(header: list[str], path: Path) -> None:
+    if undecodable(header)[1]:
+        raise DataError(f"{path}: the header line is not valid UTF-8 unlike the rest of the file; re-save it as UTF-8")
     if not any(header):
         raise DataError(f"{path}: the first line has no column names; add a header line")
     seen = set()
@@ -116,26 +113,28 @@ def _check_header(header: list[str], path: Path) -> None:
 
 
 def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
-    records, lines, problems = [], [], []
+    records, lines, problems, raws = [], [], [], []
     for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): JSON may hold U+2028
         if not line.strip():
             continue
+        [line], problem = undecodable([line])
         try:
-            record = json.loads(line)
-            problem = None if isinstance(record, dict) else "not a JSON object"
+            record = {} if problem else json.loads(line)
+            problem = problem or (None if isinstance(record, dict) else "not a JSON object")
         except json.JSONDecodeError as err:
             record, problem = {}, f"not valid JSON ({err.msg})"
         record = record if isinstance(record, dict) else {}
         records.append({key: None if value is None else str(value) for key, value in record.items()})
         lines.append(number)
         problems.append(problem)
+        raws.append(line if problem else None)  # the line as it was, so the record can be repaired
     if not records:
         raise DataError(f"{path}: the file has no records; export one JSON object per line")
     frame = pd.DataFrame.from_records(records).astype(object)
     frame = frame.where(frame.notna(), None)
     frame[LINE] = lines
     frame[PROBLEM] = problems
-    frame[RAW] = None
+    frame[RAW] = raws
     return frame
 
 
