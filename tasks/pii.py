@@ -8,7 +8,7 @@ from collections import Counter
 # Order matters: the most specific patterns run first so that an IBAN is not half-eaten as a phone number.
 PATTERNS: dict[str, re.Pattern] = {
     "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
-    "iban": re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"),
+    "iban": re.compile(r"(?i)\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"),
     "card": re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"),
     # the number after a word that says it is one; the word itself stays
     "account": re.compile(r"(?i)\b(?:account|acct|a/c|sort code)(?:\s*(?:no\.?|number|#))?\s*[:#]?\s*"
@@ -26,29 +26,49 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _phone_like(text: str) -> bool:
+def iban_valid(text: str) -> bool:
+    """The IBAN checksum (ISO 13616 mod 97)."""
+    compact = re.sub(r"\s", "", text).upper()
+    digits = "".join(str(int(char, 36)) for char in compact[4:] + compact[:4])
+    return int(digits) % 97 == 1
+
+
+def _iban_like(text: str) -> bool:
+    """Upper case is how IBANs are written, so a bad checksum is still someone's mistyped IBAN; in lower or
+    mixed case only a valid checksum counts, or "ab12 word word" would be one."""
+    return text == text.upper() or iban_valid(text)
+
+
+def _phone_like(text: str, bare: bool = True) -> bool:
     """9 to 15 digits shaped like a phone number: international (+), an area code in brackets, two or more
-    separators, or a national number starting with 0 split by a space. Invoice numbers, years with a serial
-    and ZIP+4 codes (one hyphen) are left alone."""
+    separators, a national number starting with 0 split by a space, or (with `bare`) ten digits in one run
+    that a North American number or a national number starting with 0 could be. Invoice numbers, years with
+    a serial, Unix times and ZIP+4 codes (one hyphen) are left alone."""
     digits = re.sub(r"\D", "", text)
     text = text.strip()
     separators = re.findall(r"[ .-]", text)
     shaped = (text.startswith(("+", "(")) or len(separators) >= 2
               or (text.startswith("0") and separators == [" "]))
-    return 9 <= len(digits) <= 15 and shaped
+    unformatted = bare and text == digits and len(digits) == 10 and (
+        digits[0] == "0" or (digits[0] in "23456789" and digits[3] in "23456789"))
+    return 9 <= len(digits) <= 15 and (shaped or unformatted)
 
 
-CHECKS = {  # a second look that a regex alone cannot take (an IBAN with a typo is still someone's IBAN)
+CHECKS = {  # a second look that a regex alone cannot take
+    "iban": _iban_like,
     "card": lambda match: luhn_valid(re.sub(r"\D", "", match)),
     "phone": _phone_like,
 }
 
 
-def redact(text: str) -> tuple[str, Counter]:
-    """Replace each PII match with `[EMAIL]`, `[IBAN]`, `[CARD]`, `[ACCOUNT]` or `[PHONE]`; count them."""
+def redact(text: str, identifier: bool = False) -> tuple[str, Counter]:
+    """Replace each PII match with `[EMAIL]`, `[IBAN]`, `[CARD]`, `[ACCOUNT]` or `[PHONE]`; count them.
+    An `identifier` (a row id) made of ten bare digits is a ticket number, not a phone number."""
     counts: Counter = Counter()
     for kind, pattern in PATTERNS.items():
         check = CHECKS.get(kind)
+        if kind == "phone" and identifier:
+            check = lambda match: _phone_like(match, bare=False)  # noqa: E731
 
         def replace(match: re.Match, kind=kind, check=check) -> str:
             if check and not check(match.group(0)):

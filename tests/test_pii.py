@@ -89,3 +89,29 @@ def test_an_iban_with_a_bad_checksum_is_masked_whole_not_half():
 @pytest.mark.parametrize("text", ["invoice INV-2023-000123 unpaid", "order ref 2023-123456", "zip 90210-1234"])
 def test_dashed_references_are_not_phone_numbers(text):
     assert redact(text) == (text, Counter())
+
+
+@pytest.mark.parametrize("text, expected, kind", [
+    ("refund to gb82 west 1234 5698 7654 32 please", "refund to [IBAN] please", "iban"),
+    ("refund to gb82west12345698765432 please", "refund to [IBAN] please", "iban"),
+    ("iban De89370400440532013000 ok", "iban [IBAN] ok", "iban"),
+    ("call me on 2125550100 tonight", "call me on [PHONE] tonight", "phone"),
+    ("ring 0612345678 please", "ring [PHONE] please", "phone"),
+])
+def test_lowercase_ibans_and_unformatted_ten_digit_phones_are_masked(text, expected, kind):
+    assert redact(text) == (expected, Counter({kind: 1}))
+
+
+@pytest.mark.parametrize("text", [
+    "ab12 word word here",  # lower case looks like an IBAN only with a valid checksum
+    "order 1234567890 shipped",  # a North American number never starts with 1
+    "sent at 1700000000",  # a Unix time
+    "ref 2120550100",  # the exchange starts with 0: not a phone number
+])
+def test_lowercase_lookalikes_and_ten_digit_references_are_left_alone(text):
+    assert redact(text) == (text, Counter())
+
+
+def test_a_ten_digit_identifier_is_not_taken_for_a_phone_number():
+    assert redact("2125550100", identifier=True) == ("2125550100", Counter())
+    assert redact("+1 212 555 0100", identifier=True) == ("[PHONE]", Counter({"phone": 1}))
