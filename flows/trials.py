@@ -40,6 +40,9 @@ VALIDATION_FILE = "validation.parquet"
 RESULTS_FILE = "trials.json"
 RECORD_FILE = "trial.json"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}  # scheduler hosts whose workers share this machine
+# The LocalCluster scheduler's web server (its dashboard, with bokeh installed) on this machine only: Dask's
+# default listens on every interface, where anyone on the network could watch the trials' tasks.
+DASHBOARD_ADDRESS = "127.0.0.1:8787"  # a busy port is swapped for a free one
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,8 @@ def dask_runner(cfg: TrialsParams) -> DaskTaskRunner:
     """The scheduler at `trials.address`, else a LocalCluster of `trials.workers` single-thread processes."""
     if cfg.address:
         return DaskTaskRunner(address=cfg.address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True})
+    return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": DASHBOARD_ADDRESS})
 
 
 @flow(name="nichetune-trials", log_prints=True, task_runner=dask_runner(TrialsParams()))

@@ -94,6 +94,22 @@ def test_a_remote_scheduler_needs_a_prefect_server_its_workers_can_reach():
         workers_can_report(TrialsParams(address="tcp://10.1.2.3:8786"))
 
 
+def test_the_local_cluster_listens_on_this_machine_only():
+    import ipaddress
+
+    import psutil
+    from distributed import LocalCluster
+
+    from flows.trials import dask_runner
+
+    kwargs = {**dask_runner(TrialsParams()).cluster_kwargs, "n_workers": 0}  # the scheduler and its web server
+    with LocalCluster(**kwargs) as cluster:
+        listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN}
+        assert cluster.scheduler.http_server is not None and listening
+        assert all(ipaddress.ip_address(ip).is_loopback for ip, _ in listening), listening
+
+
 # ---------------------------------------------------------------- the flow on a two-worker Dask cluster
 
 
