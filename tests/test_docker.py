@@ -5,6 +5,7 @@ config` validates the file too where the CLI and its compose plugin are installe
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -290,6 +291,87 @@ def test_basic_auth_ini_reads_secrets_from_the_environment():
     assert "PGPASSWORD" in mlflow and "MLFLOW_AUTH_ADMIN_PASSWORD" in mlflow
 
 
+def test_the_prefect_server_requires_a_login_and_every_client_sends_it():
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    server = raw["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+    assert re.fullmatch(r"\$\{PREFECT_AUTH_STRING:\?[^}]+\}", server), "required: an empty value is a login too"
+    clients = [name for name, service in raw.items() if "PREFECT_API_URL" in (service.get("environment") or {})]
+    assert clients == ["worker"]
+    for name in clients:
+        assert raw[name]["environment"]["PREFECT_API_AUTH_STRING"] == server, name
+    assert env_example()["PREFECT_AUTH_STRING"].count(":") == 1, "user:password"
+
+
+def test_prefect_reads_the_auth_settings_compose_sets(monkeypatch):
+    from prefect.settings import Settings
+
+    env = services()
+    monkeypatch.setenv("PREFECT_SERVER_API_AUTH_STRING", env["prefect-server"]["environment"]
+                       ["PREFECT_SERVER_API_AUTH_STRING"])
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", env["worker"]["environment"]["PREFECT_API_AUTH_STRING"])
+    settings = Settings()
+    assert settings.server.api.auth_string.get_secret_value() == env_example()["PREFECT_AUTH_STRING"]
+    assert settings.api.auth_string.get_secret_value() == env_example()["PREFECT_AUTH_STRING"]
+
+
+def test_mlflow_and_dvc_use_separate_s3_users():
+    env, example = services(), env_example()
+    mlflow, worker = env["mlflow"]["environment"], env["worker"]["environment"]
+    assert mlflow["AWS_ACCESS_KEY_ID"] == example["MLFLOW_S3_ACCESS_KEY"]
+    assert mlflow["AWS_SECRET_ACCESS_KEY"] == example["MLFLOW_S3_SECRET_KEY"]
+    assert worker["AWS_ACCESS_KEY_ID"] == example["DVC_S3_ACCESS_KEY"]  # the worker's S3 use is `dvc pull`
+    assert worker["AWS_SECRET_ACCESS_KEY"] == example["DVC_S3_SECRET_KEY"]
+    assert example["MLFLOW_S3_ACCESS_KEY"] != example["DVC_S3_ACCESS_KEY"]
+    init = env["minio-init"]
+    script = next(volume.split(":")[1] for volume in init["volumes"] if volume.startswith("./minio/init.sh:"))
+    assert init["entrypoint"] == ["/bin/sh", script] and "command" not in init
+    needed = set(re.findall(r'"\$\{(\w+):\?\}"', (DOCKER / "minio" / "init.sh").read_text()))
+    assert needed and needed <= set(init["environment"]), needed - set(init["environment"])
+
+
+def run_minio_init(tmp_path: Path, **changes: str) -> tuple[subprocess.CompletedProcess, list[list[str]], dict]:
+    """docker/minio/init.sh with .env.example's values and an `mc` on PATH that records its arguments and
+    keeps each policy file it is given; returns the run, the mc calls and the policies by name."""
+    log, policies = tmp_path / "mc.log", tmp_path / "policies"
+    policies.mkdir()
+    fake = tmp_path / "mc"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n'
+                    f'if [ "$1 $2 $3" = "admin policy create" ]; then cp "$6" {policies}/"$5".json; fi\n')
+    fake.chmod(0o755)
+    env = {**{key: value for key, value in services()["minio-init"]["environment"].items()}, **changes,
+           "PATH": f"{tmp_path}:/usr/bin:/bin"}
+    done = subprocess.run(["sh", str(DOCKER / "minio" / "init.sh")], env=env, capture_output=True, text=True)
+    calls = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+    found = {path.stem: json.loads(path.read_text()) for path in policies.glob("*.json")}
+    return done, calls, found
+
+
+def test_minio_init_gives_each_s3_user_a_policy_scoped_to_its_bucket(tmp_path):
+    done, calls, policies = run_minio_init(tmp_path)
+    assert done.returncode == 0, done.stderr
+    example = env_example()
+    users = {example["MLFLOW_S3_ACCESS_KEY"]: example["MLFLOW_BUCKET"],
+             example["DVC_S3_ACCESS_KEY"]: example["DVC_BUCKET"]}
+    attached = {call[-1]: call[4] for call in calls if call[:3] == ["admin", "policy", "attach"]}
+    assert attached == {user: f"nichetune-{bucket}" for user, bucket in users.items()}
+    assert {call[4] for call in calls if call[:3] == ["admin", "user", "add"]} == set(users)
+    for bucket in users.values():
+        statements = policies[f"nichetune-{bucket}"]["Statement"]
+        resources = {resource for statement in statements for resource in statement["Resource"]}
+        assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
+        assert all(statement["Effect"] == "Allow" for statement in statements)
+        actions = {action for statement in statements for action in statement["Action"]}
+        assert {"s3:ListBucket", "s3:GetObject", "s3:PutObject"} <= actions
+        assert all(action.startswith("s3:") and "*" not in action and "Policy" not in action for action in actions)
+    assert not [call for call in calls if call[:3] == ["admin", "policy", "attach"] and "readwrite" in call]
+
+
+def test_minio_init_refuses_one_user_for_both_buckets(tmp_path):
+    example = env_example()
+    done, calls, _ = run_minio_init(tmp_path, DVC_S3_ACCESS_KEY=example["MLFLOW_S3_ACCESS_KEY"])
+    assert done.returncode == 1 and "DVC_S3_ACCESS_KEY" in done.stderr and not calls
+
+
 # --- the scripts ---------------------------------------------------------------------------------------------
 
 def run_serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -321,7 +403,7 @@ def test_mlflow_serve_refuses_auth_without_its_secrets(tmp_path):
 
 
 def test_shell_scripts_parse():
-    for shell, script in (("sh", "mlflow/serve.sh"), ("bash", "postgres/init-databases.sh")):
+    for shell, script in (("sh", "mlflow/serve.sh"), ("bash", "postgres/init-databases.sh"), ("sh", "minio/init.sh")):
         checked = subprocess.run([shell, "-n", str(DOCKER / script)], capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
 
