@@ -128,7 +128,7 @@ def ingest_command(args: argparse.Namespace) -> None:
     source = args.path if args.path.is_absolute() else Path.cwd() / args.path
     report = ingest_batch(params.ingest, params.validate.labels, paths.root, source, args.dataset)
     print(report.text())
-    if report.batch:
+    if report.events:
         print(emit_labeled(report))
 
 

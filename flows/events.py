@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from tasks.ingest import BatchReport
 
@@ -15,16 +17,24 @@ def resource_id(dataset: str) -> str:
 
 
 def emit_labeled(report: BatchReport) -> str:
-    """Announce a stored batch: new DVC version and counts. Returns a line saying where the event went."""
+    """Announce each stored batch the report carries in its outbox (an earlier one whose event was never sent
+    comes first), or the report's own batch: new DVC version and counts. An outbox file is deleted once its
+    event is sent. Returns a line saying where the events went."""
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
-    event = emit_event(
-        event=LABELED,
-        resource={"prefect.resource.id": resource_id(report.dataset), "prefect.resource.name": report.dataset},
-        payload={"dataset": report.dataset, "data_version": report.data_version, "batch": report.batch,
-                 "rows_read": report.rows_read, "accepted": report.accepted, "quarantined": report.quarantined},
-    )
+    outbox = [Path(path) for path in report.events]
+    payloads = [json.loads(path.read_text()) for path in outbox] or [report.payload()]
+    sent = [emit_event(event=LABELED, payload=payload,
+                       resource={"prefect.resource.id": resource_id(payload["dataset"]),
+                                 "prefect.resource.name": payload["dataset"]})
+            for payload in payloads]
     EventsWorker.drain_all(timeout=30)  # delivered before the command returns, not in an exit hook
+    for path, event in zip(outbox, sent):
+        if event:
+            path.unlink(missing_ok=True)
+    if not all(sent):
+        return f"event {LABELED} not sent for {sum(not event for event in sent)} batch(es); the next ingest sends it"
     where = os.environ.get("PREFECT_API_URL") or "Prefect's local database (no PREFECT_API_URL set)"
-    return f"event {LABELED} for {resource_id(report.dataset)} sent to {where}" if event else "event not sent"
+    earlier = f" (and for {len(sent) - 1} earlier batch(es) not announced before)" if len(sent) > 1 else ""
+    return f"event {LABELED} for {resource_id(report.dataset)} sent to {where}{earlier}"

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import traceback
@@ -16,11 +17,13 @@ from tasks.errors import NichetuneError
 INCOMING = Path("data") / "incoming"
 PROCESSED, FAILED = "processed", "failed"
 SKIPPED_SUFFIXES = (".part", ".tmp", ".crdownload", "~")  # a file still being written under a temporary name
+STABLE_CHECKS = 2  # looks in a row that must find the same size and modification time before a file is taken
 
 
 class IncomingWatcher(threading.Thread):
-    """Polls the folder; a file is taken once its size and modification time are unchanged between two polls.
-    Files at the top level belong to the first dataset; files in `<dataset>/` to that dataset."""
+    """Polls the folder; a file is taken once its size and modification time are unchanged across two more
+    polls. Files at the top level belong to the first dataset; files in `<dataset>/` to that dataset. Symbolic
+    links are not followed (they could point anywhere on the machine): they go to failed/."""
 
     def __init__(self, projects: list[tuple[Params, Paths]], interval: float = 2.0):
         super().__init__(name="nichetune-incoming", daemon=True)
@@ -28,7 +31,7 @@ class IncomingWatcher(threading.Thread):
         self.default = projects[0][0].ingest.dataset
         self.folder = projects[0][1].root / INCOMING
         self.interval = interval
-        self.seen: dict[Path, tuple[int, float]] = {}
+        self.seen: dict[Path, tuple[tuple[int, int], int]] = {}  # (size, mtime in ns), looks unchanged
         self.halt = threading.Event()
 
     def run(self) -> None:
@@ -44,15 +47,8 @@ class IncomingWatcher(threading.Thread):
         """Take every file that has stopped changing; returns one line per file taken."""
         lines = []
         for path, dataset in self.candidates():
-            try:
-                stat = path.stat()
-            except FileNotFoundError:  # renamed or removed since the listing: nothing to take
-                self.seen.pop(path, None)
+            if not self.settled(path):
                 continue
-            if self.seen.get(path) != (stat.st_size, stat.st_mtime):
-                self.seen[path] = (stat.st_size, stat.st_mtime)  # new or still growing: look again next time
-                continue
-            del self.seen[path]
             try:
                 lines.append(self.take(path, dataset))
             except Exception as err:  # a failure we did not foresee must not stop the watcher
@@ -63,12 +59,28 @@ class IncomingWatcher(threading.Thread):
             print(lines[-1], flush=True)
         return lines
 
+    def settled(self, path: Path) -> bool:
+        """Whether the file has kept its size and modification time for STABLE_CHECKS looks in a row."""
+        try:
+            stat = path.lstat()
+        except FileNotFoundError:  # renamed or removed since the listing: nothing to take
+            self.seen.pop(path, None)
+            return False
+        state = (stat.st_size, stat.st_mtime_ns)
+        last, unchanged = self.seen.get(path, (None, -1))
+        unchanged = unchanged + 1 if state == last else 0  # new or still growing: start counting again
+        if unchanged < STABLE_CHECKS:
+            self.seen[path] = (state, unchanged)
+            return False
+        del self.seen[path]
+        return True
+
     def candidates(self) -> list[tuple[Path, str]]:
         if not self.folder.is_dir():
             return []
         found = []
         for entry in sorted(self.folder.iterdir()):
-            if entry.is_dir() and entry.name not in (PROCESSED, FAILED):
+            if entry.is_dir() and not entry.is_symlink() and entry.name not in (PROCESSED, FAILED):
                 found += [(path, entry.name) for path in sorted(entry.iterdir()) if _ready_name(path)]
             elif _ready_name(entry):
                 found.append((entry, self.default))
@@ -85,16 +97,17 @@ class IncomingWatcher(threading.Thread):
                 raise NichetuneError(f"{path}: no served dataset named {dataset!r} (served: {served}); move the "
                                      f"file to data/incoming/ or to one of those folders")
             params, paths = self.projects[dataset]
+            _check_plain_file(path, params.ingest.incoming_max_mb)
             report = ingest_batch(params.ingest, params.validate.labels, paths.root, path, dataset)
         except NichetuneError as err:
             return self.fail(path, str(err))
-        event = emit_labeled(report) if report.batch else "already ingested: no event"
+        event = emit_labeled(report) if report.events else "already ingested: no event"
         moved = _move(path, self.folder / PROCESSED)
         return f"incoming: {path.name} -> dataset {dataset}: {report.text().splitlines()[0]}; {event}; kept in {moved}"
 
     def fail(self, path: Path, reason: str) -> str:
         """Move a file that was not ingested to failed/, beside a one-line `.error.txt` that says why."""
-        if not path.exists():
+        if not os.path.lexists(path):
             return f"incoming: {path.name} not ingested: {reason} (the file is gone from {path.parent})"
         moved = _move(path, self.folder / FAILED)
         moved.with_name(moved.name + ".error.txt").write_text(f"{reason}\n")
@@ -102,7 +115,19 @@ class IncomingWatcher(threading.Thread):
 
 
 def _ready_name(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and not path.name.endswith(SKIPPED_SUFFIXES)
+    plain = path.is_symlink() or path.is_file()  # a link is taken only to be moved to failed/, never read
+    return plain and not path.name.startswith(".") and not path.name.endswith(SKIPPED_SUFFIXES)
+
+
+def _check_plain_file(path: Path, max_mb: float) -> None:
+    """Refuse a symbolic link (never followed) and a file over `ingest.incoming_max_mb`."""
+    if path.is_symlink():
+        raise NichetuneError(f"{path}: a symbolic link, which the incoming folder does not follow; copy the file "
+                             f"itself into {INCOMING}/")
+    size_mb = path.stat().st_size / 1e6
+    if size_mb > max_mb:
+        raise NichetuneError(f"{path}: {size_mb:.1f} MB, over ingest.incoming_max_mb = {max_mb:g}; split the "
+                             f"export or raise that limit, then move it back into {INCOMING}/")
 
 
 def _move(path: Path, folder: Path) -> Path:

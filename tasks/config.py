@@ -87,6 +87,8 @@ class IngestParams(Section):
     delimiter: Delimiter = "auto"  # auto: sniffed among , ; tab and |
     max_text_chars: int = Field(5000, ge=1)  # longer texts are quarantined
     redact_pii: bool = True  # emails, phone, card, account numbers and IBANs are masked before storage
+    dvc_lock_wait: int = Field(600, ge=1)  # seconds to wait for another DVC command to release the repository
+    incoming_max_mb: float = Field(500, gt=0)  # the incoming watcher refuses (moves to failed/) larger files
 
 
 class CheckSeverity(Section):

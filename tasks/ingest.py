@@ -9,18 +9,20 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections import Counter
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
 from tasks import versioning
 from tasks.config import IngestParams
 from tasks.errors import DataError
 from tasks.pii import redact
 from tasks.readers import LINE, PROBLEM, RAW, read_table
+from tasks.spreadsheet import escape_frame
 
 RAW_DIR = Path("data/raw")
 QUARANTINE_DIR = Path("data/quarantine")
@@ -29,6 +31,10 @@ VERSION_FILE = "data_version.json"
 REASON = "_reason"
 SOURCE = "_source_file"
 BATCH = "_batch"
+KEY = "_text_key"  # a hash of the text as the user gave it, before PII masking: duplicates are judged on it
+OUTBOX = Path(".dvc") / "tmp" / "nichetune-outbox"  # events of stored batches not yet sent, in this clone only
+BATCH_NAME = re.compile(r"(?P<sequence>\d{6,})-[0-9a-f]{12}")  # arrival number, then the content's hash
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson")
 
 
 @dataclass(frozen=True)
@@ -47,13 +53,17 @@ class BatchReport:
     quarantine: str | None  # the quarantine file, relative to the project root
     already_ingested_as: str | None  # same bytes seen before: nothing new was stored
     data_version: str | None  # the DVC hash of data/raw/<dataset> after this ingest
+    seen_before: int = 0  # the same file again: rows stored or quarantined by the earlier ingest
+    events: tuple[str, ...] = ()  # outbox files of stored batches whose event is still to be sent
 
     def text(self) -> str:
         """The lines `nichetune ingest` prints."""
-        if self.already_ingested_as:
+        if self.already_ingested_as and not self.accepted:
             return f"{self.source}: already ingested as {self.already_ingested_as}; nothing added"
+        before = (f" + {self.seen_before} as before (already ingested as {self.already_ingested_as})"
+                  if self.already_ingested_as else "")
         lines = [f"{self.source}: {self.rows_read} rows read = {self.accepted} accepted + "
-                 f"{self.quarantined} quarantined (decoded as {self.encoding})"]
+                 f"{self.quarantined} quarantined{before} (decoded as {self.encoding})"]
         lines += [f"  quarantined, {reason}: {count}" for reason, count in sorted(self.reasons.items())]
         if self.pii_redacted:
             found = ", ".join(f"{kind} {count}" for kind, count in sorted(self.pii_redacted.items()))
@@ -66,6 +76,11 @@ class BatchReport:
             lines.append(f"  dataset {self.dataset} is now DVC version {self.data_version} "
                          f"(commit its records: git add {records})")
         return "\n".join(lines)
+
+    def payload(self) -> dict:
+        """What the `nichetune.data.labeled` event says about this batch."""
+        return {"dataset": self.dataset, "data_version": self.data_version, "batch": self.batch,
+                "rows_read": self.rows_read, "accepted": self.accepted, "quarantined": self.quarantined}
 
 
 @dataclass(frozen=True)
@@ -102,8 +117,7 @@ def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], store
         flag(~frame["label"].isin(labels), "label outside the label set")
     flag(frame["text"].str.len() > cfg.max_text_chars, f"text over {cfg.max_text_chars} characters")
     candidates = frame[reason.isna()]
-    seen = pd.concat([stored[["key", "label"]], pd.DataFrame({"key": text_key(candidates["text"]),
-                                                                  "label": candidates["label"]})])
+    seen = pd.concat([stored[["key", "label"]], pd.DataFrame({"key": candidates[KEY], "label": candidates["label"]})])
     first_label = seen.groupby("key")["label"].transform("first").iloc[len(stored):]
     repeated = seen["key"].duplicated(keep="first").iloc[len(stored):].to_numpy()
     first_label.index = candidates.index
@@ -114,7 +128,7 @@ def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], store
 
 
 def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], path: Path) -> tuple[pd.DataFrame, Counter]:
-    """Map columns, clean values, canonicalise label case and redact PII; keeps every input row."""
+    """Map columns, clean values, canonicalise label case, key each text and redact PII; keeps every input row."""
     names = standard_columns(cfg)
     missing = [column for column in dict.fromkeys(names.values()) if column not in table_frame.columns]
     if missing:
@@ -128,14 +142,20 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
         frame["label"] = frame["label"].map(lambda v: canonical.get(v.casefold(), v) if isinstance(v, str) else v)
     if "timestamp" in frame:
         frame["timestamp"] = parse_timestamps(frame["timestamp"])
+    frame[KEY] = text_hash(frame["text"].fillna(""))  # before masking: two emails make two texts
     pii: Counter = Counter()
     if cfg.redact_pii:
-        for column in ["text", *cfg.metadata_columns]:
-            frame[column], found = _redact_column(frame[column])
+        for column in redacted_columns(cfg):
+            frame[column], found = _redact_column(frame[column], identifier=column == "id")
             pii += found
     frame[LINE] = table_frame[LINE].to_numpy()
     frame[PROBLEM] = table_frame[PROBLEM].to_numpy()
     return frame, pii
+
+
+def redacted_columns(cfg: IngestParams) -> list[str]:
+    """The pipeline columns PII is masked in: the text, the id and every metadata column."""
+    return ["text", *(["id"] if cfg.id_column else []), *cfg.metadata_columns]
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:
@@ -149,51 +169,76 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
 
 def ingest_batch(cfg: IngestParams, labels: list[str], root: Path, source: Path,
                  dataset: str | None = None) -> BatchReport:
-    """Read one export, store its usable rows as a new batch and the rest in quarantine, and version both."""
+    """Read one export, store its usable rows as a new batch and the rest in quarantine, and version both.
+    The same rows again (in any line endings) store only rows that pass now and did not then."""
     from filelock import FileLock
 
-    dataset = dataset or cfg.dataset
+    dataset = checked_dataset(cfg, dataset)
     root = Path(root)
     if not source.is_file():
         raise DataError(f"{source}: file not found")
     if not (root / ".dvc").is_dir():
         raise DataError(f"{root}: not a DVC project; run `git init && dvc init` there first")
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    digests = content_digests(source)
     lock = root / ".dvc" / "tmp" / f"nichetune-ingest-{dataset}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock):  # two ingests of one dataset take turns; both land
-        earlier = _batch_with_digest(root, dataset, digest)
-        if earlier:  # version again: a push that failed last time is completed now
-            stored = [str(folder / dataset) for folder in (RAW_DIR, QUARANTINE_DIR) if (root / folder / dataset).is_dir()]
-            version = versioning.track_folders(root, stored).get(str(RAW_DIR / dataset))
-            return BatchReport(str(source), dataset, 0, 0, 0, {}, {}, "", None, None, earlier, version)
-        report = _store(cfg, labels, root, source, dataset, digest)
-        folders = [str(folder / dataset) for folder, stored in ((RAW_DIR, report.batch),
-                                                                 (QUARANTINE_DIR, report.quarantine)) if stored]
-        version = versioning.track_folders(root, folders)
-    report = BatchReport(**{**asdict(report), "data_version": version.get(str(RAW_DIR / dataset))})
-    if report.accepted == 0:
+        earlier = _batch_with_digest(root, dataset, digests)
+        report = _store(cfg, labels, root, source, dataset, digests[0], earlier)
+        if report.batch:
+            _post_event(root, report)  # before versioning: a batch stored is announced even if this run dies
+        folders = [str(folder / dataset) for folder in (RAW_DIR, QUARANTINE_DIR) if (root / folder / dataset).is_dir()]
+        version = versioning.track_folders(root, folders, cfg.dvc_lock_wait).get(str(RAW_DIR / dataset))
+        events = _pending_events(root, dataset, version)  # with any an earlier run stored but did not send
+    report = dataclasses.replace(report, data_version=version, events=events)
+    if report.accepted == 0 and not earlier:
         raise DataError(f"{source}: every one of {report.rows_read} rows was rejected (see {report.quarantine}); "
                         f"reasons: {_reason_list(report.reasons)}")
     return report
 
 
-def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, dataset: str, digest: str) -> BatchReport:
+def checked_dataset(cfg: IngestParams, dataset: str | None) -> str:
+    """The dataset name to ingest into, held to the rule of `ingest.dataset` (it names folders)."""
+    if dataset is None or dataset == cfg.dataset:
+        return cfg.dataset
+    try:
+        IngestParams(dataset=dataset, path=None)
+    except ValidationError:
+        raise DataError(f"dataset {dataset!r}: not a dataset name; use letters, digits, '_', '.' and '-', starting "
+                        "with a letter or digit (the rule of ingest.dataset)") from None
+    return dataset
+
+
+def content_digests(source: Path) -> tuple[str, ...]:
+    """The file's identity: a hash of its bytes with CRLF line ends read as LF (the same rows saved on Windows
+    are the same rows), then, for batches stored before that rule, the hash of its bytes as they are."""
+    raw = source.read_bytes()
+    same_rows = raw.replace(b"\r\n", b"\n") if source.suffix.lower() in TEXT_SUFFIXES else raw
+    digests = [hashlib.sha256(content).hexdigest()[:12] for content in (same_rows, raw)]
+    return tuple(dict.fromkeys(digests))
+
+
+def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, dataset: str, digest: str,
+           earlier: str | None) -> BatchReport:
     table = read_table(source, cfg.encoding, cfg.delimiter)
     if table.frame.empty:
         raise DataError(f"{source}: the file has a header but no rows; export the labeled rows too")
     frame, pii = prepare(table.frame, cfg, labels, source)
     reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset))
-    batch_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{digest}"  # sorts in ingest order
-    accepted = frame[reasons.isna()].drop(columns=[PROBLEM]).assign(**{SOURCE: str(source), BATCH: batch_id})
-    rejected, more_pii = _quarantine_rows(table.frame, frame, reasons, source, cfg)
-    pii += more_pii
+    batch_id = f"{_next_sequence(root, dataset):06d}-{digest}"  # the same rows in the same order: the same name
+    accepted = frame[reasons.isna()].drop(columns=[PROBLEM]).assign(**{SOURCE: source.name, BATCH: batch_id})
+    if earlier:  # rows quarantined then that pass now (a wider label set) are new; the rest stay where they are
+        rejected, seen = frame.iloc[:0], len(frame) - len(accepted)
+        reasons = reasons.iloc[:0]
+    else:
+        rejected, more_pii = _quarantine_rows(table.frame, frame, reasons, source, cfg)
+        seen, pii = 0, pii + more_pii
     batch_path = _write_once(root / RAW_DIR / dataset / f"{batch_id}.parquet", accepted, "parquet")
     quarantine_path = _write_once(root / QUARANTINE_DIR / dataset / f"{batch_id}.csv", rejected, "csv")
     relative = lambda path: str(path.relative_to(root)) if path else None  # noqa: E731
     return BatchReport(str(source), dataset, len(frame), len(accepted), len(rejected),
                        dict(Counter(reasons.dropna())), dict(pii), table.encoding,
-                       relative(batch_path), relative(quarantine_path), None, None)
+                       relative(batch_path), relative(quarantine_path), earlier, None, seen)
 
 
 def _quarantine_rows(original: pd.DataFrame, prepared: pd.DataFrame, reasons: pd.Series, source: Path,
@@ -205,29 +250,49 @@ def _quarantine_rows(original: pd.DataFrame, prepared: pd.DataFrame, reasons: pd
         rows = rows.drop(columns=[RAW])
     pii: Counter = Counter()
     if cfg.redact_pii:
-        for name, column in standard_columns(cfg).items():
-            if name == "text" or name in cfg.metadata_columns:
-                rows[column] = prepared.loc[rows.index, name].astype(object)
+        masked = {column: name for name, column in standard_columns(cfg).items() if name in redacted_columns(cfg)}
         for column in rows.columns:
-            rows[column], found = _redact_column(rows[column])
-            pii += found
-    rows = rows.assign(**{SOURCE: str(source), LINE: original.loc[rows.index, LINE],
+            if column in masked:  # exactly as in stored rows, counted there
+                rows[column] = prepared.loc[rows.index, masked[column]].astype(object)
+            else:
+                rows[column], found = _redact_column(rows[column])
+                pii += found
+    rows = rows.assign(**{SOURCE: source.name, LINE: original.loc[rows.index, LINE],
                           REASON: reasons[reasons.notna()]})
     return rows, pii
 
 
 def stored_keys(root: Path, dataset: str) -> pd.DataFrame:
-    """Normalised text and label of every row already stored for the dataset, oldest first."""
-    frames = [pd.read_parquet(path, columns=["text", "label"]) for path in batch_files(root, dataset)]
-    if not frames:
+    """The text key and label of every row already stored for the dataset, oldest first."""
+    import pyarrow.parquet as pq
+
+    keys = []
+    for path in batch_files(root, dataset):
+        has_key = KEY in pq.read_schema(path).names  # batches stored before keys: their masked text
+        frame = pd.read_parquet(path, columns=["label", KEY] if has_key else ["label", "text"])
+        keys.append(pd.DataFrame({"key": frame[KEY] if has_key else text_hash(frame["text"]), "label": frame["label"]}))
+    if not keys:
         return pd.DataFrame({"key": pd.Series(dtype=object), "label": pd.Series(dtype=object)})
-    stored = pd.concat(frames, ignore_index=True)
-    return pd.DataFrame({"key": text_key(stored["text"]), "label": stored["label"]})
+    return pd.concat(keys, ignore_index=True)
 
 
 def batch_files(root: Path, dataset: str) -> list[Path]:
-    """The dataset's stored batches in the order they were ingested (their names start with the UTC time)."""
-    return sorted((Path(root) / RAW_DIR / dataset).glob("*.parquet"))
+    """The dataset's stored batches in the order they were ingested."""
+    return sorted((Path(root) / RAW_DIR / dataset).glob("*.parquet"), key=arrival)
+
+
+def arrival(path: Path) -> tuple:
+    """Where a batch file comes in the order of arrival: `<number>-<hash>`, after the `<UTC time>-<hash>`
+    names of batches stored before numbering (those sort by their time)."""
+    numbered = BATCH_NAME.fullmatch(path.stem)
+    return (1, int(numbered["sequence"]), "") if numbered else (0, 0, path.stem)
+
+
+def _next_sequence(root: Path, dataset: str) -> int:
+    names = {path.stem for folder in (RAW_DIR, QUARANTINE_DIR) for path in (root / folder / dataset).glob("*.*")
+             if not path.name.startswith(".")}
+    numbers = [int(match["sequence"]) for match in map(BATCH_NAME.fullmatch, names) if match]
+    return max([len(names), *numbers]) + 1
 
 
 def assemble(cfg: IngestParams, root: Path, out_dir: Path) -> IngestResult:
@@ -261,13 +326,19 @@ def text_key(text: pd.Series) -> pd.Series:
     return text.str.split().str.join(" ")
 
 
-def _redact_column(values: pd.Series) -> tuple[pd.Series, Counter]:
+def text_hash(text: pd.Series) -> pd.Series:
+    """`text_key` as a hash: stored beside masked text, it keeps the original's identity, not its words."""
+    digest = lambda key: hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]  # noqa: E731
+    return text_key(text.astype(object)).map(digest)
+
+
+def _redact_column(values: pd.Series, identifier: bool = False) -> tuple[pd.Series, Counter]:
     total: Counter = Counter()
 
     def one(value):
         if not isinstance(value, str):
             return value
-        clean, found = redact(value)
+        clean, found = redact(value, identifier)
         total.update(found)
         return clean
 
@@ -285,17 +356,33 @@ def _write_once(path: Path, frame: pd.DataFrame, kind: str) -> Path | None:
     if kind == "parquet":
         frame.to_parquet(temporary, index=False)
     else:
-        frame.to_csv(temporary, index=False, quoting=csv.QUOTE_ALL)  # a lone \r inside a text stays inside
+        escape_frame(frame).to_csv(temporary, index=False, quoting=csv.QUOTE_ALL)  # a lone \r stays inside
     os.chmod(temporary, 0o444)
     os.replace(temporary, path)
     return path
 
 
-def _batch_with_digest(root: Path, dataset: str, digest: str) -> str | None:
-    for folder in (RAW_DIR, QUARANTINE_DIR):
-        for path in sorted((root / folder / dataset).glob(f"*-{digest}.*")):
-            return str(path.relative_to(root))
-    return None
+def _batch_with_digest(root: Path, dataset: str, digests: tuple[str, ...]) -> str | None:
+    found = [path for folder in (RAW_DIR, QUARANTINE_DIR) for digest in digests
+             for path in (root / folder / dataset).glob(f"*-{digest}.*")]
+    return str(min(found, key=arrival).relative_to(root)) if found else None
+
+
+def _post_event(root: Path, report: BatchReport) -> None:
+    """Put the batch's event in the outbox; `flows.events.emit_labeled` deletes it once sent."""
+    path = root / OUTBOX / report.dataset / f"{Path(report.batch).stem}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.payload()))
+
+
+def _pending_events(root: Path, dataset: str, version: str | None) -> tuple[str, ...]:
+    """The outbox files of the dataset, oldest first, each with the DVC version its batch is part of."""
+    files = sorted((root / OUTBOX / dataset).glob("*.json"), key=arrival)
+    for path in files:
+        payload = json.loads(path.read_text())
+        if payload["data_version"] is None:
+            path.write_text(json.dumps({**payload, "data_version": version}))
+    return tuple(str(path) for path in files)
 
 
 def _reason_list(reasons: dict) -> str:

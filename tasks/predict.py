@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +11,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 from tasks.errors import DataError, NichetuneError
+from tasks.spreadsheet import FORMULA_START, escape_formula, escape_frame  # noqa: F401 (also imported from here)
 
 if TYPE_CHECKING:  # the served model imports this module: keep its imports to what prediction needs
     from tasks.config import IngestParams
@@ -49,8 +49,6 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
 
 OUTPUT_SUFFIX = ".predictions.csv"  # default output, next to the input: <stem>.predictions.csv
 DEFAULT_ALIAS = "champion"
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet run a cell (OWASP CSV injection)
-PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")  # "-3.5" is data, not a formula
 
 
 class ModelNotFound(NichetuneError):
@@ -156,22 +154,6 @@ def read_texts(source: Path, ingest: IngestParams) -> pd.DataFrame:
     frame = frame.drop(columns=[LINE, PROBLEM, RAW])
     frame[ingest.text_column] = frame[ingest.text_column].fillna("")
     return frame
-
-
-def escape_formula(value):
-    """A text cell a spreadsheet would run as a formula, with a leading apostrophe (numbers stay as they are)."""
-    if isinstance(value, str) and value.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(value):
-        return "'" + value
-    return value
-
-
-def escape_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every text cell and column name escaped with `escape_formula`; numeric columns untouched."""
-    escaped = frame.rename(columns=escape_formula)
-    for column in escaped.columns:
-        if not pd.api.types.is_numeric_dtype(escaped[column]):
-            escaped[column] = escaped[column].map(escape_formula)
-    return escaped
 
 
 def default_output(source: Path) -> Path:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
 
 from tasks.errors import DataError
+
+LOCK_POLL = 0.5  # seconds between tries for DVC's repository lock
 
 
 def folder_version(root: Path, rel_path: str) -> dict:
@@ -29,19 +32,34 @@ def _open_repo(root: Path):
     return repo
 
 
-def track_folders(root: Path, rel_paths: list[str]) -> dict[str, str]:
-    """`dvc add` and `dvc push` each folder; returns each folder's new DVC hash."""
+def track_folders(root: Path, rel_paths: list[str], lock_wait: float = 600) -> dict[str, str]:
+    """`dvc add` and `dvc push` each folder; returns each folder's new DVC hash. While another DVC command
+    holds the repository's lock, wait for it up to `lock_wait` seconds (DVC alone gives up after 3)."""
     from dvc.exceptions import DvcException
+    from dvc.lock import LockError
 
     if not rel_paths:
         return {}
-    with _open_repo(root) as repo:
+    deadline = time.monotonic() + lock_wait
+    while True:
         try:
-            repo.add([str(Path(root) / path) for path in rel_paths])
-            repo.push(targets=[str(_dvc_file(Path(root) / path)) for path in rel_paths])
+            _add_and_push(root, rel_paths)
+            break
+        except LockError:  # raised before DVC changes anything, so trying again is safe
+            if time.monotonic() >= deadline:
+                raise DataError(f"{Path(root) / '.dvc' / 'tmp' / 'lock'}: another DVC command held the repository "
+                                f"for over {lock_wait:g} s; let it finish (or, if none is running, delete that "
+                                "file) and ingest again: the batch is stored and will be versioned then") from None
+            time.sleep(LOCK_POLL)
         except (DvcException, OSError) as err:
             raise DataError(f"{', '.join(rel_paths)}: DVC could not version it: {' '.join(str(err).split())}") from None
     return {path: _dvc_record(Path(root) / path).get("md5") for path in rel_paths}
+
+
+def _add_and_push(root: Path, rel_paths: list[str]) -> None:
+    with _open_repo(root) as repo:
+        repo.add([str(Path(root) / path) for path in rel_paths])
+        repo.push(targets=[str(_dvc_file(Path(root) / path)) for path in rel_paths])
 
 
 def pull_if_missing(root: Path, rel_path: str) -> None:

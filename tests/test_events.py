@@ -1,13 +1,18 @@
-"""The `nichetune.data.labeled` event reaches Prefect's event store with the dataset as its resource."""
+"""The `nichetune.data.labeled` event reaches Prefect's event store with the dataset as its resource; a stored batch
+whose event was never sent is announced by the next ingest."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
+import pandas as pd
 
 from flows.events import LABELED, emit_labeled, resource_id
-from tasks.ingest import BatchReport
+from tasks.config import IngestParams
+from tasks.ingest import BatchReport, ingest_batch
+from tests.conftest import make_project, project_params
 
 
 def test_a_stored_batch_emits_nichetune_data_labeled(prefect_harness):
@@ -26,3 +31,31 @@ def test_a_stored_batch_emits_nichetune_data_labeled(prefect_harness):
     assert event["resource"]["prefect.resource.id"] == "nichetune.dataset.tickets"
     assert event["payload"] == {"dataset": "tickets", "data_version": "abc.dir", "batch": "data/raw/tickets/b.parquet",
                                 "rows_read": 12, "accepted": 10, "quarantined": 2}
+
+
+def labeled_events(dataset: str) -> list[dict]:
+    from prefect.settings import PREFECT_API_URL
+
+    query = {"filter": {"event": {"name": [LABELED]}, "any_resource": {"id": [resource_id(dataset)]}}}
+    return httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=query).json()["events"]
+
+
+def test_a_batch_whose_event_was_never_sent_is_announced_by_the_next_ingest(prefect_harness, tmp_path):
+    project = make_project(tmp_path / "project", pd.DataFrame({"a": [1]}), project_params("unused"))
+    cfg = IngestParams(path=None, dataset="outbox")
+    exports = [tmp_path / name for name in ("first.csv", "second.csv")]
+    exports[0].write_text("text,label\nmy parcel is late,delivery\n")
+    exports[1].write_text("text,label\ncharged twice,billing\n")
+    first = ingest_batch(cfg, [], project, exports[0])  # the process dies here: no event sent
+    second = ingest_batch(cfg, [], project, exports[1])
+    assert len(second.events) == 2
+    assert "(and for 1 earlier batch(es) not announced before)" in emit_labeled(second)
+    for _ in range(50):
+        found = labeled_events("outbox")
+        if len(found) == 2:
+            break
+        time.sleep(0.2)
+    assert sorted(event["payload"]["batch"] for event in found) == sorted([first.batch, second.batch])
+    assert not list(Path(second.events[0]).parent.iterdir())  # sent: the outbox is empty
+    third = ingest_batch(cfg, [], project, exports[1])
+    assert third.events == () and third.already_ingested_as == second.batch

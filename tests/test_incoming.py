@@ -1,5 +1,6 @@
 """The incoming folder: a file is taken once it stops changing, ingested as a batch and moved to processed/;
-a bad file goes to failed/ beside its one-line reason; temporary names wait; nothing is deleted."""
+a bad file, a symbolic link or a file over the size cap goes to failed/ beside its one-line reason; temporary
+names wait; nothing is deleted."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.conftest import cfpb_sample, make_project, project_params
 
 @pytest.fixture
 def watcher(tmp_path, prefect_harness):
-    params = project_params("unused-backbone", ingest={**project_params("")["ingest"], "path": None})
+    params = project_params("minilm", ingest={**project_params("")["ingest"], "path": None})
     root = make_project(tmp_path / "project", cfpb_sample().iloc[:0], params)
     loaded = load_params(root / "params.yaml")
     watcher = IncomingWatcher([(loaded, Paths.of(root, loaded))], interval=0.1)
@@ -25,6 +26,7 @@ def test_a_file_is_taken_once_it_stops_changing_then_ingested_and_moved(watcher)
     rows.iloc[:50].to_csv(watcher.folder / "labels.csv", index=False)
     assert watcher.scan() == []  # first sight: it may still be growing
     rows.to_csv(watcher.folder / "labels.csv", index=False)  # it grew
+    assert watcher.scan() == []
     assert watcher.scan() == []
     [line] = watcher.scan()
     assert "labels.csv -> dataset complaints" in line and "100 rows read = 100 accepted" in line
@@ -46,8 +48,7 @@ def test_a_bad_file_goes_to_failed_with_its_reason_and_the_bytes_kept(watcher):
     (watcher.folder / "broken.csv").write_text("text,wrong_column\nhello,a\n")
     (watcher.folder / "elsewhere").mkdir()
     cfpb_sample().to_csv(watcher.folder / "elsewhere" / "labels.csv", index=False)
-    watcher.scan()
-    lines = watcher.scan()
+    lines = [line for _ in range(3) for line in watcher.scan()]
     assert len(lines) == 2 and all("not ingested" in line for line in lines)
     failed = {path.name.split("-", 1)[1]: path for path in (watcher.folder / FAILED).iterdir()}
     assert set(failed) == {"broken.csv", "broken.csv.error.txt", "labels.csv", "labels.csv.error.txt"}
@@ -63,8 +64,7 @@ def test_an_unforeseen_failure_keeps_the_file_and_the_watcher_going(watcher, cap
     (raw / "complaints").write_text("a file where the dataset's folder belongs\n")  # writing the batch fails
     rows = cfpb_sample()
     rows.to_csv(watcher.folder / "labels.csv", index=False)
-    watcher.scan()
-    [line] = watcher.scan()
+    [line] = [line for _ in range(3) for line in watcher.scan()]
     assert "labels.csv not ingested: " in line and "unexpected" in line and "to retry" in line
     assert "Traceback" in capsys.readouterr().err
     failed = {path.name.split("-", 1)[1]: path for path in (watcher.folder / FAILED).iterdir()}
@@ -72,6 +72,40 @@ def test_an_unforeseen_failure_keeps_the_file_and_the_watcher_going(watcher, cap
     assert failed["labels.csv.error.txt"].read_text().count("\n") == 1
     (raw / "complaints").unlink()  # the cause fixed, the watcher takes the next file as usual
     rows.to_csv(watcher.folder / "again.csv", index=False)
-    watcher.scan()
-    [line] = watcher.scan()
+    [line] = [line for _ in range(3) for line in watcher.scan()]
     assert "again.csv -> dataset complaints" in line
+
+
+def test_a_file_must_keep_its_size_and_time_across_two_looks_before_it_is_taken(watcher):
+    cfpb_sample().to_csv(watcher.folder / "labels.csv", index=False)
+    assert watcher.scan() == []  # first sight
+    assert watcher.scan() == []  # unchanged once
+    [line] = watcher.scan()  # unchanged twice
+    assert "labels.csv -> dataset complaints" in line
+
+
+def test_a_symbolic_link_is_not_followed_and_goes_to_failed(watcher, tmp_path):
+    secret = tmp_path / "elsewhere.csv"
+    cfpb_sample().to_csv(secret, index=False)
+    (watcher.folder / "link.csv").symlink_to(secret)
+    (watcher.folder / "linked-dir").symlink_to(tmp_path, target_is_directory=True)
+    lines = [line for _ in range(3) for line in watcher.scan()]
+    assert len(lines) == 2 and all("a symbolic link, which the incoming folder does not follow" in line
+                                   for line in lines)
+    failed = {path.name.split("-", 1)[1]: path for path in (watcher.folder / FAILED).iterdir()}
+    assert failed["link.csv"].is_symlink() and failed["linked-dir"].is_symlink()  # the links moved
+    assert secret.is_file() and (tmp_path / "project").is_dir()  # their targets untouched
+    assert not (watcher.folder.parent / "raw").exists()
+
+
+def test_a_file_over_the_size_cap_goes_to_failed_with_its_reason(tmp_path, prefect_harness):
+    params = project_params("minilm", ingest={**project_params("")["ingest"], "path": None,
+                                                        "incoming_max_mb": 0.001})
+    root = make_project(tmp_path / "project", cfpb_sample().iloc[:0], params)
+    loaded = load_params(root / "params.yaml")
+    watcher = IncomingWatcher([(loaded, Paths.of(root, loaded))], interval=0.1)
+    watcher.folder.mkdir(parents=True)
+    cfpb_sample().to_csv(watcher.folder / "big.csv", index=False)
+    lines = [line for _ in range(3) for line in watcher.scan()]
+    assert len(lines) == 1 and "MB, over ingest.incoming_max_mb = 0.001; split the export" in lines[0]
+    assert not (root / "data" / "raw").exists()

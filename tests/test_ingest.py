@@ -159,7 +159,7 @@ def test_the_quarantine_file_holds_the_original_columns_file_line_and_reason(pro
                       "_source_file", "_source_line", "_reason"]
     assert quarantined(project, report) == [{
         "message_id": "m2", "message": "odd label", "topic": "Refunds", "created_at": "2023-01-02",
-        "channel": "chat", "notes": "also kept", "_source_file": str(source), "_source_line": "3",
+        "channel": "chat", "notes": "also kept", "_source_file": source.name, "_source_line": "3",
         "_reason": "label outside the label set",
     }]
     assert report.quarantine == f"data/quarantine/support/{Path(report.batch).stem}.csv"
@@ -186,8 +186,8 @@ def test_ids_metadata_and_canonical_label_case_are_stored(project):
         "m3,cannot reset my password,Account_Access,2023-01-04,chat\n"))
     report = ingest_batch(CFG, LABELS, project, source)
     frame = stored(project, report)
-    assert list(frame.columns) == ["text", "label", "timestamp", "id", "channel", "_source_line", "_source_file",
-                                   "_batch"]
+    assert list(frame.columns) == ["text", "label", "timestamp", "id", "channel", "_text_key", "_source_line",
+                                   "_source_file", "_batch"]
     assert frame["label"].tolist() == ["billing", "delivery", "account_access"]
     assert frame["id"].tolist() == ["m1", "m2", "m3"]
     assert frame["channel"].tolist() == ["email", "", "chat"]
@@ -195,7 +195,7 @@ def test_ids_metadata_and_canonical_label_case_are_stored(project):
     assert frame["timestamp"].tolist() == pd.to_datetime(["2023-01-02T08:00:00Z", "2023-01-03", "2023-01-04"],
                                                          utc=True, format="ISO8601").tolist()
     assert set(frame["_batch"]) == {Path(report.batch).stem}
-    assert set(frame["_source_file"]) == {str(source)}
+    assert set(frame["_source_file"]) == {source.name}
 
 
 def test_an_empty_label_set_accepts_any_label(project):
@@ -279,7 +279,8 @@ def test_the_same_bytes_ingested_twice_store_nothing_new(project):
     renamed = ingest_batch(CFG, LABELS, project, copy)
     for report, path in ((again, source), (renamed, copy)):
         assert report.already_ingested_as == first.batch
-        assert (report.rows_read, report.accepted, report.quarantined, report.batch) == (0, 0, 0, None)
+        assert (report.rows_read, report.seen_before, report.accepted, report.quarantined, report.batch) == (
+            2, 2, 0, 0, None)
         assert report.text() == f"{path}: already ingested as {first.batch}; nothing added"
     assert len(list((project / "data" / "raw" / "support").iterdir())) == 1
     assert len(list((project / "data" / "quarantine" / "support").iterdir())) == 1

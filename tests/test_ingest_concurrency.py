@@ -1,9 +1,11 @@
 """`nichetune ingest` from two processes at once into one dataset: both take turns on the dataset's lock and both
-batches land, intact and DVC-versioned. A file whose every row is rejected exits 2 with one line on stderr."""
+batches land, intact and DVC-versioned. A file whose every row is rejected exits 2 with one line on stderr. While
+another DVC command holds the repository's lock, ingest waits for it (bounded, with one clear line)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +25,7 @@ ROWS_PER_FILE = 300
 @pytest.fixture
 def project(tmp_path) -> Path:
     root = make_project(tmp_path / "project", pd.DataFrame({"a": [1]}), project_params("unused"))
-    params = project_params("unused", ingest={"dataset": "shared", "path": None, "text_column": "text",
+    params = project_params("minilm", ingest={"dataset": "shared", "path": None, "text_column": "text",
                                               "label_column": "label", "timestamp_column": None, "id_column": "id"})
     params["validate"]["labels"] = ["billing", "delivery"]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -95,3 +97,51 @@ def test_a_file_with_every_row_rejected_exits_2_with_one_line(project, env, tmp_
     assert line.startswith(f"error: {path}: every one of 2 rows was rejected (see data/quarantine/shared/")
     assert line.endswith("reasons: label outside the label set (1); empty text (1)")
     assert len(list((project / "data" / "quarantine" / "shared").glob("*.csv"))) == 1
+
+
+def hold_dvc_lock(project: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding DVC's repository lock, as a long `dvc push` would; it prints once it holds it."""
+    script = ("import sys, time; from dvc.lock import make_lock; lock = make_lock(sys.argv[1]); lock.lock(); "
+              "print('held', flush=True); time.sleep(float(sys.argv[2])); lock.unlock()")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(project / ".dvc" / "tmp" / "lock"), str(seconds)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    return holder
+
+
+def test_ingest_waits_for_dvc_s_repository_lock_instead_of_failing_after_3_s(project, tmp_path):
+    from tasks.config import IngestParams
+    from tasks.ingest import ingest_batch
+
+    source = export(tmp_path / "rows.csv", "w")
+    holder = hold_dvc_lock(project, 6)
+    started = time.monotonic()
+    report = ingest_batch(IngestParams(path=None, dataset="shared", id_column="id"), ["billing", "delivery"],
+                         project, source)
+    assert time.monotonic() - started > 4  # DVC alone gives up after 3 s
+    holder.wait(timeout=30)
+    assert report.accepted == ROWS_PER_FILE and report.data_version
+    record = yaml.safe_load((project / "data" / "raw" / "shared.dvc").read_text())["outs"][0]
+    assert record["md5"] == report.data_version
+
+
+def test_a_lock_held_too_long_is_one_clear_error_and_the_next_ingest_versions_and_announces(project, tmp_path):
+    from tasks.config import IngestParams
+    from tasks.errors import DataError
+    from tasks.ingest import ingest_batch
+
+    cfg = IngestParams(path=None, dataset="shared", id_column="id", dvc_lock_wait=1)
+    source = export(tmp_path / "rows.csv", "w")
+    holder = hold_dvc_lock(project, 8)
+    with pytest.raises(DataError) as caught:
+        ingest_batch(cfg, ["billing", "delivery"], project, source)
+    holder.kill()
+    holder.wait()
+    message = str(caught.value)
+    assert message.startswith(f"{project / '.dvc' / 'tmp' / 'lock'}: another DVC command held the repository for "
+                              "over 1 s;") and "\n" not in message
+    [batch] = (project / "data" / "raw" / "shared").glob("*.parquet")  # stored, not yet versioned
+    again = ingest_batch(cfg, ["billing", "delivery"], project, source)
+    assert again.already_ingested_as == str(batch.relative_to(project)) and again.data_version
+    [pending] = again.events  # its event was never sent: the next ingest carries it
+    assert json.loads(Path(pending).read_text())["batch"] == again.already_ingested_as
