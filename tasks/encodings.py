@@ -44,12 +44,12 @@ def decode(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
                       (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
         if raw.startswith(bom):
             return raw.decode(name), name
-    if b"\x00" in raw:  # no text encoding without a BOM puts NUL bytes in a CSV
-        raise DataError(f"{path}: a binary file, not text; export the labels as CSV, TSV, JSON Lines or Parquet")
     try:
         return raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         pass
+    if b"\x00" in raw:  # no other text encoding without a BOM puts NUL bytes in a file
+        raise DataError(f"{path}: a binary file, not text; export the labels as CSV, TSV, JSON Lines or Parquet")
     if _mostly_utf8(raw):  # a few rows pasted from elsewhere: they are quarantined, the rest kept intact
         return raw.decode("utf-8-sig", errors="surrogateescape"), "utf-8"
     return _detect(raw, path)
