@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from tasks.config import FinetuneParams
 from tasks.errors import ParamsError
 from tasks.model import (ADAPTER_DIR, ENCODER_DIR, Device, SentenceClassifier, backbone_path, load_encoder,
                          resolve_device, save_classifier, token_limit)
+from tasks.runtime import seed_everything
 
 MODEL_DIR = "model"
 LOG_FILE = "training.json"
@@ -60,13 +60,6 @@ class FinetuneResult:
     trainable_parameters: int = 0
     features_cached: bool = False  # the frozen part's outputs came from the cache
     resumed_from_epoch: int | None = None  # the checkpoint a retried run continued from
-
-
-def seed_everything(seed: int) -> None:
-    """Seed every generator a training run draws from; the seed comes from base.seed only."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # ---------------------------------------------------------------- the model each strategy trains

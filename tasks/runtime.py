@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import warnings
 
 OFFLINE_DEFAULTS = {  # telemetry off and no model-hub calls: these machines and many users' are offline
@@ -25,3 +26,20 @@ def quiet_offline_defaults() -> None:
         os.environ.setdefault(key, value)
     # peft calls a transformers helper that transformers 5 deprecates; nothing for a user to act on
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a training run draws from (the seed comes from base.seed only) and have torch use
+    deterministic kernels, so that the same seed on the same machine gives the same weights and metrics."""
+    import numpy as np
+    import torch  # here, not at the top: the CLI imports this module and must start without torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # The default CPU kernel for the backward of an indexed read (the pair loss's row pairs) adds with atomics in
+    # whatever order the threads run, so the same seed drifted apart from the second step. warn_only: an op with
+    # no deterministic kernel warns rather than stopping a run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    # cuBLAS is deterministic only with a fixed workspace; it reads this when CUDA starts
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
