@@ -324,3 +324,23 @@ def test_loading_params_imports_no_torch(tmp_path):
               "print('torch' in sys.modules)")
     checked = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
     assert checked.stdout.strip() == "False", checked.stderr
+
+
+@pytest.mark.parametrize(("item", "named"), [
+    ("ingest.delimiter=ab", "ingest.delimiter = 'ab' is not allowed: use 'auto' or one character"),
+    ("ingest.encoding=klingon", "ingest.encoding = 'klingon' is not allowed: not a text encoding"),
+    ("finetune.batch_size=true", "finetune.batch_size = True is not allowed: a number is expected"),
+    ("finetune.backbone=./models/absent", "finetune.backbone = './models/absent' is not allowed: no such folder"),
+])
+def test_nichetune_run_with_a_bad_value_exits_before_any_work_with_one_line(tmp_path, monkeypatch, capsys, item,
+                                                                            named):
+    from flows.cli import main
+
+    (tmp_path / ".dvc").mkdir()  # a project root, with no data: any stage that ran would fail differently
+    write(tmp_path, "")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--set", item])
+    err = capsys.readouterr().err
+    assert stop.value.code != 0 and err.count("\n") == 1 and named in err, err
+    assert not (tmp_path / "outputs").exists()
