@@ -120,8 +120,9 @@ def _lower(char: str) -> str:
 
 
 def _fit(text: str) -> float:
-    """The largest share of the accented letters that one alphabet holds. 0 when a symbol sits between two letters ("za¿ó³æ" is Polish read as cp1252) or when most accented
-    words are accented through and through ("Ļščāåņ" is Russian read as cp1257); 1 with no accented letter."""
+    """The largest share of the accented letters that one alphabet holds. 0 when a symbol sits between two
+    letters ("za¿ó³æ" is Polish read as cp1252) or when most accented words are accented through and through
+    ("Ļščāåņ" is Russian read as cp1257); 1 with no accented letter."""
     if SYMBOL_IN_WORD.search(text):
         return 0.0
     accented: Counter = Counter()

@@ -1,6 +1,7 @@
 """Ingest: a labeling-tool export becomes an immutable, DVC-versioned batch under data/raw/<dataset>/; rows that
 cannot be used go to data/quarantine/<dataset>/ with their source line and the reason. Nothing is dropped:
-rows read = rows accepted + rows quarantined. The pipeline's ingest stage then assembles every stored batch."""
+rows read = rows accepted + rows quarantined. The pipeline's ingest stage then assembles every stored batch.
+Duplicates are judged on the text as the user gave it; only its PII-masked form and a hash are stored."""
 
 from __future__ import annotations
 
@@ -9,37 +10,35 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from tasks import versioning
+from tasks.batches import (QUARANTINE_DIR, RAW_DIR, batch_files, batch_with_digest, content_digests, next_sequence,
+                           pending_events, post_event)
 from tasks.config import IngestParams
 from tasks.errors import DataError
 from tasks.pii import redact
 from tasks.readers import LINE, PROBLEM, RAW, read_table
 from tasks.spreadsheet import escape_frame
 
-RAW_DIR = Path("data/raw")
-QUARANTINE_DIR = Path("data/quarantine")
 DATASET_FILE = "dataset.parquet"
 VERSION_FILE = "data_version.json"
 REASON = "_reason"
 SOURCE = "_source_file"
 BATCH = "_batch"
 KEY = "_text_key"  # a hash of the text as the user gave it, before PII masking: duplicates are judged on it
-OUTBOX = Path(".dvc") / "tmp" / "nichetune-outbox"  # events of stored batches not yet sent, in this clone only
-BATCH_NAME = re.compile(r"(?P<sequence>\d{6,})-[0-9a-f]{12}")  # arrival number, then the content's hash
-TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson")
 
 
 @dataclass(frozen=True)
 class BatchReport:
-    """What one ingest did: counts that always add up, reasons, PII found, and where the rows went."""
+    """What one ingest did: counts that always add up (rows read = accepted + quarantined + seen before),
+    reasons, PII found, and where the rows went."""
 
     source: str
     dataset: str
@@ -51,7 +50,7 @@ class BatchReport:
     encoding: str
     batch: str | None  # the stored batch file, relative to the project root
     quarantine: str | None  # the quarantine file, relative to the project root
-    already_ingested_as: str | None  # same bytes seen before: nothing new was stored
+    already_ingested_as: str | None  # the same rows seen before: only rows that pass now and did not then are new
     data_version: str | None  # the DVC hash of data/raw/<dataset> after this ingest
     seen_before: int = 0  # the same file again: rows stored or quarantined by the earlier ingest
     events: tuple[str, ...] = ()  # outbox files of stored batches whose event is still to be sent
@@ -168,9 +167,10 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
 
 
 def ingest_batch(cfg: IngestParams, labels: list[str], root: Path, source: Path,
-                 dataset: str | None = None) -> BatchReport:
+                 dataset: str | None = None, announce: bool = True) -> BatchReport:
     """Read one export, store its usable rows as a new batch and the rest in quarantine, and version both.
-    The same rows again (in any line endings) store only rows that pass now and did not then."""
+    The same rows again (in any line endings) store only rows that pass now and did not then. With `announce`,
+    the batch's event waits in the outbox until `flows.events.emit_labeled` sends it."""
     from filelock import FileLock
 
     dataset = checked_dataset(cfg, dataset)
@@ -183,13 +183,13 @@ def ingest_batch(cfg: IngestParams, labels: list[str], root: Path, source: Path,
     lock = root / ".dvc" / "tmp" / f"nichetune-ingest-{dataset}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock):  # two ingests of one dataset take turns; both land
-        earlier = _batch_with_digest(root, dataset, digests)
+        earlier = batch_with_digest(root, dataset, digests)
         report = _store(cfg, labels, root, source, dataset, digests[0], earlier)
-        if report.batch:
-            _post_event(root, report)  # before versioning: a batch stored is announced even if this run dies
+        if report.batch and announce:  # before versioning: a batch stored is announced even if this run dies
+            post_event(root, dataset, Path(report.batch).stem, report.payload())
         folders = [str(folder / dataset) for folder in (RAW_DIR, QUARANTINE_DIR) if (root / folder / dataset).is_dir()]
         version = versioning.track_folders(root, folders, cfg.dvc_lock_wait).get(str(RAW_DIR / dataset))
-        events = _pending_events(root, dataset, version)  # with any an earlier run stored but did not send
+        events = pending_events(root, dataset, version)  # with any an earlier run stored but did not send
     report = dataclasses.replace(report, data_version=version, events=events)
     if report.accepted == 0 and not earlier:
         raise DataError(f"{source}: every one of {report.rows_read} rows was rejected (see {report.quarantine}); "
@@ -209,15 +209,6 @@ def checked_dataset(cfg: IngestParams, dataset: str | None) -> str:
     return dataset
 
 
-def content_digests(source: Path) -> tuple[str, ...]:
-    """The file's identity: a hash of its bytes with CRLF line ends read as LF (the same rows saved on Windows
-    are the same rows), then, for batches stored before that rule, the hash of its bytes as they are."""
-    raw = source.read_bytes()
-    same_rows = raw.replace(b"\r\n", b"\n") if source.suffix.lower() in TEXT_SUFFIXES else raw
-    digests = [hashlib.sha256(content).hexdigest()[:12] for content in (same_rows, raw)]
-    return tuple(dict.fromkeys(digests))
-
-
 def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, dataset: str, digest: str,
            earlier: str | None) -> BatchReport:
     table = read_table(source, cfg.encoding, cfg.delimiter)
@@ -225,7 +216,7 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
         raise DataError(f"{source}: the file has a header but no rows; export the labeled rows too")
     frame, pii = prepare(table.frame, cfg, labels, source)
     reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset))
-    batch_id = f"{_next_sequence(root, dataset):06d}-{digest}"  # the same rows in the same order: the same name
+    batch_id = f"{next_sequence(root, dataset):06d}-{digest}"  # the same rows in the same order: the same name
     accepted = frame[reasons.isna()].drop(columns=[PROBLEM]).assign(**{SOURCE: source.name, BATCH: batch_id})
     if earlier:  # rows quarantined then that pass now (a wider label set) are new; the rest stay where they are
         rejected, seen = frame.iloc[:0], len(frame) - len(accepted)
@@ -264,8 +255,6 @@ def _quarantine_rows(original: pd.DataFrame, prepared: pd.DataFrame, reasons: pd
 
 def stored_keys(root: Path, dataset: str) -> pd.DataFrame:
     """The text key and label of every row already stored for the dataset, oldest first."""
-    import pyarrow.parquet as pq
-
     keys = []
     for path in batch_files(root, dataset):
         has_key = KEY in pq.read_schema(path).names  # batches stored before keys: their masked text
@@ -274,25 +263,6 @@ def stored_keys(root: Path, dataset: str) -> pd.DataFrame:
     if not keys:
         return pd.DataFrame({"key": pd.Series(dtype=object), "label": pd.Series(dtype=object)})
     return pd.concat(keys, ignore_index=True)
-
-
-def batch_files(root: Path, dataset: str) -> list[Path]:
-    """The dataset's stored batches in the order they were ingested."""
-    return sorted((Path(root) / RAW_DIR / dataset).glob("*.parquet"), key=arrival)
-
-
-def arrival(path: Path) -> tuple:
-    """Where a batch file comes in the order of arrival: `<number>-<hash>`, after the `<UTC time>-<hash>`
-    names of batches stored before numbering (those sort by their time)."""
-    numbered = BATCH_NAME.fullmatch(path.stem)
-    return (1, int(numbered["sequence"]), "") if numbered else (0, 0, path.stem)
-
-
-def _next_sequence(root: Path, dataset: str) -> int:
-    names = {path.stem for folder in (RAW_DIR, QUARANTINE_DIR) for path in (root / folder / dataset).glob("*.*")
-             if not path.name.startswith(".")}
-    numbers = [int(match["sequence"]) for match in map(BATCH_NAME.fullmatch, names) if match]
-    return max([len(names), *numbers]) + 1
 
 
 def assemble(cfg: IngestParams, root: Path, out_dir: Path) -> IngestResult:
@@ -317,7 +287,7 @@ def run(cfg: IngestParams, labels: list[str], root: Path, out_dir: Path) -> Inge
     report = None
     if cfg.path:
         versioning.pull_if_missing(root, cfg.path)
-        report = ingest_batch(cfg, labels, root, Path(root) / cfg.path)
+        report = ingest_batch(cfg, labels, root, Path(root) / cfg.path, announce=False)  # this run trains on it
     return dataclasses.replace(assemble(cfg, root, out_dir), ingested=report)
 
 
@@ -360,29 +330,6 @@ def _write_once(path: Path, frame: pd.DataFrame, kind: str) -> Path | None:
     os.chmod(temporary, 0o444)
     os.replace(temporary, path)
     return path
-
-
-def _batch_with_digest(root: Path, dataset: str, digests: tuple[str, ...]) -> str | None:
-    found = [path for folder in (RAW_DIR, QUARANTINE_DIR) for digest in digests
-             for path in (root / folder / dataset).glob(f"*-{digest}.*")]
-    return str(min(found, key=arrival).relative_to(root)) if found else None
-
-
-def _post_event(root: Path, report: BatchReport) -> None:
-    """Put the batch's event in the outbox; `flows.events.emit_labeled` deletes it once sent."""
-    path = root / OUTBOX / report.dataset / f"{Path(report.batch).stem}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.payload()))
-
-
-def _pending_events(root: Path, dataset: str, version: str | None) -> tuple[str, ...]:
-    """The outbox files of the dataset, oldest first, each with the DVC version its batch is part of."""
-    files = sorted((root / OUTBOX / dataset).glob("*.json"), key=arrival)
-    for path in files:
-        payload = json.loads(path.read_text())
-        if payload["data_version"] is None:
-            path.write_text(json.dumps({**payload, "data_version": version}))
-    return tuple(str(path) for path in files)
 
 
 def _reason_list(reasons: dict) -> str:

@@ -59,3 +59,13 @@ def test_a_batch_whose_event_was_never_sent_is_announced_by_the_next_ingest(pref
     assert not list(Path(second.events[0]).parent.iterdir())  # sent: the outbox is empty
     third = ingest_batch(cfg, [], project, exports[1])
     assert third.events == () and third.already_ingested_as == second.batch
+
+
+def test_a_batch_the_pipeline_ingests_itself_is_not_announced_later(tmp_path):
+    from tasks.ingest import run
+
+    project = make_project(tmp_path / "project", pd.DataFrame({"text": ["my parcel is late"], "label": ["delivery"]}),
+                           project_params("unused"))
+    cfg = IngestParams(path="data/labeled.csv", dataset="pipeline")
+    result = run(cfg, [], project, tmp_path / "out")
+    assert result.ingested.batch and result.ingested.events == ()  # the run trains on it: nothing to trigger

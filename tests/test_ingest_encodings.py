@@ -30,6 +30,8 @@ FRENCH = ["On m'a débité deux fois pour la même commande, à rembourser", "O�
 POLISH = ["Pobrano mi opłatę dwa razy za to samo zamówienie", "Gdzie jest moja paczka? Minęły już dwa tygodnie"]
 HUNGARIAN = ["Kétszer vonták le a díjat ugyanazért a rendelésért", "Hol van a csomagom? Már két hete várok rá"]
 TURKISH = ["Siparişim için iki kez ücret alındı, lütfen iade edin", "Kargom nerede? İki haftadır bekliyorum"]
+CZECH = ["Za jednu objednávku mi strhli peníze dvakrát", "Kde je můj balík? Čekám už dva týdny"]
+FRENCH_AND_GERMAN = ["Ça coûte deux fois le prix affiché", "Die Rechnung ist größer als erwartet, bitte prüfen"]
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +58,10 @@ def stored_texts(project: Path, report) -> list[str]:
 
 @pytest.mark.parametrize("texts, encoding", [
     (RUSSIAN, "cp1251"), (RUSSIAN, "koi8_r"), (CHINESE, "gb18030"), (GREEK, "cp1253"), (GREEK, "iso8859_7"),
-    (FRENCH, "cp1252"), (POLISH, "cp1250"), (HUNGARIAN, "cp1250"), (TURKISH, "cp1254"),
+    (FRENCH, "cp1252"), (POLISH, "cp1250"), (HUNGARIAN, "cp1250"), (TURKISH, "cp1254"), (CZECH, "cp1250"),
+    (FRENCH_AND_GERMAN, "cp1252"),
 ], ids=["russian-cp1251", "russian-koi8-r", "chinese-gb18030", "greek-cp1253", "greek-iso8859-7", "french-cp1252",
-        "polish-cp1250", "hungarian-cp1250", "turkish-cp1254"])
+        "polish-cp1250", "hungarian-cp1250", "turkish-cp1254", "czech-cp1250", "french-and-german-cp1252"])
 def test_a_file_in_a_legacy_encoding_is_stored_as_the_text_it_holds(project, tmp_path, texts, encoding):
     report, _ = ingest(project, tmp_path, f"{encoding}.csv", export(texts).encode(encoding))
     assert stored_texts(project, report) == texts
