@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,29 @@ def test_nichetune_run_with_a_bad_value_exits_before_any_work_with_one_line(tmp_
     err = capsys.readouterr().err
     assert stop.value.code != 0 and err.count("\n") == 1 and named in err, err
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_hub_id_in_the_local_cache_loads_offline_with_its_depth_checked(tmp_path, tiny_backbone):
+    import shutil
+    import subprocess
+    import sys
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny-bert" / "snapshots" / "abc123"
+    shutil.copytree(tiny_backbone, snapshot)
+    (tmp_path / "hub" / "models--someone--tiny-bert" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--tiny-bert" / "refs" / "main").write_text("abc123")
+    script = """
+from tasks.config import parse_params
+from tasks.errors import ParamsError
+print(parse_params({"finetune": {"backbone": "someone/tiny-bert", "strategy": "freeze", "freeze_layers": 2}})
+      .finetune.backbone)
+try:
+    parse_params({"finetune": {"backbone": "someone/tiny-bert", "strategy": "freeze", "freeze_layers": 3}})
+except ParamsError as err:
+    print(err)
+"""
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    checked = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    lines = checked.stdout.splitlines()
+    assert lines[0] == "someone/tiny-bert", checked.stderr
+    assert "finetune.freeze_layers = 3 is not allowed" in lines[1] and "has 2 layers" in lines[1]
