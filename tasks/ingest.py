@@ -266,13 +266,16 @@ def stored_keys(root: Path, dataset: str) -> pd.DataFrame:
 
 
 def assemble(cfg: IngestParams, root: Path, out_dir: Path) -> IngestResult:
-    """The pipeline's ingest stage: every stored batch of the dataset as one table, with the DVC version."""
+    """The pipeline's ingest stage: every stored batch of the dataset as one table, in order of arrival, with
+    each text's key (validation judges duplicates on it) and the DVC version."""
     files = batch_files(root, cfg.dataset)
     if not files:
         raise DataError(f"{RAW_DIR / cfg.dataset}: no stored batches; run `nichetune ingest FILE "
                         f"--dataset {cfg.dataset}` or set ingest.path")
     frame = pd.concat([pd.read_parquet(path) for path in files], ignore_index=True)
-    keep = [c for c in [*standard_columns(cfg), BATCH] if c in frame.columns]
+    known = frame[KEY] if KEY in frame else pd.Series(None, index=frame.index, dtype=object)
+    frame[KEY] = known.fillna(text_hash(frame["text"]))  # batches stored before keys: their masked text
+    keep = [c for c in [*standard_columns(cfg), KEY, BATCH] if c in frame.columns]
     frame = frame[keep]
     version = {**versioning.folder_version(root, str(RAW_DIR / cfg.dataset)),
                "dataset": cfg.dataset, "batches": [path.stem for path in files], "rows": len(frame)}
@@ -299,7 +302,7 @@ def text_key(text: pd.Series) -> pd.Series:
 def text_hash(text: pd.Series) -> pd.Series:
     """`text_key` as a hash: stored beside masked text, it keeps the original's identity, not its words."""
     digest = lambda key: hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]  # noqa: E731
-    return text_key(text.astype(object)).map(digest)
+    return text_key(text.astype(object)).map(digest, na_action="ignore")
 
 
 def _redact_column(values: pd.Series, identifier: bool = False) -> tuple[pd.Series, Counter]:

@@ -107,7 +107,7 @@ def with_check_columns(frame: pd.DataFrame) -> pd.DataFrame:
     and whether that key carries more than one label."""
     from tasks.ingest import text_key
 
-    key = text_key(frame["text"].astype("string"))
+    key = frame[KEY] if KEY in frame else text_key(frame["text"].astype("string"))  # ingest's: the text as given
     labels_per_key = frame.groupby(key, dropna=True)["label"].transform("nunique")
     return frame.assign(**{KEY: key, CONFLICT: labels_per_key.fillna(1).astype(int) > 1})
 
@@ -116,7 +116,7 @@ def previous_labels(frame: pd.DataFrame) -> pd.Series | None:
     """The labels of the dataset's previous version: every batch but the newest (None with one batch)."""
     if "_batch" not in frame or frame["_batch"].nunique() < 2:
         return None
-    return frame.loc[frame["_batch"] != frame["_batch"].max(), "label"]
+    return frame.loc[frame["_batch"] != frame["_batch"].iloc[-1], "label"]  # batches come in order of arrival
 
 
 def validate_frame(frame: pd.DataFrame, cfg: ValidateParams, docs_dir: Path | None = None):

@@ -383,7 +383,7 @@ def test_assemble_returns_every_batch_with_its_batch_column_and_the_data_version
     result = assemble(CFG, project, out)
     frame = pd.read_parquet(result.dataset)
     assert result.rows == 3 == len(frame)
-    assert list(frame.columns) == ["text", "label", "timestamp", "id", "channel", "_batch"]
+    assert list(frame.columns) == ["text", "label", "timestamp", "id", "channel", "_text_key", "_batch"]
     batches = {Path(first.batch).stem: ["m1", "m2"], Path(second.batch).stem: ["m3"]}
     assert {batch: sorted(group["id"]) for batch, group in frame.groupby("_batch")} == batches
     version = json.loads((out / "data_version.json").read_text())

@@ -111,3 +111,34 @@ def test_batches_with_the_older_time_names_come_before_numbered_ones(tmp_path):
     assert [path.stem[:6] for path in ingest.batch_files(root, "tickets")] == ["202611", "202611", "000003"]
     assert pd.read_parquet(assemble(SMALL, root, tmp_path / "out").dataset)["text"].tolist() == [
         "oldest", "older", "newest"]
+
+
+def test_validation_judges_duplicates_and_conflicts_on_the_text_as_given_too(tmp_path):
+    from tasks import validate
+
+    root = make_project(tmp_path / "project", pd.DataFrame({"a": [1]}), project_params("unused"))
+    source = tmp_path / "emails.csv"
+    source.write_text("id,text,label\n1,please write to ann@example.com,billing\n"
+                      "2,please write to bob@example.com,delivery\n3,please write to cy@example.org,billing\n")
+    assert ingest_batch(SMALL, LABELS, root, source).accepted == 3
+    frame = pd.read_parquet(assemble(SMALL, root, tmp_path / "out").dataset)
+    assert frame["text"].tolist() == ["please write to [EMAIL]"] * 3
+    checked = validate.with_check_columns(frame)
+    assert checked["_label_conflict"].tolist() == [False, False, False]
+    assert checked["_text_key"].nunique() == 3
+
+
+def test_label_shift_compares_with_every_batch_but_the_last_to_arrive_across_both_name_styles(tmp_path):
+    from tasks import validate
+
+    root = make_project(tmp_path / "project", pd.DataFrame({"a": [1]}), project_params("unused"))
+    folder = root / "data" / "raw" / "tickets"
+    folder.mkdir(parents=True)
+    old = "20261101T090000000000-aaaaaaaaaaaa"  # as ingest named batches before: sorts after any number
+    pd.DataFrame({"text": ["before numbering"], "label": ["billing"], "_batch": [old]}).to_parquet(
+        folder / f"{old}.parquet")
+    source = tmp_path / "new.csv"
+    source.write_text("id,text,label\n1,the newest batch,delivery\n")
+    ingest_batch(SMALL, LABELS, root, source)
+    frame = pd.read_parquet(assemble(SMALL, root, tmp_path / "out").dataset)
+    assert validate.previous_labels(frame).tolist() == ["billing"]
