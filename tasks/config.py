@@ -228,9 +228,9 @@ class RegisterParams(Section):
     primary_metric: Literal["accuracy", "macro_f1"] = "macro_f1"  # what the gate compares
     min_improvement: float = Field(0.0, ge=-1, le=1)  # challenger minus champion, on the primary metric
     review_timeout: int = Field(86400, ge=1)  # seconds a paused flow waits for the reviewer
-
-
     unmeasured_drift: Literal["warn", "block"] = "warn"  # when no time window got a drift result: block promotion?
+
+
 MAX_TRIALS = 32  # a grid expanding to more trials is refused: each trial is a whole fine-tuning run
 
 
