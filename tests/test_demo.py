@@ -1,27 +1,31 @@
-"""End to end as a new user: a fresh clone, `nichetune run` on the shipped demo data, the printed summary."""
+"""End to end as a new user: a fresh clone, `make demo` on the shipped demo data, the printed summary, and a
+clone left as it was cloned (the registered version names a clean commit)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 
-def test_nichetune_run_on_a_fresh_clone_pulls_the_demo_data_and_registers_a_model(tmp_path):
+def test_make_demo_on_a_fresh_clone_pulls_the_demo_data_registers_a_model_and_leaves_git_clean(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     assert not (clone / "data" / "demo" / "messages.csv").exists()  # only its .dvc record is in git
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("PREFECT_API_URL", None)
-    command = [str(Path(sys.executable).parent / "nichetune"), "run", "--set", "finetune.epochs=1"]
+    venv = Path(sys.executable).parent.parent  # this environment stands in for the install `make` would do
+    command = ["make", "-o", f"{venv}/.installed", "demo", f"VENV={venv}", "ARGS=--set finetune.epochs=1"]
     done = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (clone / "data" / "demo" / "messages.csv").is_file()  # pulled from the shipped demo store
@@ -29,3 +33,11 @@ def test_nichetune_run_on_a_fresh_clone_pulls_the_demo_data_and_registers_a_mode
     assert "version 1 passed the gate and awaits a reviewer" in done.stdout  # no Prefect server: no form
     assert (clone / "outputs" / "evaluate" / "reports" / "evidently_report.html").is_file()
     assert (clone / "outputs" / "mlflow" / "mlflow.db").is_file()
+
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == ""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True)
+    tags = json.loads((clone / "outputs" / "register" / "registered.json").read_text())["tags"]
+    assert tags["git_commit"] == head.stdout.strip()  # not "-dirty"
+    committed = yaml.safe_load((clone / "data" / "raw" / "demo.dvc").read_text())["outs"][0]["md5"]
+    assert tags["data_version"] == committed
