@@ -46,7 +46,10 @@ class IncomingWatcher(threading.Thread):
     def scan(self) -> list[str]:
         """Take every file that has stopped changing; returns one line per file taken."""
         lines = []
-        for path, dataset in self.candidates():
+        candidates = self.candidates()
+        listed = {path for path, _ in candidates}
+        self.seen = {path: state for path, state in self.seen.items() if path in listed}  # gone: forget it
+        for path, dataset in candidates:
             if not self.settled(path):
                 continue
             try:
@@ -64,7 +67,6 @@ class IncomingWatcher(threading.Thread):
         try:
             stat = path.lstat()
         except FileNotFoundError:  # renamed or removed since the listing: nothing to take
-            self.seen.pop(path, None)
             return False
         state = (stat.st_size, stat.st_mtime_ns)
         last, unchanged = self.seen.get(path, (None, -1))

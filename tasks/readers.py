@@ -16,7 +16,7 @@ from tasks.errors import DataError
 
 LINE = "_source_line"  # where a row starts in its file (1-based; the header is line 1 of a CSV)
 PROBLEM = "_read_problem"  # why a row could not be read as a whole record, or empty
-RAW = "_raw_record"  # the fields of a row that did not fit the header, as JSON (kept in quarantine)
+RAW = "_raw_record"  # a row that could not be read whole: its fields as JSON, or its JSON line (kept in quarantine)
 DELIMITERS = ",;\t|"
 csv.field_size_limit(1 << 30)  # a long text is quarantined for its length, not crashed on
 
