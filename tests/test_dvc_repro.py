@@ -35,3 +35,22 @@ def test_dvc_repro_runs_every_stage_and_registers_a_version(tmp_path, tiny_backb
     assert registered["tracking_uri"] == f"sqlite:///{root / 'outputs' / 'mlflow' / 'mlflow.db'}"
     again = subprocess.run([str(bin_dir / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "Running stage" not in again.stdout  # nothing changed, nothing re-runs
+
+
+def test_dvc_lock_records_the_stage_code_commands_and_params_of_this_commit():
+    """dvc.lock is what `make repro` writes for this code, so `dvc status` in a clone names only missing outputs.
+    When this fails: run `make repro` in a fresh clone of the new commit and commit its dvc.lock."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        status = repo.status()
+    stale = {}
+    for stage, changes in status.items():
+        for change in changes:
+            if isinstance(change, str):  # "changed command", "always changed"
+                stale.setdefault(stage, []).append(change)
+                continue
+            for path, what in change.get("changed deps", {}).items():
+                if path == "params.yaml" or path.startswith("tasks/"):
+                    stale.setdefault(stage, []).append(f"{path}: {what}")
+    assert not stale, f"dvc.lock is out of date with the code: {stale}"
