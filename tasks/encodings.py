@@ -29,7 +29,8 @@ ALPHABETS = [*OTHERS.values(), *(first + second for first, second in
                                  itertools.combinations_with_replacement(WESTERN.values(), 2))]
 FITS = 0.8  # the share of accented letters one alphabet must hold for a reading to count as right
 LETTERS = re.compile(r"[^\W\d_]+")
-SYMBOL_IN_WORD = re.compile(r"(?<=[^\W\d_])[^\w\s\x00-\x7f](?=[^\W\d_])")  # "¿" in "za¿ó"
+# A symbol between two letters ("¿" in "za¿ó"), other than the apostrophes and dashes of typeset text ("l’été")
+SYMBOL_IN_WORD = re.compile(r"(?<=[^\W\d_])[^\w\s\x00-\x7f’‘‚‛‐‑–—·](?=[^\W\d_])")
 
 
 def decode(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:

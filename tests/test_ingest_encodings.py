@@ -26,7 +26,7 @@ RUSSIAN = ["Мне дважды списали деньги за один зак
 CHINESE = ["我的订单被重复扣款了两次，请尽快退款", "包裹已经两个星期了还没有到，请帮我查一下物流"]
 GREEK = ["Χρεώθηκα δύο φορές για την ίδια παραγγελία, θέλω επιστροφή χρημάτων",
          "Πού είναι το δέμα μου; Πέρασαν ήδη δύο εβδομάδες χωρίς νέα"]
-FRENCH = ["On m'a débité deux fois pour la même commande, à rembourser", "Où est mon colis ? Déjà deux semaines"]
+FRENCH = ["On m’a débité deux fois pour la même commande, à rembourser", "Où est mon colis ? Déjà deux semaines"]
 POLISH = ["Pobrano mi opłatę dwa razy za to samo zamówienie", "Gdzie jest moja paczka? Minęły już dwa tygodnie"]
 HUNGARIAN = ["Kétszer vonták le a díjat ugyanazért a rendelésért", "Hol van a csomagom? Már két hete várok rá"]
 TURKISH = ["Siparişim için iki kez ücret alındı, lütfen iade edin", "Kargom nerede? İki haftadır bekliyorum"]
