@@ -46,11 +46,13 @@ def decode(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
         if raw.startswith(bom):
             return raw.decode(name), name
     try:
-        return raw.decode("utf-8-sig"), "utf-8"
+        text = raw.decode("utf-8-sig")
+        if not _utf16_shaped(raw):  # ASCII written as UTF-16 is valid UTF-8 too, with a NUL in every other byte
+            return text, "utf-8"
     except UnicodeDecodeError:
         pass
-    if b"\x00" in raw:  # no other text encoding without a BOM puts NUL bytes in a file
-        raise DataError(f"{path}: a binary file, not text; export the labels as CSV, TSV, JSON Lines or Parquet")
+    if b"\x00" in raw:
+        return _utf16_without_bom(raw, path)
     if _mostly_utf8(raw):  # a few rows pasted from elsewhere: they are quarantined, the rest kept intact
         return raw.decode("utf-8-sig", errors="surrogateescape"), "utf-8"
     return _detect(raw, path)
@@ -63,6 +65,23 @@ def undecodable(fields: list[str | None]) -> tuple[list[str | None], str | None]
     shown = [field if field is None else field.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
              for field in fields]
     return shown, "not valid UTF-8 unlike the rest of the file (bytes shown as \\xNN); re-save it as UTF-8"
+
+
+def _utf16_shaped(raw: bytes) -> bool:
+    """Most bytes at even (or odd) offsets are NUL and few at the others: UTF-16 text of mostly ASCII."""
+    even, odd = raw[0::2].count(0), raw[1::2].count(0)
+    half = len(raw) / 2
+    return max(even, odd) > half / 2 and min(even, odd) < half / 10
+
+
+def _utf16_without_bom(raw: bytes, path: Path) -> tuple[str, str]:
+    """NUL bytes outside UTF-8: UTF-16 without its BOM, or no text at all."""
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(raw).best()
+    if best is None or not best.encoding.startswith("utf_16"):
+        raise DataError(f"{path}: a binary file, not text; export the labels as CSV, TSV, JSON Lines or Parquet")
+    return str(best), best.encoding
 
 
 def _mostly_utf8(raw: bytes) -> bool:

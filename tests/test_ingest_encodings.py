@@ -122,3 +122,10 @@ def test_a_named_encoding_is_used_as_given(project, tmp_path):
     source.write_bytes("id,text,label\n1,Привет,billing\n".encode("cp1251"))
     report = ingest_batch(cfg, LABELS, project, source, f"enc{next(_datasets)}")
     assert stored_texts(project, report) == ["Привет"] and report.encoding == "cp1251"
+
+
+@pytest.mark.parametrize("encoding", ["utf_16_le", "utf_16_be"])
+def test_utf16_without_a_bom_is_read_as_utf16(project, tmp_path, encoding):
+    texts = [RUSSIAN[0], FRENCH[0]]
+    report, _ = ingest(project, tmp_path, f"{encoding}.csv", export(texts).encode(encoding))
+    assert stored_texts(project, report) == texts and report.encoding == encoding
