@@ -183,6 +183,8 @@ def ingest_batch(cfg: IngestParams, labels: list[str], root: Path, source: Path,
     lock = root / ".dvc" / "tmp" / f"nichetune-ingest-{dataset}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock):  # two ingests of one dataset take turns; both land
+        for folder in (RAW_DIR, QUARANTINE_DIR):  # in a fresh clone: a new record must keep the earlier batches
+            versioning.pull_if_missing(root, str(folder / dataset))
         earlier = batch_with_digest(root, dataset, digests)
         report = _store(cfg, labels, root, source, dataset, digests[0], earlier)
         if report.batch and announce:  # before versioning: a batch stored is announced even if this run dies

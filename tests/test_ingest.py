@@ -304,6 +304,23 @@ def test_a_new_batch_changes_the_dvc_version_and_reaches_the_remote(project):
     assert ingest.versioning.folder_version(project, "data/raw/support")["tracked"] is True
 
 
+def test_a_fresh_clone_pulls_the_stored_batches_before_adding_one(project, tmp_path):
+    import subprocess
+
+    first = ingest_batch(CFG, LABELS, project, write(project, "one.csv", HEADER + "m1,first,billing,2023-01-01,\n"))
+    git = lambda *args, cwd=project: subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)  # noqa: E731
+    git("add", "data")
+    git("commit", "-q", "-m", "the first batch")
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(project), str(clone))
+    assert not (clone / "data" / "raw" / "support").exists()  # only the record travels with git
+    second = ingest_batch(CFG, LABELS, clone, write(clone, "two.csv", HEADER + "m2,second,billing,2023-01-02,\n"))
+    record = dvc_record(clone, "data/raw/support")
+    assert record["md5"] == second.data_version and record["nfiles"] == 2  # the first batch is still named
+    assert sorted(path.name for path in (clone / "data" / "raw" / "support").iterdir()) == sorted(
+        [Path(first.batch).name, Path(second.batch).name])
+
+
 def test_batch_files_are_read_only_and_never_rewritten(project):
     first = ingest_batch(CFG, LABELS, project, write(project, "one.csv", HEADER + "m1,first,billing,2023-01-01,\n"
                                                                                   "m2,second,junk,2023-01-01,\n"))
