@@ -38,12 +38,15 @@ def test_a_label_only_predicted_counts_in_macro_f1_as_zero():
     assert metrics["accuracy"] == pytest.approx(3 / 4)
     assert metrics["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
     assert metrics["majority_accuracy"] == pytest.approx(2 / 4)
+    # always "b": a F1 0, b P 1/2 R 1 F1 2/3, x F1 0, over the same three labels as the model's macro-F1
+    assert metrics["majority_macro_f1"] == pytest.approx((0 + 2 / 3 + 0) / 3)
     assert per_class.loc["x", "support"] == 0
 
 
 def test_a_majority_label_absent_from_the_holdout_scores_zero():
     metrics, _ = score(["a", "b"], ["a", "b"], majority="z")
-    assert metrics == {"accuracy": 1.0, "macro_f1": 1.0, "majority_accuracy": 0.0, "holdout_rows": 2}
+    assert metrics == {"accuracy": 1.0, "macro_f1": 1.0, "majority_accuracy": 0.0, "majority_macro_f1": 0.0,
+                       "holdout_rows": 2}
 
 
 def test_expected_calibration_error_by_hand():

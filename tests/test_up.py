@@ -145,7 +145,7 @@ def test_runs_train_one_at_a_time_and_wait_for_their_reviewer_holding_no_slot(st
 
     approve(prefect, first, "ana")
     wait_for(lambda: state_of(prefect, first).is_completed(), 120, "the first run to finish after approval", log)
-    one = MlflowClient(stack["mlflow"]).get_model_version("complaints", "1")
+    one = MlflowClient(stack["mlflow"], registry_uri=stack["mlflow"]).get_model_version("complaints", "1")
     assert one.tags["decision"] == "approved" and one.tags["promoted_by"] == "ana"
     stack["waiting"] = second
 
@@ -193,7 +193,7 @@ def test_a_paused_run_outlives_the_lease_renewal_that_crashed_it_and_its_approva
     assert state_of(prefect, second).is_paused() and "lease renewal failed" not in log.read_text()
     approve(prefect, second, "ben")  # judged by the gate against the champion the first approval made
     wait_for(lambda: state_of(prefect, second).is_completed(), 120, "the second run to finish", log)
-    client = MlflowClient(stack["mlflow"])
+    client = MlflowClient(stack["mlflow"], registry_uri=stack["mlflow"])
     two = client.get_model_version("complaints", "2")
     assert mlflow_dict(client, two.run_id, "comparison.json")["champion_version"] is None  # none when trained
     assert mlflow_dict(client, two.run_id, "comparison_at_approval.json")["champion_version"] == "1"
