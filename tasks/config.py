@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -61,6 +62,18 @@ def _one_character(value: str) -> str:
         raise ValueError("use 'auto' or one character other than a quote or a line break, such as ',', ';', '|' "
                          "or a tab (\"\\t\" in YAML)")
     return value
+
+
+_WINDOW = re.compile(r"([1-9]\d*)([DWM])")
+
+
+def parse_window(text: str) -> tuple[int, str]:
+    """`evaluate.window` as (count, unit): D days, W weeks of seven days, M calendar months."""
+    match = _WINDOW.fullmatch(text.strip())
+    if match is None:
+        raise ValueError("expected a whole number and a unit D (days), W (weeks) or M (calendar months), "
+                         "for example 1D, 1W, 2W or 1M; or null for no windows")
+    return int(match[1]), match[2]
 
 
 Encoding = Annotated[str, AfterValidator(_known_encoding)]
@@ -214,8 +227,6 @@ class EvaluateParams(Section):
     @classmethod
     def _window_parses(cls, value: str | None) -> str | None:
         if value is not None:
-            from tasks.monitor import parse_window  # its module imports pandas: only when a window is set
-
             parse_window(value)
         return value
 

@@ -11,15 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import accuracy_score, classification_report, f1_score
 
 from tasks import explain, monitor, plots
-from tasks.config import EvaluateParams
+from tasks.config import EvaluateParams, Params, Paths
+from tasks.layout import HOLDOUT_FILE, METRICS_FILE, MODEL_DIR, PER_CLASS_FILE, REPORTS_DIR, TRAIN_FILE
+from tasks.metrics import classification_task, drift_by_column, score
 from tasks.model import Classifier
 
-METRICS_FILE = "metrics.json"
-REPORTS_DIR = "reports"
-PER_CLASS_FILE = "per_class.csv"
 DRIFT_HTML = "evidently_report.html"
 DRIFT_JSON = "drift.json"
 SEGMENTS_FILE = "segments.csv"
@@ -35,22 +33,6 @@ class EvalResult:
     metrics: dict  # accuracy, macro_f1, majority_accuracy, holdout_rows, ece, drift_status, segments_flagged
     metrics_file: Path
     reports: Path  # per-class CSV, images, segments, Evidently HTML and drift summaries, explanations
-
-
-def score(truth: list[str], predicted: list[str], majority: str) -> tuple[dict, pd.DataFrame]:
-    """Accuracy, macro-F1 and the majority-class baseline, plus precision/recall/F1/support per class."""
-    labels = sorted(set(truth) | set(predicted))
-    metrics = {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)),
-        "majority_accuracy": float(accuracy_score(truth, [majority] * len(truth))),
-        "majority_macro_f1": float(f1_score(truth, [majority] * len(truth), labels=labels, average="macro",
-                                            zero_division=0)),
-        "holdout_rows": len(truth),
-    }
-    report = classification_report(truth, predicted, labels=labels, output_dict=True, zero_division=0)
-    per_class = pd.DataFrame({label: report[label] for label in labels}).T.rename_axis("label")
-    return metrics, per_class
 
 
 def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> tuple[float, list[dict]]:
@@ -145,19 +127,6 @@ def _holdout_images(holdout: pd.DataFrame, probs: np.ndarray, labels: list[str],
     return {"ece": ece}
 
 
-def classification_task(reference: pd.DataFrame, current: pd.DataFrame):
-    """Evidently 0.7.23 scores any dataset with exactly two classes as binary and then fails on string labels;
-    use a binary task when both sides have the same two classes, and skip quality when they differ."""
-    from evidently import BinaryClassification, MulticlassClassification
-
-    classes = [sorted(set(frame["label"]) | set(frame["prediction"])) for frame in (reference, current)]
-    if all(len(found) > 2 for found in classes):
-        return MulticlassClassification(target="label", prediction_labels="prediction")
-    if classes[0] == classes[1] and len(classes[0]) == 2:
-        return BinaryClassification(target="label", prediction_labels="prediction", pos_label=classes[0][0])
-    return None
-
-
 def _safe_drift_report(reference: pd.DataFrame, current: pd.DataFrame, html: Path) -> dict:
     """The drift report must not sink a run: on tiny or odd data Evidently can fail; say so in the summary."""
     from evidently.core.report import ReferenceMetricNotFound  # derives from BaseException, not Exception
@@ -169,33 +138,18 @@ def _safe_drift_report(reference: pd.DataFrame, current: pd.DataFrame, html: Pat
         return {"error": " ".join(str(err).split())}
 
 
-def drift_by_column(snapshot: dict) -> dict:
-    """Per column: drift detected (the report's own test), score, method and threshold."""
-    status = {test["metric_config"]["metric_id"]: getattr(test["status"], "value", test["status"])
-              for test in snapshot.get("tests", [])}
-    columns = {}
-    for metric in snapshot["metrics"]:
-        config = metric.get("config") or {}
-        if config.get("type", "").endswith("ValueDrift"):
-            columns[config["column"]] = {
-                "drift_detected": status.get(metric["id"]) == "FAIL",
-                "score": float(metric["value"]),
-                "method": config.get("method"),
-                "threshold": config.get("threshold"),
-            }
-    return columns
+def run_stage(params: Params, paths: Paths) -> dict:
+    """The dvc.yaml stage: evaluate the fine-tuned model on the split's holdout; returns the metrics."""
+    split = paths.stage("split")
+    return run(params.evaluate, paths.stage("finetune") / MODEL_DIR, split / TRAIN_FILE, split / HOLDOUT_FILE,
+               paths.stage("evaluate"), params.base.seed).metrics
 
 
 def main() -> None:
     """`python -m tasks.evaluate`: the dvc.yaml stage."""
-    from tasks.finetune import MODEL_DIR
-    from tasks.split import HOLDOUT_FILE, TRAIN_FILE
     from tasks.stage import stage_main
 
-    stage_main(lambda params, paths: run(
-        params.evaluate, paths.stage("finetune") / MODEL_DIR, paths.stage("split") / TRAIN_FILE,
-        paths.stage("split") / HOLDOUT_FILE, paths.stage("evaluate"), params.base.seed,
-    ).metrics)
+    stage_main("evaluate")
 
 
 if __name__ == "__main__":

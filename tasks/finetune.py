@@ -27,16 +27,13 @@ import torch
 
 from tasks import features as frozen
 from tasks.augment import augment
-from tasks.config import FinetuneParams
+from tasks.config import FinetuneParams, Params, Paths
 from tasks.errors import ParamsError
+from tasks.layout import CACHE_DIR, CHECKPOINT_DIR, LOG_FILE, MODEL_DIR, TRAIN_FILE
 from tasks.model import (ADAPTER_DIR, ENCODER_DIR, Device, SentenceClassifier, backbone_path, load_encoder,
                          resolve_device, save_classifier, token_limit)
 from tasks.runtime import seed_everything
 
-MODEL_DIR = "model"
-LOG_FILE = "training.json"
-CACHE_DIR = "cache"  # under base.workdir: kept across runs, outside every stage's outputs
-CHECKPOINT_DIR = "checkpoints"
 # On the CPU a batch runs in pieces of at most this many padded tokens (rows x the piece's longest row), shortest
 # rows first: there the cost grows with padded tokens (attention with their square), so a long complaint no
 # longer pads fifteen short ones to its length. A cfpb seed trains 2.8x faster than padded whole (BENCHMARKS.md);
@@ -469,17 +466,17 @@ def run(cfg: FinetuneParams, seed: int, train_path: Path, out_dir: Path,
     return finetune(pd.read_parquet(train_path), cfg, seed, out_dir, work_dir)
 
 
+def run_stage(params: Params, paths: Paths) -> FinetuneResult:
+    """The dvc.yaml stage: fine-tune on the split's training rows; the cache and checkpoints go to the workdir."""
+    return run(params.finetune, params.base.seed, paths.stage("split") / TRAIN_FILE, paths.stage("finetune"),
+               paths.workdir)
+
+
 def main() -> None:
     """`python -m tasks.finetune`: the dvc.yaml stage (and the way to try the stage alone on a GPU box)."""
-    from tasks.split import TRAIN_FILE
     from tasks.stage import stage_main
 
-    stage_main(
-        lambda params, paths: run(
-            params.finetune, params.base.seed, paths.stage("split") / TRAIN_FILE, paths.stage("finetune"),
-            paths.workdir,
-        )
-    )
+    stage_main("finetune")
 
 
 if __name__ == "__main__":

@@ -21,14 +21,13 @@ from pydantic import ValidationError
 from tasks import versioning
 from tasks.batches import (QUARANTINE_DIR, RAW_DIR, batch_files, batch_with_digest, content_digests, next_sequence,
                            pending_events, post_event)
-from tasks.config import IngestParams
+from tasks.config import IngestParams, Params, Paths
 from tasks.errors import DataError
+from tasks.layout import DATASET_FILE, VERSION_FILE
 from tasks.pii import redact
 from tasks.readers import LINE, PROBLEM, RAW, read_table
 from tasks.spreadsheet import escape_frame
 
-DATASET_FILE = "dataset.parquet"
-VERSION_FILE = "data_version.json"
 REASON = "_reason"
 SOURCE = "_source_file"
 BATCH = "_batch"
@@ -341,11 +340,16 @@ def _reason_list(reasons: dict) -> str:
     return "; ".join(f"{reason} ({count})" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
 
 
+def run_stage(params: Params, paths: Paths) -> IngestResult:
+    """The dvc.yaml stage: assemble the stored batches of `ingest.dataset` (`nichetune ingest` adds batches)."""
+    return assemble(params.ingest, paths.root, paths.stage("ingest"))
+
+
 def main() -> None:
-    """`python -m tasks.ingest`: the dvc.yaml stage; it assembles the stored batches of `ingest.dataset`."""
+    """`python -m tasks.ingest`: the dvc.yaml stage."""
     from tasks.stage import stage_main
 
-    stage_main(lambda params, paths: assemble(params.ingest, paths.root, paths.stage("ingest")))
+    stage_main("ingest")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from tasks.config import DriftThresholds, EvaluateParams
+from tasks.config import DriftThresholds, EvaluateParams, parse_window
+from tasks.metrics import classification_task, drift_by_column, score
 
 if TYPE_CHECKING:
     from tasks.model import Classifier
@@ -32,17 +32,7 @@ LEVELS = ("ok", "warn", "block")
 # Windows with rows exist, but none got a drift result: unknown drift, which register.unmeasured_drift may block.
 # "none" stays for data that has no windows at all (no timestamps, no rows after training, evaluate.window null).
 UNMEASURED = "not measured"
-_WINDOW = re.compile(r"([1-9]\d*)([DWM])")
 log = logging.getLogger(__name__)
-
-
-def parse_window(text: str) -> tuple[int, str]:
-    """`evaluate.window` as (count, unit): D days, W weeks of seven days, M calendar months."""
-    match = _WINDOW.fullmatch(text.strip())
-    if match is None:
-        raise ValueError("expected a whole number and a unit D (days), W (weeks) or M (calendar months), "
-                         "for example 1D, 1W, 2W or 1M; or null for no windows")
-    return int(match[1]), match[2]
 
 
 @dataclass(frozen=True)
@@ -158,8 +148,6 @@ def run(cfg: EvaluateParams, classifier: Classifier, train: pd.DataFrame, later:
 def _window_record(cfg: EvaluateParams, classifier: Classifier, reference: pd.DataFrame, window: Window,
                    majority: str, out_dir: Path) -> dict:
     """One window: its rows, quality, and drift scores (or why there are none)."""
-    from tasks.evaluate import score
-
     record = {"window": window.name, "start": window.start.isoformat(), "end": window.end.isoformat(),
               "rows": len(window.rows), "quality": None, "scores": None, "signals": None, "descriptors": None,
               "status": "empty", "reason": "no rows in this window", "report": None}
@@ -196,8 +184,6 @@ def window_drift(reference: pd.DataFrame, current: pd.DataFrame, html: Path) -> 
     from evidently.presets import ClassificationPreset, DataDriftPreset
     from sklearn.exceptions import UndefinedMetricWarning
     from threadpoolctl import threadpool_limits
-
-    from tasks.evaluate import classification_task, drift_by_column
 
     vectors = [column for column in reference if column.startswith("emb_")]
     task = classification_task(reference, current)

@@ -81,7 +81,7 @@ def resolve_version(uri: str, tracking: str) -> tuple[str, str]:
     what to do."""
     from mlflow.exceptions import MlflowException
 
-    from tasks.register import registry_client, version_numbers
+    from tasks.tracking import registry_client, version_numbers
 
     reference = uri.removeprefix("models:/")
     name, alias, version = _split_reference(reference)
@@ -126,11 +126,11 @@ def load_registered(uri: str, tracking: str):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from tasks.register import _tracking, first_line
+    from tasks.tracking import first_line, tracking_store
 
     name, version = resolve_version(uri, tracking)
     try:
-        with _tracking(tracking):
+        with tracking_store(tracking):
             return mlflow.pyfunc.load_model(f"models:/{name}/{version}"), version
     except MlflowException as err:
         raise ModelNotFound(f"{uri} (version {version}) could not be loaded from {tracking}: {first_line(err)}") \

@@ -18,6 +18,7 @@ import pandas as pd
 from tasks.config import RegisterParams
 from tasks.errors import GateFailed, ModelLoadError, NichetuneError
 from tasks.monitor import UNMEASURED
+from tasks.tracking import registry_client, version_numbers
 
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"
@@ -97,7 +98,7 @@ def compare(registry: "Registry", version: str, holdout: pd.DataFrame, metric: s
             baseline: dict | None = None) -> Comparison:
     """Score the challenger `version` and the current champion (if any) on the same holdout rows. A champion
     that cannot be loaded is reported, not raised: a broken champion must not block every later version."""
-    from tasks.evaluate import score
+    from tasks.metrics import score
 
     def scored(reference: str) -> dict:
         predicted = registry.load(reference).predict(holdout[["text"]])["prediction"].tolist()
@@ -159,8 +160,6 @@ class Registry:
     """The `champion`, `previous-champion` and decision tags of one registered model."""
 
     def __init__(self, tracking_uri: str, name: str, lock_dir: Path):
-        from tasks.register import registry_client
-
         self.uri, self.name = tracking_uri, name
         self.client = registry_client(tracking_uri)
         lock_dir.mkdir(parents=True, exist_ok=True)
@@ -283,8 +282,6 @@ class Registry:
         try:
             self.client.get_model_version(self.name, version)
         except MlflowException:
-            from tasks.register import version_numbers
-
             found = version_numbers(self.client, self.name)
             raise NichetuneError(f"model {self.name!r} has no version {version!r} in {self.uri} "
                                  f"(versions: {', '.join(found) or 'none'})") from None

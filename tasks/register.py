@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as installed
 from pathlib import Path
@@ -14,9 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.config import Params, Paths
+from tasks.layout import (HOLDOUT_FILE, LOG_FILE, METRICS_FILE, MODEL_DIR, REGISTERED_FILE, REPORTS_DIR,
+                          SUMMARY_FILE, VERSION_FILE)
+from tasks.tracking import first_line, registry_client, version_numbers  # noqa: F401 (also imported from here)
+from tasks.tracking import tracking_store as _tracking
 from tasks.versioning import git_commit
 
-REGISTERED_FILE = "registered.json"
 HOLDOUT_ARTIFACT = "holdout/holdout.parquet"  # in each version's run: what a later gate check re-scores
 RUNTIME_PACKAGES = ["torch", "transformers", "pandas", "numpy", "mlflow"]  # what the logged model imports
 
@@ -33,23 +35,6 @@ class Registration:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def registry_client(uri: str):
-    """An MLflow client for the tracking store at `uri`; its registry is MLFLOW_REGISTRY_URI when set."""
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
-
-
-def version_numbers(client, name: str) -> list[str]:
-    """Every registered version of `name`, in order, for error messages that say what exists."""
-    return sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
-
-
-def first_line(err: Exception) -> str:
-    """An MLflow error's first line (its messages can run to a page), or its type when it has none."""
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def tracking_uri(paths: Paths) -> str:
@@ -88,12 +73,6 @@ def validation_status(summary: dict) -> str:
 
 def read_stage_outputs(paths: Paths) -> dict:
     """The records earlier stages left on disk (the same files whether the flow or `dvc repro` ran them)."""
-    from tasks.evaluate import METRICS_FILE, REPORTS_DIR
-    from tasks.finetune import LOG_FILE, MODEL_DIR
-    from tasks.ingest import VERSION_FILE
-    from tasks.split import HOLDOUT_FILE
-    from tasks.validate import SUMMARY_FILE
-
     read = lambda path: json.loads(path.read_text())  # noqa: E731
     return {
         "data_version": read(paths.stage("ingest") / VERSION_FILE),
@@ -145,7 +124,7 @@ def run(params: Params, paths: Paths) -> Registration:
 def _log_model(model_dir: Path, name: str):
     import mlflow
 
-    from tasks.predict import TextClassifierModel
+    from tasks.predict import TextClassifierModel  # its module loads mlflow.pyfunc: only when a model is logged
 
     return mlflow.pyfunc.log_model(
         name="model",
@@ -156,25 +135,6 @@ def _log_model(model_dir: Path, name: str):
         input_example=pd.DataFrame({"text": ["where is my order?"]}),
         registered_model_name=name,
     )
-
-
-@contextmanager
-def _tracking(uri: str):
-    """Point MLflow at `uri` for one block. MLflow also exports the URI to MLFLOW_TRACKING_URI, which would
-    make the next project in the same process write here, so the user's own value is restored after."""
-    import mlflow
-
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    saved = {name: os.environ.get(name) for name in names}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            os.environ.pop(name, None)
-            if value is not None:
-                os.environ[name] = value
 
 
 def _experiment_id(name: str, uri: str, paths: Paths) -> str:
@@ -218,7 +178,7 @@ def main() -> None:
     """`python -m tasks.register`: the dvc.yaml stage."""
     from tasks.stage import stage_main
 
-    stage_main(run)
+    stage_main("register")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,8 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tasks.config import SplitParams
-
-TRAIN_FILE = "train.parquet"
-HOLDOUT_FILE = "holdout.parquet"
+from tasks.config import Params, Paths, SplitParams
+from tasks.layout import DATASET_FILE, HOLDOUT_FILE, TRAIN_FILE
 
 
 @dataclass(frozen=True)
@@ -45,16 +43,16 @@ def run(cfg: SplitParams, seed: int, dataset: Path, out_dir: Path) -> SplitResul
     return SplitResult(out_dir / TRAIN_FILE, out_dir / HOLDOUT_FILE, len(train), len(holdout), by_time)
 
 
+def run_stage(params: Params, paths: Paths) -> SplitResult:
+    """The dvc.yaml stage: split the assembled dataset."""
+    return run(params.split, params.base.seed, paths.stage("ingest") / DATASET_FILE, paths.stage("split"))
+
+
 def main() -> None:
     """`python -m tasks.split`: the dvc.yaml stage."""
-    from tasks.ingest import DATASET_FILE
     from tasks.stage import stage_main
 
-    stage_main(
-        lambda params, paths: run(
-            params.split, params.base.seed, paths.stage("ingest") / DATASET_FILE, paths.stage("split")
-        )
-    )
+    stage_main("split")
 
 
 if __name__ == "__main__":

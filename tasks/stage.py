@@ -7,15 +7,16 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Callable
 
-from tasks.config import Params, Paths, load_params
+from tasks.config import Paths, load_params
 from tasks.errors import NichetuneError
+from tasks.layout import stage
 from tasks.runtime import quiet_offline_defaults
 
 
-def stage_main(run: Callable[[Params, Paths], object], argv: list[str] | None = None) -> None:
-    """Parse `--params FILE` and `--set K=V`, run one stage from the project root, print errors as one line."""
+def stage_main(name: str, argv: list[str] | None = None) -> None:
+    """Parse `--params FILE` and `--set K=V`, run stage `name`'s function from tasks.layout from the project root,
+    print errors as one line."""
     parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip())
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -23,7 +24,7 @@ def stage_main(run: Callable[[Params, Paths], object], argv: list[str] | None = 
     quiet_offline_defaults()
     try:
         params = load_params(Path(args.params), args.overrides)
-        result = run(params, Paths.of(Path.cwd(), params))
+        result = stage(name).function()(params, Paths.of(Path.cwd(), params))
     except NichetuneError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

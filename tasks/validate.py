@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.config import ValidateParams
+from tasks.config import Params, Paths, ValidateParams
 from tasks.errors import ValidationFailed
+from tasks.layout import DATASET_FILE, DOCS_DIR, MARKDOWN_FILE, SUMMARY_FILE
 
-SUMMARY_FILE = "summary.json"
-MARKDOWN_FILE = "summary.md"
 KEY = "_text_key"
 CONFLICT = "_label_conflict"
-DOCS_DIR = "data_docs"
 
 
 @dataclass(frozen=True)
@@ -192,15 +190,19 @@ def _build_docs(context, docs_dir: Path) -> Path:
     return docs_dir / "index.html"
 
 
+def run_stage(params: Params, paths: Paths) -> str:
+    """The dvc.yaml stage: validate the assembled dataset; errors name the dataset's stored batches."""
+    from tasks.batches import RAW_DIR
+
+    return run(params.validate, paths.stage("ingest") / DATASET_FILE, paths.stage("validate"),
+               str(RAW_DIR / params.ingest.dataset)).text()
+
+
 def main() -> None:
     """`python -m tasks.validate`: the dvc.yaml stage."""
-    from tasks.ingest import DATASET_FILE, RAW_DIR
     from tasks.stage import stage_main
 
-    stage_main(lambda params, paths: run(
-        params.validate, paths.stage("ingest") / DATASET_FILE, paths.stage("validate"),
-        str(RAW_DIR / params.ingest.dataset),
-    ).text())
+    stage_main("validate")
 
 
 if __name__ == "__main__":
