@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tasks.config import Params, Paths, load_params
 from tasks.errors import NichetuneError
+from tasks.progress import QUIET_ENV
 from tasks.runtime import quiet_offline_defaults
 
 
@@ -32,6 +33,8 @@ def _with_params(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nichetune", description=__doc__)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines (bars show "
+                        "only on a terminal anyway)")
     commands = parser.add_subparsers(dest="command", required=True)
     _with_params(commands.add_parser("run", help="ingest, validate, fine-tune, evaluate and register (a Prefect flow)"))
     trials = _with_params(commands.add_parser("trials", help="fine-tune every combination of trials.grid in parallel "
@@ -282,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `nichetune` console command."""
     args = build_parser().parse_args(argv)
     quiet_offline_defaults()
+    if args.quiet:  # an environment variable, so that DVC stages and Prefect runs started from here are quiet too
+        os.environ[QUIET_ENV] = "1"
     try:
         commands = {"run": run_command, "ingest": ingest_command, "validate": validate_command, "ui": ui_command,
                     "bench": bench_command, "promote": promote_command, "rollback": rollback_command,

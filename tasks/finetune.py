@@ -32,6 +32,7 @@ from tasks.errors import ParamsError
 from tasks.layout import CACHE_DIR, CHECKPOINT_DIR, LOG_FILE, MODEL_DIR, TRAIN_FILE
 from tasks.model import (ADAPTER_DIR, ENCODER_DIR, Device, SentenceClassifier, backbone_path, load_encoder,
                          resolve_device, save_classifier, token_limit)
+from tasks.progress import bar, epoch_line, say
 from tasks.runtime import seed_everything
 
 # On the CPU a batch runs in pieces of at most this many padded tokens (rows x the piece's longest row), shortest
@@ -380,7 +381,10 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
     earlier = state.get("seconds", 0.0)  # spent by the runs before this one, up to their last checkpoint
 
     seen = 0
+    progress = bar(batches * (cfg.epochs - state["epoch"]), "training", "batch")
     for epoch in range(state["epoch"], cfg.epochs):
+        epoch_started = time.perf_counter()
+        progress.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
         if cfg.strategy == "gradual_unfreeze":
             unfreeze_for_epoch(model, epoch)
         total_loss, step_in_accumulation = torch.zeros((), device=device.device), 0
@@ -401,12 +405,16 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
                 step_in_accumulation = 0
             total_loss += loss.detach() * len(index)  # no .item() per batch: on a GPU each one waits
             seen += len(index)
+            progress.update()
         if step_in_accumulation:
             _step(optimizer, schedule)
         state["losses"].append(float(total_loss) / len(order))
         state["epoch"] = epoch + 1
         if held is not None and _early_stop(model, held, tokenizer, cfg, device, state, groups):
             state["stopped"] = True
+        scores = state["validation"][-1] if held is not None else {}
+        say(epoch_line(epoch + 1, cfg.epochs, state["losses"][-1], time.perf_counter() - epoch_started,
+                       cfg.early_stopping_metric, scores.get(cfg.early_stopping_metric)))
         if checkpoint is not None:
             state["seconds"] = earlier + time.perf_counter() - started
             save_checkpoint(checkpoint, {
@@ -416,6 +424,7 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
                 "state": state})
         if state.get("stopped"):
             break
+    progress.close()
     this_run = time.perf_counter() - started
     seconds = earlier + this_run
     if state["best_state"] is not None:

@@ -11,6 +11,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 from tasks.errors import DataError, NichetuneError
+from tasks.progress import bar
 from tasks.spreadsheet import FORMULA_START, escape_formula, escape_frame  # noqa: F401 (also imported from here)
 
 if TYPE_CHECKING:  # the served model imports this module: keep its imports to what prediction needs
@@ -161,6 +162,22 @@ def default_output(source: Path) -> Path:
     return source.with_name(source.stem + OUTPUT_SUFFIX)
 
 
+PROGRESS_CHUNK = 512  # rows per call to the model: a bar step every second or so on 2 CPU cores
+
+
+def predict_in_chunks(pyfunc, texts: list[str]) -> pd.DataFrame:
+    """The model's predictions for `texts`, `PROGRESS_CHUNK` rows at a time so that a bar can show the ETA."""
+    parts = []
+    with bar(len(texts), "predicting", "row") as progress:
+        for start in range(0, len(texts), PROGRESS_CHUNK):
+            chunk = texts[start : start + PROGRESS_CHUNK]
+            parts.append(pyfunc.predict(pd.DataFrame({"text": chunk})))
+            progress.update(len(chunk))
+    if not parts:  # an empty file: the model still says which columns it returns
+        return pyfunc.predict(pd.DataFrame({"text": texts}))
+    return pd.concat(parts, ignore_index=True)
+
+
 def predict_file(source: Path, ingest: IngestParams, model: str, tracking: str,
                  output: Path | None = None) -> PredictionFile:
     """Predict every row of `source` with the registered `model` (a `models:/` URI) and write a CSV: the
@@ -170,7 +187,7 @@ def predict_file(source: Path, ingest: IngestParams, model: str, tracking: str,
         raise DataError(f"{output}: is the input file; pass another --output")
     frame = read_texts(source, ingest)
     pyfunc, version = load_registered(model, tracking)
-    predictions = pyfunc.predict(pd.DataFrame({"text": frame[ingest.text_column].astype(str).tolist()}))
+    predictions = predict_in_chunks(pyfunc, frame[ingest.text_column].astype(str).tolist())
     clash = [c for c in predictions.columns if c in frame.columns]
     if clash:
         raise DataError(f"{source}: column {clash[0]!r} would be overwritten by the predictions; rename it")
