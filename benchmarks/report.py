@@ -4,6 +4,7 @@ that produced it, the machine and the date, and each goal line is computed from 
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -250,9 +251,13 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
+    """Write the report to BENCHMARKS.md, or to `--out FILE` (the tests write a temporary one)."""
+    parser = argparse.ArgumentParser(prog="nichetune bench report", description=__doc__)
+    parser.add_argument("--out", type=Path, default=OUT, help=f"the file to write (default: {OUT})")
+    out = parser.parse_args(argv).out
     text = render()
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
+    out.write_text(text)
+    print(f"wrote {out}")
     return text
 
 

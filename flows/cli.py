@@ -93,7 +93,7 @@ def bench_command(args: argparse.Namespace) -> None:
 
     if args.which != "report":
         importlib.import_module(BENCHMARKS[args.which]).main(args.options)
-    report.main()
+    report.main(args.options if args.which == "report" else [])
 
 
 def _project(args: argparse.Namespace) -> tuple[Params, Paths]:
