@@ -62,26 +62,23 @@ def goals_section(quality_results: dict | None, speed: dict | None, gpu: dict | 
     return lines + [""]
 
 
+def datasets_in(results: dict) -> list[str]:
+    """The datasets of a results file in the quality table's order."""
+    return list(dict.fromkeys(entry["dataset"] for entry in quality.aggregate(results["rows"])))
+
+
 def quality_section(results: dict | None, gpu: dict | None = None) -> list[str]:
+    """The summary: one table per dataset, then what is not measured yet; the runs behind it are in the run log."""
     if not results:
         return ["## Quality", "", "Not measured yet: `nichetune bench quality`.", ""]
     lines = ["## Quality: few-shot classification against what users would pick instead", "",
              f"Default method (params.yaml): `{quality.default_method()}`. Protocols (datasets, sampling, methods) are "
              "in `benchmarks/quality.py`'s docstring. Accuracy, macro-F1 and MCC in %, mean ± std over seeds; train s "
-             "is fitting time only (see the docstring). Raw rows: `benchmarks/results/quality.json`.", "",
-             "Runs that filled this table (runs whose rows were all replaced since stay in the JSON only):", ""]
-    kept = {row["run"] for row in results["rows"]}
-    for index in sorted(kept):
-        run = results["runs"][index]
-        load_note = f", load {run['machine']['load_average_1min']:.1f}" if "load_average_1min" in run["machine"] else ""
-        resumed_note = "".join(f"; {row['method']} seed {row['seed']} resumed from a killed run's {unit} "
-                               f"{row[f'resumed_from_{unit}']} checkpoint, its train s adds up the runs"
-                               for row in results["rows"] if row["run"] == index
-                               for unit in ("epoch", "step") if f"resumed_from_{unit}" in row)
-        note = run.get("settings", {}).get("note")
-        lines.append(f"- `{without_note(run['command'], note)}` ({run['date']}, {run['machine']['arch']}, "
-                     f"{run['machine']['cores']} cores, GPU {run['machine']['gpu'] or 'none'}{load_note}{resumed_note})"
-                     f"{' ' + note if note else ''}")
+             "is fitting time only (see the docstring). Raw rows: `benchmarks/results/quality.json`; the runs that "
+             "filled these tables are listed in the run log at the end.", ""]
+    for dataset in datasets_in(results):
+        rows = [row for row in results["rows"] if row["dataset"] == dataset]
+        lines += [f"### {dataset}", "", quality.markdown_table({**results, "rows": rows}), ""]
     measured = {(row["dataset"], row["method"]) for row in results["rows"]}
     measured_on_gpu = {(row["dataset"], row["method"]) for row in (gpu or {}).get("rows", [])}
 
@@ -92,9 +89,28 @@ def quality_section(results: dict | None, gpu: dict | None = None) -> list[str]:
                for dataset in quality.FULL_DATASETS
                if any((dataset, m) not in measured for m in quality.METHODS)]
     if missing:
-        lines += ["", "Not measured yet (each is one `nichetune bench quality --datasets D --methods M` away):", ""]
-        lines += [f"- {entry}" for entry in missing]
-    return lines + ["", quality.markdown_table(results), ""]
+        lines += ["Not measured yet (each is one `nichetune bench quality --datasets D --methods M` away):", ""]
+        lines += [f"- {entry}" for entry in missing] + [""]
+    return lines
+
+
+def quality_runs(results: dict | None) -> list[str]:
+    """One line per run that still has rows in the quality table: its command, date, machine, resumes and note."""
+    if not results:
+        return []
+    lines = []
+    for index in sorted({row["run"] for row in results["rows"]}):
+        run = results["runs"][index]
+        load_note = f", load {run['machine']['load_average_1min']:.1f}" if "load_average_1min" in run["machine"] else ""
+        resumed_note = "".join(f"; {row['method']} seed {row['seed']} resumed from a killed run's {unit} "
+                               f"{row[f'resumed_from_{unit}']} checkpoint, its train s adds up the runs"
+                               for row in results["rows"] if row["run"] == index
+                               for unit in ("epoch", "step") if f"resumed_from_{unit}" in row)
+        note = run.get("settings", {}).get("note")
+        lines.append(f"- `{without_note(run['command'], note)}` ({run['date']}, {run['machine']['arch']}, "
+                     f"{run['machine']['cores']} cores, GPU {run['machine']['gpu'] or 'none'}{load_note}{resumed_note})"
+                     f"{' ' + note if note else ''}")
+    return lines
 
 
 def speed_section(speed: dict | None) -> list[str]:
@@ -193,11 +209,8 @@ def gpu_quality_section(gpu: dict | None, cpu: dict | None) -> list[str]:
         return []
     lines = ["## GPU: the pipeline's strategies, trained on the GPU and on the CPU", "",
              "Same harness, datasets, seeds and training rows (equal `train_sha`) as the quality table; only the "
-             "machine differs. Raw rows: `benchmarks/results/quality_gpu.json`. Runs:", ""]
-    for run in gpu["runs"]:
-        note = run.get("settings", {}).get("note")
-        lines.append(f"- `{without_note(run['command'], note)}` ({run['date']}, {run['machine']['gpu']}, torch {run['machine']['torch']}, "
-                     f"transformers {run['machine']['transformers']}){' ' + note if note else ''}")
+             "machine differs. Raw rows: `benchmarks/results/quality_gpu.json`; the runs are listed in the run log "
+             "at the end."]
     lines += ["", "| dataset | method | seed | GPU accuracy % | CPU accuracy %, same seed | CPU mean ± std (seeds) | "
               "GPU train s | CPU train s, same seed |", "|---|---|---|---|---|---|---|---|"]
     on_cpu = {(row["dataset"], row["method"], row["seed"]): row for row in cpu["rows"]}
@@ -214,8 +227,18 @@ def gpu_quality_section(gpu: dict | None, cpu: dict | None) -> list[str]:
     reference = cpu_reference(cpu, {row["dataset"] for row in gpu["rows"]}, quality.BASELINES)
     return lines + ["", "Over seeds, every method run on the lent machine (methods not yet measured on the CPU "
                     "too), beside the quality table's baselines on the same datasets; train seconds compare only "
-                    "within a run (see each run's note).", "",
+                    "within a run (see each run's note in the run log).", "",
                     quality.markdown_table({"rows": reference + gpu["rows"]}), ""]
+
+
+def gpu_quality_runs(gpu: dict | None) -> list[str]:
+    """One line per run on a lent GPU behind the GPU-against-CPU tables."""
+    lines = []
+    for run in (gpu or {}).get("runs", []):
+        note = run.get("settings", {}).get("note")
+        lines.append(f"- `{without_note(run['command'], note)}` ({run['date']}, {run['machine']['gpu']}, torch {run['machine']['torch']}, "
+                     f"transformers {run['machine']['transformers']}){' ' + note if note else ''}")
+    return lines
 
 
 def settings_section(settings: dict | None, cpu: dict | None) -> list[str]:
@@ -229,24 +252,44 @@ def settings_section(settings: dict | None, cpu: dict | None) -> list[str]:
              "amazon text is that long). Several benchmark processes shared the GPU, so train seconds compare only "
              "within a run. The test sets are the quality table's: a setting chosen here is checked on every dataset "
              f"before it becomes a default. Raw rows: `{SETTINGS_FILE}` (each device run wrote its own file; they "
-             "were merged). Runs:", ""]
-    for run in settings["runs"]:
-        note = run.get("settings", {}).get("note")
-        command = re.sub(r" --out \S+", f" --out {SETTINGS_FILE}", without_note(run["command"], note))
-        lines.append(f"- `{command}` ({run['date']}, {run['machine']['gpu']}){' ' + note if note else ''}")
-
+             "were merged); the runs are listed in the run log at the end."]
     reference = cpu_reference(cpu, {row["dataset"] for row in settings["rows"]}, ["tfidf_lr"])
     return lines + ["", quality.markdown_table({"rows": reference + sorted(quality.labelled_rows(settings),
                                                                            key=lambda row: row["method"])}), ""]
 
 
+def settings_runs(settings: dict | None) -> list[str]:
+    """One line per run of fine-tune settings, each command showing the merged file it now lives in."""
+    lines = []
+    for run in (settings or {}).get("runs", []):
+        note = run.get("settings", {}).get("note")
+        command = re.sub(r" --out \S+", f" --out {SETTINGS_FILE}", without_note(run["command"], note))
+        lines.append(f"- `{command}` ({run['date']}, {run['machine']['gpu']}){' ' + note if note else ''}")
+    return lines
+
+
+def run_log(quality_results: dict | None, gpu_quality: dict | None, settings: dict | None) -> list[str]:
+    """Every run behind the tables above with its notes, at the end where it does not hide the figures."""
+    groups = [("Quality tables (runs whose rows were all replaced since stay in the JSON only)",
+               quality_runs(quality_results)),
+              ("GPU: the pipeline's strategies", gpu_quality_runs(gpu_quality) if quality_results else []),
+              ("Settings tried on a lent GPU", settings_runs(settings))]
+    lines = []
+    for title, runs in groups:
+        if runs:
+            lines += [f"### {title}", "", *runs, ""]
+    return ["## Run log", "", "The command, date and machine of each run behind the tables above, with its notes.",
+            "", *lines] if lines else []
+
+
 def render() -> str:
+    """Goal lines and the summary tables first, the sections of each benchmark next, the run log last."""
     quality_results, speed = load("quality.json"), load("speed.json")
-    gpu_quality = load("quality_gpu.json")
+    gpu_quality, settings = load("quality_gpu.json"), load(Path(SETTINGS_FILE).name)
     parts = [HEADER, *goals_section(quality_results, speed, gpu_quality), *quality_section(quality_results, gpu_quality),
              *speed_section(speed), *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
-             *gpu_quality_section(gpu_quality, quality_results),
-             *settings_section(load(Path(SETTINGS_FILE).name), quality_results)]
+             *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
+             *run_log(quality_results, gpu_quality, settings)]
     return "\n".join(parts).rstrip() + "\n"
 
 

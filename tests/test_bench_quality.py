@@ -132,7 +132,7 @@ def test_a_killed_run_resumes_its_seed_when_the_same_command_runs_again(tmp_path
     assert row["resumed_from_epoch"] == saved["epoch"]
     assert row["train_s"] > saved["seconds"] > 0  # the killed run's epochs are counted
     assert not any((work / CHECKPOINT_DIR).glob("*.pt"))
-    (listed,) = [line for line in report.quality_section(results) if line.startswith("- `")]
+    (listed,) = report.quality_runs(results)
     assert f"nichetune_full seed 0 resumed from a killed run's epoch {saved['epoch']} checkpoint" in listed
 
 
@@ -176,7 +176,7 @@ def test_a_runs_note_follows_its_command_in_the_run_list(tmp_path):
     methods = {"tfidf_lr": lambda train, test, seed: quality.MethodRun(["x"] * len(test), 0.1)}
     results = run_quick(methods, 1, tmp_path / "q.json", command="nichetune bench quality --note First with pieces.",
                         settings={"note": "First with pieces."})
-    (listed,) = [line for line in report.quality_section(results) if line.startswith("- `")]
+    (listed,) = report.quality_runs(results)
     assert listed.startswith("- `nichetune bench quality` (") and listed.endswith(") First with pieces.")
 
 
@@ -265,8 +265,8 @@ def test_the_gpu_section_sets_each_strategy_beside_the_same_seed_on_the_cpu(tmp_
     gpu = run_quick({**methods, "nichetune_full": constant("x", 0.5)}, 1, tmp_path / "gpu.json",
                     command="nichetune bench quality --note Weights in fp16.", settings={"note": "Weights in fp16."})
     section = report.gpu_quality_section(gpu, cpu)
-    assert any(line.startswith("- `nichetune bench quality` (") and line.endswith(") Weights in fp16.")
-               for line in section)
+    assert [line for line in report.gpu_quality_runs(gpu) if line.startswith("- `nichetune bench quality` (")
+            and line.endswith(") Weights in fp16.")]
     per_seed = [line for line in section if line.startswith("| banking77") and line.count("|") == 9]
     cpu_accuracy = cpu["rows"][0]["accuracy"] * 100
     assert per_seed == [f"| banking77_k8_10intents | nichetune_full | 0 | 0.0 | {cpu_accuracy:.1f} | "
@@ -308,7 +308,7 @@ def test_the_settings_section_groups_seeds_by_their_overrides_beside_the_cpu_bas
                   settings={"finetune_overrides": {"max_length": length}})
     section = report.settings_section(json.loads(out.read_text()), cpu)
     assert "- `nichetune bench quality --finetune max_length=512 --out benchmarks/results/settings_gpu.json` (" in \
-        "\n".join(section)
+        "\n".join(report.settings_runs(json.loads(out.read_text())))
     rows = [line.split(" | ")[1:3] for line in "\n".join(section).splitlines() if line.startswith("| banking77")]
     assert rows == [["tfidf_lr (CPU, quality table)", "1"], ["nichetune_full (max_length=128)", "2"],
                     ["nichetune_full (max_length=512)", "2"]]
@@ -327,7 +327,7 @@ def test_the_report_lists_only_runs_that_still_have_rows(tmp_path):
     out = tmp_path / "q.json"
     run_quick({"a": constant("x")}, 1, out, command="first")
     results = run_quick({"a": constant("y")}, 1, out, command="second")
-    listed = [line for line in report.quality_section(results) if line.startswith("- `")]
+    listed = report.quality_runs(results)
     assert len(results["runs"]) == 2 and len(listed) == 1 and listed[0].startswith("- `second` (")
 
 
@@ -337,6 +337,21 @@ def test_a_resumed_setfit_row_is_listed_with_the_step_it_resumed_from(tmp_path):
 
     results = run_quick({"setfit": resumed}, 1, tmp_path / "q.json", command="nichetune bench quality --methods setfit")
     (row,) = results["rows"]
-    (listed,) = [line for line in report.quality_section(results) if line.startswith("- `")]
+    (listed,) = report.quality_runs(results)
     assert row["resumed_from_step"] == 300 and "resumed_from_epoch" not in row
     assert "setfit seed 0 resumed from a killed run's step 300 checkpoint, its train s adds up the runs" in listed
+
+
+def test_the_report_opens_with_the_goals_and_one_table_per_dataset_and_ends_with_the_run_log(tmp_path):
+    def constant(label):
+        return lambda train, test, seed: quality.MethodRun([label] * len(test), 0.1)
+
+    results = run_quick({"tfidf_lr": constant("x")}, 1, tmp_path / "q.json", command="nichetune bench quality")
+    text = "\n".join([*report.goals_section(results, None), *report.quality_section(results),
+                      *report.run_log(results, None, None)])
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings == ["## Goal lines", "## Quality: few-shot classification against what users would pick instead",
+                        *[f"### {dataset}" for dataset in report.datasets_in(results)], "## Run log",
+                        "### Quality tables (runs whose rows were all replaced since stay in the JSON only)"]
+    assert not [line for line in report.quality_section(results) if line.startswith("- `")]
+    assert text.rstrip().endswith(report.quality_runs(results)[-1])
