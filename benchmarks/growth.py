@@ -47,22 +47,23 @@ def make_rows(n: int, folder: Path) -> pd.DataFrame:
 def step(name: str, root: Path, csv_path: Path, train_epochs: int = 1) -> dict:
     """One step in this (new) process; its wall time and this process's peak resident memory."""
     from tasks import finetune, ingest, split, validate
-    from tasks.config import IngestParams, Params, ValidateParams
+    from tasks.config import IngestParams, Params, Paths, ValidateParams
+    from tasks.layout import DATASET_FILE
 
     cfg = IngestParams(dataset="bench", path=None, timestamp_column="created_at")
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
+    params = Params.model_validate({"finetune": {**defaults, "epochs": train_epochs}})
+    paths = Paths.of(root, params)
     started = time.perf_counter()
     if name == "ingest":
         report = ingest.ingest_batch(cfg, [], root, csv_path)
         extra = {"accepted": report.accepted, "quarantined": report.quarantined}
     elif name == "validate":
-        dataset = ingest.assemble(cfg, root, root / "outputs" / "ingest")
-        extra = {"passed": validate.run(ValidateParams(), dataset.dataset, root / "outputs" / "validate").success}
+        dataset = ingest.assemble(cfg, root, paths.stage("ingest"))
+        extra = {"passed": validate.run(ValidateParams(), dataset.dataset, paths.stage("validate")).success}
     else:
-        defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
-        params = Params.model_validate({"finetune": {**defaults, "epochs": train_epochs}})
-        parts = split.run(params.split, params.base.seed, root / "outputs" / "ingest" / ingest.DATASET_FILE, root / "outputs" / "split")
-        tuned = finetune.run(params.finetune, params.base.seed, parts.train, root / "outputs" / "finetune",
-                             root / "outputs")
+        parts = split.run(params.split, params.base.seed, paths.stage("ingest") / DATASET_FILE, paths.stage("split"))
+        tuned = finetune.run(params.finetune, params.base.seed, parts.train, paths.stage("finetune"), paths.workdir)
         extra = {"strategy": tuned.strategy, "train_rows": len(pd.read_parquet(parts.train))}
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}

@@ -115,6 +115,14 @@ def read_task_runs() -> dict[str, float]:
     return {stage: seconds[stage] for stage in STAGES}
 
 
+def trained_model(root: Path) -> Path:
+    """Where the finetune stage saved the model in the project at `root` (its params name the workdir)."""
+    from tasks.config import Paths, load_params
+    from tasks.layout import MODEL_DIR
+
+    return Paths.of(root, load_params(root / "params.yaml")).stage("finetune") / MODEL_DIR
+
+
 def prediction_speed(model_dir: Path, banking77: Path) -> dict:
     """Batch rows per second and single-text latency of a trained classifier on the CPU, on banking77's test
     texts (test.csv in `banking77`)."""
@@ -182,8 +190,8 @@ def main(argv: list[str] | None = None) -> None:
             later = flow_run(flow_project)
             later_stages = flow_stage_seconds(flow_project)
             repeats.append(one_repeat(direct, script, first, first_stages, later, later_stages))
-        model_dir = Path(folder) / f"direct{args.repeats - 1}" / "project" / "outputs" / "finetune" / "model"
-        prediction = prediction_speed(model_dir, banking77)
+        prediction = prediction_speed(trained_model(Path(folder) / f"direct{args.repeats - 1}" / "project"),
+                                      banking77)
     summary = {
         "command": f"nichetune bench speed --repeats {args.repeats}",
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",

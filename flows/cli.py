@@ -139,7 +139,7 @@ def validate_command(args: argparse.Namespace) -> None:
     from tasks import ingest, validate
 
     params, paths = _project(args)
-    dataset = ingest.assemble(params.ingest, paths.root, paths.stage("ingest"))
+    dataset = ingest.run_stage(params, paths)  # what `dvc repro` runs before validating: the batches assembled
     result = validate.run(params.validate, dataset.dataset, paths.stage("validate"), source=dataset.version["path"])
     print(result.text())
     print(f"Data Docs: {result.data_docs}")

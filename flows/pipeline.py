@@ -12,8 +12,10 @@ from flows import summary
 from flows.review import compare_task, decide
 from flows.stage import stage
 from tasks import evaluate, finetune, ingest, register, split, validate
+from tasks.batches import RAW_DIR
 from tasks.config import Params, Paths, load_params
 from tasks.errors import NichetuneError
+from tasks.layout import MARKDOWN_FILE
 
 
 class _UserErrorsWithoutTraceback(logging.Filter):
@@ -49,13 +51,13 @@ def validate_task(params: Params, dataset: Path, paths: Paths) -> validate.Valid
     failure stops the flow with it."""
     from prefect.artifacts import create_markdown_artifact
 
-    out = paths.stage("validate")
-    (out / validate.MARKDOWN_FILE).unlink(missing_ok=True)
+    markdown = paths.stage("validate") / MARKDOWN_FILE
+    markdown.unlink(missing_ok=True)
     try:
-        return validate.run(params.validate, dataset, out, source=str(ingest.RAW_DIR / params.ingest.dataset))
+        return validate.run(params.validate, dataset, markdown.parent, source=str(RAW_DIR / params.ingest.dataset))
     finally:  # passed or failed, the reviewer sees the same table
-        if (out / validate.MARKDOWN_FILE).exists():
-            create_markdown_artifact(markdown=(out / validate.MARKDOWN_FILE).read_text(),
+        if markdown.exists():
+            create_markdown_artifact(markdown=markdown.read_text(),
                                      key=summary.artifact_key("validation", params.ingest.dataset),
                                      description="Great Expectations summary of the training data")
 

@@ -7,7 +7,7 @@ import re
 import pandas as pd
 
 from tasks.config import Params, Paths
-from tasks.evaluate import PER_CLASS_FILE, REPORTS_DIR
+from tasks.layout import PER_CLASS_FILE, REPORTS_DIR
 from tasks.register import Registration
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `nichetune ui` and `nichetune up` serve a local store
