@@ -115,6 +115,7 @@ def test_up_refuses_two_params_files_for_the_same_dataset(folder):
     assert "use the same dataset demo; give each params file its own ingest.dataset and base.workdir" in line
 
 
+@pytest.mark.slow  # starts Prefect's temporary server in a subprocess
 def test_run_starts_prefects_temporary_server_in_the_background_and_it_answers(tmp_path):
     script = (
         "import httpx\n"
@@ -129,6 +130,7 @@ def test_run_starts_prefects_temporary_server_in_the_background_and_it_answers(t
     assert run_without_prefect_server(script, tmp_path, startup_s=90).split() == ["200"]
 
 
+@pytest.mark.slow  # starts Prefect's temporary server in a subprocess
 def test_a_temporary_server_that_does_not_answer_in_time_is_stopped_before_the_flow_starts_its_own(tmp_path):
     """Prefect leaves it running: the flow's start would run a second server beside it, and the first would
     outlive `nichetune run`, holding its output open. One second is too short for any server to answer."""

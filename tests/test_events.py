@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import httpx
 import pandas as pd
 
@@ -13,6 +14,8 @@ from flows.events import LABELED, emit_labeled, resource_id
 from tasks.config import IngestParams
 from tasks.ingest import BatchReport, ingest_batch
 from tests.conftest import make_project, project_params
+
+pytestmark = pytest.mark.slow  # Prefect's test server and its event store
 
 
 def test_a_stored_batch_emits_nichetune_data_labeled(prefect_harness):

@@ -333,6 +333,7 @@ finetune(train, cfg, seed=5, out_dir=Path(sys.argv[3]), work_dir=Path(sys.argv[4
 """
 
 
+@pytest.mark.slow  # trains in a subprocess, killed and run again
 @pytest.mark.parametrize("strategy", ["gradual_unfreeze", "head"])
 def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_result(train, tiny_backbone, tmp_path, strategy):
     big = train.sample(n=120, replace=True, random_state=0).reset_index(drop=True)

@@ -10,6 +10,8 @@ from flows.incoming import FAILED, PROCESSED, IncomingWatcher
 from tasks.config import Paths, load_params
 from tests.conftest import cfpb_sample, make_project, project_params
 
+pytestmark = pytest.mark.slow  # the watcher ingests through Prefect's test server (about 10 s to start)
+
 
 @pytest.fixture
 def watcher(tmp_path, prefect_harness):

@@ -18,6 +18,8 @@ import yaml
 
 from tests.conftest import make_project, project_params
 
+pytestmark = pytest.mark.slow  # ingest commands in subprocesses, racing on one DVC repository
+
 NICHETUNE = Path(sys.executable).parent / "nichetune"
 ROWS_PER_FILE = 300
 

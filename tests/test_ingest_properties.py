@@ -21,6 +21,8 @@ from tasks.ingest import ingest_batch
 from tasks.pii import redact
 from tests.conftest import make_project, project_params
 
+pytestmark = pytest.mark.slow  # 25 generated exports per test, each ingested into a DVC repository
+
 LABELS = ["billing", "delivery"]
 MAX_CHARS = 60
 CFG = IngestParams(path=None, id_column="row", max_text_chars=MAX_CHARS)  # the delimiter is sniffed

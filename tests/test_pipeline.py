@@ -17,6 +17,8 @@ from tasks.model import Classifier
 from tasks.predict import predict_frame
 from tests.conftest import cfpb_sample, make_project, project_params
 
+pytestmark = pytest.mark.slow  # the whole flow on Prefect's test server
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_backbone, prefect_harness):

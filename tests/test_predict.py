@@ -111,6 +111,7 @@ def test_cells_a_spreadsheet_would_run_get_a_leading_apostrophe(project, new_row
     assert [escape_formula(v) for v in ("\rx", "ok", "-", "+1e5", 3)] == ["'\rx", "ok", "'-", "+1e5", 3]
 
 
+@pytest.mark.slow  # starts mlflow models serve
 def test_mlflow_models_serve_answers_with_the_same_predictions(project, new_rows, monkeypatch, capsys, tmp_path):
     root, uri = project
     nichetune(root, monkeypatch, capsys, "predict", str(new_rows), "--output", str(tmp_path / "cli.csv"))

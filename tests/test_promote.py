@@ -199,6 +199,7 @@ def test_an_alias_set_in_the_mlflow_ui_ends_in_the_same_tags(registry):
     assert registry.champion() == "1"
 
 
+@pytest.mark.slow  # two CLI subprocesses
 def test_two_promotions_racing_leave_a_consistent_history(project, registry):
     root, _, _, _ = project
     registry.promote("1", "ana", "first", via="test")
@@ -228,6 +229,7 @@ def test_compare_scores_champion_and_challenger_on_the_same_holdout_rows(project
     json.dumps(second.__dict__)  # logged to MLflow as JSON
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_the_cli_rolls_back_rejects_and_refuses_an_unknown_version_in_one_line(project, registry):
     root, _, _, _ = project
     for version in ("1", "2"):

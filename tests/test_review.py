@@ -17,6 +17,8 @@ from prefect.input.run_input import keyset_from_paused_state, read_flow_run_inpu
 from flows.pipeline import train_pipeline
 from tests.conftest import cfpb_sample, make_project, project_params
 
+pytestmark = pytest.mark.slow  # whole flows that pause for a reviewer on Prefect's test server
+
 
 def paused_run(timeout: float = 240):
     """The flow run waiting for a reviewer, once it pauses."""

@@ -8,6 +8,8 @@ from prefect import flow
 from flows.stage import RETRIES, stage
 from tasks.errors import ValidationFailed
 
+pytestmark = pytest.mark.slow  # Prefect's test server (about 10 s to start when no earlier test started it)
+
 
 def flaky(fault: Exception, fails: int) -> tuple:
     """A stage that raises `fault` on its first `fails` attempts, and counts every attempt."""

@@ -133,6 +133,7 @@ def searched(tmp_path_factory, tiny_backbone, prefect_harness, dask_cluster):
     return root, result, dask_cluster
 
 
+@pytest.mark.slow  # trains on a Dask cluster
 def test_every_trial_ran_on_the_dask_workers(searched):
     root, result, cluster = searched
     summary = json.loads((root / "outputs" / "trials" / "trials.json").read_text())
@@ -152,6 +153,7 @@ def test_every_trial_ran_on_the_dask_workers(searched):
         assert not set(first) & set(second)
 
 
+@pytest.mark.slow  # trains on a Dask cluster
 def test_the_registered_version_is_the_best_trial(searched):
     root, result, _ = searched
     summary = json.loads((root / "outputs" / "trials" / "trials.json").read_text())
@@ -169,6 +171,7 @@ def test_the_registered_version_is_the_best_trial(searched):
     assert result["decision"] == "promoted"  # register.approval: auto, a first model
 
 
+@pytest.mark.slow  # trains on a Dask cluster
 def test_trials_were_chosen_on_validation_rows_never_the_holdout(searched):
     from flows.trials import score
 
