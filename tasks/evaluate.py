@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import UndefinedMetricWarning
 
 from tasks import explain, monitor, plots
 from tasks.config import EvaluateParams, Params, Paths
 from tasks.layout import HOLDOUT_FILE, METRICS_FILE, MODEL_DIR, PER_CLASS_FILE, REPORTS_DIR, TRAIN_FILE
-from tasks.metrics import classification_task, drift_by_column, score
+from tasks.metrics import drift_by_column, evidently_report, safe_report, score
 from tasks.model import Classifier
 
 DRIFT_HTML = "evidently_report.html"
@@ -25,7 +22,6 @@ CONFUSION_PNG = "confusion_matrix.png"
 RELIABILITY_PNG = "reliability.png"
 CALIBRATION_JSON = "calibration.json"
 EXPLAIN_HTML = "explanations.html"
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,24 +63,15 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, html: Path) -> 
     """Evidently: drift of text and text length (holdout vs training rows) and classification quality.
 
     Returns a compact summary; the full report is saved as self-contained HTML."""
-    from evidently import DataDefinition, Dataset, Report
     from evidently.descriptors import TextLength
-    from evidently.presets import ClassificationPreset, DataDriftPreset
+    from evidently.presets import DataDriftPreset
 
-    task = classification_task(reference, current)
-    definition = DataDefinition(text_columns=["text"], categorical_columns=["label", "prediction"],
-                                classification=[task] if task else None)
     descriptors = [TextLength("text", alias="text_length")]  # needs no downloads, unlike Sentiment or OOV
-    datasets = [Dataset.from_pandas(frame[["text", "label", "prediction"]], data_definition=definition,
-                                    descriptors=descriptors) for frame in (reference, current)]
     # abs_text_content_drift: a domain classifier's ROC AUC, without the 15x slower bootstrap
     metrics = [DataDriftPreset(columns=["text", "text_length"], text_method="abs_text_content_drift")]
-    metrics += [ClassificationPreset()] if task else []
-    with warnings.catch_warnings():  # classes absent from one side make sklearn warn inside Evidently
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        snapshot = Report(metrics, include_tests=True).run(current_data=datasets[1], reference_data=datasets[0])
-    snapshot.save_html(str(html))
-    return {"columns": drift_by_column(snapshot.dict()), "quality_in_report": task is not None}
+    columns = ["text", "label", "prediction"]
+    found, quality = evidently_report(reference[columns], current[columns], metrics, html, descriptors)
+    return {"columns": drift_by_column(found), "quality_in_report": quality}
 
 
 def run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Path, out_dir: Path,
@@ -107,7 +94,7 @@ def run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Pa
         metrics["segments_flagged"] = segments.index[segments["flagged"]].tolist()
     train["prediction"] = classifier.predict(train["text"].tolist())
     if cfg.drift_report:
-        drift = _safe_drift_report(train, holdout, reports / DRIFT_HTML)
+        drift = safe_report(drift_report, train, holdout, reports / DRIFT_HTML, what="Evidently report")
         (reports / DRIFT_JSON).write_text(json.dumps(drift, indent=2))
     windows = monitor.run(cfg, classifier, train, holdout, reports)
     metrics["drift_status"] = windows["status"]
@@ -125,17 +112,6 @@ def _holdout_images(holdout: pd.DataFrame, probs: np.ndarray, labels: list[str],
     plots.reliability_png(bins, ece, reports / RELIABILITY_PNG)
     (reports / CALIBRATION_JSON).write_text(json.dumps({"ece": ece, "bins": bins}, indent=2))
     return {"ece": ece}
-
-
-def _safe_drift_report(reference: pd.DataFrame, current: pd.DataFrame, html: Path) -> dict:
-    """The drift report must not sink a run: on tiny or odd data Evidently can fail; say so in the summary."""
-    from evidently.core.report import ReferenceMetricNotFound  # derives from BaseException, not Exception
-
-    try:
-        return drift_report(reference, current, html)
-    except (Exception, ReferenceMetricNotFound) as err:  # e.g. "no terms remain" on a few repeated words
-        log.warning("Evidently report skipped: %s", err)
-        return {"error": " ".join(str(err).split())}
 
 
 def run_stage(params: Params, paths: Paths) -> dict:

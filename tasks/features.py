@@ -9,10 +9,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from tasks.model import Device, SentenceClassifier, mean_pool
+from tasks.inference import length_batches, mean_pool
+from tasks.model import Device, SentenceClassifier
 
 CACHE_BATCH = 64
 
@@ -64,13 +64,9 @@ def compute(model: SentenceClassifier, tokenizer, texts: list[str], layer: int, 
     """Run the frozen part once over `texts` in length order, each batch padded to its own longest text."""
     was_training = model.training
     model.eval()
-    order = np.argsort([len(text) for text in texts], kind="stable")
     vectors = torch.zeros(len(texts), model.bert.config.hidden_size) if pooled else None
     tokens: list[torch.Tensor | None] = [None] * len(texts)
-    for start in range(0, len(texts), CACHE_BATCH):
-        index = order[start : start + CACHE_BATCH]
-        batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt").to(device.device)
+    for index, batch in length_batches(tokenizer, texts, CACHE_BATCH, max_length, device.device):
         with device.autocast():
             hidden = model.hidden_at(layer, **batch).float()
         if pooled:

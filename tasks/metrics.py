@@ -1,9 +1,17 @@
 """Scores shared by evaluate, the time windows of monitor, promote and the trials: quality of predicted labels,
-and how Evidently's reports are read."""
+and how Evidently's drift reports are built and read."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 def score(truth: list[str], predicted: list[str], majority: str) -> tuple[dict, pd.DataFrame]:
@@ -53,3 +61,41 @@ def drift_by_column(snapshot: dict) -> dict:
                 "threshold": config.get("threshold"),
             }
     return columns
+
+
+def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, metrics: list, html: Path,
+                     descriptors: list, embeddings: dict[str, list[str]] | None = None) -> tuple[dict, bool]:
+    """Evidently report of `current` against `reference` (columns text, label, prediction and the `embeddings`
+    vector columns): `metrics`, plus classification quality when the class sets allow. Saves `html`; returns
+    the snapshot as a dict and whether quality is in it."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+    from sklearn.exceptions import UndefinedMetricWarning
+    from threadpoolctl import threadpool_limits
+
+    task = classification_task(reference, current)
+    definition = DataDefinition(text_columns=["text"], categorical_columns=["label", "prediction"],
+                                embeddings=embeddings, classification=[task] if task else None)
+    datasets = [Dataset.from_pandas(frame, data_definition=definition, descriptors=descriptors)
+                for frame in (reference, current)]
+    metrics = metrics + ([ClassificationPreset()] if task else [])
+    # one OpenMP thread: the t-SNE map Evidently draws for embeddings ran 5-20x slower with two on a busy 2-core
+    # machine (each of its 1000 steps waits at a barrier for a thread the OS has put aside)
+    threads = threadpool_limits(limits=1, user_api="openmp") if embeddings else contextlib.nullcontext()
+    with warnings.catch_warnings(), threads:
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # classes absent from one side
+        snapshot = Report(metrics, include_tests=True).run(current_data=datasets[1], reference_data=datasets[0])
+    snapshot.save_html(str(html))
+    return snapshot.dict(), task is not None
+
+
+def safe_report(build: Callable[..., dict], *args, what: str) -> dict:
+    """`build(*args)`, or {"error": why} when Evidently fails, as it can on tiny or odd data (e.g. "no terms
+    remain" on a few repeated words): a drift report must not sink a run."""
+    from evidently.core.report import ReferenceMetricNotFound  # derives from BaseException, not Exception
+
+    try:
+        return build(*args)
+    except (Exception, ReferenceMetricNotFound) as err:
+        log.warning("%s skipped: %s", what, err)
+        return {"error": " ".join(f"{type(err).__name__}: {err}".split())}

@@ -15,6 +15,7 @@ import torch
 
 from tasks.backbone import PACKAGED_BACKBONE, backbone_path  # noqa: F401 - callers import them from here
 from tasks.errors import ModelLoadError, ParamsError
+from tasks.inference import length_batches, mean_pool  # noqa: F401 - callers import mean_pool from here
 
 MODEL_CARD = "nichetune.json"  # labels, max length, strategy, and which base backbone the model builds on
 HEAD_FILE = "head.safetensors"
@@ -65,12 +66,6 @@ def token_limit(tokenizer, config) -> int | None:
                                   getattr(config, "max_position_embeddings", None))
               if isinstance(value, int) and value < 1_000_000]
     return min(limits) if limits else None
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The mean of the token vectors that the attention mask keeps (how all-MiniLM-L6-v2 was trained)."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
 class SentenceClassifier(torch.nn.Module):
@@ -282,17 +277,14 @@ class Classifier:
             return self.own_encoder(**batch).last_hidden_state
         return self.base.hidden(self.adapter, batch)
 
+    def _batches(self, texts: list[str]):
+        return length_batches(self.tokenizer, texts, self.batch_size, self.max_length, self.device.device)
+
     @torch.inference_mode()
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Probabilities, one row per text; texts are batched by length so that padding stays short."""
-        order = np.argsort([len(text) for text in texts], kind="stable")
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            index = order[start : start + self.batch_size]
-            batch = self.tokenizer(
-                [texts[i] for i in index], padding=True, truncation=True,
-                max_length=self.max_length, return_tensors="pt",
-            ).to(self.device.device)
+        for index, batch in self._batches(texts):
             with self.device.autocast():
                 pooled = mean_pool(self._hidden(batch), batch["attention_mask"])
                 logits = self.head(pooled.to(self.head.weight.dtype))
@@ -304,12 +296,8 @@ class Classifier:
         """Sentence vectors of the base backbone, untouched by this model's training (no adapter, no changed
         layers): the space in which embedding drift is measured, the same for every model on that base."""
         base = shared_base(backbone_path(self.base_name), self.device.name)
-        order = np.argsort([len(text) for text in texts], kind="stable")  # short padding, as in predict_proba
         vectors = np.zeros((len(texts), base.encoder.config.hidden_size), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            index = order[start : start + self.batch_size]
-            batch = self.tokenizer([texts[i] for i in index], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.device.device)
+        for index, batch in self._batches(texts):
             with self.device.autocast():
                 vectors[index] = mean_pool(base.hidden(None, batch), batch["attention_mask"]).float().cpu().numpy()
         return vectors

@@ -4,9 +4,7 @@ training rows (text, text descriptors, backbone embeddings, label and prediction
 from __future__ import annotations
 
 import json
-import logging
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +12,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from tasks.config import DriftThresholds, EvaluateParams, parse_window
-from tasks.metrics import classification_task, drift_by_column, score
+from tasks.metrics import drift_by_column, evidently_report, safe_report, score
 
 if TYPE_CHECKING:
     from tasks.model import Classifier
@@ -32,7 +30,6 @@ LEVELS = ("ok", "warn", "block")
 # Windows with rows exist, but none got a drift result: unknown drift, which register.unmeasured_drift may block.
 # "none" stays for data that has no windows at all (no timestamps, no rows after training, evaluate.window null).
 UNMEASURED = "not measured"
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -160,7 +157,8 @@ def _window_record(cfg: EvaluateParams, classifier: Classifier, reference: pd.Da
         return {**record, "status": "skipped", "reason": f"drift not tested: {reason}"}
     html = out_dir / WINDOWS_DIR / f"{window.name}.html"
     html.parent.mkdir(parents=True, exist_ok=True)
-    drift = _safe_window_drift(reference, _with_vectors(window.rows, classifier), html)
+    current = _with_vectors(window.rows, classifier)
+    drift = safe_report(window_drift, reference, current, html, what=f"drift of window {window.name}")
     if "error" in drift:
         return {**record, "status": "error", "reason": f"drift failed: {drift['error']}"}
     record.update(drift, reason=None, report=str(html.relative_to(out_dir)))
@@ -178,30 +176,15 @@ def _with_vectors(rows: pd.DataFrame, classifier: Classifier) -> pd.DataFrame:
 def window_drift(reference: pd.DataFrame, current: pd.DataFrame, html: Path) -> dict:
     """Evidently report of one window against the training rows (both from `_with_vectors`), with quality when
     the class sets allow; writes `html` and returns the five drift scores and each descriptor's score."""
-    from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift
     from evidently.metrics.embeddings import ModelDriftMethod
-    from evidently.presets import ClassificationPreset, DataDriftPreset
-    from sklearn.exceptions import UndefinedMetricWarning
-    from threadpoolctl import threadpool_limits
+    from evidently.presets import DataDriftPreset
 
     vectors = [column for column in reference if column.startswith("emb_")]
-    task = classification_task(reference, current)
-    definition = DataDefinition(text_columns=["text"], categorical_columns=["label", "prediction"],
-                                embeddings={"backbone": vectors}, classification=[task] if task else None)
-    datasets = [Dataset.from_pandas(frame, data_definition=definition, descriptors=_descriptors())
-                for frame in (reference, current)]
     metrics = [DataDriftPreset(columns=list(METHODS), per_column_method=METHODS),
                # a domain classifier's ROC AUC; the bootstrap only sets Evidently's own verdict, not the score
                EmbeddingsDrift(embeddings_name="backbone", drift_method=ModelDriftMethod(bootstrap=False))]
-    metrics += [ClassificationPreset()] if task else []
-    # one OpenMP thread: the t-SNE map Evidently draws for embeddings ran 5-20x slower with two on a busy 2-core
-    # machine (each of its 1000 steps waits at a barrier for a thread the OS has put aside)
-    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="openmp"):
-        warnings.simplefilter("ignore", UndefinedMetricWarning)  # classes absent from one side
-        snapshot = Report(metrics, include_tests=True).run(current_data=datasets[1], reference_data=datasets[0])
-    snapshot.save_html(str(html))
-    found = snapshot.dict()
+    found, _ = evidently_report(reference, current, metrics, html, _descriptors(), {"backbone": vectors})
     columns = {name: _finite(column["score"]) for name, column in drift_by_column(found).items()}
     embeddings = [m["value"] for m in found["metrics"] if m["config"]["type"].endswith(":EmbeddingsDrift")]
     descriptors = {name: columns[name] for name in DESCRIPTORS}
@@ -209,17 +192,6 @@ def window_drift(reference: pd.DataFrame, current: pd.DataFrame, html: Path) -> 
     scores = {"text": columns["text"], "descriptors": max(known) if known else None,
               "embeddings": _finite(embeddings[0]), "label": columns["label"], "prediction": columns["prediction"]}
     return {"scores": scores, "descriptors": descriptors}
-
-
-def _safe_window_drift(reference: pd.DataFrame, current: pd.DataFrame, html: Path) -> dict:
-    """One window's drift must not sink the run: on tiny or odd data Evidently can fail; return the reason."""
-    from evidently.core.report import ReferenceMetricNotFound  # derives from BaseException, not Exception
-
-    try:
-        return window_drift(reference, current, html)
-    except (Exception, ReferenceMetricNotFound) as err:
-        log.warning("drift of window %s skipped: %s", html.stem, err)
-        return {"error": " ".join(f"{type(err).__name__}: {err}".split())}
 
 
 def _descriptors() -> list:

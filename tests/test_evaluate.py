@@ -7,7 +7,8 @@ import pytest
 
 import numpy as np
 
-from tasks.evaluate import _safe_drift_report, calibration_bins, drift_report, score, segment_table
+from tasks.evaluate import calibration_bins, drift_report, score, segment_table
+from tasks.metrics import safe_report
 from tests.conftest import cfpb_sample
 
 TRUTH = ["a", "a", "a", "b", "b", "c"]
@@ -126,16 +127,16 @@ def test_drift_report_skips_quality_when_the_sides_have_different_class_sets(tmp
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-def test_safe_drift_report_returns_an_error_for_degenerate_text(tmp_path):
+def test_safe_report_returns_an_error_for_degenerate_text(tmp_path):
     frame = pd.DataFrame({"text": ["hello world"] * 5, "label": ["a", "b", "a", "b", "a"]})
     frame["prediction"] = frame["label"]
-    summary = _safe_drift_report(frame, frame.copy(), tmp_path / "report.html")
+    summary = safe_report(drift_report, frame, frame.copy(), tmp_path / "report.html", what="drift")
     assert set(summary) == {"error"}
     assert "no terms remain" in summary["error"] and "\n" not in summary["error"]
     assert not (tmp_path / "report.html").exists()
 
 
-def test_safe_drift_report_returns_the_summary_when_it_works(tmp_path):
+def test_safe_report_returns_the_summary_when_it_works(tmp_path):
     reference, current = frames(classes=4, per_class=6, cut=12)
-    summary = _safe_drift_report(reference, current, tmp_path / "report.html")
+    summary = safe_report(drift_report, reference, current, tmp_path / "report.html", what="drift")
     check_columns(summary)
