@@ -31,25 +31,44 @@ def _with_params(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return command
 
 
+DESCRIPTION = """\
+nichetune fine-tunes a small sentence model (MiniLM) on your own labeled texts for one
+niche classification task. Each labeled batch is versioned (DVC) and checked (Great
+Expectations); each run is a Prefect flow tracked in MLflow; each model is evaluated on a
+holdout and for drift (Evidently) before a reviewer promotes it to champion."""
+
+TYPICAL_ORDER = """\
+typical order:
+  nichetune ingest labeled.csv       store a labeled export as a new dataset version
+  nichetune run                      ingest, validate, fine-tune, evaluate, register
+  nichetune promote --version N --reason WHY      a reviewer makes it the champion
+  nichetune predict new.csv          label a file with the champion
+  nichetune up                       or keep all of it running until Ctrl-C
+  nichetune trials                   compare the settings in trials.grid
+  nichetune bench quality            measure, and rewrite BENCHMARKS.md
+Each command has its own --help; --params FILE and --set KEY=VALUE change params."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nichetune", description=__doc__)
+    """The `nichetune` parser: a description of the tool, the typical order of commands, one line per command."""
+    parser = argparse.ArgumentParser(prog="nichetune", description=DESCRIPTION, epilog=TYPICAL_ORDER,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines (bars show "
                         "only on a terminal anyway)")
     commands = parser.add_subparsers(dest="command", required=True)
-    _with_params(commands.add_parser("run", help="ingest, validate, fine-tune, evaluate and register (a Prefect flow)"))
-    trials = _with_params(commands.add_parser("trials", help="fine-tune every combination of trials.grid in parallel "
-                                              "on Dask, then evaluate and register the best (a Prefect flow)"))
+    _with_params(commands.add_parser("run", help="ingest, validate, fine-tune, evaluate, register"))
+    trials = _with_params(commands.add_parser("trials", help="fine-tune each trials.grid setting, register the best"))
     trials.add_argument("--address", help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (trials.address); "
                         "default: a LocalCluster on this machine")
     trials.add_argument("--workers", type=int, help="worker processes of that LocalCluster (trials.workers)")
-    ingest = _with_params(commands.add_parser("ingest", help="store a labeled file as a new DVC-versioned batch"))
+    ingest = _with_params(commands.add_parser("ingest", help="store a labeled file as a new dataset version"))
     ingest.add_argument("path", type=Path, help="CSV, TSV, JSON Lines or Parquet export from a labeling tool")
     ingest.add_argument("--dataset", help="dataset (niche task) name; default: ingest.dataset from params")
-    _with_params(commands.add_parser("validate", help="run the Great Expectations suite on the stored dataset"))
-    ui = _with_params(commands.add_parser("ui", help="start the Prefect and MLflow UIs on 127.0.0.1 until Ctrl-C"))
+    _with_params(commands.add_parser("validate", help="check the stored dataset (Great Expectations)"))
+    ui = _with_params(commands.add_parser("ui", help="open the Prefect and MLflow UIs until Ctrl-C"))
     ui.add_argument("--prefect-port", type=int, default=4200)
     ui.add_argument("--mlflow-port", type=int, default=5000)
-    up = commands.add_parser("up", help="servers, UIs, triggered training and the incoming folder, until Ctrl-C")
+    up = commands.add_parser("up", help="run servers, UIs and retraining on new files")
     up.add_argument("--params", dest="params_files", action="append", default=[], metavar="FILE",
                     help="params file of one dataset (repeatable: one deployment each); default: params.yaml")
     up.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -57,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--prefect-port", type=int, default=4200)
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.add_argument("--interval", type=float, default=2.0, help="seconds between looks at data/incoming/")
-    promote = _with_params(commands.add_parser("promote", help="make a version the champion (a reviewer's sign-off)"))
+    promote = _with_params(commands.add_parser("promote", help="a reviewer makes a version the champion"))
     promote.add_argument("--version", required=True, help="the registered model version to promote")
     promote.add_argument("--reviewer", help="who approves it (recorded on the version); against a tracking "
                          "server with a login, the login is recorded")
@@ -67,12 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reviewer", help="who rolls back (recorded on both versions); against a tracking "
                           "server with a login, the login is recorded")
     rollback.add_argument("--reason", required=True, help="why (recorded on both versions)")
-    predict = _with_params(commands.add_parser("predict", help="predict a file with a registered model (CSV out)"))
+    predict = _with_params(commands.add_parser("predict", help="label a file with a registered model (CSV out)"))
     predict.add_argument("path", type=Path, help="CSV, TSV, JSON Lines or Parquet holding ingest.text_column")
     predict.add_argument("--model", help="NAME@ALIAS, NAME/VERSION or models:/...; default: the champion of "
                          "register.model_name")
     predict.add_argument("--output", type=Path, help="the CSV to write; default: <stem>.predictions.csv beside it")
-    bench = commands.add_parser("bench", help="run a benchmark and regenerate BENCHMARKS.md (see BENCHMARKS.md)")
+    bench = commands.add_parser("bench", help="run a benchmark and regenerate BENCHMARKS.md")
     bench.add_argument("which", choices=list(BENCHMARKS),
                        help="quality, speed, growth, gpu, or report (only regenerate)")
     bench.add_argument("options", nargs=argparse.REMAINDER,

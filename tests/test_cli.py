@@ -39,6 +39,20 @@ def folder(tmp_path) -> Path:
     return tmp_path
 
 
+def test_help_describes_the_tool_the_typical_order_and_every_command(tmp_path):
+    from flows.cli import DESCRIPTION, build_parser
+
+    done, _ = nichetune(tmp_path, "--help")
+    assert done.returncode == 0, done.stderr
+    assert " ".join(DESCRIPTION.split()) in " ".join(done.stdout.split())
+    assert "typical order:" in done.stdout
+    listed = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("    ") and line.split()]
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(commands) <= set(listed)
+    for command in ("ingest", "run", "promote", "predict", "up", "trials", "bench"):
+        assert f"nichetune {command}" in done.stdout
+
+
 def test_a_bad_set_value_exits_2_with_one_line_before_prefect_starts(folder):
     done, seconds = nichetune(folder, "run", "--set", "finetune.epochs=0")
     line = one_error_line(done)
