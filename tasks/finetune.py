@@ -1,11 +1,5 @@
-"""Fine-tune: adapt the pretrained backbone to the labels with one of six strategies (`finetune.strategy`).
-
-- head: the whole backbone frozen; its sentence vectors are computed once (and cached), only the head trains.
-- freeze: the embeddings and the lowest `freeze_layers` layers frozen; their output is computed once (and
-  cached), each epoch runs only the upper layers and the head.
-- lora, ia3: peft adapters on the frozen backbone, and the head.
-- gradual_unfreeze: the head first, then one more layer from the top each epoch, with layer-wise learning rates.
-- full: every weight, with layer-wise learning rates when `layer_lr_decay` < 1.
+"""Fine-tune: adapt the pretrained backbone to the labels with one of the strategies in `tasks.strategies`
+(`finetune.strategy`): what each trains, caches and saves is read from its entry there.
 
 One loop serves all of them: seeded batch order per epoch, class weights or oversampling, label smoothing,
 gradient accumulation, warmup and decay, early stopping on a validation share of the training rows, and a
@@ -18,6 +12,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +29,7 @@ from tasks.model import (ADAPTER_DIR, ENCODER_DIR, Device, SentenceClassifier, b
                          resolve_device, save_classifier, token_limit)
 from tasks.progress import bar, epoch_line, say
 from tasks.runtime import seed_everything
+from tasks.strategies import Strategy, strategy
 
 # On the CPU a batch runs in pieces of at most this many padded tokens (rows x the piece's longest row), shortest
 # rows first: there the cost grows with padded tokens (attention with their square), so a long complaint no
@@ -65,27 +61,28 @@ class FinetuneResult:
 
 def build_model(cfg: FinetuneParams, labels: list[str]) -> SentenceClassifier:
     """The backbone with a new head for `labels`, its weights frozen or trainable as the strategy says."""
+    plan = strategy(cfg.strategy)
     encoder = load_encoder(backbone_path(cfg.backbone))
     depth = encoder.config.num_hidden_layers
-    if cfg.strategy == "freeze" and cfg.freeze_layers > depth:
+    if plan.caches == "freeze_layers" and cfg.freeze_layers > depth:
         raise ParamsError(f"finetune.freeze_layers = {cfg.freeze_layers}: the backbone has only {depth} layers; "
                           f"use 0 to {depth}")
-    encoder.requires_grad_(cfg.strategy in ("full", "freeze"))
+    encoder.requires_grad_(plan.backbone_trains)
     if encoder.pooler is not None:
         encoder.pooler.requires_grad_(False)  # mean pooling replaces BERT's pooler: it never runs
-    if cfg.strategy == "freeze":
+    if plan.caches == "freeze_layers":
         encoder.embeddings.requires_grad_(False)
         for block in encoder.encoder.layer[: cfg.freeze_layers]:
             block.requires_grad_(False)
-    if cfg.strategy in ("lora", "ia3"):
-        encoder = _with_adapters(encoder, cfg)
+    if plan.adapter is not None:
+        encoder = _with_adapters(encoder, cfg, plan.adapter)
     return SentenceClassifier(encoder, len(labels), cfg.dropout)
 
 
-def _with_adapters(encoder, cfg: FinetuneParams):
+def _with_adapters(encoder, cfg: FinetuneParams, kind: str):
     from peft import IA3Config, LoraConfig, get_peft_model
 
-    if cfg.strategy == "lora":
+    if kind == "lora":
         key, modules = "lora_target_modules", list(cfg.lora_target_modules)
         config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                             target_modules=modules)
@@ -99,10 +96,12 @@ def _with_adapters(encoder, cfg: FinetuneParams):
 
 
 def cached_layer(cfg: FinetuneParams, model: SentenceClassifier) -> int | None:
-    """The layer whose output is computed once: the top for `head`, `freeze_layers` for `freeze`."""
-    if cfg.strategy == "head":
+    """The layer whose output is computed once: the top when the strategy freezes every layer, `freeze_layers`
+    when it freezes the lower ones (none when that is 0)."""
+    caches = strategy(cfg.strategy).caches
+    if caches == "top":
         return model.depth
-    if cfg.strategy == "freeze" and cfg.freeze_layers > 0:
+    if caches == "freeze_layers" and cfg.freeze_layers > 0:
         return cfg.freeze_layers
     return None
 
@@ -112,10 +111,11 @@ def param_groups(model: SentenceClassifier, cfg: FinetuneParams) -> list[dict]:
     learning_rate * layer_lr_decay ** (n - 1 - i), the embeddings one factor lower; adapters at learning_rate.
     Every group is listed even when frozen now, so gradual unfreezing needs no new optimizer."""
     groups = [{"params": list(model.head.parameters()), "lr": cfg.head_learning_rate, "name": "head"}]
-    if cfg.strategy in ("lora", "ia3"):
+    optimizes = strategy(cfg.strategy).optimizes
+    if optimizes == "adapters":
         adapters = [p for p in model.encoder.parameters() if p.requires_grad]
         return groups + [{"params": adapters, "lr": cfg.learning_rate, "name": "adapters"}]
-    if cfg.strategy == "head":
+    if optimizes == "head":
         return groups
     bert, depth = model.bert, model.depth
     for i, block in enumerate(bert.encoder.layer):
@@ -312,14 +312,39 @@ def all_trainable_state(model: SentenceClassifier, groups: list[dict]) -> dict:
     return {name: value.detach().clone() for name, value in model.state_dict().items() if name in names}
 
 
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- the steps of one run
+
+# What the model card's "encoder" names for each saved form in the strategy table
+ENCODER_FORMS = {"base": "base", "adapter": ADAPTER_DIR, "encoder": ENCODER_DIR}
 
 
-def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
-             work_dir: Path | None = None) -> FinetuneResult:
-    """Train on the training rows (columns text, label) and save the classifier to `out_dir`/model.
-    `work_dir` holds the feature cache and the checkpoints; None keeps neither."""
-    from transformers import AutoTokenizer, get_scheduler
+@dataclass
+class Setup:
+    """What every step of one run shares: the params (max_length capped), the strategy, device and model."""
+
+    cfg: FinetuneParams
+    plan: Strategy
+    device: Device
+    base: str  # the backbone's folder or hub id
+    labels: list[str]
+    tokenizer: object
+    model: SentenceClassifier
+
+
+@dataclass
+class Optimization:
+    """The optimizer groups, optimizer, schedule and loss weights of one run."""
+
+    groups: list[dict]
+    optimizer: torch.optim.Optimizer
+    schedule: object
+    batches: int  # per epoch
+    weights: torch.Tensor | None  # class weights, with `class_balance: weights`
+
+
+def prepare(train: pd.DataFrame, cfg: FinetuneParams, seed: int) -> Setup:
+    """Seed, pick the device, and build the tokenizer and the model for the training rows' labels."""
+    from transformers import AutoTokenizer
 
     seed_everything(seed)
     device = resolve_device(cfg.device)
@@ -333,7 +358,11 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
                  limit)
         cfg = cfg.model_copy(update={"max_length": limit})
     model.train()
+    return Setup(cfg, strategy(cfg.strategy), device, base, labels, tokenizer, model)
 
+
+def split_rows(train: pd.DataFrame, cfg: FinetuneParams, labels: list[str], seed: int) -> tuple[Rows, Rows | None]:
+    """The rows to train on (augmented when `augment` says so) and the validation rows (None without any)."""
     texts, names = train["text"].astype(str).tolist(), train["label"].tolist()
     train_index, held_index = carve_validation(texts, names, cfg.validation_fraction, seed)
     train_texts, train_names = [texts[i] for i in train_index], [names[i] for i in train_index]
@@ -342,104 +371,165 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
     to_targets = lambda values: torch.tensor([labels.index(v) for v in values])  # noqa: E731
     rows = Rows(train_texts, to_targets(train_names))
     held = Rows([texts[i] for i in held_index], to_targets([names[i] for i in held_index])) if held_index else None
+    return rows, held
 
-    layer = cached_layer(cfg, model)
+
+def precompute(setup: Setup, parts: list[Rows], work_dir: Path | None) -> None:
+    """Give `parts` the frozen part's outputs (from the cache when there) and, on the CPU, tokens per row."""
+    cfg, tokenizer = setup.cfg, setup.tokenizer
+    layer = cached_layer(cfg, setup.model)
     cache_dir = work_dir / CACHE_DIR if (work_dir is not None and cfg.cache_features) else None
-    started = time.perf_counter()
     if layer is not None:
-        for part in (rows, held):
-            if part is not None:
-                part.features = frozen.frozen_features(model, tokenizer, part.texts, layer, cfg.max_length,
-                                                       device, base, cache_dir)
-    if device.device.type == "cpu":
-        for part in (rows, held):
-            if part is not None:
-                part.lengths = token_lengths(part, tokenizer, cfg.max_length)
-    groups = param_groups(model, cfg)
+        for part in parts:
+            part.features = frozen.frozen_features(setup.model, tokenizer, part.texts, layer, cfg.max_length,
+                                                   setup.device, setup.base, cache_dir)
+    if setup.device.device.type == "cpu":
+        for part in parts:
+            part.lengths = token_lengths(part, tokenizer, cfg.max_length)
+
+
+def optimization(setup: Setup, rows: Rows, seed: int) -> Optimization:
+    """AdamW over the strategy's groups, warmup and decay over every optimizer step, and the class weights."""
+    from transformers import get_scheduler
+
+    cfg = setup.cfg
+    groups = param_groups(setup.model, cfg)
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     batches = math.ceil(len(epoch_order(rows, cfg, seed, 0)) / cfg.batch_size)
     steps = cfg.epochs * math.ceil(batches / cfg.gradient_accumulation)
     schedule = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
                              optimizer, num_warmup_steps=int(steps * cfg.warmup_ratio), num_training_steps=steps)
-    weights = class_weights(rows.targets, len(labels)).to(device.device) if cfg.class_balance == "weights" else None
+    weights = (class_weights(rows.targets, len(setup.labels)).to(setup.device.device)
+               if cfg.class_balance == "weights" else None)
+    return Optimization(groups, optimizer, schedule, batches, weights)
 
-    fingerprint = run_fingerprint(train, cfg, seed)
-    checkpoint = work_dir / CHECKPOINT_DIR / f"finetune-{fingerprint}.pt" if work_dir is not None else None
+
+def resume(checkpoint: Path | None, setup: Setup, opt: Optimization) -> tuple[dict, int | None]:
+    """The run's state, from `checkpoint` when it holds one (weights, optimizer, schedule and random state are
+    restored), and the epoch it resumed from (None: a fresh start)."""
     state = {"epoch": 0, "losses": [], "validation": [], "best_score": None, "best_epoch": None,
              "best_state": None, "bad_epochs": 0}
-    resumed = None
     saved = load_checkpoint(checkpoint) if checkpoint is not None and checkpoint.is_file() else None
-    if saved is not None:
-        model.load_state_dict(saved["model"], strict=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        torch.set_rng_state(saved["torch_rng"])
-        if device.device.type == "cuda" and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"])
-        state = saved["state"]
-        resumed = state["epoch"]
-    earlier = state.get("seconds", 0.0)  # spent by the runs before this one, up to their last checkpoint
+    if saved is None:
+        return state, None
+    setup.model.load_state_dict(saved["model"], strict=False)
+    opt.optimizer.load_state_dict(saved["optimizer"])
+    opt.schedule.load_state_dict(saved["schedule"])
+    torch.set_rng_state(saved["torch_rng"])
+    if setup.device.device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"])
+    return saved["state"], saved["state"]["epoch"]
 
-    seen = 0
-    progress = bar(batches * (cfg.epochs - state["epoch"]), "training", "batch")
+
+def train_epoch(setup: Setup, opt: Optimization, rows: Rows, seed: int, epoch: int, progress) -> tuple[float, int]:
+    """One pass over this epoch's batches; returns the mean training loss and the rows seen."""
+    cfg, model, device = setup.cfg, setup.model, setup.device
+    total_loss, step_in_accumulation = torch.zeros((), device=device.device), 0
+    order = epoch_order(rows, cfg, seed, epoch)
+    for index in order.split(cfg.batch_size):
+        vectors = vectors_for(model, rows, index, setup.tokenizer, cfg, device)
+        with device.autocast():
+            logits = model.classify(vectors)
+        targets = rows.targets[index].to(device.device)
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=opt.weights,
+                                                 label_smoothing=cfg.label_smoothing)
+        # frozen vectors (head, or gradual_unfreeze before a layer thaws): nothing to shape
+        if cfg.pair_loss_weight and setup.plan.pair_loss and vectors.requires_grad:
+            loss = loss + cfg.pair_loss_weight * pair_loss(vectors, targets)
+        (loss / cfg.gradient_accumulation).backward()
+        step_in_accumulation += 1
+        if step_in_accumulation == cfg.gradient_accumulation:
+            _step(opt.optimizer, opt.schedule)
+            step_in_accumulation = 0
+        total_loss += loss.detach() * len(index)  # no .item() per batch: on a GPU each one waits
+        progress.update()
+    if step_in_accumulation:
+        _step(opt.optimizer, opt.schedule)
+    return float(total_loss) / len(order), len(order)
+
+
+def train_epochs(setup: Setup, opt: Optimization, rows: Rows, held: Rows | None, seed: int, state: dict,
+                 keep: Callable[[dict], None]) -> int:
+    """The epochs from `state`'s on: train, score the validation rows, report, `keep` the state; stops early
+    when the validation score says so. Returns the rows seen."""
+    cfg, seen = setup.cfg, 0
+    progress = bar(opt.batches * (cfg.epochs - state["epoch"]), "training", "batch")
     for epoch in range(state["epoch"], cfg.epochs):
         epoch_started = time.perf_counter()
         progress.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
-        if cfg.strategy == "gradual_unfreeze":
-            unfreeze_for_epoch(model, epoch)
-        total_loss, step_in_accumulation = torch.zeros((), device=device.device), 0
-        order = epoch_order(rows, cfg, seed, epoch)
-        for index in order.split(cfg.batch_size):
-            vectors = vectors_for(model, rows, index, tokenizer, cfg, device)
-            with device.autocast():
-                logits = model.classify(vectors)
-            targets = rows.targets[index].to(device.device)
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=weights,
-                                                     label_smoothing=cfg.label_smoothing)
-            if cfg.pair_loss_weight and vectors.requires_grad:  # frozen vectors (head): nothing to shape
-                loss = loss + cfg.pair_loss_weight * pair_loss(vectors, targets)
-            (loss / cfg.gradient_accumulation).backward()
-            step_in_accumulation += 1
-            if step_in_accumulation == cfg.gradient_accumulation:
-                _step(optimizer, schedule)
-                step_in_accumulation = 0
-            total_loss += loss.detach() * len(index)  # no .item() per batch: on a GPU each one waits
-            seen += len(index)
-            progress.update()
-        if step_in_accumulation:
-            _step(optimizer, schedule)
-        state["losses"].append(float(total_loss) / len(order))
+        if setup.plan.unfreezes_each_epoch:
+            unfreeze_for_epoch(setup.model, epoch)
+        loss, count = train_epoch(setup, opt, rows, seed, epoch, progress)
+        seen += count
+        state["losses"].append(loss)
         state["epoch"] = epoch + 1
-        if held is not None and _early_stop(model, held, tokenizer, cfg, device, state, groups):
+        if held is not None and _early_stop(setup.model, held, setup.tokenizer, cfg, setup.device, state,
+                                            opt.groups):
             state["stopped"] = True
         scores = state["validation"][-1] if held is not None else {}
         say(epoch_line(epoch + 1, cfg.epochs, state["losses"][-1], time.perf_counter() - epoch_started,
                        cfg.early_stopping_metric, scores.get(cfg.early_stopping_metric)))
-        if checkpoint is not None:
-            state["seconds"] = earlier + time.perf_counter() - started
-            save_checkpoint(checkpoint, {
-                "model": all_trainable_state(model, groups), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if device.device.type == "cuda" else None,
-                "state": state})
+        keep(state)
         if state.get("stopped"):
             break
     progress.close()
-    this_run = time.perf_counter() - started
-    seconds = earlier + this_run
-    if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"], strict=False)
+    return seen
 
-    card = {"format": 1, "labels": labels, "max_length": cfg.max_length, "strategy": cfg.strategy,
-            "base": cfg.backbone if cfg.backbone == "minilm" else base, "fingerprint": fingerprint,
-            "hidden_size": model.bert.config.hidden_size,
-            "encoder": {"head": "base", "lora": ADAPTER_DIR, "ia3": ADAPTER_DIR}.get(cfg.strategy, ENCODER_DIR)}
+
+def keep_checkpoint(checkpoint: Path | None, setup: Setup, opt: Optimization,
+                    elapsed: Callable[[], float]) -> Callable[[dict], None]:
+    """What train_epochs calls after each epoch: save everything a resumed run needs (nothing without a
+    checkpoint path); `elapsed` gives the training seconds so far, over every run."""
+    def keep(state: dict) -> None:
+        if checkpoint is None:
+            return
+        state["seconds"] = elapsed()
+        save_checkpoint(checkpoint, {
+            "model": all_trainable_state(setup.model, opt.groups), "optimizer": opt.optimizer.state_dict(),
+            "schedule": opt.schedule.state_dict(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if setup.device.device.type == "cuda" else None,
+            "state": state})
+    return keep
+
+
+def save_model(setup: Setup, fingerprint: str, out_dir: Path) -> Path:
+    """Save the classifier with its model card to `out_dir`/model, in the strategy's saved form."""
+    cfg = setup.cfg
+    card = {"format": 1, "labels": setup.labels, "max_length": cfg.max_length, "strategy": cfg.strategy,
+            "base": cfg.backbone if cfg.backbone == "minilm" else setup.base, "fingerprint": fingerprint,
+            "hidden_size": setup.model.bert.config.hidden_size, "encoder": ENCODER_FORMS[setup.plan.saves]}
     model_dir = out_dir / MODEL_DIR
-    save_classifier(model, tokenizer, model_dir, card)
-    trainable = sum(p.numel() for group in groups for p in group["params"])
+    save_classifier(setup.model, setup.tokenizer, model_dir, card)
+    return model_dir
+
+
+# ---------------------------------------------------------------- the run
+
+
+def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
+             work_dir: Path | None = None) -> FinetuneResult:
+    """Train on the training rows (columns text, label) and save the classifier to `out_dir`/model.
+    `work_dir` holds the feature cache and the checkpoints; None keeps neither."""
+    setup = prepare(train, cfg, seed)
+    cfg = setup.cfg
+    rows, held = split_rows(train, cfg, setup.labels, seed)
+    started = time.perf_counter()
+    precompute(setup, [part for part in (rows, held) if part is not None], work_dir)
+    opt = optimization(setup, rows, seed)
+    fingerprint = run_fingerprint(train, cfg, seed)
+    checkpoint = work_dir / CHECKPOINT_DIR / f"finetune-{fingerprint}.pt" if work_dir is not None else None
+    state, resumed = resume(checkpoint, setup, opt)
+    earlier = state.get("seconds", 0.0)  # spent by the runs before this one, up to their last checkpoint
+    keep = keep_checkpoint(checkpoint, setup, opt, lambda: earlier + time.perf_counter() - started)
+    seen = train_epochs(setup, opt, rows, held, seed, state, keep)
+    this_run = time.perf_counter() - started
+    if state["best_state"] is not None:
+        setup.model.load_state_dict(state["best_state"], strict=False)
+    model_dir = save_model(setup, fingerprint, out_dir)
     result = FinetuneResult(
-        model_dir, labels, cfg.strategy, device.name, seconds, seen / this_run if this_run else 0.0,
-        state["losses"], state["validation"], state["best_epoch"], trainable,
+        model_dir, setup.labels, cfg.strategy, setup.device.name, earlier + this_run,
+        seen / this_run if this_run else 0.0, state["losses"], state["validation"], state["best_epoch"],
+        sum(p.numel() for group in opt.groups for p in group["params"]),
         bool(rows.features is not None and rows.features.from_cache), resumed)
     (out_dir / LOG_FILE).write_text(json.dumps({**asdict(result), "model_dir": str(model_dir)}, indent=2))
     if checkpoint is not None:
