@@ -28,9 +28,9 @@ Methods (METHODS; each is fn(train, test, seed) -> MethodRun(predictions, train_
   10 epochs); no nichetune code.
 - nichetune_<strategy>, one per strategy: the pipeline's own code (tasks.finetune.finetune, then
   tasks.model.Classifier). The default strategy runs with params.yaml's finetune section exactly; the others
-  with params.yaml plus STRATEGY_SETTINGS[strategy]; --finetune overrides apply to all of them, and need --out:
-  the quality table is params.yaml's (settings tried go to e.g. benchmarks/results/settings_gpu.json, where
-  rows of different overrides stand side by side).
+  with params.yaml plus their `benchmarked` settings in tasks.strategies; --finetune overrides apply to all of
+  them, and need --out: the quality table is params.yaml's (settings tried go to e.g.
+  benchmarks/results/settings_gpu.json, where rows of different overrides stand side by side).
 
 Every method of a seed gets the same sampled training rows (`train_sha` in each result row shows it).
 Train seconds: wall time to fit on the training rows from an already loaded backbone; it excludes loading
@@ -73,6 +73,7 @@ import yaml
 from sklearn.metrics import matthews_corrcoef
 
 from benchmarks.sources import DEFAULT_DATA, add_data_option, dataset_dir
+from tasks.strategies import STRATEGIES as STRATEGY_TABLE
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -326,16 +327,8 @@ def plain_full_finetuning(train: pd.DataFrame, test: pd.DataFrame, seed: int, ep
 
 
 # Settings each non-default strategy is benchmarked with, on top of params.yaml's finetune section (the
-# default strategy runs with params.yaml exactly). Chosen on banking77 k=8 (README, "Fine-tuning strategies");
-# the pair loss came later, so the strategies measured before it keep pair_loss_weight 0.
-STRATEGY_SETTINGS = {
-    "head": {"epochs": 30, "pair_loss_weight": 0.0},
-    "freeze": {"epochs": 10, "learning_rate": 1e-4, "freeze_layers": 4, "pair_loss_weight": 0.0},
-    "lora": {"epochs": 10, "learning_rate": 3e-3, "pair_loss_weight": 0.0},
-    "ia3": {"epochs": 10, "learning_rate": 1e-2, "pair_loss_weight": 0.0},
-    "gradual_unfreeze": {"epochs": 8, "learning_rate": 1e-4, "layer_lr_decay": 0.8, "pair_loss_weight": 0.0},
-    "full": {"epochs": 8, "learning_rate": 1e-4, "pair_loss_weight": 10.0},
-}
+# default strategy runs with params.yaml exactly): each entry's `benchmarked` in the strategy table.
+STRATEGY_SETTINGS = {name: entry.benchmarked for name, entry in STRATEGY_TABLE.items()}
 
 
 def project_params() -> dict:

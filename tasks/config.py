@@ -136,7 +136,7 @@ Strategy = Literal["head", "freeze", "lora", "ia3", "gradual_unfreeze", "full"]
 
 
 class FinetuneParams(Section):
-    """How the backbone is adapted; see README's "Fine-tuning strategies" for what each one trains."""
+    """How the backbone is adapted; see docs/strategies.md for what each one trains."""
 
     backbone: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2), a local model folder, or a hub id
     strategy: Strategy = "full"

@@ -79,8 +79,8 @@ def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, metrics: li
     datasets = [Dataset.from_pandas(frame, data_definition=definition, descriptors=descriptors)
                 for frame in (reference, current)]
     metrics = metrics + ([ClassificationPreset()] if task else [])
-    # one OpenMP thread: the t-SNE map Evidently draws for embeddings ran 5-20x slower with two on a busy 2-core
-    # machine (each of its 1000 steps waits at a barrier for a thread the OS has put aside)
+    # one OpenMP thread for embeddings: each of the 1000 steps of the t-SNE map Evidently draws for them waits
+    # at a barrier for every thread, and on a busy machine the OS keeps putting one aside
     threads = threadpool_limits(limits=1, user_api="openmp") if embeddings else contextlib.nullcontext()
     with warnings.catch_warnings(), threads:
         warnings.simplefilter("ignore", UndefinedMetricWarning)  # classes absent from one side
