@@ -32,8 +32,9 @@ class Strategy:
     saves: Literal["base", "adapter", "encoder"] = "encoder"
     # the pair loss shapes sentence vectors, so it needs trainable weights under them
     pair_loss: bool = True
-    # finetune settings on top of params.yaml that `nichetune bench quality` runs it with (when it is not the
-    # default strategy); the figures are in BENCHMARKS.md
+    # finetune settings on top of params.yaml that `nichetune bench quality` runs it with when it is not the
+    # default strategy (BENCHMARKS.md has the figures); pair_loss_weight 0 where the figures were measured
+    # without the pair loss
     benchmarked: dict = field(default_factory=dict)
 
 
