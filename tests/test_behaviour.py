@@ -13,9 +13,11 @@ from tasks.config import FinetuneParams
 from tasks.evaluate import score
 from tasks.finetune import finetune
 from tasks.model import Classifier
+from tasks.strategies import STRATEGIES
 from tests.conftest import SLICES
 
 pytestmark = pytest.mark.slow
+DEFAULT_STRATEGY = FinetuneParams.model_fields["strategy"].default
 
 # Settings per strategy for 80 rows: few epochs, so that the whole file runs in about a minute on 2 cores.
 # "full" is the default strategy; its own test below runs it with the default settings.
@@ -47,7 +49,8 @@ def ten_intents() -> tuple[pd.DataFrame, pd.DataFrame]:
     return train, banking77("test").query("label in @intents").groupby("label").head(10)
 
 
-@pytest.mark.parametrize("strategy", list(STRATEGY_SETTINGS))
+# Every strategy in the table but the default: one added there without settings here fails (KeyError).
+@pytest.mark.parametrize("strategy", [name for name in STRATEGIES if name != DEFAULT_STRATEGY])
 def test_every_other_strategy_beats_the_majority_class_on_ten_intents(strategy, tmp_path):
     train, test = ten_intents()
     cfg = FinetuneParams(strategy=strategy, **STRATEGY_SETTINGS[strategy])

@@ -24,11 +24,12 @@ from tasks.finetune import (CHECKPOINT_DIR, Rows, build_model, cached_layer, cla
                             length_pieces, pair_loss, param_groups, token_lengths, vectors_for)
 from tasks.model import ADAPTER_DIR, ENCODER_DIR, HEAD_FILE, Classifier, backbone_path, load_encoder, \
     forget_bases, mean_pool, resolve_device, shared_base
+from tasks.strategies import STRATEGIES as STRATEGY_TABLE
 from tests.conftest import REPO, cfpb_sample, kill_after_first_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this checks the CPU-only behaviour")
-STRATEGIES = ["head", "freeze", "lora", "ia3", "gradual_unfreeze", "full"]
+STRATEGIES = list(STRATEGY_TABLE)
 
 
 @pytest.fixture(scope="module")
