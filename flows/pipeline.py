@@ -124,14 +124,31 @@ def train_pipeline(root: str = ".", params_file: str = "params.yaml", overrides:
     params = load_params(Path(root) / params_file, overrides)
     paths = Paths.of(Path(root), params)
     with training_turn(params.ingest.dataset):
-        ingested = ingest_task(params, paths)
-        validate_task(params, ingested.dataset, paths)
-        splits = split_task(params, ingested.dataset, paths)
+        splits = prepare_data(params, paths)
         tuned = finetune_task(params, splits.train, paths)
-        evaluate_task(params, tuned.model_dir, splits, paths)
-        registration = register_task(params, paths)
+        registration = evaluate_and_register(params, paths, tuned.model_dir, splits)
         review = compare_task(params, paths, registration, str(splits.holdout))
         per_class = summary.per_class_table(paths)  # read now: the next run may overwrite the workdir
+    return decide_and_publish(params, paths, registration, review, per_class)
+
+
+def prepare_data(params: Params, paths: Paths) -> split.SplitResult:
+    """The first steps of every training flow: ingest, validate, split."""
+    ingested = ingest_task(params, paths)
+    validate_task(params, ingested.dataset, paths)
+    return split_task(params, ingested.dataset, paths)
+
+
+def evaluate_and_register(params: Params, paths: Paths, model_dir: Path,
+                          splits: split.SplitResult) -> register.Registration:
+    """Score the trained model on the holdout and register it as the challenger."""
+    evaluate_task(params, model_dir, splits, paths)
+    return register_task(params, paths)
+
+
+def decide_and_publish(params: Params, paths: Paths, registration: register.Registration, review: dict,
+                       per_class: list[dict]) -> dict:
+    """The last steps of every training flow: the gate's or the reviewer's decision, then the run summary."""
     outcome = decide(params, paths, registration, review)
     summary.publish(params, paths, registration, review, outcome, per_class)
     return {**registration.as_dict(), "gate": review["gate"], **outcome}

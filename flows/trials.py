@@ -25,9 +25,9 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect_dask import DaskTaskRunner
 
-from flows.pipeline import evaluate_task, ingest_task, register_task, split_task, validate_task
 from flows import summary
-from flows.review import compare_task, decide, registry_for
+from flows.pipeline import decide_and_publish, evaluate_and_register, prepare_data
+from flows.review import compare_task, registry_for
 from flows.summary import artifact_key
 from tasks import finetune
 from tasks.config import Params, Paths, TrialsParams, load_params, trial_params
@@ -265,9 +265,7 @@ def trials_pipeline(root: str = ".", params_file: str = "params.yaml", overrides
     paths = Paths.of(Path(root), params)
     trials = expand(params)
     workers_can_report(params.trials)
-    ingested = ingest_task(params, paths)
-    validate_task(params, ingested.dataset, paths)
-    splits = split_task(params, ingested.dataset, paths)
+    splits = prepare_data(params, paths)
     carved = carve_task(params, splits.train, paths)
     with api_for_workers():
         futures = finetune_trial.map(trials, unmapped(carved["train"]), unmapped(carved["validation"]),
@@ -275,15 +273,12 @@ def trials_pipeline(root: str = ".", params_file: str = "params.yaml", overrides
     records = futures.result()
     best = choose_task(params, records, carved, paths)
     chosen = next(trial.params for trial in trials if trial.trial_id == best["trial_id"])
-    evaluate_task(chosen, paths.stage("finetune") / finetune.MODEL_DIR, splits, paths)
-    registration = register_task(chosen, paths)
+    registration = evaluate_and_register(chosen, paths, paths.stage("finetune") / finetune.MODEL_DIR, splits)
     tag_task(chosen, paths, registration, best)
     review = compare_task(chosen, paths, registration, str(splits.holdout))
-    per_class = summary.per_class_table(paths)
-    outcome = decide(chosen, paths, registration, review)
-    summary.publish(chosen, paths, registration, review, outcome, per_class)
-    return {**registration.as_dict(), "gate": review["gate"], **outcome, "best_trial": best["trial_id"],
-            "trials": records, "trials_file": str(paths.stage(TRIALS_DIR) / RESULTS_FILE)}
+    result = decide_and_publish(chosen, paths, registration, review, summary.per_class_table(paths))
+    return {**result, "best_trial": best["trial_id"], "trials": records,
+            "trials_file": str(paths.stage(TRIALS_DIR) / RESULTS_FILE)}
 
 
 def run_trials(root: str = ".", params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:

@@ -32,9 +32,9 @@ from tasks.runtime import seed_everything
 from tasks.strategies import Strategy, strategy
 
 # On the CPU a batch runs in pieces of at most this many padded tokens (rows x the piece's longest row), shortest
-# rows first: there the cost grows with padded tokens (attention with their square), so a long complaint no
-# longer pads fifteen short ones to its length. A cfpb seed trains 2.8x faster than padded whole (BENCHMARKS.md);
-# short texts fit one piece. A GPU runs the whole padded batch at once, in parallel.
+# rows first: there the cost grows with padded tokens (attention with their square), so a long complaint does
+# not pad fifteen short ones to its length (BENCHMARKS.md has the speed-up); short texts fit one piece. A GPU runs
+# the whole padded batch at once, in parallel.
 PIECE_TOKENS = 512
 
 log = logging.getLogger(__name__)
