@@ -11,9 +11,9 @@ import pandas as pd
 
 from tasks.config import Params, Paths, ValidateParams
 from tasks.errors import ValidationFailed
+from tasks.ingest import KEY, text_key
 from tasks.layout import DATASET_FILE, DOCS_DIR, MARKDOWN_FILE, SUMMARY_FILE
 
-KEY = "_text_key"
 CONFLICT = "_label_conflict"
 
 
@@ -103,8 +103,6 @@ def build_suite(cfg: ValidateParams, labels: list[str], previous: pd.Series | No
 def with_check_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the derived columns that duplicate and conflict checks read: a whitespace-normalised text key,
     and whether that key carries more than one label."""
-    from tasks.ingest import text_key
-
     key = frame[KEY] if KEY in frame else text_key(frame["text"].astype("string"))  # ingest's: the text as given
     labels_per_key = frame.groupby(key, dropna=True)["label"].transform("nunique")
     return frame.assign(**{KEY: key, CONFLICT: labels_per_key.fillna(1).astype(int) > 1})
