@@ -56,7 +56,7 @@ def plain_loop(train: pd.DataFrame, cfg, seed: int) -> float:
     import torch
     from transformers import AutoTokenizer
 
-    from tasks.finetune import build_model
+    from tasks.training import build_model
     from tasks.model import backbone_path, resolve_device
 
     torch.manual_seed(seed)

@@ -35,7 +35,7 @@ def kill_after_first_checkpoint(child: subprocess.Popen, work_dir: Path, timeout
     """SIGKILL a training `child` once its first epoch checkpoint is in `work_dir`; that checkpoint's state."""
     import torch
 
-    from tasks.finetune import CHECKPOINT_DIR
+    from tasks.layout import CHECKPOINT_DIR
 
     checkpoints = work_dir / CHECKPOINT_DIR
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import quality, report
-from tasks.finetune import CHECKPOINT_DIR
+from tasks.layout import CHECKPOINT_DIR
 from benchmarks.sources import DEFAULT_DATA
 from tests.conftest import REPO, SLICES, kill_after_first_checkpoint, needs_full_data
 

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from tasks.config import FinetuneParams
-from tasks.finetune import finetune, pair_loss
+from tasks.finetune import finetune
+from tasks.training import pair_loss
 from tasks.model import backbone_path
 from tasks.runtime import seed_everything
 from tests.conftest import cfpb_sample

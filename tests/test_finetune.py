@@ -19,8 +19,10 @@ from tasks.augment import augment, eda
 from tasks.config import FinetuneParams
 from tasks.errors import ModelLoadError, ParamsError
 from tasks import features as frozen
-from tasks import finetune as finetune_module
-from tasks.finetune import (CHECKPOINT_DIR, Rows, build_model, cached_layer, class_weights, epoch_order, finetune,
+from tasks import training as finetune_module
+from tasks.finetune import finetune
+from tasks.layout import CHECKPOINT_DIR
+from tasks.training import (Rows, build_model, cached_layer, class_weights, epoch_order,
                             length_pieces, pair_loss, param_groups, token_lengths, vectors_for)
 from tasks.model import ADAPTER_DIR, ENCODER_DIR, HEAD_FILE, Classifier, backbone_path, load_encoder, \
     forget_bases, mean_pool, resolve_device, shared_base
