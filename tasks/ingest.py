@@ -10,9 +10,11 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -25,7 +27,8 @@ from tasks.config import IngestParams, Params, Paths
 from tasks.errors import DataError
 from tasks.layout import DATASET_FILE, VERSION_FILE
 from tasks.pii import redact
-from tasks.readers import LINE, PROBLEM, RAW, read_table
+from tasks.progress import bar, say
+from tasks.readers import LINE, PROBLEM, RAW, big_file, read_table
 from tasks.spreadsheet import escape_frame
 
 REASON = "_reason"
@@ -64,8 +67,7 @@ class BatchReport:
                  f"{self.quarantined} quarantined{before} (decoded as {self.encoding})"]
         lines += [f"  quarantined, {reason}: {count}" for reason, count in sorted(self.reasons.items())]
         if self.pii_redacted:
-            found = ", ".join(f"{kind} {count}" for kind, count in sorted(self.pii_redacted.items()))
-            lines.append(f"  PII redacted: {found}")
+            lines.append(f"  PII redacted: {_counts(self.pii_redacted)}")
         lines += [f"  stored: {self.batch}"] if self.batch else []
         lines += [f"  quarantine: {self.quarantine}"] if self.quarantine else []
         if self.data_version:
@@ -126,7 +128,8 @@ def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], store
 
 
 def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], path: Path) -> tuple[pd.DataFrame, Counter]:
-    """Map columns, clean values, canonicalise label case, key each text and redact PII; keeps every input row."""
+    """Map columns, clean values, canonicalise label case, key each text and redact PII; keeps every input row.
+    Masking is the slow part: a big file shows a bar over the values masked."""
     names = standard_columns(cfg)
     missing = [column for column in dict.fromkeys(names.values()) if column not in table_frame.columns]
     if missing:
@@ -143,9 +146,11 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
     frame[KEY] = text_hash(frame["text"].fillna(""))  # before masking: two emails make two texts
     pii: Counter = Counter()
     if cfg.redact_pii:
-        for column in redacted_columns(cfg):
-            frame[column], found = _redact_column(frame[column], identifier=column == "id")
-            pii += found
+        columns = redacted_columns(cfg)
+        with bar(len(frame) * len(columns), "masking PII", "value", shown=big_file(path)) as progress:
+            for column in columns:
+                frame[column], found = _redact_column(frame[column], identifier=column == "id", progress=progress)
+                pii += found
     frame[LINE] = table_frame[LINE].to_numpy()
     frame[PROBLEM] = table_frame[PROBLEM].to_numpy()
     return frame, pii
@@ -212,11 +217,15 @@ def checked_dataset(cfg: IngestParams, dataset: str | None) -> str:
 
 def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, dataset: str, digest: str,
            earlier: str | None) -> BatchReport:
+    done = _stage_lines(source)
     table = read_table(source, cfg.encoding, cfg.delimiter)
     if table.frame.empty:
         raise DataError(f"{source}: the file has a header but no rows; export the labeled rows too")
+    done(f"read {len(table.frame)} rows ({table.encoding})")
     frame, pii = prepare(table.frame, cfg, labels, source)
+    done(f"prepared: PII masked ({_counts(pii) or 'none found'})" if cfg.redact_pii else "prepared (PII kept)")
     reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset))
+    done(f"checked: {reasons.isna().sum()} rows pass, {reasons.notna().sum()} do not")
     batch_id = f"{next_sequence(root, dataset):06d}-{digest}"  # the same rows in the same order: the same name
     accepted = frame[reasons.isna()].drop(columns=[PROBLEM]).assign(**{SOURCE: source.name, BATCH: batch_id})
     if earlier:  # rows quarantined then that pass now (a wider label set) are new; the rest stay where they are
@@ -227,6 +236,7 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
         seen, pii = 0, pii + more_pii
     batch_path = _write_once(root / RAW_DIR / dataset / f"{batch_id}.parquet", accepted, "parquet")
     quarantine_path = _write_once(root / QUARANTINE_DIR / dataset / f"{batch_id}.csv", rejected, "csv")
+    done(f"stored {len(accepted)} rows, quarantined {len(rejected)}; DVC versions them next")
     relative = lambda path: str(path.relative_to(root)) if path else None  # noqa: E731
     return BatchReport(str(source), dataset, len(frame), len(accepted), len(rejected),
                        dict(Counter(reasons.dropna())), dict(pii), table.encoding,
@@ -252,6 +262,22 @@ def _quarantine_rows(original: pd.DataFrame, prepared: pd.DataFrame, reasons: pd
     rows = rows.assign(**{SOURCE: source.name, LINE: original.loc[rows.index, LINE],
                           REASON: reasons[reasons.notna()]})
     return rows, pii
+
+
+def _stage_lines(source: Path) -> Callable[[str], None]:
+    """For a big file, a function that prints `<file>: <what>, <seconds since the last line> s` as each stage of
+    its ingest ends; for a smaller one, a function that prints nothing (its report follows at once)."""
+    if not big_file(source):
+        return lambda what: None
+    last = time.perf_counter()
+
+    def done(what: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        say(f"{source.name}: {what}, {now - last:.1f} s")
+        last = now
+
+    return done
 
 
 def stored_keys(root: Path, dataset: str) -> pd.DataFrame:
@@ -306,10 +332,12 @@ def text_hash(text: pd.Series) -> pd.Series:
     return text_key(text.astype(object)).map(digest, na_action="ignore")
 
 
-def _redact_column(values: pd.Series, identifier: bool = False) -> tuple[pd.Series, Counter]:
+def _redact_column(values: pd.Series, identifier: bool = False, progress=None) -> tuple[pd.Series, Counter]:
     total: Counter = Counter()
 
     def one(value):
+        if progress is not None:
+            progress.update()
         if not isinstance(value, str):
             return value
         clean, found = redact(value, identifier)
@@ -334,6 +362,11 @@ def _write_once(path: Path, frame: pd.DataFrame, kind: str) -> Path | None:
     os.chmod(temporary, 0o444)
     os.replace(temporary, path)
     return path
+
+
+def _counts(found: dict) -> str:
+    """`email 2, phone 1`: PII found, by kind."""
+    return ", ".join(f"{kind} {count}" for kind, count in sorted(found.items()))
 
 
 def _reason_list(reasons: dict) -> str:

@@ -1,7 +1,8 @@
-"""Progress a person can see: a bar with an ETA on a terminal, and one printed line per training epoch.
+"""Progress a person can see: a bar with an ETA on a terminal, and one printed line per training epoch (and
+per stage of ingesting a big file).
 
 `nichetune --quiet` sets QUIET_ENV, which turns both off; the variable also reaches the DVC stages and the
-Prefect runs the command starts. The epoch line is printed, not logged: the flows use `log_prints=True`, so a print
+Prefect runs the command starts. The lines are printed, not logged: the flows use `log_prints=True`, so a print
 reaches the Prefect UI as well as the console."""
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ def bars_shown() -> bool:
     return not quiet() and sys.stderr.isatty() and multiprocessing.parent_process() is None
 
 
-def bar(total: int, description: str, unit: str) -> tqdm:
-    """A progress bar on stderr, counting `total` `unit`s with an ETA; a no-op object where bars are not shown.
-    It clears itself when closed, so the lines printed meanwhile stay and the bar does not."""
-    return tqdm(total=total, desc=description, unit=unit, disable=not bars_shown(), leave=False,
+def bar(total: int, description: str, unit: str, shown: bool = True) -> tqdm:
+    """A progress bar on stderr, counting `total` `unit`s with an ETA; a no-op object where bars are not shown,
+    or with `shown` False (a step over before a bar could help). It clears itself when closed, so the lines
+    printed meanwhile stay and the bar does not."""
+    return tqdm(total=total, desc=description, unit=unit, disable=not (shown and bars_shown()), leave=False,
                 dynamic_ncols=True, file=sys.stderr)
 
 

@@ -13,12 +13,15 @@ import pandas as pd
 
 from tasks.encodings import decode, undecodable
 from tasks.errors import DataError
+from tasks.progress import bar
 
 LINE = "_source_line"  # where a row starts in its file (1-based; the header is line 1 of a CSV)
 PROBLEM = "_read_problem"  # why a row could not be read as a whole record, or empty
 RAW = "_raw_record"  # a row that could not be read whole: its fields as JSON, or its JSON line (kept in quarantine)
 DELIMITERS = ",;\t|"
 csv.field_size_limit(1 << 30)  # a long text is quarantined for its length, not crashed on
+# Reading and masking take time in proportion to the bytes, long texts or short: a file this size takes seconds.
+BIG_FILE_BYTES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,11 @@ class Table:
     frame: pd.DataFrame
     encoding: str
     delimiter: str | None
+
+
+def big_file(path: Path) -> bool:
+    """Whether reading `path` takes long enough that a person wants to see it move (a bar, a line per stage)."""
+    return path.stat().st_size >= BIG_FILE_BYTES
 
 
 def read_table(path: Path, encoding: str = "auto", delimiter: str = "auto") -> Table:
@@ -56,21 +64,23 @@ def _read_delimited(text: str, path: Path, encoding: str, delimiter: str) -> Tab
     lines = io.StringIO(text, newline="").readlines()  # the same physical lines the reader counts
     rows, starts, problems, raws = [], [], [], []
     last = reader.line_num
-    for record in reader:
-        start, last = last + 1, reader.line_num
-        if len(record) <= 1 and not "".join(record).strip():
-            continue  # blank lines separate nothing in a CSV; a row of bare delimiters is a (blank) row
-        record, problem = undecodable(record)
-        problem = problem or _quote_problem(lines, start, last, sep)
-        raw = None
-        if problem is None and len(record) != len(header):
-            problem = f"ragged row: {len(record)} fields where the header has {len(header)}"
-        if problem:
-            raw = json.dumps(record, ensure_ascii=False)  # every field, so the row can be repaired
-        rows.append((record + [None] * len(header))[: len(header)])
-        starts.append(start)
-        problems.append(problem)
-        raws.append(raw)
+    with bar(len(lines) - last, f"reading {path.name}", "line", shown=big_file(path)) as progress:
+        for record in reader:
+            start, last = last + 1, reader.line_num
+            progress.update(last - start + 1)
+            if len(record) <= 1 and not "".join(record).strip():
+                continue  # blank lines separate nothing in a CSV; a row of bare delimiters is a (blank) row
+            record, problem = undecodable(record)
+            problem = problem or _quote_problem(lines, start, last, sep)
+            raw = None
+            if problem is None and len(record) != len(header):
+                problem = f"ragged row: {len(record)} fields where the header has {len(header)}"
+            if problem:
+                raw = json.dumps(record, ensure_ascii=False)  # every field, so the row can be repaired
+            rows.append((record + [None] * len(header))[: len(header)])
+            starts.append(start)
+            problems.append(problem)
+            raws.append(raw)
     frame = pd.DataFrame(rows, columns=header, dtype=object)
     frame[LINE] = starts
     frame[PROBLEM] = problems
@@ -114,20 +124,23 @@ def _check_header(header: list[str], path: Path) -> None:
 
 def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
     records, lines, problems, raws = [], [], [], []
-    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): JSON may hold U+2028
-        if not line.strip():
-            continue
-        [line], problem = undecodable([line])
-        try:
-            record = {} if problem else json.loads(line)
-            problem = problem or (None if isinstance(record, dict) else "not a JSON object")
-        except json.JSONDecodeError as err:
-            record, problem = {}, f"not valid JSON ({err.msg})"
-        record = record if isinstance(record, dict) else {}
-        records.append({key: None if value is None else str(value) for key, value in record.items()})
-        lines.append(number)
-        problems.append(problem)
-        raws.append(line if problem else None)  # the line as it was, so the record can be repaired
+    physical = text.split("\n")  # not splitlines(): JSON may hold U+2028
+    with bar(len(physical), f"reading {path.name}", "line", shown=big_file(path)) as progress:
+        for number, line in enumerate(physical, start=1):
+            progress.update()
+            if not line.strip():
+                continue
+            [line], problem = undecodable([line])
+            try:
+                record = {} if problem else json.loads(line)
+                problem = problem or (None if isinstance(record, dict) else "not a JSON object")
+            except json.JSONDecodeError as err:
+                record, problem = {}, f"not valid JSON ({err.msg})"
+            record = record if isinstance(record, dict) else {}
+            records.append({key: None if value is None else str(value) for key, value in record.items()})
+            lines.append(number)
+            problems.append(problem)
+            raws.append(line if problem else None)  # the line as it was, so the record can be repaired
     if not records:
         raise DataError(f"{path}: the file has no records; export one JSON object per line")
     frame = pd.DataFrame.from_records(records).astype(object)
