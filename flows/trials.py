@@ -32,7 +32,9 @@ from flows.summary import artifact_key
 from tasks import finetune
 from tasks.config import Params, Paths, TrialsParams, load_params, trial_params
 from tasks.errors import ParamsError
+from tasks.layout import LOG_FILE, MODEL_DIR
 from tasks.register import Registration
+from tasks.training import carve_validation
 
 TRIALS_DIR = "trials"  # under base.workdir: one folder per trial, the carved rows and trials.json
 TRAIN_FILE = "train.parquet"  # the training rows less the validation rows: what every trial trains on
@@ -62,8 +64,7 @@ def carve(train_path: Path, fraction: float, seed: int, out_dir: Path) -> dict:
     """Split the training rows into the rows trials train on and the stratified, seeded validation rows they
     are scored on; the holdout is never read here."""
     rows = pd.read_parquet(train_path)
-    keep, held = finetune.carve_validation(rows["text"].astype(str).tolist(), rows["label"].tolist(), fraction,
-                                           seed)
+    keep, held = carve_validation(rows["text"].astype(str).tolist(), rows["label"].tolist(), fraction, seed)
     if not held:
         raise ParamsError(f"trials.validation_fraction = {fraction} leaves no validation rows out of "
                           f"{len(rows)} training rows; raise it")
@@ -77,10 +78,10 @@ def carve(train_path: Path, fraction: float, seed: int, out_dir: Path) -> dict:
 def score(model_dir: Path, validation_path: Path) -> dict:
     """Accuracy and macro-F1 of a trial's model on the validation rows."""
     from tasks.evaluate import score as quality
-    from tasks.model import Classifier
+    from tasks.portfolio import load_classifier
 
     rows = pd.read_parquet(validation_path)
-    predicted = Classifier(model_dir).predict(rows["text"].astype(str).tolist())
+    predicted = load_classifier(model_dir).predict(rows["text"].astype(str).tolist())
     metrics, _ = quality(rows["label"].tolist(), predicted, majority="")
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
 
@@ -144,10 +145,9 @@ def adopt(record: dict, paths: Paths) -> None:
     target = paths.stage("finetune")
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(record["folder"], target)
-    log = target / finetune.LOG_FILE
+    log = target / LOG_FILE
     training = json.loads(log.read_text())
-    log.write_text(json.dumps({**training, "model_dir": str(target / finetune.MODEL_DIR), "trial": record},
-                              indent=2))
+    log.write_text(json.dumps({**training, "model_dir": str(target / MODEL_DIR), "trial": record}, indent=2))
 
 
 def trial_table(records: list[dict], metric: str, best: str) -> str:
@@ -273,7 +273,7 @@ def trials_pipeline(root: str = ".", params_file: str = "params.yaml", overrides
     records = futures.result()
     best = choose_task(params, records, carved, paths)
     chosen = next(trial.params for trial in trials if trial.trial_id == best["trial_id"])
-    registration = evaluate_and_register(chosen, paths, paths.stage("finetune") / finetune.MODEL_DIR, splits)
+    registration = evaluate_and_register(chosen, paths, paths.stage("finetune") / MODEL_DIR, splits)
     tag_task(chosen, paths, registration, best)
     review = compare_task(chosen, paths, registration, str(splits.holdout))
     result = decide_and_publish(chosen, paths, registration, review, summary.per_class_table(paths))
