@@ -14,6 +14,7 @@ new dataset version). Figures are medians over the repeats."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -26,7 +27,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from benchmarks.sources import add_data_option, dataset_dir
 
@@ -45,26 +45,29 @@ def make_rows(n: int, folder: Path) -> pd.DataFrame:
 
 
 def step(name: str, root: Path, csv_path: Path, train_epochs: int = 1) -> dict:
-    """One step in this (new) process; its wall time and this process's peak resident memory."""
-    from tasks import finetune, ingest, split, validate
-    from tasks.config import IngestParams, Params, Paths, ValidateParams
-    from tasks.layout import DATASET_FILE
+    """One step in this (new) process; its wall time and this process's peak resident memory. Validate and train
+    run the pipeline's stage functions from the stage table, as `dvc repro` does."""
+    from tasks.config import Params, Paths, load_params
+    from tasks.ingest import ingest_batch
+    from tasks.layout import SUMMARY_FILE, stage
 
-    cfg = IngestParams(dataset="bench", path=None, timestamp_column="created_at")
-    defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
-    params = Params.model_validate({"finetune": {**defaults, "epochs": train_epochs}})
+    finetune = load_params(REPO / "params.yaml", [f"finetune.epochs={train_epochs}"]).finetune
+    params = Params.model_validate({"ingest": {"dataset": "bench", "path": None, "timestamp_column": "created_at"},
+                                    "finetune": finetune})
     paths = Paths.of(root, params)
+    run = {key: functools.partial(stage(key).function(), params, paths)  # imported before the clock starts
+           for key in ("ingest", "validate", "split", "finetune")}
     started = time.perf_counter()
     if name == "ingest":
-        report = ingest.ingest_batch(cfg, [], root, csv_path)
+        report = ingest_batch(params.ingest, [], root, csv_path)
         extra = {"accepted": report.accepted, "quarantined": report.quarantined}
-    elif name == "validate":
-        dataset = ingest.assemble(cfg, root, paths.stage("ingest"))
-        extra = {"passed": validate.run(ValidateParams(), dataset.dataset, paths.stage("validate")).success}
+    elif name == "validate":  # the stored batches assembled, then the suite (which raises on a failed check)
+        run["ingest"]()
+        run["validate"]()
+        extra = {"passed": json.loads((paths.stage("validate") / SUMMARY_FILE).read_text())["success"]}
     else:
-        parts = split.run(params.split, params.base.seed, paths.stage("ingest") / DATASET_FILE, paths.stage("split"))
-        tuned = finetune.run(params.finetune, params.base.seed, parts.train, paths.stage("finetune"), paths.workdir)
-        extra = {"strategy": tuned.strategy, "train_rows": len(pd.read_parquet(parts.train))}
+        parts, tuned = run["split"](), run["finetune"]()
+        extra = {"strategy": tuned.strategy, "train_rows": parts.train_rows}
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}
 

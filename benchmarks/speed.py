@@ -30,10 +30,10 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.sources import add_data_option, dataset_dir
+from tasks.layout import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-STAGES = ("ingest", "validate", "split", "finetune", "evaluate", "register")
 
 
 def fresh_project(folder: Path) -> Path:
@@ -44,28 +44,21 @@ def fresh_project(folder: Path) -> Path:
 
 
 def direct_stages(root: Path) -> dict[str, float]:
-    """Each stage function called in order, as `dvc repro` or a notebook would, timed one by one."""
-    from tasks import evaluate, finetune, ingest, register, split, validate
+    """Each stage function of the stage table called in order, as `dvc repro` or a notebook would, timed one by
+    one. Ingest first stores `ingest.path` when it is new, as the flow's ingest task does."""
+    from tasks import ingest
     from tasks.config import Paths, load_params
 
     params = load_params(root / "params.yaml")
     paths = Paths.of(root, params)
+    functions = {name: entry.function() for name, entry in STAGES.items()}  # imported before any clock starts
+    functions["ingest"] = lambda params, paths: ingest.run(params.ingest, params.validate.labels, paths.root,
+                                                           paths.stage("ingest"))
     seconds: dict[str, float] = {}
-
-    def timed(name, call):
+    for name, function in functions.items():
         started = time.perf_counter()
-        value = call()
+        function(params, paths)
         seconds[name] = time.perf_counter() - started
-        return value
-
-    data = timed("ingest", lambda: ingest.run(params.ingest, params.validate.labels, root, paths.stage("ingest")))
-    timed("validate", lambda: validate.run(params.validate, data.dataset, paths.stage("validate")))
-    parts = timed("split", lambda: split.run(params.split, params.base.seed, data.dataset, paths.stage("split")))
-    tuned = timed("finetune", lambda: finetune.run(params.finetune, params.base.seed, parts.train,
-                                                   paths.stage("finetune"), paths.workdir))
-    timed("evaluate", lambda: evaluate.run(params.evaluate, tuned.model_dir, parts.train, parts.holdout,
-                                           paths.stage("evaluate"), params.base.seed))
-    timed("register", lambda: register.run(params, paths))
     return seconds
 
 
@@ -126,9 +119,9 @@ def trained_model(root: Path) -> Path:
 def prediction_speed(model_dir: Path, banking77: Path) -> dict:
     """Batch rows per second and single-text latency of a trained classifier on the CPU, on banking77's test
     texts (test.csv in `banking77`)."""
-    from tasks.model import Classifier
+    from tasks.portfolio import load_classifier
 
-    classifier = Classifier(model_dir)
+    classifier = load_classifier(model_dir)
     texts = pd.read_csv(banking77 / "test.csv")["text"].tolist()
     classifier.predict_proba(texts[:64])  # warm-up
     started = time.perf_counter()
