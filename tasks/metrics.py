@@ -1,5 +1,6 @@
 """Scores shared by evaluate, the time windows of monitor, promote and the trials: quality of predicted labels,
-and how Evidently's drift reports are built and read."""
+how sure a holdout can be of them (bootstrap intervals, paired comparisons), and how Evidently's drift reports
+are built and read."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
+
+BOOTSTRAP_RESAMPLES = 1000  # draws of the holdout rows: enough for stable 2.5% and 97.5% percentiles
+CONFIDENCE = 0.95  # of every interval below
+QUALITY = ("accuracy", "macro_f1")  # the metrics that get intervals and paired comparisons
+_BLOCK_CELLS = 2_000_000  # resampled rows per block: a large holdout draws in blocks of 16 MB index arrays
 
 
 def score(truth: list[str], predicted: list[str], majority: str) -> tuple[dict, pd.DataFrame]:
@@ -31,6 +38,83 @@ def score(truth: list[str], predicted: list[str], majority: str) -> tuple[dict, 
     report = classification_report(truth, predicted, labels=labels, output_dict=True, zero_division=0)
     per_class = pd.DataFrame({label: report[label] for label in labels}).T.rename_axis("label")
     return metrics, per_class
+
+
+def bootstrap_scores(truth: list, predictions: list[list], seed: int,
+                     resamples: int = BOOTSTRAP_RESAMPLES) -> list[dict[str, np.ndarray]]:
+    """Accuracy and macro-F1 of each list in `predictions` on the same `resamples` draws of the rows with
+    replacement (seeded): one array per metric and list. Each draw's macro-F1 averages over the labels that
+    occur in it, as `score` does for a whole holdout."""
+    if not len(truth) or any(len(found) != len(truth) for found in predictions):
+        raise ValueError(f"bootstrap needs one prediction per truth row and at least one row; got {len(truth)} "
+                         f"truth rows and {[len(found) for found in predictions]} predictions")
+    codes = {label: i for i, label in enumerate(sorted(set(truth).union(*map(set, predictions)), key=str))}
+    true = np.array([codes[label] for label in truth])
+    predicted = [np.array([codes[label] for label in found]) for found in predictions]
+    rng, rows = np.random.default_rng(seed), len(true)
+    block = max(1, _BLOCK_CELLS // rows)
+    parts: list[list[tuple]] = [[] for _ in predictions]
+    for start in range(0, resamples, block):
+        drawn = rng.integers(0, rows, size=(min(block, resamples - start), rows))
+        for found, part in zip(predicted, parts):
+            part.append(_resampled_quality(true[drawn], found[drawn], len(codes)))
+    return [{metric: np.concatenate([scores[i] for scores in part]) for i, metric in enumerate(QUALITY)}
+            for part in parts]
+
+
+def _resampled_quality(true: np.ndarray, predicted: np.ndarray, labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and macro-F1 of each row of (draws x rows) label codes, from per-draw label counts."""
+    draws = len(true)
+    offsets = np.arange(draws)[:, None] * labels  # draw d counts label k in cell d * labels + k
+
+    def count(cells: np.ndarray) -> np.ndarray:
+        return np.bincount(cells.ravel(), minlength=draws * labels).reshape(draws, labels)
+
+    correct = true == predicted
+    hits = count((offsets + true)[correct])
+    occurs = count(offsets + true) + count(offsets + predicted)  # 2 TP + FP + FN, the F1 denominator
+    f1 = np.divide(2 * hits, occurs, out=np.zeros(occurs.shape), where=occurs > 0)
+    return correct.mean(axis=1), f1.sum(axis=1) / (occurs > 0).sum(axis=1)
+
+
+def interval(draws: np.ndarray) -> tuple[float, float]:
+    """The percentile interval at CONFIDENCE of bootstrap draws."""
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_ci(truth: list, predicted: list, seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+    """`accuracy_ci_low`, `accuracy_ci_high`, `macro_f1_ci_low`, `macro_f1_ci_high`: 95% bootstrap intervals."""
+    (draws,) = bootstrap_scores(truth, [predicted], seed, resamples)
+    bounds = {metric: interval(draws[metric]) for metric in QUALITY}
+    return {f"{metric}_ci_{side}": bounds[metric][i] for metric in QUALITY for i, side in enumerate(("low", "high"))}
+
+
+def paired_bootstrap(truth: list, challenger: list, champion: list, seed: int,
+                     resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, dict]:
+    """Per metric: challenger minus champion on these rows, the 95% interval of that difference over draws shared
+    by both models (a paired bootstrap), and `within_noise`: whether the interval contains 0."""
+    new, old = bootstrap_scores(truth, [challenger, champion], seed, resamples)
+    point_new, point_old = (_point(truth, found) for found in (challenger, champion))
+    found = {}
+    for metric in QUALITY:
+        low, high = interval(new[metric] - old[metric])
+        found[metric] = {"difference": point_new[metric] - point_old[metric], "ci_low": low, "ci_high": high,
+                         "within_noise": low <= 0 <= high, "resamples": resamples}
+    return found
+
+
+def _point(truth: list, predicted: list) -> dict:
+    metrics, _ = score(truth, predicted, majority="")
+    return {metric: metrics[metric] for metric in QUALITY}
+
+
+def with_interval(value: float, low: float | None, high: float | None, rows: int | None = None) -> str:
+    """"0.710 (95% CI 0.640-0.780, 57 rows)", or the value alone when there is no interval."""
+    if low is None or high is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} ({CONFIDENCE:.0%} CI {low:.3f}-{high:.3f}" + (f", {rows} rows)" if rows else ")")
 
 
 def classification_task(reference: pd.DataFrame, current: pd.DataFrame):
