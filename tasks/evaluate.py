@@ -12,7 +12,7 @@ import pandas as pd
 from tasks import explain, monitor, plots
 from tasks.config import EvaluateParams, Params, Paths
 from tasks.layout import HOLDOUT_FILE, METRICS_FILE, MODEL_DIR, PER_CLASS_FILE, REPORTS_DIR, TRAIN_FILE
-from tasks.metrics import drift_by_column, evidently_report, safe_report, score
+from tasks.metrics import bootstrap_ci, drift_by_column, evidently_report, safe_report, score
 from tasks.model import Classifier
 
 DRIFT_HTML = "evidently_report.html"
@@ -20,13 +20,16 @@ DRIFT_JSON = "drift.json"
 SEGMENTS_FILE = "segments.csv"
 CONFUSION_PNG = "confusion_matrix.png"
 RELIABILITY_PNG = "reliability.png"
+UNCALIBRATED_PNG = "reliability_uncalibrated.png"  # only for a calibrated model: the same bins before scaling
 CALIBRATION_JSON = "calibration.json"
 EXPLAIN_HTML = "explanations.html"
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    metrics: dict  # accuracy, macro_f1, majority_accuracy, holdout_rows, ece, drift_status, segments_flagged
+    # accuracy, macro_f1 (each with *_ci_low, *_ci_high), majority_accuracy, majority_macro_f1, holdout_rows,
+    # ece, ece_uncalibrated, temperature, drift_status, segments_flagged
+    metrics: dict
     metrics_file: Path
     reports: Path  # per-class CSV, images, segments, Evidently HTML and drift summaries, explanations
 
@@ -46,6 +49,13 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
         bins.append({"low": float(edges[i]), "high": float(edges[i + 1]), "rows": rows,
                      "accuracy": accuracy, "confidence": mean_conf})
     return float(ece), bins
+
+
+def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """The probabilities before temperature scaling: softmax(z / T) ** T is proportional to softmax(z), so
+    normalising each row of p ** T recovers them exactly."""
+    raised = np.asarray(probs, dtype=np.float64) ** temperature
+    return raised / raised.sum(axis=1, keepdims=True)
 
 
 def segment_table(holdout: pd.DataFrame, column: str, margin: float, overall_f1: float) -> pd.DataFrame:
@@ -84,10 +94,12 @@ def run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Pa
     holdout["prediction"] = [classifier.labels[i] for i in probs.argmax(axis=1)]
     majority = train["label"].value_counts().idxmax()
     metrics, per_class = score(holdout["label"].tolist(), holdout["prediction"].tolist(), majority)
+    metrics.update(bootstrap_ci(holdout["label"].tolist(), holdout["prediction"].tolist(), seed))
     reports = out_dir / REPORTS_DIR
     reports.mkdir(parents=True, exist_ok=True)
     per_class.to_csv(reports / PER_CLASS_FILE)
-    metrics.update(_holdout_images(holdout, probs, per_class.index.tolist(), reports))
+    temperature = float(getattr(classifier, "temperature", 1.0))
+    metrics.update(_holdout_images(holdout, probs, temperature, per_class.index.tolist(), reports))
     if cfg.segment_column:
         segments = segment_table(holdout, cfg.segment_column, cfg.segment_margin, metrics["macro_f1"])
         segments.to_csv(reports / SEGMENTS_FILE)
@@ -103,15 +115,30 @@ def run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Pa
     return EvalResult(metrics, out_dir / METRICS_FILE, reports)
 
 
-def _holdout_images(holdout: pd.DataFrame, probs: np.ndarray, labels: list[str], reports: Path) -> dict:
-    """The confusion matrix and the reliability diagram as PNGs; returns the expected calibration error."""
-    correct = (holdout["prediction"] == holdout["label"]).to_numpy()
+def calibration(probs: np.ndarray, correct: np.ndarray, temperature: float) -> dict:
+    """Expected calibration error and bins of the probabilities the model returns (`ece`, `bins`) and of the
+    same probabilities before its temperature scaling (`ece_uncalibrated`, `bins_uncalibrated`)."""
     ece, bins = calibration_bins(probs.max(axis=1), correct)
+    before, bins_before = ece, bins  # an unscaled model: nothing to undo
+    if temperature != 1.0:
+        before, bins_before = calibration_bins(uncalibrated(probs, temperature).max(axis=1), correct)
+    return {"temperature": temperature, "ece": ece, "ece_uncalibrated": before, "bins": bins,
+            "bins_uncalibrated": bins_before}
+
+
+def _holdout_images(holdout: pd.DataFrame, probs: np.ndarray, temperature: float, labels: list[str],
+                    reports: Path) -> dict:
+    """The confusion matrix and the reliability diagrams as PNGs, calibration.json; returns the expected
+    calibration errors after and before temperature scaling, and the temperature."""
+    correct = (holdout["prediction"] == holdout["label"]).to_numpy()
+    found = calibration(probs, correct, temperature)
     plots.confusion_matrix_png(holdout["label"].tolist(), holdout["prediction"].tolist(), labels,
                                reports / CONFUSION_PNG)
-    plots.reliability_png(bins, ece, reports / RELIABILITY_PNG)
-    (reports / CALIBRATION_JSON).write_text(json.dumps({"ece": ece, "bins": bins}, indent=2))
-    return {"ece": ece}
+    plots.reliability_png(found["bins"], found["ece"], reports / RELIABILITY_PNG)
+    if temperature != 1.0:
+        plots.reliability_png(found["bins_uncalibrated"], found["ece_uncalibrated"], reports / UNCALIBRATED_PNG)
+    (reports / CALIBRATION_JSON).write_text(json.dumps(found, indent=2))
+    return {key: found[key] for key in ("ece", "ece_uncalibrated", "temperature")}
 
 
 def run_stage(params: Params, paths: Paths) -> dict:

@@ -1,15 +1,21 @@
-"""Evaluate: metrics computed by hand, and the Evidently drift report on small real frames."""
+"""Evaluate: metrics computed by hand, calibration before and after temperature scaling, the stage's metrics.json
+on a real model, and the Evidently drift report on small real frames."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 
-import numpy as np
-
-from tasks.evaluate import calibration_bins, drift_report, score, segment_table
+from tasks import evaluate
+from tasks.config import EvaluateParams, FinetuneParams
+from tasks.evaluate import calibration, calibration_bins, drift_report, score, segment_table, uncalibrated
+from tasks.finetune import finetune
 from tasks.metrics import safe_report
 from tests.conftest import cfpb_sample
+from tests.test_metrics import banking77
 
 TRUTH = ["a", "a", "a", "b", "b", "c"]
 PREDICTED = ["a", "a", "b", "b", "c", "c"]
@@ -66,6 +72,82 @@ def test_perfectly_calibrated_confidence_has_zero_error():
     confidence = np.array([1.0, 1.0, 0.55, 0.55])
     ece, _ = calibration_bins(confidence, np.array([True, True, True, False]))
     assert ece == pytest.approx(0.05 / 2)  # the 0.5-0.6 bin: accuracy 0.5, confidence 0.55
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def logits() -> tuple[np.ndarray, np.ndarray]:
+    """A real model's logits on the banking77 test rows (logistic regression on TF-IDF, 8 rows per intent),
+    and whether its label is right on each row."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    train, test = banking77("train").groupby("label").head(8), banking77("test")
+    model = make_pipeline(TfidfVectorizer(sublinear_tf=True), LogisticRegression(C=10)).fit(train["text"],
+                                                                                          train["label"])
+    found = model.decision_function(test["text"])
+    return found, model.classes_[found.argmax(axis=1)] == test["label"].to_numpy()
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.5])
+def test_the_probabilities_before_temperature_scaling_are_recovered_exactly(logits, temperature):
+    found, _ = logits
+    scaled = softmax(found / temperature)
+    np.testing.assert_allclose(uncalibrated(scaled, temperature), softmax(found), rtol=1e-9, atol=1e-12)
+
+
+def test_calibration_reports_the_error_after_and_before_temperature_scaling(logits):
+    found, correct = logits
+    raw, scaled = softmax(found), softmax(found / 0.4)  # sharper: a different error, the same predictions
+    result = calibration(scaled, correct, temperature=0.4)
+    assert result["ece"] == pytest.approx(calibration_bins(scaled.max(axis=1), correct)[0])
+    assert result["ece_uncalibrated"] == pytest.approx(calibration_bins(raw.max(axis=1), correct)[0])
+    assert result["ece"] != pytest.approx(result["ece_uncalibrated"], abs=0.01)
+    assert sum(b["rows"] for b in result["bins_uncalibrated"]) == len(correct) and result["temperature"] == 0.4
+    same = calibration(raw, correct, temperature=1.0)  # an uncalibrated model: both are its own error
+    assert same["ece"] == same["ece_uncalibrated"] and same["bins"] == same["bins_uncalibrated"]
+
+
+def test_a_calibrated_model_gets_both_reliability_diagrams(logits, tmp_path):
+    found, correct = logits
+    test = banking77("test")
+    labels = sorted(test["label"].unique())
+    holdout = test.assign(prediction=[labels[i] for i in found.argmax(axis=1)])
+    metrics = evaluate._holdout_images(holdout, softmax(found / 2.0), 2.0, labels, tmp_path)
+    assert set(metrics) == {"ece", "ece_uncalibrated", "temperature"} and metrics["temperature"] == 2.0
+    assert (tmp_path / evaluate.RELIABILITY_PNG).stat().st_size > 10_000
+    assert (tmp_path / evaluate.UNCALIBRATED_PNG).stat().st_size > 10_000
+    written = json.loads((tmp_path / evaluate.CALIBRATION_JSON).read_text())
+    assert written["ece_uncalibrated"] == pytest.approx(calibration_bins(softmax(found).max(axis=1), correct)[0])
+
+
+def test_the_stage_writes_holdout_intervals_and_calibration_into_metrics_json(tiny_backbone, tmp_path):
+    sample = cfpb_sample(per_class=12).rename(columns={"issue": "label"})
+    holdout = sample.groupby("label").tail(4)
+    train = sample.drop(holdout.index)
+    train.to_parquet(tmp_path / "train.parquet")
+    holdout.to_parquet(tmp_path / "holdout.parquet")
+    model = finetune(train, FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=20,
+                                          learning_rate=0.05, validation_fraction=0.0), seed=3,
+                     out_dir=tmp_path / "finetune").model_dir
+    cfg = EvaluateParams(drift_report=False, window=None, explain_samples=0)
+    result = evaluate.run(cfg, model, tmp_path / "train.parquet", tmp_path / "holdout.parquet", tmp_path / "out",
+                          seed=11)
+    written = json.loads(result.metrics_file.read_text())
+    assert written == result.metrics and written["holdout_rows"] == len(holdout) == 16
+    for metric in ("accuracy", "macro_f1"):
+        assert 0 <= written[f"{metric}_ci_low"] <= written[metric] <= written[f"{metric}_ci_high"] <= 1
+        assert written[f"{metric}_ci_high"] - written[f"{metric}_ci_low"] > 0.05  # 16 rows say little
+    assert written["temperature"] == 1.0 and written["ece"] == written["ece_uncalibrated"]
+    assert not (result.reports / evaluate.UNCALIBRATED_PNG).exists()  # nothing was scaled
+    again = evaluate.run(cfg, model, tmp_path / "train.parquet", tmp_path / "holdout.parquet", tmp_path / "again",
+                         seed=11)
+    assert again.metrics["macro_f1_ci_low"] == written["macro_f1_ci_low"]  # drawn from base.seed
 
 
 def test_segments_below_the_overall_macro_f1_by_more_than_the_margin_are_flagged():
