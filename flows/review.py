@@ -13,7 +13,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from flows.stage import stage
-from flows.summary import artifact_key
+from flows.summary import artifact_key, holdout_text
 from tasks import promote
 from tasks.config import Params, Paths
 from tasks.errors import GateFailed
@@ -46,7 +46,7 @@ def compare_task(params: Params, paths: Paths, registration: Registration, holdo
         print(noticed)
     baseline = {key: registration.metrics[f"majority_{key}"] for key in ("accuracy", "macro_f1")}
     comparison = promote.compare(registry, registration.version, pd.read_parquet(holdout),
-                                 params.register.primary_metric, baseline)
+                                 params.register.primary_metric, params.base.seed, baseline)
     gate = promote.check_gate(params.register, comparison, registration.tags["validation_status"],
                               registration.tags["drift_status"])
     record = promote.comparison_record(comparison, gate)
@@ -63,6 +63,7 @@ def review_markdown(registration: Registration, comparison: promote.Comparison, 
     tags = registration.tags
     return "\n".join([
         f"## {registration.model_name} version {registration.version}: {gate.text()}", "",
+        f"- holdout: {holdout_text(registration.metrics)}", "",
         comparison.markdown(), "",
         f"- data version `{tags['data_version']}`, {tags['data_rows']} rows; strategy `{tags['strategy']}`",
         f"- validation: {tags['validation_status']}; drift over time windows: {tags['drift_status']}",

@@ -8,6 +8,7 @@ import pandas as pd
 
 from tasks.config import Params, Paths
 from tasks.layout import PER_CLASS_FILE, REPORTS_DIR
+from tasks.metrics import with_interval
 from tasks.register import Registration
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `nichetune ui` and `nichetune up` serve a local store
@@ -35,8 +36,8 @@ def summary_markdown(params: Params, paths: Paths, registration: Registration, r
         f"# {params.ingest.dataset}: {name} version {version} — {outcome['decision']}", "",
         f"- **Data**: DVC version `{tags['data_version']}`, {tags['data_rows']} rows (`{tags['data_path']}`)",
         f"- **Validation**: {tags['validation_status']} (Great Expectations; see the validation artifact)",
-        f"- **Holdout**: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} (majority class "
-        f"{metrics['majority_accuracy']:.3f}), calibration error {metrics.get('ece', float('nan')):.3f}",
+        f"- **Holdout**: {holdout_text(metrics)}; always the majority class: accuracy "
+        f"{metrics['majority_accuracy']:.3f}; {calibration_text(metrics)}",
         f"- **Drift over time windows**: {tags['drift_status']}",
         f"- **Gate**: {review['gate']}; **decision**: {outcome['message']}", "",
         "## Against the champion", "", review["table"], "",
@@ -46,6 +47,21 @@ def summary_markdown(params: Params, paths: Paths, registration: Registration, r
         f"{', champion' if outcome['decision'] == 'promoted' else ''})",
         f"- Reports on disk: `{paths.stage('evaluate') / REPORTS_DIR}`",
     ])
+
+
+def holdout_text(metrics: dict) -> str:
+    """"macro-F1 0.710 (95% CI 0.640-0.780, 57 rows), accuracy ...": the evaluate stage's scores and intervals."""
+    bounds = lambda key: (metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high"))  # noqa: E731
+    return ", ".join(f"{name} {with_interval(metrics[key], *bounds(key), metrics.get('holdout_rows'))}"
+                     for key, name in (("macro_f1", "macro-F1"), ("accuracy", "accuracy")))
+
+
+def calibration_text(metrics: dict) -> str:
+    """The expected calibration error, and before temperature scaling when the model was scaled."""
+    text = f"calibration error {metrics.get('ece', float('nan')):.3f}"
+    if metrics.get("temperature", 1.0) != 1.0 and "ece_uncalibrated" in metrics:
+        text += f" ({metrics['ece_uncalibrated']:.3f} before temperature scaling at T={metrics['temperature']:.2f})"
+    return text
 
 
 def per_class_table(paths: Paths) -> list[dict]:

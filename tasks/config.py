@@ -240,6 +240,7 @@ class RegisterParams(Section):
     min_improvement: float = Field(0.0, ge=-1, le=1)  # challenger minus champion, on the primary metric
     review_timeout: int = Field(86400, ge=1)  # seconds a paused flow waits for the reviewer
     unmeasured_drift: Literal["warn", "block"] = "warn"  # when no time window got a drift result: block promotion?
+    require_significant: bool = False  # refuse a challenger whose difference from the champion is within noise
 
 
 MAX_TRIALS = 32  # a grid expanding to more trials is refused: each trial is a whole fine-tuning run

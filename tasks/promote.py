@@ -17,6 +17,7 @@ import pandas as pd
 
 from tasks.config import RegisterParams
 from tasks.errors import GateFailed, ModelLoadError, NichetuneError
+from tasks.metrics import CONFIDENCE, QUALITY, bootstrap_ci, paired_bootstrap, score
 from tasks.monitor import UNMEASURED
 from tasks.tracking import registry_client, version_numbers
 
@@ -24,7 +25,7 @@ CHAMPION = "champion"
 PREVIOUS = "previous-champion"
 HISTORY_TAG = "champion_history"  # on the registered model: JSON list of champion versions, oldest first
 OUTSIDE = "unknown (alias set outside nichetune, e.g. in the MLflow UI)"
-GATE_TAGS = ("validation_status", "drift_status", "majority_accuracy", "majority_macro_f1")  # set by register
+GATE_TAGS = ("validation_status", "drift_status", "majority_accuracy", "majority_macro_f1", "seed")  # by register
 ANY = object()  # promote() without a champion to expect
 COMPARISON_ARTIFACT = "comparison.json"  # the training run's champion-against-challenger record
 
@@ -36,31 +37,59 @@ class Comparison:
     metric: str  # the gate's primary metric
     rows: int
     challenger_version: str
-    challenger: dict  # accuracy, macro_f1
+    challenger: dict  # accuracy, macro_f1 and their bootstrap intervals (accuracy_ci_low, ...)
     champion_version: str | None = None
     champion: dict | None = None
     baseline: dict | None = None  # always predicting the training rows' majority class, on the same rows
     champion_error: str | None = None  # why the champion could not be scored (a corrupt or missing model)
+    paired: dict | None = None  # per metric: difference, ci_low, ci_high, within_noise (a paired bootstrap)
 
     @property
     def delta(self) -> float | None:
         """Challenger minus champion on the primary metric; None when there is no champion yet."""
         return None if self.champion is None else self.challenger[self.metric] - self.champion[self.metric]
 
+    def noise(self) -> str | None:
+        """In plain words: can these rows tell challenger and champion apart on the primary metric?"""
+        found = (self.paired or {}).get(self.metric)
+        if found is None:
+            return None
+        span = (f"{found['difference']:+.4f}, {CONFIDENCE:.0%} CI {found['ci_low']:+.4f} to {found['ci_high']:+.4f} "
+                f"by a paired bootstrap over these {self.rows} rows")
+        if found["within_noise"]:
+            return (f"The difference on {self.metric} is within noise ({span}): this holdout cannot tell the "
+                    "challenger from the champion.")
+        better = "better" if found["ci_low"] > 0 else "worse"
+        return f"The challenger is {better} than the champion on {self.metric} beyond noise ({span})."
+
     def markdown(self) -> str:
         champion = f"champion (v{self.champion_version})" if self.champion else "champion (none yet)"
         lines = [f"| metric | challenger (v{self.challenger_version}) | {champion} | difference |", "|---|---|---|---|"]
-        for key in ("accuracy", "macro_f1"):
-            new, old = self.challenger[key], self.champion[key] if self.champion else None
-            old_text, diff = ("-", "-") if old is None else (f"{old:.4f}", f"{new - old:+.4f}")
+        for key in QUALITY:
+            old_text, diff = "-", "-"
+            if self.champion:
+                old_text, diff = _cell(self.champion, key), f"{self.challenger[key] - self.champion[key]:+.4f}"
+            if (self.paired or {}).get(key):
+                diff += f" ({self.paired[key]['ci_low']:+.4f} to {self.paired[key]['ci_high']:+.4f})"
             mark = " (primary)" if key == self.metric else ""
-            lines.append(f"| {key}{mark} | {new:.4f} | {old_text} | {diff} |")
+            lines.append(f"| {key}{mark} | {_cell(self.challenger, key)} | {old_text} | {diff} |")
+        if f"{self.metric}_ci_low" in self.challenger:
+            lines.append(f"\nIn brackets: {CONFIDENCE:.0%} bootstrap intervals over the rows (for the difference, "
+                         "the same draws for both models).")
+        if self.noise():
+            lines.append(f"\n**{self.noise()}**")
         if self.baseline:
             mark = f"{self.baseline[self.metric]:.4f} on {self.metric}"
             lines.append(f"\nAlways predicting the majority class would score {mark}.")
         if self.champion_error:
             lines.append(f"\nThe champion (v{self.champion_version}) could not be scored: {self.champion_error}")
         return "\n".join(lines) + f"\n\nScored on the same {self.rows} holdout rows."
+
+
+def _cell(scores: dict, key: str) -> str:
+    """A score and its bootstrap interval, when it has one (a comparison recorded before intervals has none)."""
+    low, high = scores.get(f"{key}_ci_low"), scores.get(f"{key}_ci_high")
+    return f"{scores[key]:.4f}" + ("" if low is None or high is None else f" ({low:.4f}-{high:.4f})")
 
 
 @dataclass(frozen=True)
@@ -74,8 +103,9 @@ class Gate:
 
 def check_gate(cfg: RegisterParams, comparison: Comparison, validation: str, drift: str) -> Gate:
     """Validation passed, no blocking drift (nor unmeasured drift when `unmeasured_drift: block`), better than
-    always predicting the majority class, and at least `min_improvement` over the champion on the primary
-    metric (a first model, or one whose champion cannot be loaded, has no champion to beat)."""
+    always predicting the majority class, at least `min_improvement` over the champion on the primary metric (a
+    first model, or one whose champion cannot be loaded, has no champion to beat) and, with
+    `require_significant`, a difference from the champion beyond noise."""
     reasons = []
     if not validation.startswith("passed"):
         reasons.append(f"validation {validation}")
@@ -91,35 +121,44 @@ def check_gate(cfg: RegisterParams, comparison: Comparison, validation: str, dri
         reasons.append(f"{metric} {new:.4f} vs champion v{comparison.champion_version} "
                        f"{comparison.champion[metric]:.4f}: {comparison.delta:+.4f}, below the required "
                        f"{cfg.min_improvement:+.4f}")
+    paired = (comparison.paired or {}).get(metric)
+    if cfg.require_significant and paired and paired["within_noise"]:
+        reasons.append(f"{metric} difference from champion v{comparison.champion_version} "
+                       f"{paired['difference']:+.4f} is within noise ({CONFIDENCE:.0%} CI {paired['ci_low']:+.4f} to "
+                       f"{paired['ci_high']:+.4f} on {comparison.rows} rows) and register.require_significant is true")
     return Gate(not reasons, reasons)
 
 
-def compare(registry: "Registry", version: str, holdout: pd.DataFrame, metric: str,
+def compare(registry: "Registry", version: str, holdout: pd.DataFrame, metric: str, seed: int,
             baseline: dict | None = None) -> Comparison:
-    """Score the challenger `version` and the current champion (if any) on the same holdout rows. A champion
-    that cannot be loaded is reported, not raised: a broken champion must not block every later version."""
-    from tasks.metrics import score
+    """Score the challenger `version` and the current champion (if any) on the same holdout rows, each with its
+    bootstrap interval, and their difference by a paired bootstrap; `seed` (the version's base.seed) draws the
+    rows. A champion that cannot be loaded is reported, not raised: it must not block every later version."""
+    truth = holdout["label"].tolist()
 
-    def scored(reference: str) -> dict:
-        predicted = registry.load(reference).predict(holdout[["text"]])["prediction"].tolist()
-        metrics, _ = score(holdout["label"].tolist(), predicted, majority="")
-        return {key: metrics[key] for key in ("accuracy", "macro_f1")}
+    def predicted(reference: str) -> list:
+        return registry.load(f"{registry.name}/{reference}").predict(holdout[["text"]])["prediction"].tolist()
 
-    challenger = scored(f"{registry.name}/{version}")
-    champion = registry.champion()
+    def scored(labels: list) -> dict:
+        metrics, _ = score(truth, labels, majority="")
+        return {**{key: metrics[key] for key in QUALITY}, **bootstrap_ci(truth, labels, seed)}
+
+    challenger, champion = predicted(version), registry.champion()
     if champion is None or champion == version:
-        return Comparison(metric, len(holdout), version, challenger, baseline=baseline)
+        return Comparison(metric, len(holdout), version, scored(challenger), baseline=baseline)
     try:
-        scores, error = scored(f"{registry.name}/{champion}"), None
+        old = predicted(champion)
     except ModelLoadError as err:
-        scores, error = None, str(err)
-    return Comparison(metric, len(holdout), version, challenger, champion, scores, baseline, error)
+        return Comparison(metric, len(holdout), version, scored(challenger), champion, None, baseline, str(err))
+    return Comparison(metric, len(holdout), version, scored(challenger), champion, scored(old), baseline,
+                      paired=paired_bootstrap(truth, challenger, old, seed))
 
 
 def recheck(registry: "Registry", version: str, cfg: RegisterParams, known: Comparison | None = None
             ) -> tuple[Comparison, Gate]:
     """The gate as it stands now: `known` is reused while the champion it was scored against is still the
-    champion; otherwise both are scored again on the version's own holdout rows (logged with its run)."""
+    champion (and it holds the paired test); otherwise both are scored again on the version's own holdout rows
+    (logged with its run), drawn with the version's own seed."""
     recorded = registry.client.get_model_version(registry.name, version)
     tags = recorded.tags
     missing = [key for key in GATE_TAGS if key not in tags]
@@ -127,8 +166,10 @@ def recheck(registry: "Registry", version: str, cfg: RegisterParams, known: Comp
         raise NichetuneError(f"{registry.name} version {version} has no recorded evaluation (tags "
                              f"{', '.join(missing)}): only versions registered by `nichetune run` can be promoted")
     baseline = {key: float(tags[f"majority_{key}"]) for key in ("accuracy", "macro_f1")}
-    if known is None or known.challenger_version != version or known.champion_version != registry.champion():
-        known = compare(registry, version, registry.holdout(recorded.run_id), cfg.primary_metric, baseline)
+    stale = known is None or known.challenger_version != version or known.champion_version != registry.champion()
+    if stale or (known.champion is not None and known.paired is None):
+        known = compare(registry, version, registry.holdout(recorded.run_id), cfg.primary_metric,
+                        int(tags["seed"]), baseline)
     known = replace(known, metric=cfg.primary_metric, baseline=baseline)
     return known, check_gate(cfg, known, tags["validation_status"], tags["drift_status"])
 
@@ -306,7 +347,7 @@ def reviewer_identity(uri: str, stated: str | None) -> str:
 
 def comparison_record(comparison: Comparison, gate: Gate) -> dict:
     """What the flow logs to the challenger's MLflow run and shows the reviewer."""
-    return {**asdict(comparison), "delta": comparison.delta, "gate": asdict(gate)}
+    return {**asdict(comparison), "delta": comparison.delta, "noise": comparison.noise(), "gate": asdict(gate)}
 
 
 def mlflow_dict(client, run_id: str, path: str) -> dict:

@@ -15,12 +15,14 @@ from tasks.config import FinetuneParams, Paths, RegisterParams, load_params
 from tasks.errors import GateFailed, NichetuneError
 from tasks.evaluate import score
 from tasks.finetune import finetune
+from tasks.metrics import bootstrap_ci, paired_bootstrap
 from tasks.model import Classifier
 from tasks.promote import (CHAMPION, HISTORY_TAG, OUTSIDE, PREVIOUS, Comparison, Registry, approve, check_gate,
-                            compare, recheck, reviewer_identity)
+                            compare, comparison_record, recheck, reviewer_identity)
 from tasks.register import HOLDOUT_ARTIFACT, _experiment_id, _log_model, _tracking, tracking_uri
 from tests.conftest import cfpb_sample, make_project, project_params
 from tests.test_cli import COMMAND
+from tests.test_metrics import banking77, predictions
 
 NAME = "complaints"
 
@@ -45,6 +47,34 @@ def test_the_gate_compares_the_primary_metric_with_the_champion(challenger, cham
     assert (gate.reasons == []) is passes
     if not passes:
         assert "macro_f1" in gate.reasons[0] and "below the required" in gate.reasons[0]
+
+
+@pytest.fixture(scope="module")
+def paired() -> dict:
+    """Paired bootstraps of real models' labels on the 400 banking77 test rows: a model against itself (within
+    noise) and one trained on all rows against one trained on 8 per intent (better beyond noise)."""
+    truth, strong, weak = banking77("test")["label"].tolist(), predictions(1000), predictions(8)
+    return {"same": paired_bootstrap(truth, weak, weak, seed=7),
+            "better": paired_bootstrap(truth, strong, weak, seed=7)}
+
+
+@pytest.mark.parametrize("found, required, passes", [
+    ("same", False, True),     # within noise, only reported
+    ("same", True, False),     # within noise, a significant gain required
+    ("better", True, True),    # better beyond noise
+])
+def test_a_gain_within_noise_fails_the_gate_only_when_a_significant_gain_is_required(paired, found, required,
+                                                                                      passes):
+    scored = {metric: paired[found][metric]["difference"] + 0.8 for metric in ("accuracy", "macro_f1")}
+    tested = replace(comparison(0.8, 0.8), challenger=scored, paired=paired[found], rows=400)
+    gate = check_gate(RegisterParams(require_significant=required), tested, "passed", "ok")
+    assert gate.passed is passes, gate.text()
+    if not passes:
+        assert gate.reasons == ["macro_f1 difference from champion v1 +0.0000 is within noise (95% CI +0.0000 to "
+                                "+0.0000 on 400 rows) and register.require_significant is true"]
+    words = tested.noise()
+    assert ("within noise" in words) is (found == "same")
+    assert found == "same" or words.startswith("The challenger is better than the champion on macro_f1 beyond noise")
 
 
 def test_blocking_drift_and_failed_validation_fail_the_gate_even_when_better():
@@ -118,7 +148,7 @@ def register_version(paths: Paths, model, holdout: pd.DataFrame, **tags: str) ->
     version = str(info.registered_model_version)
     majority, _ = score(holdout["label"].tolist(), [holdout["label"].mode()[0]] * len(holdout), "")
     recorded = {"validation_status": "passed", "drift_status": "ok", "majority_accuracy": repr(majority["accuracy"]),
-                "majority_macro_f1": repr(majority["macro_f1"]), **tags}
+                "majority_macro_f1": repr(majority["macro_f1"]), "seed": "7", **tags}
     for key, value in recorded.items():
         mlflow.MlflowClient(uri).set_model_version_tag(NAME, version, key, value)
     return version
@@ -218,15 +248,26 @@ def test_two_promotions_racing_leave_a_consistent_history(project, registry):
 def test_compare_scores_champion_and_challenger_on_the_same_holdout_rows(project, registry):
     _, _, model, train = project
     holdout = cfpb_sample(per_class=4, classes=4).rename(columns={"issue": "label"})
-    first = compare(registry, "1", holdout, "macro_f1")
+    first = compare(registry, "1", holdout, "macro_f1", seed=7)
     assert first.champion is None and first.delta is None and first.rows == len(holdout)
-    direct, _ = score(holdout["label"].tolist(), Classifier(model).predict(holdout["text"].tolist()), "")
-    assert first.challenger == pytest.approx({k: direct[k] for k in ("accuracy", "macro_f1")})
+    assert first.paired is None and first.noise() is None  # nothing to compare with
+    predicted = Classifier(model).predict(holdout["text"].tolist())
+    direct, _ = score(holdout["label"].tolist(), predicted, "")
+    assert first.challenger == pytest.approx({**{k: direct[k] for k in ("accuracy", "macro_f1")},
+                                              **bootstrap_ci(holdout["label"].tolist(), predicted, seed=7)})
     registry.promote("1", "ana", "first", via="test")
-    second = compare(registry, "2", holdout, "macro_f1")  # the same weights: no difference
+    second = compare(registry, "2", holdout, "macro_f1", seed=7)  # the same weights: no difference
     assert second.champion_version == "1" and second.delta == pytest.approx(0.0)
-    assert "| macro_f1 (primary) |" in second.markdown() and f"same {len(holdout)} holdout rows" in second.markdown()
-    json.dumps(second.__dict__)  # logged to MLflow as JSON
+    assert second.champion == second.challenger  # the same draws of the same rows
+    assert second.paired["macro_f1"] == {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0, "within_noise": True,
+                                         "resamples": 1000}
+    table = second.markdown()
+    assert "| macro_f1 (primary) |" in table and f"same {len(holdout)} holdout rows" in table
+    assert "+0.0000 (+0.0000 to +0.0000) |" in table and "95% bootstrap intervals" in table
+    assert "**The difference on macro_f1 is within noise" in table and "cannot tell the challenger from" in table
+    record = json.loads(json.dumps(comparison_record(second, check_gate(RegisterParams(), second, "passed", "ok"))))
+    assert record["paired"]["macro_f1"]["within_noise"] is True and record["noise"] == second.noise()
+    assert record["challenger"]["macro_f1_ci_low"] <= record["challenger"]["macro_f1"]
 
 
 @pytest.mark.slow  # CLI subprocesses
@@ -249,7 +290,7 @@ def test_the_cli_rolls_back_rejects_and_refuses_an_unknown_version_in_one_line(p
 def test_approval_checks_the_gate_again_against_the_champion_of_that_moment(project, registry):
     _, _, _, _ = project
     holdout = registry.holdout(registry.client.get_model_version(NAME, "2").run_id)
-    stale = compare(registry, "2", holdout, "macro_f1")  # scored while there was no champion
+    stale = compare(registry, "2", holdout, "macro_f1", seed=7)  # scored while there was no champion
     assert stale.champion_version is None
     registry.promote("1", "ana", "first", via="test")  # meanwhile another reviewer made v1 the champion
     strict = RegisterParams(min_improvement=0.01)  # v2 has v1's weights: it cannot be 0.01 better
@@ -259,6 +300,19 @@ def test_approval_checks_the_gate_again_against_the_champion_of_that_moment(proj
     assert "checked again at approval" in tags(registry, "2")["rejection_reason"]
     assert approve(registry, "3", RegisterParams(), "ben", "as good", via="test", known=stale).endswith(
         "(was version 1)")  # equal is enough when no improvement is required
+
+
+def test_approval_can_require_a_gain_beyond_noise_over_the_champion(project, registry):
+    registry.promote("1", "ana", "first", via="test")
+    recorded = comparison_record(*recheck(registry, "2", RegisterParams()))  # the same weights as the champion
+    before = Comparison(**{key: recorded[key] for key in Comparison.__dataclass_fields__ if key != "paired"})
+    assert before.paired is None  # as recorded before paired tests: recheck scores the pair again
+    again, gate = recheck(registry, "2", RegisterParams(), known=before)
+    assert again.paired["macro_f1"]["within_noise"] and gate.passed  # only reported by default
+    with pytest.raises(GateFailed, match=r"version 2 was not promoted: .*within noise .*require_significant"):
+        approve(registry, "2", RegisterParams(require_significant=True), "ben", "looks better", via="test",
+                known=again)
+    assert registry.champion() == "1" and "within noise" in tags(registry, "2")["rejection_reason"]
 
 
 def test_a_model_that_never_predicts_right_is_refused_whoever_approves(project, registry):
@@ -280,7 +334,7 @@ def test_an_unloadable_champion_is_reported_and_does_not_block_the_next_version(
     for card in model_files:
         card.write_text(card.read_text()[:10])  # a truncated model card
     holdout = registry.holdout(registry.client.get_model_version(NAME, "1").run_id)
-    found = compare(registry, "1", holdout, "macro_f1")
+    found = compare(registry, "1", holdout, "macro_f1", seed=7)
     assert found.champion_version == broken and found.champion is None and "nichetune.json" in found.champion_error
     comparison, gate = recheck(registry, "1", RegisterParams(), found)
     assert gate.passed, gate.text()

@@ -62,6 +62,7 @@ def review(root, answer: dict) -> tuple[dict, str]:
 def test_approval_in_the_form_makes_the_version_champion(project, prefect_harness):
     result, form = review(project, {"decision": "approve", "reviewer": "ana", "comment": "looks right"})
     assert "| macro_f1 (primary) |" in form and "champion (none yet)" in form and "gate passed" in form
+    assert "- holdout: macro-F1 " in form and "(95% CI " in form and " rows), accuracy " in form
     assert result["decision"] == "promoted"
     client = MlflowClient(result["tracking_uri"], registry_uri=result["tracking_uri"])
     version = client.get_model_version_by_alias("reviewed", "champion")
@@ -74,6 +75,7 @@ def test_approval_in_the_form_makes_the_version_champion(project, prefect_harnes
 def test_rejection_in_the_form_tags_the_version_and_keeps_the_champion(project, prefect_harness):
     result, form = review(project, {"decision": "reject", "reviewer": "ben", "comment": "too few refunds rows"})
     assert "champion (v1)" in form
+    assert "by a paired bootstrap over these 25 rows" in form  # whether the gap is beyond noise, in words
     assert result["decision"] == "rejected" and result["version"] == "2"
     client = MlflowClient(result["tracking_uri"], registry_uri=result["tracking_uri"])
     assert str(client.get_model_version_by_alias("reviewed", "champion").version) == "1"
