@@ -98,7 +98,7 @@ class IngestParams(Section):
     metadata_columns: list[str] = []  # other columns to keep (e.g. channel), stored beside text and label
     encoding: Encoding = "auto"  # auto: UTF-8 with or without BOM, else the detected encoding (reported)
     delimiter: Delimiter = "auto"  # auto: sniffed among , ; tab and |
-    max_text_chars: int = Field(5000, ge=1)  # longer texts are quarantined
+    max_text_chars: int = Field(100_000, ge=1)  # longer texts are quarantined: a guard against absurd sizes only
     redact_pii: bool = True  # emails, phone, card, account numbers and IBANs are masked before storage
     dvc_lock_wait: int = Field(600, ge=1)  # seconds to wait for another DVC command to release the repository
     incoming_max_mb: float = Field(500, gt=0)  # the incoming watcher refuses (moves to failed/) larger files
@@ -122,7 +122,7 @@ class ValidateParams(Section):
     labels: list[str] = []  # the known label set; empty accepts any label (ingest quarantines others)
     min_examples_per_class: int = Field(8, ge=1)
     min_class_share: float = Field(0.0, ge=0, lt=1)  # each class's share of the rows, at least
-    max_text_chars: int = Field(5000, ge=1)
+    max_text_chars: int = Field(100_000, ge=1)  # the text_length check: a guard against absurd sizes only
     max_duplicate_rate: float = Field(0.01, ge=0, le=1)  # share of rows whose text repeats another row's
     max_label_shift: float = Field(0.1, ge=0)  # KL divergence of labels against the previous dataset version
     severity: CheckSeverity = CheckSeverity()
@@ -132,7 +132,9 @@ class SplitParams(Section):
     holdout_fraction: float = Field(0.2, gt=0, lt=1)  # the most recent share when timestamps exist
 
 
-Strategy = Literal["head", "freeze", "lora", "ia3", "gradual_unfreeze", "full"]
+Strategy = Literal["head", "freeze", "lora", "ia3", "gradual_unfreeze", "full", "auto"]
+LEARNERS = ("tfidf", "embedding")  # the auto strategy's candidates besides the fine-tuning strategies
+Truncation = Literal["head", "head_tail"]  # tasks.inference.TRUNCATIONS, which cuts the texts
 
 
 class FinetuneParams(Section):
@@ -150,6 +152,7 @@ class FinetuneParams(Section):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     schedule: Literal["linear", "cosine", "constant"] = "linear"  # after warmup
     max_length: int = Field(512, ge=8)  # tokens, at most the backbone's limit; batches padded to their longest text
+    truncation: Truncation = "head"  # a longer text keeps its first tokens (head) or its first and last (head_tail)
     dropout: float = Field(0.1, ge=0, lt=1)  # before the head
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     # SetFit's objective in the batch: the squared gap between each pair's cosine similarity and 1 (same label)
@@ -164,7 +167,12 @@ class FinetuneParams(Section):
     lora_target_modules: list[str] = Field(["query", "value"], min_length=1)
     ia3_target_modules: list[str] | None = None  # None: peft's defaults for the backbone's architecture
     ia3_feedforward_modules: list[str] | None = None
-    validation_fraction: float = Field(0.0, ge=0, lt=0.5)  # carved from training rows; 0: no early stopping
+    # carved from training rows for early stopping, calibration and auto's choice; 0: none of them
+    validation_fraction: float = Field(0.2, ge=0, lt=0.5)
+    # strategy auto: what it trains and mixes (tfidf, embedding, and fine-tuning strategies), and how it chooses
+    candidates: list[str] = Field(["tfidf", "embedding", "full"], min_length=1)
+    choice_metric: Literal["accuracy", "macro_f1"] = "macro_f1"
+    refit: bool = True  # strategy auto: train the chosen fine-tuned candidate again on every training row
     early_stopping_patience: int = Field(3, ge=1)  # epochs without improvement before stopping
     early_stopping_metric: Literal["loss", "accuracy", "macro_f1"] = "loss"
     augment: Literal["none", "eda"] = "none"  # eda: random word deletion and swap, training rows only
@@ -180,6 +188,25 @@ class FinetuneParams(Section):
         except BackboneError as err:
             raise ValueError(err.reason) from None
         return value
+
+    @field_validator("candidates")
+    @classmethod
+    def _known_candidates(cls, value: list[str]) -> list[str]:
+        known = [*LEARNERS, *(name for name in typing.get_args(Strategy) if name != "auto")]
+        unknown = [name for name in value if name not in known]
+        if unknown or len(set(value)) != len(value):
+            raise ValueError(f"{', '.join(unknown) or 'a repeated name'}: list each candidate once, among "
+                             f"{', '.join(known)}")
+        if sum(name not in LEARNERS for name in value) > 1:
+            raise ValueError("at most one fine-tuning strategy (the others are tfidf and embedding)")
+        return value
+
+    @model_validator(mode="after")
+    def _auto_has_validation_rows(self) -> "FinetuneParams":
+        if self.strategy == "auto" and self.validation_fraction == 0:
+            raise ValueError("finetune.validation_fraction = 0: strategy auto chooses among its candidates on "
+                             "validation rows; use 0.1 to 0.3")
+        return self
 
     @field_validator("freeze_layers")
     @classmethod

@@ -13,7 +13,7 @@ from tasks import explain, monitor, plots
 from tasks.config import EvaluateParams, Params, Paths
 from tasks.layout import HOLDOUT_FILE, METRICS_FILE, MODEL_DIR, PER_CLASS_FILE, REPORTS_DIR, TRAIN_FILE
 from tasks.metrics import bootstrap_ci, drift_by_column, evidently_report, safe_report, score
-from tasks.model import Classifier
+from tasks.portfolio import load_classifier
 
 DRIFT_HTML = "evidently_report.html"
 DRIFT_JSON = "drift.json"
@@ -88,7 +88,7 @@ def run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Pa
         seed: int = 0) -> EvalResult:
     """Predict the holdout with the fine-tuned model; write metrics.json and the reports folder: per-class
     metrics, confusion matrix, reliability diagram, segments, drift over time windows, explanations."""
-    classifier = Classifier(model_dir, batch_size=cfg.batch_size)
+    classifier = load_classifier(model_dir, batch_size=cfg.batch_size)
     train, holdout = pd.read_parquet(train_path), pd.read_parquet(holdout_path)
     probs = classifier.predict_proba(holdout["text"].tolist())
     holdout["prediction"] = [classifier.labels[i] for i in probs.argmax(axis=1)]

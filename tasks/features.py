@@ -1,6 +1,7 @@
 """Outputs of the frozen part of the backbone, computed once per dataset version and kept on disk: the
 sentence vectors for strategy `head`, the output of the last frozen layer for strategy `freeze`. The cache key
-covers the backbone's files, the layer, the maximum length and every text, so a changed input is a miss."""
+covers the backbone's files, the layer, the maximum length, the truncation and every text, so a changed input is
+a miss."""
 
 from __future__ import annotations
 
@@ -50,9 +51,10 @@ def backbone_fingerprint(path: str) -> str:
     return "|".join(entries)
 
 
-def cache_key(backbone: str, layer: int, pooled: bool, max_length: int, texts: list[str]) -> str:
+def cache_key(backbone: str, layer: int, pooled: bool, max_length: int, truncation: str,
+              texts: list[str]) -> str:
     digest = hashlib.sha256()
-    for part in (backbone_fingerprint(backbone), str(layer), str(pooled), str(max_length), *texts):
+    for part in (backbone_fingerprint(backbone), str(layer), str(pooled), str(max_length), truncation, *texts):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
     return digest.hexdigest()[:24]
@@ -60,13 +62,13 @@ def cache_key(backbone: str, layer: int, pooled: bool, max_length: int, texts: l
 
 @torch.inference_mode()
 def compute(model: SentenceClassifier, tokenizer, texts: list[str], layer: int, pooled: bool,
-            max_length: int, device: Device) -> Features:
+            max_length: int, device: Device, truncation: str = "head") -> Features:
     """Run the frozen part once over `texts` in length order, each batch padded to its own longest text."""
     was_training = model.training
     model.eval()
     vectors = torch.zeros(len(texts), model.bert.config.hidden_size) if pooled else None
     tokens: list[torch.Tensor | None] = [None] * len(texts)
-    for index, batch in length_batches(tokenizer, texts, CACHE_BATCH, max_length, device.device):
+    for index, batch in length_batches(tokenizer, texts, CACHE_BATCH, max_length, device.device, truncation):
         with device.autocast():
             hidden = model.hidden_at(layer, **batch).float()
         if pooled:
@@ -80,16 +82,17 @@ def compute(model: SentenceClassifier, tokenizer, texts: list[str], layer: int, 
 
 
 def frozen_features(model: SentenceClassifier, tokenizer, texts: list[str], layer: int, max_length: int,
-                    device: Device, backbone: str, cache_dir: Path | None) -> Features:
-    """Features of `texts` at `layer` (pooled when `layer` is the top), from `cache_dir` when present there."""
+                    truncation: str, device: Device, backbone: str, cache_dir: Path | None) -> Features:
+    """Features of `texts` at `layer` (pooled when `layer` is the top), each text cut to `max_length` tokens by
+    `truncation`, from `cache_dir` when present there."""
     pooled = layer == model.depth
     if cache_dir is None:
-        return compute(model, tokenizer, texts, layer, pooled, max_length, device)
-    path = cache_dir / f"{cache_key(backbone, layer, pooled, max_length, texts)}.pt"
+        return compute(model, tokenizer, texts, layer, pooled, max_length, device, truncation)
+    path = cache_dir / f"{cache_key(backbone, layer, pooled, max_length, truncation, texts)}.pt"
     if path.is_file():
         stored = torch.load(path, weights_only=True)
         return Features(layer, pooled=stored.get("pooled"), tokens=stored.get("tokens"), from_cache=True)
-    features = compute(model, tokenizer, texts, layer, pooled, max_length, device)
+    features = compute(model, tokenizer, texts, layer, pooled, max_length, device, truncation)
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     stored = {"pooled": features.pooled} if pooled else {"tokens": features.tokens}

@@ -1,5 +1,5 @@
 """The fine-tune stage: train the model that `finetune.strategy` names on the split's training rows and save it
-to <workdir>/finetune/model. One strategy trains in `tasks.training`."""
+to <workdir>/finetune/model. One strategy trains in `tasks.training`; `auto` (a portfolio) in `tasks.auto`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.auto import train_auto
 from tasks.config import FinetuneParams, Params, Paths
 from tasks.layout import TRAIN_FILE
+from tasks.portfolio import AUTO
 from tasks.training import FinetuneResult, train_strategy
 
 
@@ -16,6 +18,8 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
              work_dir: Path | None = None) -> FinetuneResult:
     """Train on the training rows (columns text, label) and save the classifier to `out_dir`/model.
     `work_dir` holds the feature cache and the checkpoints; None keeps neither."""
+    if cfg.strategy == AUTO:
+        return train_auto(train, cfg, seed, out_dir, work_dir)
     return train_strategy(train, cfg, seed, out_dir, work_dir)
 
 

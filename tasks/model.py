@@ -3,6 +3,7 @@ pooling, a new head), how it is saved, and batch prediction that loads each base
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -196,6 +197,26 @@ def shared_base(path: str, device_name: str, adapter_kind: str | None = None) ->
     return _BASES[key]
 
 
+@torch.inference_mode()
+def sentence_vectors(base: str, texts: list[str], device: Device, batch_size: int = 64,
+                     max_length: int = 512) -> np.ndarray:
+    """Mean-pooled sentence vectors of the base backbone at `base` (shared with every model built on it)."""
+    tokenizer = _base_tokenizer(base)
+    encoder = shared_base(base, device.name)
+    vectors = np.zeros((len(texts), encoder.encoder.config.hidden_size), dtype=np.float32)
+    for index, batch in length_batches(tokenizer, texts, batch_size, max_length, device.device):
+        with device.autocast():
+            vectors[index] = mean_pool(encoder.hidden(None, batch), batch["attention_mask"]).float().cpu().numpy()
+    return vectors
+
+
+@functools.lru_cache(maxsize=4)
+def _base_tokenizer(base: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base)
+
+
 def forget_bases() -> None:
     """Drop every loaded base (the next Classifier loads its own)."""
     _BASES.clear()
@@ -248,6 +269,8 @@ class Classifier:
         self.max_length = card["max_length"]
         self.strategy = card["strategy"]
         self.base_name = card["base"]
+        self.truncation = card.get("truncation", "head")  # models saved before the key existed cut the head
+        self.temperature = float(card.get("temperature", 1.0))  # fitted on validation rows; 1.0: uncalibrated
         with loading(model_dir, "the tokenizer"):
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.head = _load_head(model_dir / HEAD_FILE, int(card["hidden_size"]), len(self.labels))
@@ -278,17 +301,18 @@ class Classifier:
         return self.base.hidden(self.adapter, batch)
 
     def _batches(self, texts: list[str]):
-        return length_batches(self.tokenizer, texts, self.batch_size, self.max_length, self.device.device)
+        return length_batches(self.tokenizer, texts, self.batch_size, self.max_length, self.device.device,
+                              self.truncation)
 
     @torch.inference_mode()
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Probabilities, one row per text; texts are batched by length so that padding stays short."""
+        """Calibrated probabilities, one row per text; texts are batched by length so that padding stays short."""
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         for index, batch in self._batches(texts):
             with self.device.autocast():
                 pooled = mean_pool(self._hidden(batch), batch["attention_mask"])
                 logits = self.head(pooled.to(self.head.weight.dtype))
-            probs[index] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            probs[index] = torch.softmax(logits.float() / self.temperature, dim=-1).cpu().numpy()
         return probs
 
     @torch.inference_mode()

@@ -1,5 +1,5 @@
 """Prediction with a registered model: the MLflow pyfunc wrapper that `mlflow models serve` and
-`mlflow.pyfunc.load_model` use, around the same Classifier the evaluate stage uses."""
+`mlflow.pyfunc.load_model` use, around the same classifier the evaluate stage uses (tasks.portfolio.load_classifier)."""
 
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         # Imported here: MLflow pickles this class, and the module-level state of tasks.model (the loaded
         # shared backbones, with their locks) must not travel with it.
-        from tasks.model import Classifier
+        from tasks.portfolio import load_classifier
 
-        self.classifier = Classifier(context.artifacts["model_dir"])
+        self.classifier = load_classifier(context.artifacts["model_dir"])
 
     def __getstate__(self) -> dict:
         # MLflow may load and run the model on the input example before pickling it: the loaded classifier

@@ -55,12 +55,28 @@ def run_tags(params: Params, paths: Paths, stage_outputs: dict) -> dict:
         "strategy": params.finetune.strategy,
         "backbone": params.finetune.backbone,
         "device": stage_outputs["training"]["device"],
+        "model_choice": model_choice(stage_outputs["training"]),
+        "temperature": f"{stage_outputs['training'].get('temperature', 1.0):.4f}",
         "seed": str(params.base.seed),
         "primary_metric": params.register.primary_metric,
         "primary_metric_value": f"{stage_outputs['metrics'][params.register.primary_metric]:.4f}",
         "validation_status": validation_status(stage_outputs["validation_summary"]),
         "drift_status": str(stage_outputs["metrics"].get("drift_status", "not measured")),
     }
+
+
+def model_choice(training: dict) -> str:
+    """What the model is made of: the strategy, or for auto each chosen candidate with its weight."""
+    weights = training.get("choice", {}).get("weights")
+    if not weights:
+        return training["strategy"]
+    return " + ".join(f"{name} {weight:.1f}" for name, weight in weights.items())
+
+
+def candidate_metrics(training: dict) -> dict:
+    """Strategy auto: each candidate's validation scores, as MLflow metrics."""
+    return {f"candidate_{c['name']}_{metric}": c[metric] for c in training.get("candidates", [])
+            for metric in ("accuracy", "macro_f1", "log_loss")}
 
 
 def validation_status(summary: dict) -> str:
@@ -101,7 +117,10 @@ def run(params: Params, paths: Paths) -> Registration:
     ) as active:
         mlflow.log_params(_flatten(params.as_dict()))
         mlflow.log_metrics({k: v for k, v in outputs["metrics"].items() if isinstance(v, (int, float))})
-        mlflow.log_metrics({"train_seconds": outputs["training"]["seconds"]})
+        training = outputs["training"]
+        mlflow.log_metrics({"train_seconds": training["seconds"], **candidate_metrics(training)})
+        if training.get("candidates"):  # strategy auto: what each candidate scored and what was chosen
+            mlflow.log_dict({"candidates": training["candidates"], "choice": training["choice"]}, "auto_choice.json")
         mlflow.set_tags(tags)
         mlflow.log_artifacts(str(outputs["reports"]), "reports")
         mlflow.log_artifacts(str(outputs["validation"]), "validation")

@@ -29,7 +29,7 @@ class Strategy:
     optimizes: Literal["adapters", "layers", "head"] = "layers"
     unfreezes_each_epoch: bool = False  # one more layer from the top each epoch
     # what `nichetune.json` "encoder" says: the base backbone unchanged, an adapter on it, or a whole encoder
-    saves: Literal["base", "adapter", "encoder"] = "encoder"
+    saves: Literal["base", "adapter", "encoder", "members"] = "encoder"
     # the pair loss shapes sentence vectors, so it needs trainable weights under them
     pair_loss: bool = True
     # finetune settings on top of params.yaml that `nichetune bench quality` runs it with when it is not the
@@ -62,6 +62,11 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     Strategy("full", "every weight, layer-wise rates when `layer_lr_decay` < 1", "the whole backbone",
              "the changed backbone (about 90 MB)", backbone_trains=True,
              benchmarked={"epochs": 8, "learning_rate": 1e-4, "pair_loss_weight": 10.0}),
+    Strategy("auto", "each of `candidates` (TF-IDF + logistic regression, sentence vectors + logistic "
+             "regression, one fine-tuning strategy), then their mixture's weights and temperature on the "
+             "validation rows", "the fine-tuned candidate's epochs; the others fit in seconds",
+             "the chosen candidates and their weights (members/)", backbone_trains=False, optimizes="head",
+             saves="members", pair_loss=False),
 ]}
 
 

@@ -22,8 +22,10 @@ import torch
 
 from tasks import features as frozen
 from tasks.augment import augment
+from tasks.calibration import fit_temperature
 from tasks.config import FinetuneParams
 from tasks.errors import ParamsError
+from tasks.inference import encode, token_rows
 from tasks.layout import CACHE_DIR, CHECKPOINT_DIR, LOG_FILE, MODEL_DIR
 from tasks.model import (ADAPTER_DIR, ENCODER_DIR, Device, SentenceClassifier, backbone_path, load_encoder,
                          resolve_device, save_classifier, token_limit)
@@ -54,6 +56,9 @@ class FinetuneResult:
     trainable_parameters: int = 0
     features_cached: bool = False  # the frozen part's outputs came from the cache
     resumed_from_epoch: int | None = None  # the checkpoint a retried run continued from
+    temperature: float = 1.0  # fitted on the validation rows (tasks.calibration); 1.0: none to fit on
+    candidates: list[dict] = field(default_factory=list)  # strategy auto: each candidate's validation scores
+    choice: dict = field(default_factory=dict)  # strategy auto: the weight of each candidate in the model
 
 
 # ---------------------------------------------------------------- the model each strategy trains
@@ -151,8 +156,8 @@ def token_lengths(rows: Rows, tokenizer, max_length: int) -> torch.Tensor | None
     """Tokens per row as the trainable part reads it (None for pooled vectors: nothing to pad)."""
     if rows.features is not None:
         return None if rows.features.tokens is None else torch.tensor([len(row) for row in rows.features.tokens])
-    encoded = tokenizer(rows.texts, truncation=True, max_length=max_length)["input_ids"]
-    return torch.tensor([len(ids) for ids in encoded])
+    # every truncation keeps min(length, max_length) tokens, so the default one counts them for all
+    return torch.tensor([len(row["input_ids"]) for row in token_rows(tokenizer, rows.texts, max_length)])
 
 
 def length_pieces(lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:
@@ -227,8 +232,8 @@ def _embed(model: SentenceClassifier, rows: Rows, index: torch.Tensor, tokenizer
             return inputs
         with device.autocast():
             return model.embed_from(inputs, mask, rows.features.layer)
-    batch = tokenizer([rows.texts[i] for i in index.tolist()], padding=True, truncation=True,
-                      max_length=cfg.max_length, return_tensors="pt").to(device.device)
+    batch = encode(tokenizer, [rows.texts[i] for i in index.tolist()], cfg.max_length,
+                   cfg.truncation).to(device.device)
     with device.autocast():
         return model.embed(**batch)
 
@@ -256,15 +261,22 @@ def pair_loss(vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def score_rows(model, rows: Rows, tokenizer, cfg: FinetuneParams, device: Device) -> dict:
-    """Loss, accuracy and macro-F1 on held-out rows (the early-stopping split)."""
-    from sklearn.metrics import f1_score
-
+def held_logits(model, rows: Rows, tokenizer, cfg: FinetuneParams, device: Device) -> torch.Tensor:
+    """The model's logits on held-out rows, in eval mode (no dropout), on the CPU."""
     was_training = model.training
     model.eval()
     logits = torch.cat([logits_for(model, rows, index, tokenizer, cfg, device).float().cpu()
                         for index in torch.arange(len(rows.targets)).split(64)])
     model.train(was_training)
+    return logits
+
+
+@torch.inference_mode()
+def score_rows(model, rows: Rows, tokenizer, cfg: FinetuneParams, device: Device) -> dict:
+    """Loss, accuracy and macro-F1 on held-out rows (the early-stopping split)."""
+    from sklearn.metrics import f1_score
+
+    logits = held_logits(model, rows, tokenizer, cfg, device)
     predicted = logits.argmax(dim=1)
     return {"loss": float(torch.nn.functional.cross_entropy(logits, rows.targets)),
             "accuracy": float((predicted == rows.targets).float().mean()),
@@ -382,7 +394,7 @@ def precompute(setup: Setup, parts: list[Rows], work_dir: Path | None) -> None:
     if layer is not None:
         for part in parts:
             part.features = frozen.frozen_features(setup.model, tokenizer, part.texts, layer, cfg.max_length,
-                                                   setup.device, setup.base, cache_dir)
+                                                   cfg.truncation, setup.device, setup.base, cache_dir)
     if setup.device.device.type == "cpu":
         for part in parts:
             part.lengths = token_lengths(part, tokenizer, cfg.max_length)
@@ -492,12 +504,13 @@ def keep_checkpoint(checkpoint: Path | None, setup: Setup, opt: Optimization,
     return keep
 
 
-def save_model(setup: Setup, fingerprint: str, out_dir: Path) -> Path:
+def save_model(setup: Setup, fingerprint: str, out_dir: Path, temperature: float) -> Path:
     """Save the classifier with its model card to `out_dir`/model, in the strategy's saved form."""
     cfg = setup.cfg
     card = {"format": 1, "labels": setup.labels, "max_length": cfg.max_length, "strategy": cfg.strategy,
             "base": cfg.backbone if cfg.backbone == "minilm" else setup.base, "fingerprint": fingerprint,
-            "hidden_size": setup.model.bert.config.hidden_size, "encoder": ENCODER_FORMS[setup.plan.saves]}
+            "hidden_size": setup.model.bert.config.hidden_size, "encoder": ENCODER_FORMS[setup.plan.saves],
+            "temperature": temperature, "truncation": cfg.truncation}
     model_dir = out_dir / MODEL_DIR
     save_classifier(setup.model, setup.tokenizer, model_dir, card)
     return model_dir
@@ -525,16 +538,25 @@ def train_strategy(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir:
     this_run = time.perf_counter() - started
     if state["best_state"] is not None:
         setup.model.load_state_dict(state["best_state"], strict=False)
-    model_dir = save_model(setup, fingerprint, out_dir)
+    temperature = calibrate(setup, held)
+    model_dir = save_model(setup, fingerprint, out_dir, temperature)
     result = FinetuneResult(
         model_dir, setup.labels, cfg.strategy, setup.device.name, earlier + this_run,
         seen / this_run if this_run else 0.0, state["losses"], state["validation"], state["best_epoch"],
         sum(p.numel() for group in opt.groups for p in group["params"]),
-        bool(rows.features is not None and rows.features.from_cache), resumed)
+        bool(rows.features is not None and rows.features.from_cache), resumed, temperature)
     (out_dir / LOG_FILE).write_text(json.dumps({**asdict(result), "model_dir": str(model_dir)}, indent=2))
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)  # finished: the model is saved, the checkpoint has done its job
     return result
+
+
+def calibrate(setup: Setup, held: Rows | None) -> float:
+    """The temperature that calibrates the trained model on the validation rows (1.0 without any)."""
+    if held is None:
+        return 1.0
+    logits = held_logits(setup.model, held, setup.tokenizer, setup.cfg, setup.device)
+    return fit_temperature(torch.softmax(logits, dim=1).numpy(), held.targets.numpy())
 
 
 def _step(optimizer, schedule) -> None:

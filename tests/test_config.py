@@ -100,7 +100,7 @@ def test_an_empty_target_module_list_is_refused():
 def test_bad_strategy_names_the_allowed_value():
     message = params_error({"finetune": {"strategy": "nope"}})
     assert "finetune.strategy = 'nope'" in message
-    assert "'head', 'freeze', 'lora', 'ia3', 'gradual_unfreeze' or 'full'" in message
+    assert "'head', 'freeze', 'lora', 'ia3', 'gradual_unfreeze', 'full' or 'auto'" in message
 
 
 def test_bad_device_names_every_allowed_value():

@@ -26,6 +26,7 @@ from tasks.training import (Rows, build_model, cached_layer, class_weights, epoc
                             length_pieces, pair_loss, param_groups, token_lengths, vectors_for)
 from tasks.model import ADAPTER_DIR, ENCODER_DIR, HEAD_FILE, Classifier, backbone_path, load_encoder, \
     forget_bases, mean_pool, resolve_device, shared_base
+from tasks.portfolio import load_classifier
 from tasks.strategies import STRATEGIES as STRATEGY_TABLE
 from tests.conftest import REPO, cfpb_sample, kill_after_first_checkpoint
 
@@ -81,7 +82,7 @@ def changed(before: dict, after: dict, prefix: str) -> list[bool]:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_saves_a_model_that_predicts_known_labels(trained, train, strategy):
     result = trained[strategy]
-    classifier = Classifier(result.model_dir, batch_size=5)
+    classifier = load_classifier(result.model_dir, batch_size=5)
     assert classifier.labels == sorted(train["label"].unique()) == result.labels
     assert classifier.max_length == 32 and classifier.strategy == strategy
     texts = train["text"].tolist()[:7] + ["", "I was charged a late fee twice"]
@@ -177,7 +178,7 @@ def test_the_cached_path_gives_the_same_logits_as_the_full_forward_pass(tiny_bac
 
 @pytest.mark.parametrize("strategy", ["head", "freeze"])
 def test_frozen_outputs_are_cached_per_dataset_version(train, tiny_backbone, tmp_path, strategy):
-    cfg = params(tiny_backbone, strategy=strategy)
+    cfg = params(tiny_backbone, strategy=strategy, validation_fraction=0.0)  # one cached part: the training rows
     first = finetune(train, cfg, seed=1, out_dir=tmp_path / "a", work_dir=tmp_path / "work")
     second = finetune(train, cfg, seed=1, out_dir=tmp_path / "b", work_dir=tmp_path / "work")
     assert (first.features_cached, second.features_cached) == (False, True)

@@ -1,0 +1,201 @@
+"""Strategy `auto`: train a small portfolio of different learners on the training rows and keep the mixture that
+scores best on validation rows carved from them (never the holdout: it stays for evaluation and the gate).
+
+No single learner wins on every dataset: TF-IDF n-grams read rare domain words and long texts, the backbone's
+frozen sentence vectors generalise from very few rows, the fine-tuned transformer wins when labels are plenty
+(BENCHMARKS.md). So each candidate in `finetune.candidates` is fitted on the training rows less the validation
+share, scored there, and the weights of the mixture (each candidate alone included) are chosen on a grid by
+`finetune.choice_metric`; one temperature then calibrates the mixture on the same rows. The fast learners are
+fitted again on every training row with the settings their cross-validation chose; a fine-tuned candidate keeps
+the weights it early-stopped with (training it again would double the longest step)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks import learners
+from tasks.calibration import apply_temperature, fit_temperature, log_loss
+from tasks.config import FinetuneParams
+from tasks.layout import LOG_FILE, MODEL_DIR
+from tasks.model import MODEL_CARD, Classifier, backbone_path, read_card, resolve_device, sentence_vectors
+from tasks.portfolio import AUTO, MEMBERS_DIR, aligned, unit_rows
+from tasks.progress import say
+from tasks.training import FinetuneResult, carve_validation, run_fingerprint, train_strategy
+
+LEARNERS = ("tfidf", "embedding")  # the candidates that are not fine-tuning strategies
+CANDIDATES_DIR = "candidates"  # inside the stage folder while candidates train; removed once the model is saved
+
+
+def weight_grid(members: int) -> list[tuple[float, ...]]:
+    """Mixture weights to try: every candidate alone and every blend on a grid (tenths for up to three
+    candidates, quarters beyond), weights summing to 1."""
+    steps = 10 if members <= 3 else 4
+    return [tuple(part / steps for part in parts) for parts in itertools.product(range(steps + 1), repeat=members)
+            if sum(parts) == steps]
+
+
+def score(probs: np.ndarray, targets: np.ndarray, metric: str) -> float:
+    """Accuracy or macro-F1 (over the labels present in `targets`) of the most probable labels."""
+    from sklearn.metrics import f1_score
+
+    predicted = probs.argmax(axis=1)
+    if metric == "accuracy":
+        return float((predicted == targets).mean())
+    return float(f1_score(targets, predicted, labels=np.unique(targets), average="macro"))
+
+
+def choose(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> tuple[dict[str, float], dict]:
+    """The mixture weights with the best validation `metric`; ties go to the lower log loss, then to fewer
+    candidates. Returns the weights and the chosen mixture's scores."""
+    names = list(held)
+    best_key, best = None, None
+    for weights in weight_grid(len(names)):
+        mixed = sum(w * held[name] for w, name in zip(weights, names))
+        key = (score(mixed, targets, metric), -log_loss(mixed, targets), -sum(w > 0 for w in weights))
+        if best_key is None or key > best_key:
+            best_key, best = key, weights
+    return ({name: w for name, w in zip(names, best) if w > 0},
+            {metric: best_key[0], "log_loss": -best_key[1]})
+
+
+class Candidates:
+    """Trains each candidate on the fitting rows and keeps its validation probabilities."""
+
+    def __init__(self, train: pd.DataFrame, cfg: FinetuneParams, seed: int, stage_dir: Path,
+                 work_dir: Path | None):
+        self.train, self.cfg, self.seed, self.work_dir = train, cfg, seed, work_dir
+        self.texts = train["text"].astype(str).tolist()
+        self.names = train["label"].astype(str).tolist()
+        self.labels = sorted(set(self.names))
+        # the same carve as a fine-tuning candidate makes for its early stopping: it never sees these rows either
+        self.fit, self.held = carve_validation(self.texts, self.names, cfg.validation_fraction, seed)
+        self.targets = np.array([self.labels.index(self.names[i]) for i in self.held])
+        self.folder = stage_dir / CANDIDATES_DIR
+        self.device = resolve_device(cfg.device)
+        self.vectors = None
+        self.probs, self.report, self.fitted = {}, [], {}
+        self.result: FinetuneResult | None = None  # the fine-tuned candidate's training record
+
+    def _rows(self, index: list[int]) -> tuple[list[str], list[str]]:
+        return [self.texts[i] for i in index], [self.names[i] for i in index]
+
+    def sentence_vectors(self) -> np.ndarray:
+        if self.vectors is None:
+            self.vectors = unit_rows(sentence_vectors(backbone_path(self.cfg.backbone), self.texts, self.device,
+                                                      max_length=self.cfg.max_length))
+        return self.vectors
+
+    def train_one(self, name: str) -> None:
+        started = time.perf_counter()
+        fit_texts, fit_names = self._rows(self.fit)
+        settings = {}
+        if name == "tfidf":
+            learner = learners.fit_tfidf(fit_texts, fit_names, self.seed)
+            probs = learner.predict_proba(self._rows(self.held)[0])
+            self.fitted[name], settings = learner, learner.settings
+        elif name == "embedding":
+            vectors = self.sentence_vectors()
+            learner = learners.fit_embedding(vectors[self.fit], fit_names, self.seed)
+            probs = learner.predict_proba(vectors=vectors[self.held])
+            self.fitted[name], settings = learner, learner.settings
+        else:
+            member_cfg = self.cfg.model_copy(update={"strategy": name})
+            self.result = train_strategy(self.train, member_cfg, self.seed, self.folder / name, self.work_dir)
+            classifier = Classifier(self.result.model_dir, self.device)
+            learner, probs = classifier, classifier.predict_proba(self._rows(self.held)[0])
+            settings = {"best_epoch": self.result.best_epoch, "temperature": self.result.temperature}
+        probs = aligned(probs, learner.labels, self.labels)
+        self.probs[name] = probs
+        self.report.append({"name": name, "accuracy": score(probs, self.targets, "accuracy"),
+                            "macro_f1": score(probs, self.targets, "macro_f1"),
+                            "log_loss": log_loss(probs, self.targets), "seconds": time.perf_counter() - started,
+                            "settings": {k: v for k, v in settings.items() if k != "cv_macro_f1"}})
+        say(f"auto: candidate {name}: validation accuracy {self.report[-1]['accuracy']:.3f}, macro-F1 "
+            f"{self.report[-1]['macro_f1']:.3f} ({self.report[-1]['seconds']:.0f} s)")
+
+    def refitted(self) -> Path:
+        """The fine-tuned candidate trained again on every training row, for the epochs early stopping kept,
+        with the temperature the first one was calibrated to (the second has no rows left to fit one on)."""
+        first = self.result
+        update = {"strategy": first.strategy, "validation_fraction": 0.0,
+                  "epochs": first.best_epoch or self.cfg.epochs}
+        say(f"auto: training {first.strategy} again on all {len(self.texts)} training rows, "
+            f"{update['epochs']} epochs")
+        again = train_strategy(self.train, self.cfg.model_copy(update=update), self.seed,
+                               self.folder / f"{first.strategy}-all", self.work_dir)
+        card_path = again.model_dir / MODEL_CARD
+        card = json.loads(card_path.read_text())
+        card["temperature"] = first.temperature
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        return again.model_dir
+
+    def save_member(self, name: str, folder: Path) -> None:
+        """The chosen candidate, in the model folder; a fast learner refitted on every training row first."""
+        if name not in LEARNERS:
+            shutil.move(str(self.refitted() if self.cfg.refit else self.result.model_dir), folder)
+            return
+        learner = self.fitted[name]
+        if name == "tfidf":
+            learner = learners.fit_tfidf(self.texts, self.names, self.seed, learner.settings)
+        else:
+            learner = learners.fit_embedding(self.sentence_vectors(), self.names, self.seed, learner.settings)
+        learners.save(learner, folder)
+
+
+def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
+               work_dir: Path | None = None) -> FinetuneResult:
+    """Train the candidates, choose and calibrate their mixture, and save it to `out_dir`/model."""
+    started = time.perf_counter()
+    candidates = Candidates(train, cfg, seed, out_dir, work_dir)
+    for name in cfg.candidates:
+        candidates.train_one(name)
+    weights, chosen = choose(candidates.probs, candidates.targets, cfg.choice_metric)
+    mixed = sum(w * candidates.probs[name] for name, w in weights.items())
+    temperature = fit_temperature(mixed, candidates.targets)
+    chosen.update(temperature=temperature,
+                  log_loss_calibrated=log_loss(apply_temperature(mixed, temperature), candidates.targets))
+    model_dir = save_portfolio(candidates, weights, temperature, out_dir, run_fingerprint(train, cfg, seed))
+    shutil.rmtree(candidates.folder, ignore_errors=True)
+    say("auto: chose " + " + ".join(f"{name} {w:.1f}" for name, w in weights.items())
+        + f" (validation {cfg.choice_metric} {chosen[cfg.choice_metric]:.3f}, temperature {temperature:.2f})")
+    tuned = candidates.result
+    result = FinetuneResult(
+        model_dir, candidates.labels, AUTO, candidates.device.name, time.perf_counter() - started,
+        tuned.samples_per_second if tuned else 0.0, tuned.losses if tuned else [],
+        tuned.validation if tuned else [], tuned.best_epoch if tuned else None,
+        tuned.trainable_parameters if tuned else 0, tuned.features_cached if tuned else False,
+        tuned.resumed_from_epoch if tuned else None, temperature, candidates.report,
+        {"weights": weights, "validation_rows": len(candidates.held), **chosen})
+    (out_dir / LOG_FILE).write_text(json.dumps({**asdict(result), "model_dir": str(model_dir)}, indent=2))
+    return result
+
+
+def save_portfolio(candidates: Candidates, weights: dict[str, float], temperature: float, out_dir: Path,
+                   fingerprint: str) -> Path:
+    """The model folder: each chosen candidate under members/, and the card that weighs them."""
+    cfg = candidates.cfg
+    model_dir = out_dir / MODEL_DIR
+    shutil.rmtree(model_dir, ignore_errors=True)
+    (model_dir / MEMBERS_DIR).mkdir(parents=True)
+    members = []
+    for name, weight in weights.items():
+        candidates.save_member(name, model_dir / MEMBERS_DIR / name)
+        members.append({"name": name, "weight": weight, "folder": f"{MEMBERS_DIR}/{name}"})
+    from transformers import AutoConfig
+
+    hidden = AutoConfig.from_pretrained(backbone_path(cfg.backbone)).hidden_size
+    card = {"format": 1, "labels": candidates.labels, "max_length": cfg.max_length, "strategy": AUTO,
+            "base": cfg.backbone if cfg.backbone == "minilm" else backbone_path(cfg.backbone),
+            "hidden_size": hidden, "encoder": MEMBERS_DIR, "fingerprint": fingerprint, "temperature": temperature,
+            "members": members}
+    (model_dir / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    read_card(model_dir)  # the card the loaders will read: a missing key fails here, not at prediction
+    return model_dir

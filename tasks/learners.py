@@ -1,0 +1,186 @@
+"""The fast learners of the `auto` strategy: logistic regression on TF-IDF word and character n-grams, and on the
+backbone's frozen sentence vectors. Each chooses its regularisation (and TF-IDF its n-grams) by stratified
+cross-validation on the rows it is given, as a careful user tunes a scikit-learn baseline.
+
+A learner is saved as JSON and NumPy arrays, never as a pickle: loading a model folder runs no code from it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+LEARNER_FILE = "learner.json"
+ARRAYS_FILE = "learner.npz"
+C_GRID = (1.0, 10.0, 100.0)  # TF-IDF and unit-length sentence vectors both want weak regularisation at few rows
+MAX_FOLDS = 5
+
+# TF-IDF inputs a candidate tries: words and word pairs, characters inside word boundaries (robust to typos and
+# inflection in short messages), or both side by side
+NGRAMS = {
+    "word": [{"analyzer": "word", "ngram_range": (1, 2)}],
+    "char": [{"analyzer": "char_wb", "ngram_range": (2, 5)}],
+    "word+char": [{"analyzer": "word", "ngram_range": (1, 2)}, {"analyzer": "char_wb", "ngram_range": (2, 5)}],
+}
+TFIDF_SETTINGS = {"sublinear_tf": True, "lowercase": True, "dtype": np.float32}
+
+
+@dataclass
+class Linear:
+    """Multinomial logistic regression weights over `labels` (binary: one row, as scikit-learn keeps it)."""
+
+    labels: list[str]
+    coef: np.ndarray
+    intercept: np.ndarray
+
+    def proba(self, features) -> np.ndarray:
+        scores = np.asarray(features @ self.coef.T, dtype=np.float64) + self.intercept
+        if self.coef.shape[0] == 1:
+            positive = 1.0 / (1.0 + np.exp(-scores[:, 0]))
+            return np.stack([1.0 - positive, positive], axis=1)
+        scores -= scores.max(axis=1, keepdims=True)
+        weights = np.exp(scores)
+        return weights / weights.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class Learner:
+    """A fitted learner: its kind, chosen settings and weights, and (TF-IDF) the fitted vectorizers."""
+
+    kind: str  # "tfidf" | "embedding"
+    settings: dict  # C, and the n-gram choice for TF-IDF; the cross-validated score of each candidate setting
+    linear: Linear
+    vectorizers: list = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.linear.labels
+
+    def features(self, texts: list[str] | None = None, vectors: np.ndarray | None = None):
+        if self.kind == "embedding":
+            return vectors
+        from scipy.sparse import hstack
+
+        return hstack([vectorizer.transform(texts) for vectorizer in self.vectorizers]).tocsr()
+
+    def predict_proba(self, texts: list[str] | None = None, vectors: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities over `labels`: from `texts` (TF-IDF) or their sentence `vectors` (embedding)."""
+        return self.linear.proba(self.features(texts, vectors))
+
+
+def _folds(labels: list[str], seed: int):
+    """Stratified folds, as many as the smallest label allows (at most MAX_FOLDS); None: a label has one row."""
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = min(np.unique(labels, return_counts=True)[1])
+    if smallest < 2:
+        return None
+    return StratifiedKFold(n_splits=min(MAX_FOLDS, int(smallest)), shuffle=True, random_state=seed)
+
+
+def _logistic(C: float):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=3000)
+
+
+def _fit_linear(features, labels: list[str], C: float) -> Linear:
+    model = _logistic(C).fit(features, labels)
+    return Linear([str(c) for c in model.classes_], model.coef_.astype(np.float32),
+                  model.intercept_.astype(np.float64))
+
+
+def _cv_score(build, labels: np.ndarray, folds, C: float) -> float:
+    """Mean macro-F1 over the folds; `build(train_index, test_index)` returns the two feature matrices."""
+    from sklearn.metrics import f1_score
+
+    scores = []
+    for train_index, test_index in folds.split(np.zeros(len(labels)), labels):
+        train_x, test_x = build(train_index, test_index)
+        predicted = _logistic(C).fit(train_x, labels[train_index]).predict(test_x)
+        scores.append(f1_score(labels[test_index], predicted, average="macro"))
+    return float(np.mean(scores))
+
+
+def _vectorizers(ngrams: str):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return [TfidfVectorizer(**TFIDF_SETTINGS, **options) for options in NGRAMS[ngrams]]
+
+
+def _tfidf_features(ngrams: str, fit_texts: list[str], other_texts: list[str]):
+    from scipy.sparse import hstack
+
+    vectorizers = _vectorizers(ngrams)
+    fitted = hstack([v.fit_transform(fit_texts) for v in vectorizers]).tocsr()
+    return vectorizers, fitted, hstack([v.transform(other_texts) for v in vectorizers]).tocsr()
+
+
+def fit_tfidf(texts: list[str], labels: list[str], seed: int, settings: dict | None = None) -> Learner:
+    """TF-IDF + logistic regression; n-grams and C chosen by cross-validated macro-F1 unless `settings` (an
+    earlier fit's) fixes them."""
+    targets = np.asarray(labels)
+    if settings is None:
+        folds = _folds(labels, seed)
+        tried = {}
+        if folds is not None:
+            for ngrams in NGRAMS:
+                def build(train_index, test_index, ngrams=ngrams):
+                    _, train_x, test_x = _tfidf_features(ngrams, [texts[i] for i in train_index],
+                                                         [texts[i] for i in test_index])
+                    return train_x, test_x
+                for C in C_GRID:
+                    tried[f"{ngrams} C={C:g}"] = _cv_score(build, targets, folds, C)
+        best = max(tried, key=tried.get) if tried else "word+char C=10"
+        ngrams, _, c_text = best.partition(" C=")
+        settings = {"ngrams": ngrams, "C": float(c_text), "cv_macro_f1": tried}
+    vectorizers, features, _ = _tfidf_features(settings["ngrams"], texts, texts[:1])
+    return Learner("tfidf", settings, _fit_linear(features, labels, settings["C"]), vectorizers)
+
+
+def fit_embedding(vectors: np.ndarray, labels: list[str], seed: int, settings: dict | None = None) -> Learner:
+    """Logistic regression on sentence vectors; C chosen by cross-validated macro-F1 unless `settings` fixes it."""
+    targets = np.asarray(labels)
+    if settings is None:
+        folds = _folds(labels, seed)
+        tried = ({f"C={C:g}": _cv_score(lambda a, b: (vectors[a], vectors[b]), targets, folds, C) for C in C_GRID}
+                 if folds is not None else {})
+        C = float(max(tried, key=tried.get).removeprefix("C=")) if tried else 10.0
+        settings = {"C": C, "cv_macro_f1": tried}
+    return Learner("embedding", settings, _fit_linear(vectors, labels, settings["C"]))
+
+
+# ---------------------------------------------------------------- saving and loading
+
+
+def save(learner: Learner, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"coef": learner.linear.coef, "intercept": learner.linear.intercept}
+    vectorizers = []
+    for i, vectorizer in enumerate(learner.vectorizers):
+        arrays[f"idf{i}"] = vectorizer.idf_.astype(np.float64)
+        vectorizers.append({"analyzer": vectorizer.analyzer, "ngram_range": list(vectorizer.ngram_range),
+                            "vocabulary": {term: int(index) for term, index in vectorizer.vocabulary_.items()}})
+    np.savez(folder / ARRAYS_FILE, **arrays)
+    (folder / LEARNER_FILE).write_text(json.dumps({
+        "kind": learner.kind, "labels": learner.labels, "settings": learner.settings,
+        "vectorizers": vectorizers}, ensure_ascii=False), encoding="utf-8")
+
+
+def load(folder: Path) -> Learner:
+    """A learner saved by `save` (NumPy arrays read without pickle)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    spec = json.loads((folder / LEARNER_FILE).read_text(encoding="utf-8"))
+    with np.load(folder / ARRAYS_FILE, allow_pickle=False) as arrays:
+        linear = Linear(list(spec["labels"]), arrays["coef"], arrays["intercept"])
+        vectorizers = []
+        for i, saved in enumerate(spec["vectorizers"]):
+            vectorizer = TfidfVectorizer(**TFIDF_SETTINGS, analyzer=saved["analyzer"],
+                                         ngram_range=tuple(saved["ngram_range"]))
+            vectorizer.vocabulary_ = saved["vocabulary"]
+            vectorizer.idf_ = arrays[f"idf{i}"]
+            vectorizers.append(vectorizer)
+    return Learner(spec["kind"], spec["settings"], linear, vectorizers)

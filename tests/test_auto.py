@@ -1,0 +1,153 @@
+"""Strategy auto: the fast learners (cross-validated, saved without pickle), temperature scaling, the choice of
+mixture on validation rows, and the saved portfolio predicting through the same paths as any model."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import learners
+from tasks.auto import choose, weight_grid
+from tasks.calibration import apply_temperature, fit_temperature, log_loss, uncalibrated
+from tasks.config import FinetuneParams, parse_params
+from tasks.errors import ParamsError
+from tasks.finetune import finetune
+from tasks.model import MODEL_CARD, Classifier
+from tasks.portfolio import Portfolio, load_classifier
+from tests.conftest import REPO, cfpb_sample
+
+BANKING = REPO / "tests" / "data" / "banking77"
+
+
+def banking(split: str, classes: int = 6) -> pd.DataFrame:
+    """Real banking77 queries of the first `classes` intents in the test slice."""
+    frame = pd.read_csv(BANKING / f"{split}.csv").rename(columns={"category": "label"})
+    return frame[frame["label"].isin(sorted(frame["label"].unique())[:classes])].reset_index(drop=True)
+
+
+def test_tfidf_learner_chooses_by_cross_validation_and_reloads_without_pickle(tmp_path):
+    train, test = banking("train"), banking("test")
+    learner = learners.fit_tfidf(train["text"].tolist(), train["label"].tolist(), seed=0)
+    tried = learner.settings["cv_macro_f1"]
+    assert len(tried) == len(learners.NGRAMS) * len(learners.C_GRID)
+    assert f"{learner.settings['ngrams']} C={learner.settings['C']:g}" == max(tried, key=tried.get)
+    probs = learner.predict_proba(test["text"].tolist())
+    accuracy = np.mean(np.array(learner.labels)[probs.argmax(axis=1)] == test["label"])
+    assert accuracy > 0.8  # six distinct intents: n-grams alone separate them well
+
+    learners.save(learner, tmp_path / "tfidf")
+    with np.load(tmp_path / "tfidf" / learners.ARRAYS_FILE, allow_pickle=False) as arrays:
+        assert {"coef", "intercept", "idf0"} <= set(arrays.files)
+    again = learners.load(tmp_path / "tfidf")
+    np.testing.assert_allclose(again.predict_proba(test["text"].tolist()), probs, rtol=1e-6, atol=1e-9)
+
+
+def test_a_label_with_one_row_skips_cross_validation_and_still_fits():
+    texts = ["card lost", "card stolen", "card missing", "refund please", "refund now", "where is my refund",
+             "exchange rate"]
+    labels = ["card"] * 3 + ["refund"] * 3 + ["rate"]
+    learner = learners.fit_tfidf(texts, labels, seed=0)
+    assert learner.settings["cv_macro_f1"] == {}
+    assert learner.predict_proba(["my card was stolen"]).shape == (1, 3)
+
+
+def test_temperature_scaling_lowers_the_log_loss_of_overconfident_probabilities():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 4, 400)
+    correct = rng.random(400) < 0.6  # right 60% of the time, yet 97% sure every time
+    predicted = np.where(correct, targets, (targets + 1) % 4)
+    probs = np.full((400, 4), 0.01)
+    probs[np.arange(400), predicted] = 0.97
+    temperature = fit_temperature(probs, targets)
+    assert temperature > 1
+    assert log_loss(apply_temperature(probs, temperature), targets) < log_loss(probs, targets)
+    assert (apply_temperature(probs, temperature).argmax(axis=1) == predicted).all()
+    np.testing.assert_allclose(uncalibrated(apply_temperature(probs, temperature), temperature), probs, atol=1e-9)
+
+
+def test_the_choice_takes_the_best_mixture_and_prefers_fewer_members_on_ties():
+    assert len(weight_grid(3)) == 66 and all(abs(sum(w) - 1) < 1e-9 for w in weight_grid(3))
+    targets = np.array([0, 1, 0, 1])
+    sure = np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1], [0.1, 0.9]])
+    wrong = sure[:, ::-1]
+    weights, scores = choose({"good": sure, "bad": wrong}, targets, "accuracy")
+    assert weights == {"good": 1.0} and scores["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"strategy": "auto", "validation_fraction": 0}, "strategy auto chooses among its candidates"),
+    ({"candidates": ["tfidf", "svm"]}, "svm"),
+    ({"candidates": ["full", "lora"]}, "at most one fine-tuning strategy"),
+])
+def test_bad_auto_settings_fail_at_load_in_one_line(raw, message):
+    with pytest.raises(ParamsError) as caught:
+        parse_params({"finetune": raw})
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def auto_model(tmp_path_factory, tiny_backbone):
+    train = cfpb_sample(per_class=20).rename(columns={"issue": "label"})[["text", "label"]]
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="auto", candidates=["tfidf", "embedding", "head"],
+                         epochs=2, batch_size=8, max_length=64)
+    return finetune(train, cfg, seed=0, out_dir=tmp_path_factory.mktemp("auto")), train
+
+
+def test_auto_scores_every_candidate_on_validation_rows_and_saves_the_chosen_mixture(auto_model):
+    result, train = auto_model
+    assert result.strategy == "auto"
+    assert [c["name"] for c in result.candidates] == ["tfidf", "embedding", "head"]
+    assert result.choice["validation_rows"] == 4 * round(20 * 0.2)
+    weights = result.choice["weights"]
+    assert weights and abs(sum(weights.values()) - 1) < 1e-9
+    card = json.loads((result.model_dir / MODEL_CARD).read_text())
+    assert {m["name"]: m["weight"] for m in card["members"]} == weights
+    assert sorted(p.name for p in (result.model_dir / "members").iterdir()) == sorted(weights)
+    assert card["temperature"] == pytest.approx(result.temperature)
+    assert not (result.model_dir.parent / "candidates").exists()
+
+
+def test_a_saved_portfolio_predicts_like_any_model(auto_model):
+    result, train = auto_model
+    texts = cfpb_sample(per_class=25).tail(12)["text"].tolist()
+    model = load_classifier(result.model_dir)
+    assert isinstance(model, Portfolio) and model.labels == sorted(train["label"].unique())
+    probs = model.predict_proba(texts)
+    assert probs.shape == (12, 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    mixed = sum(w * model.member_probabilities(texts)[name] for name, w, _ in model.members)
+    np.testing.assert_allclose(probs, apply_temperature(mixed, model.temperature), atol=1e-5)
+    assert model.embed(texts).shape[0] == 12
+
+
+def test_a_portfolio_serves_through_the_registered_pyfunc(auto_model, tmp_path):
+    from tasks.register import _log_model
+
+    result, _ = auto_model
+    texts = cfpb_sample(per_class=25).tail(5)["text"].tolist()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        with mlflow.start_run():
+            info = _log_model(result.model_dir, "auto-test")
+        served = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"text": texts}))
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    direct = load_classifier(result.model_dir).predict_proba(texts)
+    assert list(served["prediction"]) == [load_classifier(result.model_dir).labels[i] for i in direct.argmax(1)]
+    np.testing.assert_allclose(served["probability"], direct.max(axis=1), atol=1e-5)
+
+
+def test_a_single_strategy_is_calibrated_on_its_validation_rows(tmp_path, tiny_backbone):
+    train = cfpb_sample(per_class=10).rename(columns={"issue": "label"})[["text", "label"]]
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=2, batch_size=8, max_length=64)
+    result = finetune(train, cfg, seed=0, out_dir=tmp_path)
+    assert result.temperature != 1.0
+    assert Classifier(result.model_dir).temperature == pytest.approx(result.temperature)
+    plain = finetune(train, cfg.model_copy(update={"validation_fraction": 0.0}), seed=0, out_dir=tmp_path / "b")
+    assert plain.temperature == 1.0
