@@ -115,7 +115,7 @@ def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], store
         flag(frame["timestamp"].isna(), "missing or unparseable timestamp")
     if labels:
         flag(~frame["label"].isin(labels), "label outside the label set")
-    flag(frame["text"].str.len() > cfg.max_text_chars, f"text over {cfg.max_text_chars} characters")
+    flag(frame["text"].str.len() > cfg.max_text_chars, f"text over {cfg.max_text_chars:,} characters")
     candidates = frame[reason.isna()]
     seen = pd.concat([stored[["key", "label"]], pd.DataFrame({"key": candidates[KEY], "label": candidates["label"]})])
     first_label = seen.groupby("key")["label"].transform("first").iloc[len(stored):]

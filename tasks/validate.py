@@ -72,7 +72,7 @@ def build_suite(cfg: ValidateParams, labels: list[str], previous: pd.Series | No
         ("text is not blank", "not_null", gxe.ExpectColumnValuesToMatchRegex(column="text", regex=r"\S")),
         ("label is present", "not_null", gxe.ExpectColumnValuesToNotBeNull(column="label")),
         ("two or more classes", "class_count", gxe.ExpectColumnUniqueValueCountToBeBetween(column="label", min_value=2)),
-        (f"text at most {cfg.max_text_chars} characters", "text_length",
+        (f"text at most {cfg.max_text_chars:,} characters", "text_length",
          gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1, max_value=cfg.max_text_chars)),
         (f"at most {cfg.max_duplicate_rate:.0%} of rows repeat a text", "duplicates",
          gxe.ExpectColumnValuesToBeUnique(column=KEY, mostly=1 - cfg.max_duplicate_rate)),

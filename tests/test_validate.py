@@ -30,7 +30,7 @@ def test_a_good_frame_passes_every_check():
     assert docs is None
     assert [check.name for check in checks] == [
         "text and label columns exist", "text is present", "text is not blank", "label is present",
-        "two or more classes", "text at most 5000 characters", "at most 1% of rows repeat a text",
+        "two or more classes", "text at most 100,000 characters", "at most 1% of rows repeat a text",
         "no text labeled two ways", "label is one of the 2 known labels",
         "at least 3 examples of 'billing'", "at least 3 examples of 'delivery'",
     ]
