@@ -28,6 +28,15 @@ def run_link(registration: Registration) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{registration.run_id}"
 
 
+def model_line(tags: dict) -> str:
+    """The strategy, and for auto what it chose and how each candidate scored on the validation rows."""
+    line = f"strategy `{tags['strategy']}`"
+    if tags.get("candidate_scores"):
+        line += (f", chose {tags['model_choice']}; validation accuracy / macro-F1 of each candidate: "
+                 f"{tags['candidate_scores']}")
+    return line + f"; probabilities calibrated with temperature {float(tags.get('temperature', 1)):.2f}"
+
+
 def summary_markdown(params: Params, paths: Paths, registration: Registration, review: dict,
                      outcome: dict) -> str:
     tags, metrics = registration.tags, registration.metrics
@@ -38,6 +47,7 @@ def summary_markdown(params: Params, paths: Paths, registration: Registration, r
         f"- **Validation**: {tags['validation_status']} (Great Expectations; see the validation artifact)",
         f"- **Holdout**: {holdout_text(metrics)}; always the majority class: accuracy "
         f"{metrics['majority_accuracy']:.3f}; {calibration_text(metrics)}",
+        f"- **Model**: {model_line(tags)}",
         f"- **Drift over time windows**: {tags['drift_status']}",
         f"- **Gate**: {review['gate']}; **decision**: {outcome['message']}", "",
         "## Against the champion", "", review["table"], "",

@@ -4,10 +4,10 @@ scores best on validation rows carved from them (never the holdout: it stays for
 No single learner wins on every dataset: TF-IDF n-grams read rare domain words and long texts, the backbone's
 frozen sentence vectors generalise from very few rows, the fine-tuned transformer wins when labels are plenty
 (BENCHMARKS.md). So each candidate in `finetune.candidates` is fitted on the training rows less the validation
-share, scored there, and the weights of the mixture (each candidate alone included) are chosen on a grid by
-`finetune.choice_metric`; one temperature then calibrates the mixture on the same rows. The fast learners are
-fitted again on every training row with the settings their cross-validation chose; a fine-tuned candidate keeps
-the weights it early-stopped with (training it again would double the longest step)."""
+share and scored there (on small data, where that share would be a handful of rows, in stratified folds so
+that every row is scored once), and the weights of the mixture (each candidate alone included) are chosen on a
+grid by `finetune.choice_metric`; one temperature then calibrates the mixture on the same rows. The chosen
+candidates are then fitted on every training row."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ from tasks.training import FinetuneResult, carve_validation, run_fingerprint, tr
 
 LEARNERS = ("tfidf", "embedding")  # the candidates that are not fine-tuning strategies
 CANDIDATES_DIR = "candidates"  # inside the stage folder while candidates train; removed once the model is saved
+MIN_HELD_ROWS = 100  # fewer validation rows than this from one carve: cross-fit in folds instead
+CROSS_FOLDS = 5
 
 
 def weight_grid(members: int) -> list[tuple[float, ...]]:
@@ -66,8 +68,23 @@ def choose(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> tup
             {metric: best_key[0], "log_loss": -best_key[1]})
 
 
+def folds_for(texts: list[str], names: list[str], fraction: float, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(fitting rows, validation rows) pairs. One carve of `fraction` of each label when that leaves at least
+    MIN_HELD_ROWS to choose on; fewer are too noisy to choose by (amazon with 8 rows per class holds out 4), so
+    then every row is held out once, in stratified folds, and each candidate is trained once per fold."""
+    from sklearn.model_selection import StratifiedKFold
+
+    fit, held = carve_validation(texts, names, fraction, seed)
+    smallest = int(min(np.unique(names, return_counts=True)[1]))
+    if len(held) >= MIN_HELD_ROWS or smallest < 2:
+        return [(fit, held)]
+    folds = StratifiedKFold(n_splits=min(CROSS_FOLDS, smallest), shuffle=True, random_state=seed)
+    return [(a.tolist(), b.tolist()) for a, b in folds.split(np.zeros(len(names)), names)]
+
+
 class Candidates:
-    """Trains each candidate on the fitting rows and keeps its validation probabilities."""
+    """Trains each candidate on the fitting rows of each fold and keeps its probabilities on the validation
+    rows, then the chosen ones on every training row."""
 
     def __init__(self, train: pd.DataFrame, cfg: FinetuneParams, seed: int, stage_dir: Path,
                  work_dir: Path | None):
@@ -75,45 +92,61 @@ class Candidates:
         self.texts = train["text"].astype(str).tolist()
         self.names = train["label"].astype(str).tolist()
         self.labels = sorted(set(self.names))
-        # the same carve as a fine-tuning candidate makes for its early stopping: it never sees these rows either
-        self.fit, self.held = carve_validation(self.texts, self.names, cfg.validation_fraction, seed)
+        # one fold: the same carve a fine-tuning candidate makes for its early stopping, so it never sees
+        # these rows either
+        self.folds = folds_for(self.texts, self.names, cfg.validation_fraction, seed)
+        self.held = [i for _, held in self.folds for i in held]
         self.targets = np.array([self.labels.index(self.names[i]) for i in self.held])
         self.folder = stage_dir / CANDIDATES_DIR
         self.device = resolve_device(cfg.device)
         self.vectors = None
-        self.probs, self.report, self.fitted = {}, [], {}
-        self.result: FinetuneResult | None = None  # the fine-tuned candidate's training record
+        self.probs, self.report, self.settings = {}, [], {}
+        self.result: FinetuneResult | None = None  # the fine-tuned candidate's record (one carve: its first run)
 
-    def _rows(self, index: list[int]) -> tuple[list[str], list[str]]:
-        return [self.texts[i] for i in index], [self.names[i] for i in index]
+    @property
+    def cross_fitted(self) -> bool:
+        return len(self.folds) > 1
+
+    def _texts(self, index: list[int]) -> list[str]:
+        return [self.texts[i] for i in index]
 
     def sentence_vectors(self) -> np.ndarray:
         if self.vectors is None:
             self.vectors = unit_rows(sentence_vectors(backbone_path(self.cfg.backbone), self.texts, self.device,
-                                                      max_length=self.cfg.max_length))
+                                                      max_length=self.cfg.max_length,
+                                                      truncation=self.cfg.truncation))
         return self.vectors
+
+    def _fold_probs(self, name: str, fit: list[int], held: list[int], fold: int) -> np.ndarray:
+        """Candidate `name` fitted on rows `fit`, its probabilities (over self.labels) on rows `held`."""
+        fit_names = [self.names[i] for i in fit]
+        if name == "tfidf":
+            learner = learners.fit_tfidf(self._texts(fit), fit_names, self.seed)
+            self.settings[name] = learner.settings
+            return aligned(learner.predict_proba(self._texts(held)), learner.labels, self.labels)
+        if name == "embedding":
+            vectors = self.sentence_vectors()
+            learner = learners.fit_embedding(vectors[fit], fit_names, self.seed)
+            self.settings[name] = learner.settings
+            return aligned(learner.predict_proba(vectors=vectors[held]), learner.labels, self.labels)
+        if not self.cross_fitted:  # trained on all rows; it carves the same validation rows itself
+            self.result = train_strategy(self.train, self.cfg.model_copy(update={"strategy": name}), self.seed,
+                                         self.folder / name, self.work_dir)
+            self.settings[name] = {"best_epoch": self.result.best_epoch, "temperature": self.result.temperature}
+            model_dir = self.result.model_dir
+        else:  # too few rows to stop early on: the set epochs, no checkpoints for a model trained in seconds
+            fold_cfg = self.cfg.model_copy(update={"strategy": name, "validation_fraction": 0.0})
+            model_dir = train_strategy(self.train.iloc[fit], fold_cfg, self.seed,
+                                       self.folder / f"{name}-fold{fold}", None).model_dir
+        classifier = Classifier(model_dir, self.device)
+        return aligned(classifier.predict_proba(self._texts(held)), classifier.labels, self.labels)
 
     def train_one(self, name: str) -> None:
         started = time.perf_counter()
-        fit_texts, fit_names = self._rows(self.fit)
-        settings = {}
-        if name == "tfidf":
-            learner = learners.fit_tfidf(fit_texts, fit_names, self.seed)
-            probs = learner.predict_proba(self._rows(self.held)[0])
-            self.fitted[name], settings = learner, learner.settings
-        elif name == "embedding":
-            vectors = self.sentence_vectors()
-            learner = learners.fit_embedding(vectors[self.fit], fit_names, self.seed)
-            probs = learner.predict_proba(vectors=vectors[self.held])
-            self.fitted[name], settings = learner, learner.settings
-        else:
-            member_cfg = self.cfg.model_copy(update={"strategy": name})
-            self.result = train_strategy(self.train, member_cfg, self.seed, self.folder / name, self.work_dir)
-            classifier = Classifier(self.result.model_dir, self.device)
-            learner, probs = classifier, classifier.predict_proba(self._rows(self.held)[0])
-            settings = {"best_epoch": self.result.best_epoch, "temperature": self.result.temperature}
-        probs = aligned(probs, learner.labels, self.labels)
+        probs = np.concatenate([self._fold_probs(name, fit, held, fold)
+                                for fold, (fit, held) in enumerate(self.folds)])
         self.probs[name] = probs
+        settings = {} if self.cross_fitted else self.settings.get(name, {})
         self.report.append({"name": name, "accuracy": score(probs, self.targets, "accuracy"),
                             "macro_f1": score(probs, self.targets, "macro_f1"),
                             "log_loss": log_loss(probs, self.targets), "seconds": time.perf_counter() - started,
@@ -121,32 +154,37 @@ class Candidates:
         say(f"auto: candidate {name}: validation accuracy {self.report[-1]['accuracy']:.3f}, macro-F1 "
             f"{self.report[-1]['macro_f1']:.3f} ({self.report[-1]['seconds']:.0f} s)")
 
-    def refitted(self) -> Path:
-        """The fine-tuned candidate trained again on every training row, for the epochs early stopping kept,
-        with the temperature the first one was calibrated to (the second has no rows left to fit one on)."""
+    def on_every_row(self, name: str) -> Path:
+        """The fine-tuned candidate trained on every training row: for the epochs early stopping kept, with
+        the temperature the first run was calibrated to (none is left to fit one on), or after
+        cross-fitting for the set epochs. Without refit, the first run itself (one carve only)."""
         first = self.result
-        update = {"strategy": first.strategy, "validation_fraction": 0.0,
-                  "epochs": first.best_epoch or self.cfg.epochs}
-        say(f"auto: training {first.strategy} again on all {len(self.texts)} training rows, "
-            f"{update['epochs']} epochs")
+        if first is not None and not self.cfg.refit:
+            return first.model_dir
+        epochs = (first.best_epoch if first is not None else None) or self.cfg.epochs
+        say(f"auto: training {name} on all {len(self.texts)} training rows, {epochs} epochs")
+        update = {"strategy": name, "validation_fraction": 0.0, "epochs": epochs}
         again = train_strategy(self.train, self.cfg.model_copy(update=update), self.seed,
-                               self.folder / f"{first.strategy}-all", self.work_dir)
-        card_path = again.model_dir / MODEL_CARD
-        card = json.loads(card_path.read_text())
-        card["temperature"] = first.temperature
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
+                               self.folder / f"{name}-all", self.work_dir)
+        if first is not None:
+            card_path = again.model_dir / MODEL_CARD
+            card = json.loads(card_path.read_text())
+            card["temperature"] = first.temperature
+            card_path.write_text(json.dumps(card, indent=2) + "\n")
         return again.model_dir
 
     def save_member(self, name: str, folder: Path) -> None:
-        """The chosen candidate, in the model folder; a fast learner refitted on every training row first."""
+        """The chosen candidate, fitted on every training row, in the model folder. A fast learner keeps the
+        settings its cross-validation chose on one carve's fitting rows; after cross-fitting it chooses them
+        again on every row."""
         if name not in LEARNERS:
-            shutil.move(str(self.refitted() if self.cfg.refit else self.result.model_dir), folder)
+            shutil.move(str(self.on_every_row(name)), folder)
             return
-        learner = self.fitted[name]
+        settings = None if self.cross_fitted else self.settings[name]
         if name == "tfidf":
-            learner = learners.fit_tfidf(self.texts, self.names, self.seed, learner.settings)
+            learner = learners.fit_tfidf(self.texts, self.names, self.seed, settings)
         else:
-            learner = learners.fit_embedding(self.sentence_vectors(), self.names, self.seed, learner.settings)
+            learner = learners.fit_embedding(self.sentence_vectors(), self.names, self.seed, settings)
         learners.save(learner, folder)
 
 
@@ -173,7 +211,7 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
         tuned.validation if tuned else [], tuned.best_epoch if tuned else None,
         tuned.trainable_parameters if tuned else 0, tuned.features_cached if tuned else False,
         tuned.resumed_from_epoch if tuned else None, temperature, candidates.report,
-        {"weights": weights, "validation_rows": len(candidates.held), **chosen})
+        {"weights": weights, "validation_rows": len(candidates.held), "folds": len(candidates.folds), **chosen})
     (out_dir / LOG_FILE).write_text(json.dumps({**asdict(result), "model_dir": str(model_dir)}, indent=2))
     return result
 
@@ -195,6 +233,7 @@ def save_portfolio(candidates: Candidates, weights: dict[str, float], temperatur
     card = {"format": 1, "labels": candidates.labels, "max_length": cfg.max_length, "strategy": AUTO,
             "base": cfg.backbone if cfg.backbone == "minilm" else backbone_path(cfg.backbone),
             "hidden_size": hidden, "encoder": MEMBERS_DIR, "fingerprint": fingerprint, "temperature": temperature,
+            "truncation": cfg.truncation,
             "members": members}
     (model_dir / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
     read_card(model_dir)  # the card the loaders will read: a missing key fails here, not at prediction

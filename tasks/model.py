@@ -198,13 +198,13 @@ def shared_base(path: str, device_name: str, adapter_kind: str | None = None) ->
 
 
 @torch.inference_mode()
-def sentence_vectors(base: str, texts: list[str], device: Device, batch_size: int = 64,
-                     max_length: int = 512) -> np.ndarray:
+def sentence_vectors(base: str, texts: list[str], device: Device, batch_size: int = 64, max_length: int = 512,
+                     truncation: str = "head") -> np.ndarray:
     """Mean-pooled sentence vectors of the base backbone at `base` (shared with every model built on it)."""
     tokenizer = _base_tokenizer(base)
     encoder = shared_base(base, device.name)
     vectors = np.zeros((len(texts), encoder.encoder.config.hidden_size), dtype=np.float32)
-    for index, batch in length_batches(tokenizer, texts, batch_size, max_length, device.device):
+    for index, batch in length_batches(tokenizer, texts, batch_size, max_length, device.device, truncation):
         with device.autocast():
             vectors[index] = mean_pool(encoder.hidden(None, batch), batch["attention_mask"]).float().cpu().numpy()
     return vectors

@@ -49,6 +49,7 @@ class Portfolio:
         self.strategy = card["strategy"]
         self.base_name = card["base"]
         self.temperature = float(card.get("temperature", 1.0))
+        self.truncation = card.get("truncation", "head")
         if not card.get("members"):
             raise ModelLoadError(f"{model_dir / MODEL_CARD}: an auto model without members; train it again")
         self.members: list[tuple[str, float, object]] = []
@@ -62,7 +63,8 @@ class Portfolio:
             self.members.append((member["name"], float(member["weight"]), loaded))
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
-        return sentence_vectors(backbone_path(self.base_name), texts, self.device, self.batch_size, self.max_length)
+        return sentence_vectors(backbone_path(self.base_name), texts, self.device, self.batch_size, self.max_length,
+                                self.truncation)
 
     def member_probabilities(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Each member's probabilities over the model's labels (before mixing and the mixture's temperature)."""

@@ -56,6 +56,7 @@ def run_tags(params: Params, paths: Paths, stage_outputs: dict) -> dict:
         "backbone": params.finetune.backbone,
         "device": stage_outputs["training"]["device"],
         "model_choice": model_choice(stage_outputs["training"]),
+        "candidate_scores": candidate_scores(stage_outputs["training"]),
         "temperature": f"{stage_outputs['training'].get('temperature', 1.0):.4f}",
         "seed": str(params.base.seed),
         "primary_metric": params.register.primary_metric,
@@ -71,6 +72,11 @@ def model_choice(training: dict) -> str:
     if not weights:
         return training["strategy"]
     return " + ".join(f"{name} {weight:.1f}" for name, weight in weights.items())
+
+
+def candidate_scores(training: dict) -> str:
+    """Strategy auto: each candidate's validation accuracy and macro-F1, for people; "" for other strategies."""
+    return ", ".join(f"{c['name']} {c['accuracy']:.3f} / {c['macro_f1']:.3f}" for c in training.get("candidates", []))
 
 
 def candidate_metrics(training: dict) -> dict:

@@ -101,7 +101,8 @@ def test_auto_scores_every_candidate_on_validation_rows_and_saves_the_chosen_mix
     result, train = auto_model
     assert result.strategy == "auto"
     assert [c["name"] for c in result.candidates] == ["tfidf", "embedding", "head"]
-    assert result.choice["validation_rows"] == 4 * round(20 * 0.2)
+    # one carve would hold out 16 rows, too few to choose by: every row is scored once, in 5 folds
+    assert (result.choice["validation_rows"], result.choice["folds"]) == (len(train), 5)
     weights = result.choice["weights"]
     assert weights and abs(sum(weights.values()) - 1) < 1e-9
     card = json.loads((result.model_dir / MODEL_CARD).read_text())
@@ -109,6 +110,22 @@ def test_auto_scores_every_candidate_on_validation_rows_and_saves_the_chosen_mix
     assert sorted(p.name for p in (result.model_dir / "members").iterdir()) == sorted(weights)
     assert card["temperature"] == pytest.approx(result.temperature)
     assert not (result.model_dir.parent / "candidates").exists()
+
+
+def test_with_enough_validation_rows_one_carve_is_scored_and_the_fine_tuned_member_refitted(
+        tiny_backbone, tmp_path, monkeypatch):
+    from tasks import auto
+
+    monkeypatch.setattr(auto, "MIN_HELD_ROWS", 10)  # 16 validation rows count as enough here
+    train = cfpb_sample(per_class=20).rename(columns={"issue": "label"})[["text", "label"]]
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="auto", candidates=["head", "tfidf"],
+                         choice_metric="accuracy", epochs=2, batch_size=8, max_length=64)
+    result = finetune(train, cfg, seed=3, out_dir=tmp_path)
+    assert (result.choice["validation_rows"], result.choice["folds"]) == (16, 1)
+    assert result.candidates[0]["settings"]["best_epoch"] in (1, 2)  # early-stopped on the carve
+    if "head" in result.choice["weights"]:  # trained again on all rows, keeping the first run's temperature
+        card = json.loads((result.model_dir / "members" / "head" / MODEL_CARD).read_text())
+        assert card["temperature"] == pytest.approx(result.candidates[0]["settings"]["temperature"])
 
 
 def test_a_saved_portfolio_predicts_like_any_model(auto_model):
@@ -151,3 +168,24 @@ def test_a_single_strategy_is_calibrated_on_its_validation_rows(tmp_path, tiny_b
     assert Classifier(result.model_dir).temperature == pytest.approx(result.temperature)
     plain = finetune(train, cfg.model_copy(update={"validation_fraction": 0.0}), seed=0, out_dir=tmp_path / "b")
     assert plain.temperature == 1.0
+
+
+def test_the_registry_tags_and_the_run_summary_name_the_choice_and_each_candidate(auto_model):
+    from dataclasses import asdict
+
+    from flows.summary import model_line
+    from tasks.register import candidate_metrics, candidate_scores, model_choice
+
+    result, _ = auto_model
+    training = asdict(result)
+    tags = {"strategy": "auto", "model_choice": model_choice(training),
+            "candidate_scores": candidate_scores(training), "temperature": f"{result.temperature:.4f}"}
+    line = model_line(tags)
+    for name, weight in result.choice["weights"].items():
+        assert f"{name} {weight:.1f}" in tags["model_choice"]
+    for candidate in result.candidates:
+        assert f"{candidate['name']} {candidate['accuracy']:.3f} / {candidate['macro_f1']:.3f}" in line
+    assert set(candidate_metrics(training)) == {f"candidate_{c['name']}_{m}" for c in result.candidates
+                                                for m in ("accuracy", "macro_f1", "log_loss")}
+    single = {"strategy": "head", "choice": {}, "candidates": []}
+    assert model_choice(single) == "head" and candidate_scores(single) == ""
