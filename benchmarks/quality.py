@@ -19,9 +19,15 @@ where to get them):
   (80 training rows, 400 test rows).
 
 Methods (METHODS; each is fn(train, test, seed) -> MethodRun(predictions, train_seconds)):
-- tfidf_lr: TF-IDF of word 1-2 grams, then logistic regression (class_weight balanced, max_iter 2000).
+- tfidf_lr: TF-IDF, then logistic regression (class_weight balanced, max_iter 2000), tuned as a careful user
+  would: the n-grams (word 1-2 grams, char_wb 2-5 grams, or both side by side) and C (1, 10, 100) are chosen
+  together by stratified cross-validation on the training rows only (5 folds, fewer when a label has fewer rows,
+  at least 2; macro-F1; the vectorizers refitted inside each fold), then refitted on every training row. Ties go
+  to the simpler features and the smaller C. Each row records the choice and its cross-validated macro-F1
+  (`chosen`).
 - embeddings_lr: the packaged MiniLM, frozen: mean pooling of the last hidden state over the attention mask,
-  L2-normalised (as sentence-transformers' all-MiniLM-L6-v2), then the same logistic regression.
+  L2-normalised (as sentence-transformers' all-MiniLM-L6-v2), then the same logistic regression, its C chosen
+  the same way.
 - setfit: the `setfit` package on the packaged MiniLM with the paper's defaults (20 pair iterations per row,
   batch 16, one epoch, body learning rate 2e-5, logistic-regression head).
 - plain_full_ft: a plain fine-tuning script (AutoModelForSequenceClassification, every weight, AdamW 5e-5,
@@ -35,7 +41,9 @@ Methods (METHODS; each is fn(train, test, seed) -> MethodRun(predictions, train_
 Every method of a seed gets the same sampled training rows (`train_sha` in each result row shows it).
 Train seconds: wall time to fit on the training rows from an already loaded backbone; it excludes loading
 weights, saving the model and predicting the test set (for nichetune_*: FinetuneResult.seconds, which includes
-computing the frozen layers' outputs).
+computing the frozen layers' outputs; for the tuned baselines, the search on every core, and for embeddings_lr
+embedding the training rows). A bar on the terminal counts the rows done (none with NICHETUNE_QUIET or
+`nichetune --quiet`).
 
 A nichetune_* run keeps a checkpoint after every epoch in --work-dir (default <base.workdir>/bench), a SetFit
 run one every ten minutes: the same command run again after a kill (a closed laptop, a session's end) resumes
@@ -70,9 +78,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import matthews_corrcoef
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import FeatureUnion, Pipeline
+from tqdm import tqdm
 
 from benchmarks.sources import DEFAULT_DATA, add_data_option, dataset_dir
+from tasks.progress import bar
 from tasks.strategies import STRATEGIES as STRATEGY_TABLE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,28 +192,92 @@ class MethodRun:
     train_seconds: float  # fitting only: see the module docstring
     resumed_from_epoch: int | None = None  # nichetune_*: the checkpoint a killed run of this seed left
     resumed_from_step: int | None = None  # setfit: the same, counted in pair batches
+    chosen: dict | None = None  # tuned baselines: the settings cross-validation chose and their CV macro-F1
 
 
 Method = Callable[[pd.DataFrame, pd.DataFrame, int], MethodRun]
 
 
-def logistic_regression(seed: int):
-    """The classifier both baselines put on top of their features."""
-    from sklearn.linear_model import LogisticRegression
+# ---------------------------------------------------------------- tuned baselines: settings chosen on training rows
 
-    return LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed)
+C_GRID = (1.0, 10.0, 100.0)  # inverse regularisation tried, scikit-learn's default and weaker: few rows want weak
+MAX_FOLDS = 5  # cross-validation folds at most; fewer when a label has fewer rows
+# TF-IDF inputs tried: word unigrams and bigrams, character 2-5 grams inside word boundaries (robust to typos
+# and inflections), or both side by side
+NGRAMS = {"word": {"analyzer": "word", "ngram_range": (1, 2)}, "char": {"analyzer": "char_wb", "ngram_range": (2, 5)}}
+NGRAM_CHOICES = (("word",), ("char",), ("word", "char"))
+
+
+@dataclass(frozen=True)
+class Tuned:
+    model: object  # a scikit-learn estimator refitted on every training row with the chosen settings
+    settings: dict  # e.g. {"ngrams": "word+char", "C": 10.0, "cv_macro_f1": {"word+char C=10": 0.83, ...}}
+
+
+def cv_folds(labels: list[str], seed: int) -> StratifiedKFold:
+    """Stratified folds, shuffled with `seed`: MAX_FOLDS, fewer when the smallest label has fewer rows, at least 2."""
+    smallest = int(pd.Series(labels).value_counts().min())
+    return StratifiedKFold(n_splits=max(2, min(MAX_FOLDS, smallest)), shuffle=True, random_state=seed)
+
+
+def logistic_regression(seed: int, C: float = 1.0) -> LogisticRegression:
+    """The classifier both baselines put on top of their features."""
+    return LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed)
+
+
+def tfidf_features(parts: tuple[str, ...]) -> FeatureUnion:
+    """TF-IDF of the NGRAMS `parts` side by side, each named after its part."""
+    return FeatureUnion([(part, TfidfVectorizer(**NGRAMS[part])) for part in parts])
+
+
+def grid_search(model, grid: dict, inputs, labels: list[str], seed: int) -> Tuned:
+    """Every setting of `grid` scored by macro-F1 over cv_folds (every core at once), the best refitted on all
+    rows; ties go to the first setting in grid order (the simplest features, the strongest regularisation)."""
+    search = GridSearchCV(model, grid, scoring="f1_macro", cv=cv_folds(labels, seed), n_jobs=-1, refit=True)
+    search.fit(inputs, labels)
+    results = search.cv_results_
+    scores = {setting_name(search_settings(params)): float(score)
+              for params, score in zip(results["params"], results["mean_test_score"])}
+    return Tuned(search.best_estimator_, {**search_settings(search.best_params_), "cv_macro_f1": scores})
+
+
+def search_settings(params: dict) -> dict:
+    """A grid point as it is reported: {"ngrams": "word+char", "C": 10.0} ("ngrams" for TF-IDF only)."""
+    union = params.get("features")
+    ngrams = {"ngrams": "+".join(part for part, _ in union.transformer_list)} if union is not None else {}
+    return {**ngrams, "C": float(params.get("model__C", params.get("C")))}
+
+
+def setting_name(settings: dict) -> str:
+    """`word+char C=10`, or `C=10` without n-grams."""
+    return " ".join(filter(None, [settings.get("ngrams"), f"C={settings['C']:g}"]))
+
+
+def tune_tfidf_lr(texts: list[str], labels: list[str], seed: int) -> Tuned:
+    """TF-IDF + logistic regression, its n-grams (NGRAM_CHOICES) and C (C_GRID) chosen by cross-validation on
+    these rows; the vectorizers are refitted inside each fold, so no fold's held-out words leak into its IDF."""
+    pipeline = Pipeline([("features", tfidf_features(NGRAM_CHOICES[0])), ("model", logistic_regression(seed))])
+    grid = {"features": [tfidf_features(parts) for parts in NGRAM_CHOICES], "model__C": list(C_GRID)}
+    return grid_search(pipeline, grid, texts, labels, seed)
+
+
+def tune_embedding_lr(vectors: np.ndarray, labels: list[str], seed: int) -> Tuned:
+    """Logistic regression on sentence vectors, C (C_GRID) chosen by cross-validation on these rows."""
+    return grid_search(logistic_regression(seed), {"C": list(C_GRID)}, vectors, labels, seed)
+
+
+def chosen_settings(tuned: Tuned) -> dict:
+    """What a result row records of a tuned baseline: its settings and their cross-validated macro-F1."""
+    settings = {key: value for key, value in tuned.settings.items() if key != "cv_macro_f1"}
+    return {**settings, "cv_macro_f1": tuned.settings["cv_macro_f1"][setting_name(settings)]}
 
 
 def tfidf_lr(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> MethodRun:
-    """TF-IDF of word unigrams and bigrams, then logistic regression."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import make_pipeline
-
-    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2)), logistic_regression(seed))
+    """TF-IDF + logistic regression tuned on the training rows (tune_tfidf_lr); the search is training time."""
     started = time.perf_counter()
-    model.fit(train["text"].tolist(), train["label"].tolist())
+    tuned = tune_tfidf_lr(train["text"].tolist(), train["label"].tolist(), seed)
     seconds = time.perf_counter() - started
-    return MethodRun(model.predict(test["text"].tolist()).tolist(), seconds)
+    return MethodRun(tuned.model.predict(test["text"].tolist()).tolist(), seconds, chosen=chosen_settings(tuned))
 
 
 @functools.lru_cache(maxsize=1)
@@ -221,34 +299,30 @@ def sentence_encoder():
 
 
 def embed(texts: list[str], batch_size: int = 64, max_length: int = 256) -> np.ndarray:
-    """Sentence embeddings from the frozen backbone: masked mean of the last hidden state, L2-normalised.
-    Texts are batched in length order and each batch is padded to its own longest text; 256 tokens is
-    all-MiniLM-L6-v2's own max_seq_length."""
+    """Sentence embeddings from the frozen backbone as sentence-transformers' all-MiniLM-L6-v2 makes them: the
+    pipeline's batched inference and mean pooling, L2-normalised; 256 tokens is that model's max_seq_length."""
     import torch
 
+    from tasks.inference import length_batches, mean_pool
+
     tokenizer, model, device = sentence_encoder()
-    order = np.argsort([len(text) for text in texts], kind="stable")
     vectors = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            index = order[start : start + batch_size]
-            batch = tokenizer([texts[i] for i in index], padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt").to(device.device)
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        for index, batch in length_batches(tokenizer, texts, batch_size, max_length, device.device):
+            pooled = mean_pool(model(**batch).last_hidden_state, batch["attention_mask"])
             vectors[index] = torch.nn.functional.normalize(pooled, p=2, dim=1).float().cpu().numpy()
     return vectors
 
 
 def embeddings_lr(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> MethodRun:
-    """Frozen MiniLM sentence embeddings, then logistic regression."""
+    """Frozen MiniLM sentence embeddings, then logistic regression tuned on them (tune_embedding_lr); embedding
+    the training rows and the search are training time."""
     sentence_encoder()  # loading the weights is not training time
-    model = logistic_regression(seed)
     started = time.perf_counter()
-    model.fit(embed(train["text"].tolist()), train["label"].tolist())
+    tuned = tune_embedding_lr(embed(train["text"].tolist()), train["label"].tolist(), seed)
     seconds = time.perf_counter() - started
-    return MethodRun(model.predict(embed(test["text"].tolist())).tolist(), seconds)
+    predictions = tuned.model.predict(embed(test["text"].tolist())).tolist()
+    return MethodRun(predictions, seconds, chosen=chosen_settings(tuned))
 
 
 def nichetune(train: pd.DataFrame, test: pd.DataFrame, seed: int, params=None,
@@ -258,12 +332,13 @@ def nichetune(train: pd.DataFrame, test: pd.DataFrame, seed: int, params=None,
     after a kill resumes the seed (train seconds then add up the runs); the frozen-feature cache is off, so
     every seed computes them as a first run does."""
     from tasks.finetune import finetune
-    from tasks.model import Classifier, forget_bases
+    from tasks.model import forget_bases
+    from tasks.portfolio import load_classifier
 
     params = params.model_copy(update={"cache_features": False})
     with tempfile.TemporaryDirectory(prefix="quality-nichetune-") as folder:
         result = finetune(train[["text", "label"]], params, seed, Path(folder), work_dir or bench_workdir())
-        predictions = Classifier(result.model_dir).predict(test["text"].tolist())
+        predictions = load_classifier(result.model_dir).predict(test["text"].tolist())
     forget_bases()
     return MethodRun(predictions, result.seconds, result.resumed_from_epoch)
 
@@ -419,6 +494,7 @@ def run_one(dataset: str, method: str, fn: Method, split: Split, seed: int) -> d
             **metrics(split.test["label"].tolist(), run.predictions, majority),
             "train_s": run.train_seconds, "train_rows": len(split.train), "test_rows": len(split.test),
             "classes": split.train["label"].nunique(), "train_sha": fingerprint(split.train),
+            **({"chosen": run.chosen} if run.chosen is not None else {}),
             **({"resumed_from_epoch": run.resumed_from_epoch} if run.resumed_from_epoch is not None else {}),
             **({"resumed_from_step": run.resumed_from_step} if run.resumed_from_step is not None else {})}
 
@@ -466,20 +542,27 @@ def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, o
     run = {"command": command, "date": time.strftime("%Y-%m-%d"), "started": datetime.now(timezone.utc).isoformat(),
            "machine": machine(), "datasets": datasets, "methods": list(methods), "seeds": seeds,
            "first_seed": from_seed, "settings": settings or {}}
-    for dataset in datasets:
-        for seed in range(from_seed, seeds):
-            split = load_split(dataset, seed, data)  # one sample per seed, shared by every method
-            for name, fn in methods.items():
-                row = run_one(dataset, name, fn, split, seed)
-                if out is not None and out.is_file():
-                    results = read_results(out)
-                results = with_row(results, run, row)
-                print(f"{dataset} {name} seed {seed}: accuracy {row['accuracy']:.3f}, macro-F1 "
-                      f"{row['macro_f1']:.3f}, MCC {row['mcc']:.3f}, train {row['train_s']:.1f} s",
-                      file=sys.stderr, flush=True)
-                if out is not None:
-                    write_results(results, out)
+    with bar(len(datasets) * (seeds - from_seed) * len(methods), "bench quality", "row") as progress:
+        for dataset in datasets:
+            for seed in range(from_seed, seeds):
+                split = load_split(dataset, seed, data)  # one sample per seed, shared by every method
+                for name, fn in methods.items():
+                    progress.set_description(f"{dataset} seed {seed} {name}")
+                    row = run_one(dataset, name, fn, split, seed)
+                    if out is not None and out.is_file():
+                        results = read_results(out)
+                    results = with_row(results, run, row)
+                    if out is not None:
+                        write_results(results, out)
+                    progress.update()
+                    tqdm.write(row_line(row), file=sys.stderr)  # above the bar, which stays at the bottom
     return results
+
+
+def row_line(row: dict) -> str:
+    """One measured row as the bench prints it when it is done."""
+    return (f"{row['dataset']} {row['method']} seed {row['seed']}: accuracy {row['accuracy']:.3f}, macro-F1 "
+            f"{row['macro_f1']:.3f}, MCC {row['mcc']:.3f}, train {row['train_s']:.1f} s")
 
 
 def with_row(results: dict, run: dict, row: dict) -> dict:

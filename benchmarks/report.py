@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
-from benchmarks import quality, truncation
+from benchmarks import quality
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -24,6 +25,14 @@ Each table names the command that produced it, the machine and the date. This ma
 so figures are medians of several runs or ratios measured in the same run; quality figures are means and sample
 standard deviations over seeds.
 """
+
+
+BASELINES_TUNED = (
+    "The TF-IDF and embedding baselines are tuned as a careful user would tune them: logistic regression's C "
+    f"({', '.join(f'{c:g}' for c in quality.C_GRID)}) and, for TF-IDF, the n-grams (word 1-2 grams, char_wb 2-5 "
+    "grams, or both) are chosen by stratified cross-validation on each seed's training rows (up to "
+    f"{quality.MAX_FOLDS} folds, macro-F1), never on test rows, and their train s includes that search; what was "
+    "chosen is listed under each table. SetFit and plain_full_ft run their published defaults.")
 
 
 def load(name: str) -> dict | None:
@@ -75,10 +84,10 @@ def quality_section(results: dict | None, gpu: dict | None = None) -> list[str]:
              f"Default method (params.yaml): `{quality.default_method()}`. Protocols (datasets, sampling, methods) are "
              "in `benchmarks/quality.py`'s docstring. Accuracy, macro-F1 and MCC in %, mean ± std over seeds; train s "
              "is fitting time only (see the docstring). Raw rows: `benchmarks/results/quality.json`; the runs that "
-             "filled these tables are listed in the run log at the end.", ""]
+             "filled these tables are listed in the run log at the end.", "", BASELINES_TUNED, ""]
     for dataset in datasets_in(results):
         rows = [row for row in results["rows"] if row["dataset"] == dataset]
-        lines += [f"### {dataset}", "", quality.markdown_table({**results, "rows": rows}), ""]
+        lines += [f"### {dataset}", "", quality.markdown_table({**results, "rows": rows}), "", *chosen_lines(rows)]
     measured = {(row["dataset"], row["method"]) for row in results["rows"]}
     measured_on_gpu = {(row["dataset"], row["method"]) for row in (gpu or {}).get("rows", [])}
 
@@ -92,6 +101,20 @@ def quality_section(results: dict | None, gpu: dict | None = None) -> list[str]:
         lines += ["Not measured yet (each is one `nichetune bench quality --datasets D --methods M` away):", ""]
         lines += [f"- {entry}" for entry in missing] + [""]
     return lines
+
+
+def chosen_lines(rows: list[dict]) -> list[str]:
+    """What cross-validation chose for each tuned baseline of one dataset's table, with how many seeds chose it."""
+    choices: dict[str, Counter] = {}
+    for row in rows:
+        if "chosen" in row:
+            choices.setdefault(row["method"], Counter())[quality.setting_name(row["chosen"])] += 1
+    if not choices:
+        return []
+    parts = [f"{method} " + ", ".join(f"{setting} ({seeds} of {counts.total()} seeds)"
+                                      for setting, seeds in counts.most_common())
+             for method, counts in choices.items()]
+    return [f"Chosen by cross-validation on the training rows: {'; '.join(parts)}.", ""]
 
 
 def quality_runs(results: dict | None) -> list[str]:
@@ -198,9 +221,12 @@ def gpu_section(gpu: dict | None) -> list[str]:
 
 
 def cpu_reference(cpu: dict | None, datasets: set[str], methods: list[str]) -> list[dict]:
-    """The CPU quality table's rows of `methods` on `datasets`, labelled so, to stand beside rows from a GPU."""
-    return [{**row, "method": f"{row['method']} (CPU, quality table)"} for row in (cpu or {}).get("rows", [])
-            if row["method"] in methods and row["dataset"] in datasets]
+    """The CPU quality table's rows of `methods` on `datasets`, labelled so, to stand beside rows from a GPU, in
+    the quality table's order of methods whatever order they were measured in."""
+    rows = [row for row in (cpu or {}).get("rows", []) if row["method"] in methods and row["dataset"] in datasets]
+    rank = list(quality.METHODS)
+    return [{**row, "method": f"{row['method']} (CPU, quality table)"}
+            for row in sorted(rows, key=lambda row: rank.index(row["method"]) if row["method"] in rank else len(rank))]
 
 
 def gpu_quality_section(gpu: dict | None, cpu: dict | None) -> list[str]:
@@ -289,7 +315,6 @@ def render() -> str:
     parts = [HEADER, *goals_section(quality_results, speed, gpu_quality), *quality_section(quality_results, gpu_quality),
              *speed_section(speed), *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
-             *truncation.section(load("truncation.json")),
              *run_log(quality_results, gpu_quality, settings)]
     return "\n".join(parts).rstrip() + "\n"
 

@@ -5,6 +5,7 @@ with the real packaged backbone through the module's Python API, writing its JSO
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from benchmarks import quality, report
 from tasks.layout import CHECKPOINT_DIR
+from tasks.progress import QUIET_ENV
 from benchmarks.sources import DEFAULT_DATA
 from tests.conftest import REPO, SLICES, kill_after_first_checkpoint, needs_full_data
 
@@ -97,6 +99,8 @@ def test_the_quick_run_scores_every_method_in_range(quick):
                                                 "params_finetune": quality.project_finetune()}
     by_method = {row["method"]: row for row in rows}
     assert by_method["embeddings_lr"]["accuracy"] > 0.5 and by_method["nichetune_head"]["accuracy"] > 0.3
+    assert [method for method, row in by_method.items() if "chosen" in row] == ["tfidf_lr", "embeddings_lr"]
+    assert by_method["embeddings_lr"]["chosen"]["C"] in quality.C_GRID
 
 
 def test_the_table_has_a_row_per_dataset_and_method(quick):
@@ -355,3 +359,73 @@ def test_the_report_opens_with_the_goals_and_one_table_per_dataset_and_ends_with
                         "### Quality tables (runs whose rows were all replaced since stay in the JSON only)"]
     assert not [line for line in report.quality_section(results) if line.startswith("- `")]
     assert text.rstrip().endswith(report.quality_runs(results)[-1])
+
+
+@pytest.mark.parametrize(("counts", "folds"), [({"a": 10, "b": 10}, 5), ({"a": 10, "b": 3}, 3), ({"a": 9, "b": 1}, 2)])
+def test_cross_validation_takes_as_many_folds_as_the_smallest_label_allows(counts, folds):
+    labels = [label for label, count in counts.items() for _ in range(count)]
+    assert quality.cv_folds(labels, seed=0).get_n_splits() == folds
+
+
+def test_the_tfidf_baseline_chooses_its_ngrams_and_c_by_cross_validation_on_the_training_rows():
+    train = quality.load_split("banking77_k8_10intents", 0, SLICES).train
+    texts, labels = train["text"].tolist(), train["label"].tolist()
+    tuned = quality.tune_tfidf_lr(texts, labels, seed=0)
+    scores = tuned.settings["cv_macro_f1"]
+    assert list(scores) == [f"{'+'.join(parts)} C={c:g}" for parts in quality.NGRAM_CHOICES for c in quality.C_GRID]
+    best = quality.setting_name(tuned.settings)
+    assert scores[best] == max(scores.values()) and best == next(name for name in scores if scores[name] == scores[best])
+    assert quality.chosen_settings(tuned) == {"ngrams": tuned.settings["ngrams"], "C": tuned.settings["C"],
+                                              "cv_macro_f1": scores[best]}
+    # the model kept is the chosen setting refitted on every training row
+    refitted = quality.Pipeline([("features", quality.tfidf_features(tuple(tuned.settings["ngrams"].split("+")))),
+                                 ("model", quality.logistic_regression(0, tuned.settings["C"]))]).fit(texts, labels)
+    assert (tuned.model.predict(texts) == refitted.predict(texts)).all()
+    assert quality.tune_tfidf_lr(texts, labels, seed=0).settings == tuned.settings  # the seed fixes the folds
+
+
+def test_the_embeddings_are_sentence_transformers_own_and_their_c_is_chosen_by_cross_validation():
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.model import backbone_path
+
+    train = quality.load_split("banking77_k8_10intents", 0, SLICES).train
+    texts = train["text"].tolist()
+    vectors = quality.embed(texts, batch_size=16)
+    reference = SentenceTransformer(str(backbone_path("minilm")), device="cpu").encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(vectors, reference, atol=1e-5)
+    tuned = quality.tune_embedding_lr(vectors, train["label"].tolist(), seed=0)
+    assert list(tuned.settings["cv_macro_f1"]) == [f"C={c:g}" for c in quality.C_GRID]
+    assert set(tuned.settings) == {"C", "cv_macro_f1"} and tuned.settings["C"] in quality.C_GRID
+
+
+def test_the_report_lists_what_cross_validation_chose_under_each_table():
+    rows = [{"method": "tfidf_lr", "chosen": {"ngrams": ngrams, "C": 10.0, "cv_macro_f1": 0.8}}
+            for ngrams in ("char", "word+char", "char")]
+    rows += [{"method": "embeddings_lr", "chosen": {"C": 100.0, "cv_macro_f1": 0.9}}, {"method": "setfit"}]
+    assert report.chosen_lines(rows) == [
+        "Chosen by cross-validation on the training rows: tfidf_lr char C=10 (2 of 3 seeds), word+char C=10 "
+        "(1 of 3 seeds); embeddings_lr C=100 (1 of 1 seeds).", ""]
+    assert report.chosen_lines([{"method": "setfit"}]) == []
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal and keeps what was written to it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["terminal", "quiet"])
+def test_bench_rows_show_a_bar_on_a_terminal_unless_quiet(quiet, monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    monkeypatch.setenv(QUIET_ENV, "1" if quiet else "0")
+
+    def constant(train, test, seed):
+        return quality.MethodRun([train["label"].iloc[0]] * len(test), 0.1)
+
+    run_quick({"a": constant, "b": constant}, 2, tmp_path / "q.json")
+    shown = sys.stderr.getvalue()
+    assert ("4/4" in shown and "banking77_k8_10intents seed 1 b: " in shown) != quiet  # the bar names the row
+    assert shown.count("accuracy") == 4  # each finished row is printed either way
