@@ -32,6 +32,7 @@ from tasks.training import FinetuneResult, carve_validation, run_fingerprint, tr
 
 LEARNERS = ("tfidf", "embedding")  # the candidates that are not fine-tuning strategies
 CANDIDATES_DIR = "candidates"  # inside the stage folder while candidates train; removed once the model is saved
+VALIDATION_FRACTION = 0.2  # when finetune.validation_fraction is 0: auto cannot choose without held-out rows
 MIN_HELD_ROWS = 100  # fewer validation rows than this from one carve: cross-fit in folds instead
 CROSS_FOLDS = 5
 
@@ -94,7 +95,8 @@ class Candidates:
         self.labels = sorted(set(self.names))
         # one fold: the same carve a fine-tuning candidate makes for its early stopping, so it never sees
         # these rows either
-        self.folds = folds_for(self.texts, self.names, cfg.validation_fraction, seed)
+        self.fraction = cfg.validation_fraction or VALIDATION_FRACTION
+        self.folds = folds_for(self.texts, self.names, self.fraction, seed)
         self.held = [i for _, held in self.folds for i in held]
         self.targets = np.array([self.labels.index(self.names[i]) for i in self.held])
         self.folder = stage_dir / CANDIDATES_DIR
@@ -102,6 +104,7 @@ class Candidates:
         self.vectors = None
         self.probs, self.report, self.settings = {}, [], {}
         self.result: FinetuneResult | None = None  # the fine-tuned candidate's record (one carve: its first run)
+        self.final: FinetuneResult | None = None  # ... and of its training on every row, when there is one
 
     @property
     def cross_fitted(self) -> bool:
@@ -130,7 +133,8 @@ class Candidates:
             self.settings[name] = learner.settings
             return aligned(learner.predict_proba(vectors=vectors[held]), learner.labels, self.labels)
         if not self.cross_fitted:  # trained on all rows; it carves the same validation rows itself
-            self.result = train_strategy(self.train, self.cfg.model_copy(update={"strategy": name}), self.seed,
+            update = {"strategy": name, "validation_fraction": self.fraction}
+            self.result = train_strategy(self.train, self.cfg.model_copy(update=update), self.seed,
                                          self.folder / name, self.work_dir)
             self.settings[name] = {"best_epoch": self.result.best_epoch, "temperature": self.result.temperature}
             model_dir = self.result.model_dir
@@ -164,8 +168,8 @@ class Candidates:
         epochs = (first.best_epoch if first is not None else None) or self.cfg.epochs
         say(f"auto: training {name} on all {len(self.texts)} training rows, {epochs} epochs")
         update = {"strategy": name, "validation_fraction": 0.0, "epochs": epochs}
-        again = train_strategy(self.train, self.cfg.model_copy(update=update), self.seed,
-                               self.folder / f"{name}-all", self.work_dir)
+        again = self.final = train_strategy(self.train, self.cfg.model_copy(update=update), self.seed,
+                                            self.folder / f"{name}-all", self.work_dir)
         if first is not None:
             card_path = again.model_dir / MODEL_CARD
             card = json.loads(card_path.read_text())
@@ -204,7 +208,7 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
     shutil.rmtree(candidates.folder, ignore_errors=True)
     say("auto: chose " + " + ".join(f"{name} {w:.1f}" for name, w in weights.items())
         + f" (validation {cfg.choice_metric} {chosen[cfg.choice_metric]:.3f}, temperature {temperature:.2f})")
-    tuned = candidates.result
+    tuned = candidates.final or candidates.result  # the fine-tuned member's training record, if one was chosen
     result = FinetuneResult(
         model_dir, candidates.labels, AUTO, candidates.device.name, time.perf_counter() - started,
         tuned.samples_per_second if tuned else 0.0, tuned.losses if tuned else [],

@@ -167,8 +167,8 @@ class FinetuneParams(Section):
     lora_target_modules: list[str] = Field(["query", "value"], min_length=1)
     ia3_target_modules: list[str] | None = None  # None: peft's defaults for the backbone's architecture
     ia3_feedforward_modules: list[str] | None = None
-    # carved from training rows for early stopping, calibration and auto's choice; 0: none of them
-    validation_fraction: float = Field(0.2, ge=0, lt=0.5)
+    # carved from training rows for early stopping and calibration (and auto's choice, which takes 0.2 at 0)
+    validation_fraction: float = Field(0.0, ge=0, lt=0.5)
     # strategy auto: what it trains and mixes (tfidf, embedding, and fine-tuning strategies), and how it chooses
     candidates: list[str] = Field(["tfidf", "embedding", "full"], min_length=1)
     choice_metric: Literal["accuracy", "macro_f1"] = "macro_f1"
@@ -200,13 +200,6 @@ class FinetuneParams(Section):
         if sum(name not in LEARNERS for name in value) > 1:
             raise ValueError("at most one fine-tuning strategy (the others are tfidf and embedding)")
         return value
-
-    @model_validator(mode="after")
-    def _auto_has_validation_rows(self) -> "FinetuneParams":
-        if self.strategy == "auto" and self.validation_fraction == 0:
-            raise ValueError("finetune.validation_fraction = 0: strategy auto chooses among its candidates on "
-                             "validation rows; use 0.1 to 0.3")
-        return self
 
     @field_validator("freeze_layers")
     @classmethod

@@ -18,6 +18,7 @@ from tasks.errors import ParamsError
 from tasks.finetune import finetune
 from tasks.model import MODEL_CARD, Classifier
 from tasks.portfolio import Portfolio, load_classifier
+from tasks.tracking import tracking_store
 from tests.conftest import REPO, cfpb_sample
 
 BANKING = REPO / "tests" / "data" / "banking77"
@@ -79,7 +80,6 @@ def test_the_choice_takes_the_best_mixture_and_prefers_fewer_members_on_ties():
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"strategy": "auto", "validation_fraction": 0}, "strategy auto chooses among its candidates"),
     ({"candidates": ["tfidf", "svm"]}, "svm"),
     ({"candidates": ["full", "lora"]}, "at most one fine-tuning strategy"),
 ])
@@ -146,15 +146,10 @@ def test_a_portfolio_serves_through_the_registered_pyfunc(auto_model, tmp_path):
     result, _ = auto_model
     texts = cfpb_sample(per_class=25).tail(5)["text"].tolist()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
+    with tracking_store(uri):
         with mlflow.start_run():
             info = _log_model(result.model_dir, "auto-test")
         served = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"text": texts}))
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
     direct = load_classifier(result.model_dir).predict_proba(texts)
     assert list(served["prediction"]) == [load_classifier(result.model_dir).labels[i] for i in direct.argmax(1)]
     np.testing.assert_allclose(served["probability"], direct.max(axis=1), atol=1e-5)
@@ -162,7 +157,8 @@ def test_a_portfolio_serves_through_the_registered_pyfunc(auto_model, tmp_path):
 
 def test_a_single_strategy_is_calibrated_on_its_validation_rows(tmp_path, tiny_backbone):
     train = cfpb_sample(per_class=10).rename(columns={"issue": "label"})[["text", "label"]]
-    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=2, batch_size=8, max_length=64)
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=2, batch_size=8, max_length=64,
+                         validation_fraction=0.2)
     result = finetune(train, cfg, seed=0, out_dir=tmp_path)
     assert result.temperature != 1.0
     assert Classifier(result.model_dir).temperature == pytest.approx(result.temperature)
