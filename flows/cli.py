@@ -279,6 +279,7 @@ def trials_command(args: argparse.Namespace) -> None:
 
 def where_things_are(result: dict, params: Params, paths: Paths) -> str:
     """The closing lines of a run: the registered model, the reports, and how to open the UIs."""
+    from flows.summary import holdout_text
     from tasks.register import tracking_uri
 
     uri = tracking_uri(paths)
@@ -290,8 +291,7 @@ def where_things_are(result: dict, params: Params, paths: Paths) -> str:
         "",
         f"Registered model: models:/{result['model_name']}@{params.register.alias} "
         f"(version {result['version']}, MLflow run {result['run_id']})",
-        f"  holdout accuracy {result['metrics']['accuracy']:.3f}, macro-F1 {result['metrics']['macro_f1']:.3f}; "
-        f"{result['gate']}",
+        f"  holdout {holdout_text(result['metrics'])}; {result['gate']}",
         f"Review:           {result['message']}",
         f"Reports:          {paths.stage('evaluate')}",
         f"MLflow store:     {uri}",

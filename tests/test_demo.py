@@ -30,6 +30,7 @@ def test_make_demo_on_a_fresh_clone_pulls_the_demo_data_registers_a_model_and_le
     assert done.returncode == 0, done.stderr[-3000:]
     assert (clone / "data" / "demo" / "messages.csv").is_file()  # pulled from the shipped demo store
     assert "Registered model: models:/nichetune-demo@challenger (version 1" in done.stdout
+    assert "  holdout macro-F1 " in done.stdout and "95% CI" in done.stdout  # the scores with their intervals
     assert "version 1 passed the gate and awaits a reviewer" in done.stdout  # no Prefect server: no form
     assert (clone / "outputs" / "evaluate" / "reports" / "evidently_report.html").is_file()
     assert (clone / "outputs" / "mlflow" / "mlflow.db").is_file()
