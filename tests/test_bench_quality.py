@@ -429,3 +429,19 @@ def test_bench_rows_show_a_bar_on_a_terminal_unless_quiet(quiet, monkeypatch, tm
     shown = sys.stderr.getvalue()
     assert ("4/4" in shown and "banking77_k8_10intents seed 1 b: " in shown) != quiet  # the bar names the row
     assert shown.count("accuracy") == 4  # each finished row is printed either way
+
+
+def test_auto_goal_lines_say_reached_not_reached_or_not_measured():
+    from benchmarks.report import AUTO_METHOD, AUTO_TARGETS, auto_goal_lines
+
+    def row(dataset, seed, value):
+        return {"dataset": dataset, "method": AUTO_METHOD, "seed": seed, "accuracy": value, "macro_f1": value,
+                "mcc": value, "train_s": 1.0}
+
+    rows = [row("banking77_k8", 0, 0.85), row("banking77_k8", 1, 0.85), row("banking77_k64", 0, 0.90)]
+    lines = auto_goal_lines({"rows": rows})
+    assert len(lines) == len(AUTO_TARGETS)
+    assert lines[0].startswith("- banking77_k8: `nichetune_auto` accuracy 85.0 ± 0.0 over 2 seeds") and \
+        lines[0].endswith(": reached")
+    assert lines[1].endswith("**not reached**")
+    assert all("**not measured**" in line for line in lines[2:])
