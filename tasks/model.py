@@ -250,9 +250,6 @@ def read_card(model_dir: Path) -> dict:
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
         card["labels"], card["max_length"] = list(card["labels"]), int(card["max_length"])
-        # keys later versions added, read as what models saved before them did: the head cut, no calibration
-        card["truncation"] = card.get("truncation", "head")
-        card["temperature"] = float(card.get("temperature", 1.0))
     return card
 
 
@@ -272,8 +269,8 @@ class Classifier:
         self.max_length = card["max_length"]
         self.strategy = card["strategy"]
         self.base_name = card["base"]
-        self.truncation = card["truncation"]
-        self.temperature = card["temperature"]  # fitted on validation rows; 1.0: uncalibrated
+        self.truncation = card.get("truncation", "head")  # models saved before the key existed cut the head
+        self.temperature = float(card.get("temperature", 1.0))  # fitted on validation rows; 1.0: uncalibrated
         with loading(model_dir, "the tokenizer"):
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.head = _load_head(model_dir / HEAD_FILE, int(card["hidden_size"]), len(self.labels))

@@ -48,8 +48,8 @@ class Portfolio:
         self.max_length = card["max_length"]
         self.strategy = card["strategy"]
         self.base_name = card["base"]
-        self.temperature = card["temperature"]
-        self.truncation = card["truncation"]
+        self.temperature = float(card.get("temperature", 1.0))
+        self.truncation = card.get("truncation", "head")
         if not card.get("members"):
             raise ModelLoadError(f"{model_dir / MODEL_CARD}: an auto model without members; train it again")
         self.members: list[tuple[str, float, object]] = []
