@@ -251,6 +251,28 @@ class EvaluateParams(Section):
         return value
 
 
+class AdaptParams(Section):
+    """Domain-adaptive pretraining: the backbone trained further on the dataset's unlabeled texts (never a holdout
+    text) before the strategy starts from it; done once per pool version, backbone and these settings (cached)."""
+
+    objective: Literal["none", "mlm", "tsdae", "simcse"] = "none"  # none: the backbone as packaged
+    steps: int = Field(500, ge=1)  # optimizer steps over the pool
+    batch_size: int = Field(16, ge=2)  # simcse's in-batch negatives need at least two texts
+    learning_rate: float = Field(5e-5, gt=0)
+    max_length: int = Field(128, ge=8)  # tokens per pool text
+    max_texts: int = Field(10_000, ge=1)  # a larger pool is sampled (base.seed) down to this many texts
+    mask_probability: float = Field(0.15, gt=0, lt=1)  # mlm: share of tokens masked
+
+
+class SelfTrainingParams(Section):
+    """Self-training: the trained model labels the unlabeled texts it is sure of, and the strategy trains again
+    with them; pseudo-labeled rows never enter validation, evaluation or the gate."""
+
+    rounds: int = Field(0, ge=0)  # 0: off
+    threshold: float = Field(0.9, gt=0, le=1)  # calibrated probability a pseudo-label needs
+    max_per_class: float = Field(1.0, gt=0)  # pseudo-labels per class per round: at most this times its labeled rows
+
+
 class RegisterParams(Section):
     model_name: str = Field("nichetune-demo", min_length=1)
     experiment: str = Field("nichetune", min_length=1)
@@ -288,6 +310,8 @@ class Params(Section):
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     split: SplitParams = SplitParams()
     finetune: FinetuneParams = FinetuneParams()
+    adapt: AdaptParams = AdaptParams()
+    self_training: SelfTrainingParams = SelfTrainingParams()
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
     trials: TrialsParams = TrialsParams()

@@ -10,6 +10,7 @@ from typing import Callable
 # File and folder names inside each stage's output folder (`Paths.stage(name)`, i.e. <workdir>/<stage>).
 DATASET_FILE = "dataset.parquet"  # ingest: every stored batch of the dataset, assembled
 VERSION_FILE = "data_version.json"  # ingest: the DVC version, batches and row count of that dataset
+POOL_FILE = "unlabeled.parquet"  # ingest: the unlabeled texts (pool); split: the pool less every labeled text
 SUMMARY_FILE = "summary.json"  # validate: every check's outcome
 MARKDOWN_FILE = "summary.md"  # validate: the same as a table, for the Prefect UI
 DOCS_DIR = "data_docs"  # validate: Great Expectations Data Docs
@@ -54,7 +55,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     # split waits for validate: a dataset that fails validation is never split or trained on
     Stage("validate", "tasks.validate:run_stage", ("ingest",), ("validate",), ("validate",)),
     Stage("split", "tasks.split:run_stage", ("ingest", "validate"), ("split",), ("base.seed", "split")),
-    Stage("finetune", "tasks.finetune:run_stage", ("split",), ("finetune",), ("base.seed", "finetune")),
+    Stage("finetune", "tasks.finetune:run_stage", ("split",), ("finetune",),
+          ("base.seed", "finetune", "adapt", "self_training")),
     Stage("evaluate", "tasks.evaluate:run_stage", ("finetune", "split"),
           (f"evaluate/{REPORTS_DIR}", f"evaluate/{METRICS_FILE}"), ("base.seed", "evaluate")),
     # register also records every param on the MLflow run; only the register section changes what it does

@@ -53,7 +53,7 @@ def test_the_repos_params_yaml_loads_with_its_values():
 def test_unknown_section_names_it_and_lists_the_sections():
     message = params_error({"trainer": {"epochs": 3}})
     assert "'trainer'" in message
-    assert "base, ingest, validate, split, finetune, evaluate, register, trials" in message
+    assert "base, ingest, validate, split, finetune, adapt, self_training, evaluate, register, trials" in message
 
 
 def test_unknown_key_in_a_section_names_it_and_lists_the_allowed_keys():
@@ -182,7 +182,7 @@ def test_set_with_unknown_section_lists_the_sections(tmp_path):
     with pytest.raises(ParamsError) as caught:
         load_params(write(tmp_path, ""), ["nosuch.key=1"])
     assert str(caught.value) == ("--set 'nosuch.key=1': unknown section 'nosuch'; "
-                                 "sections are: base, ingest, validate, split, finetune, evaluate, register, trials")
+                                 "sections are: base, ingest, validate, split, finetune, adapt, self_training, evaluate, register, trials")
 
 
 def test_set_with_unknown_key_lists_the_allowed_keys(tmp_path):
