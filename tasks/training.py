@@ -59,6 +59,9 @@ class FinetuneResult:
     temperature: float = 1.0  # fitted on the validation rows (tasks.calibration); 1.0: none to fit on
     candidates: list[dict] = field(default_factory=list)  # strategy auto: each candidate's validation scores
     choice: dict = field(default_factory=dict)  # strategy auto: the weight of each candidate in the model
+    # what the unlabeled texts did: pool_version, pool_batches, pool_rows; "adapt": the domain-adapted backbone
+    # (objective, steps, texts, seconds, path, cached); "self_training": rounds, threshold, pseudo_labels per round
+    unlabeled: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the model each strategy trains
