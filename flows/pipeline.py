@@ -71,7 +71,7 @@ def split_task(params: Params, dataset: Path, paths: Paths) -> split.SplitResult
 @stage(name="finetune")
 def finetune_task(params: Params, train: Path, paths: Paths) -> finetune.FinetuneResult:
     """Fine-tune the backbone on the training rows."""
-    return finetune.run(params.finetune, params.base.seed, train, paths.stage("finetune"), paths.workdir)
+    return finetune.run(params, train, paths)
 
 
 @stage(name="evaluate")

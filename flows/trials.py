@@ -130,7 +130,7 @@ def run_trial(trial: Trial, train_path: Path, validation_path: Path, paths: Path
     cores = pin_to_worker_share()
     out = paths.stage(TRIALS_DIR) / trial.trial_id
     started = time.perf_counter()
-    result = finetune.run(trial.params.finetune, trial.params.base.seed, train_path, out, paths.workdir)
+    result = finetune.run(trial.params, train_path, paths, out)
     validation = score(result.model_dir, validation_path)
     record = {"trial_id": trial.trial_id, "overrides": trial.overrides, "worker": worker, "cores": cores,
               "torch_threads": torch.get_num_threads(), "validation": validation,

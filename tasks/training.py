@@ -38,6 +38,7 @@ from tasks.strategies import Strategy, strategy
 # not pad fifteen short ones to its length (BENCHMARKS.md has the speed-up); short texts fit one piece. A GPU runs
 # the whole padded batch at once, in parallel.
 PIECE_TOKENS = 512
+PSEUDO = "_pseudo"  # a training frame's column that marks rows self-training labeled (tasks.selftrain)
 
 log = logging.getLogger(__name__)
 
@@ -175,15 +176,22 @@ def length_pieces(lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:
     return pieces
 
 
-def carve_validation(texts: list[str], labels: list[str], fraction: float, seed: int):
+def labeled_rows(train: pd.DataFrame) -> list[bool]:
+    """Which training rows carry a person's label (False: a pseudo-label from self-training)."""
+    return (~train[PSEUDO].astype(bool)).tolist() if PSEUDO in train else [True] * len(train)
+
+
+def carve_validation(texts: list[str], labels: list[str], fraction: float, seed: int,
+                     labeled: list[bool] | None = None):
     """A stratified `fraction` of each label's rows (none of a label with fewer than 2 rows) for early
-    stopping; returns (train indices, validation indices)."""
+    stopping; returns (train indices, validation indices). Only `labeled` rows (default: all) are held out:
+    a pseudo-label says what the model already believes, so scoring on it would grade the model by itself."""
     if fraction == 0:
         return list(range(len(texts))), []
     rng = np.random.default_rng(seed)
     held = []
     for label in sorted(set(labels)):
-        index = [i for i, value in enumerate(labels) if value == label]
+        index = [i for i, value in enumerate(labels) if value == label and (labeled is None or labeled[i])]
         take = int(round(len(index) * fraction)) if len(index) >= 2 else 0
         held += rng.permutation(index)[:take].tolist()
     held_set = set(held)
@@ -379,7 +387,7 @@ def prepare(train: pd.DataFrame, cfg: FinetuneParams, seed: int) -> Setup:
 def split_rows(train: pd.DataFrame, cfg: FinetuneParams, labels: list[str], seed: int) -> tuple[Rows, Rows | None]:
     """The rows to train on (augmented when `augment` says so) and the validation rows (None without any)."""
     texts, names = train["text"].astype(str).tolist(), train["label"].tolist()
-    train_index, held_index = carve_validation(texts, names, cfg.validation_fraction, seed)
+    train_index, held_index = carve_validation(texts, names, cfg.validation_fraction, seed, labeled_rows(train))
     train_texts, train_names = [texts[i] for i in train_index], [names[i] for i in train_index]
     if cfg.augment == "eda":
         train_texts, train_names = augment(train_texts, train_names, cfg.augment_copies, seed)
