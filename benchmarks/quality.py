@@ -106,6 +106,9 @@ MIN_ISSUE_ROWS = 20
 class Split:
     train: pd.DataFrame  # columns text, label
     test: pd.DataFrame
+    # unlabeled texts for the methods that use them (`+self`, `+<objective>`): the published training split's
+    # texts, labels dropped (never a test text); the same for every seed, so one adapted backbone serves all
+    pool: tuple[str, ...] = ()
 
 
 def read_banking77(folder: Path) -> Split:
@@ -140,7 +143,8 @@ def few_shot(read: Callable[[Path], Split], k: int, folder: Path, seed: int, cla
     if classes is not None:
         keep = sorted(split.train["label"].unique())[:classes]
         split = Split(*(frame[frame["label"].isin(keep)] for frame in (split.train, split.test)))
-    return Split(sample_per_class(split.train, k, seed), split.test.reset_index(drop=True))
+    return Split(sample_per_class(split.train, k, seed), split.test.reset_index(drop=True),
+                 tuple(split.train["text"].astype(str)))
 
 
 def cfpb_split(folder: Path, seed: int = 0) -> Split:
@@ -153,7 +157,8 @@ def cfpb_split(folder: Path, seed: int = 0) -> Split:
     month = rows["date_received"].str[:7]
     in_train = month.between("2023-01", "2023-06")
     in_test = month.between("2023-07", "2023-08")
-    return Split(rows[in_train].reset_index(drop=True), rows[in_test].reset_index(drop=True))
+    train = rows[in_train].reset_index(drop=True)
+    return Split(train, rows[in_test].reset_index(drop=True), tuple(train["text"].astype(str)))
 
 
 @dataclass(frozen=True)
@@ -326,18 +331,21 @@ def embeddings_lr(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> MethodR
 
 
 def nichetune(train: pd.DataFrame, test: pd.DataFrame, seed: int, params=None,
-              work_dir: Path | None = None) -> MethodRun:
+              work_dir: Path | None = None, pool: tuple[str, ...] = (), unlabeled: dict | None = None) -> MethodRun:
     """The pipeline's own fine-tune stage (tasks.finetune.finetune) and its Classifier, with `params`.
     Its per-epoch checkpoints go to `work_dir` (default bench_workdir()), so that the same command run again
     after a kill resumes the seed (train seconds then add up the runs); the frozen-feature cache is off, so
     every seed computes them as a first run does."""
-    from tasks.finetune import finetune
+    from tasks.finetune import Unlabeled, finetune
     from tasks.model import forget_bases
     from tasks.portfolio import load_classifier
 
     params = params.model_copy(update={"cache_features": False})
+    own = set(train["text"])  # the split stage drops labeled texts from the pool; so does the bench
+    texts = [text for text in pool if text not in own]
     with tempfile.TemporaryDirectory(prefix="quality-nichetune-") as folder:
-        result = finetune(train[["text", "label"]], params, seed, Path(folder), work_dir or bench_workdir())
+        result = finetune(train[["text", "label"]], params, seed, Path(folder), work_dir or bench_workdir(),
+                          Unlabeled(texts, **unlabeled) if unlabeled else None)
         predictions = load_classifier(result.model_dir).predict(test["text"].tolist())
     forget_bases()
     return MethodRun(predictions, result.seconds, result.resumed_from_epoch)
@@ -443,6 +451,25 @@ BASELINES = ["tfidf_lr", "embeddings_lr", "setfit", "plain_full_ft"]
 QUICK_OVERRIDES = {"finetune": {"epochs": 1}, "setfit": {"num_iterations": 1}, "plain_full_ft": {"epochs": 1}}
 
 
+def unlabeled_settings(uses: list[str]) -> dict | None:
+    """What a method name's `+` parts ask of the unlabeled texts: `+self` self-training with params.yaml's
+    self_training section (at least one round), `+mlm`, `+tsdae`, `+simcse` domain adaptation with its adapt
+    section and that objective. None: the method does not use them."""
+    from tasks.config import AdaptParams, SelfTrainingParams
+
+    if not uses:
+        return None
+    unknown = [use for use in uses if use not in ("self", "mlm", "tsdae", "simcse")]
+    if unknown:
+        raise ValueError(f"method part(s) {', '.join('+' + u for u in unknown)}: use +self, +mlm, +tsdae or +simcse")
+    settings = project_params()
+    objective = next((use for use in uses if use != "self"), "none")
+    adapt = AdaptParams(**{**settings.get("adapt", {}), "objective": objective})
+    rounds = settings.get("self_training", {})
+    self_training = SelfTrainingParams(**{**rounds, "rounds": max(1, rounds.get("rounds", 0)) if "self" in uses else 0})
+    return {"adapt": adapt, "self_training": self_training}
+
+
 def default_method() -> str:
     """The method that is nichetune's default: the strategy params.yaml names."""
     return f"nichetune_{project_finetune()['strategy']}"
@@ -457,8 +484,9 @@ def select_methods(names: list[str], finetune_overrides: dict | None = None, qui
     for name in names:
         if name.startswith("nichetune_"):
             overrides = {**(QUICK_OVERRIDES["finetune"] if quick else {}), **(finetune_overrides or {})}
-            chosen[name] = functools.partial(nichetune, params=strategy_params(name.removeprefix("nichetune_"),
-                                                                               overrides), work_dir=work_dir)
+            strategy, *uses = name.removeprefix("nichetune_").split("+")
+            chosen[name] = functools.partial(nichetune, params=strategy_params(strategy, overrides),
+                                             work_dir=work_dir, unlabeled=unlabeled_settings(uses))
         elif name == "setfit":
             chosen[name] = functools.partial(setfit, work_dir=work_dir, **(QUICK_OVERRIDES[name] if quick else {}))
         elif quick and name in QUICK_OVERRIDES:
@@ -487,8 +515,9 @@ def fingerprint(frame: pd.DataFrame) -> str:
 
 
 def run_one(dataset: str, method: str, fn: Method, split: Split, seed: int) -> dict:
-    """Fit one method on one dataset and seed; one result row."""
-    run = fn(split.train.copy(), split.test.copy(), seed)
+    """Fit one method on one dataset and seed; one result row. A method that learns from unlabeled texts (its
+    name has a `+`) gets the split's pool."""
+    run = fn(split.train.copy(), split.test.copy(), seed, **({"pool": split.pool} if "+" in method else {}))
     majority = split.train["label"].value_counts().idxmax()
     return {"dataset": dataset, "method": method, "seed": seed,
             **metrics(split.test["label"].tolist(), run.predictions, majority),
@@ -674,13 +703,27 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def method_name(name: str) -> str:
+    """A known method, or a nichetune_* method with `+` parts that unlabeled_settings understands."""
+    base, *uses = name.split("+")
+    if base not in METHODS or (uses and not base.startswith("nichetune_")):
+        raise argparse.ArgumentTypeError(f"{name!r}: not a method; methods are {', '.join(METHODS)}")
+    try:
+        unlabeled_settings(uses)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; None for --datasets and --seeds means the defaults of the mode (full or quick)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="harness check: banking77 k=8 on 10 intents, 1 seed, every method with one epoch")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=None)
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", type=method_name, default=list(METHODS),
+                        help=f"among {', '.join(METHODS)}; a nichetune_* method may add +self (self-training) and "
+                             "one of +mlm, +tsdae, +simcse (domain adaptation) to learn from the unlabeled texts")
     parser.add_argument("--seeds", type=int, default=None,
                         help=f"seeds 0..N-1 (default {DEFAULT_SEEDS}; {QUICK_SEEDS} with --quick)")
     parser.add_argument("--from-seed", type=int, default=0, metavar="K",

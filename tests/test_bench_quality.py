@@ -71,6 +71,23 @@ def test_every_method_gets_the_same_training_rows_for_a_seed():
     assert [row["train_sha"] for row in results["rows"]] == [sha for _, sha in seen]
 
 
+def test_methods_that_learn_from_unlabeled_texts_get_the_training_texts_and_never_a_test_text():
+    seen = []
+
+    def spy(train, test, seed, pool=()):
+        seen.append(pool)
+        return quality.MethodRun([train["label"].iloc[0]] * len(test), 0.0)
+
+    run_quick({"nichetune_full": spy, "nichetune_full+self": spy}, seeds=1)
+    split = quality.load_split("banking77_k8_10intents", 0, SLICES)
+    assert seen[0] == () and set(split.train["text"]) < set(seen[1])
+    assert not set(seen[1]) & set(split.test["text"])
+    assert quality.unlabeled_settings(["tsdae", "self"])["adapt"].objective == "tsdae"
+    assert quality.unlabeled_settings(["self"])["self_training"].rounds >= 1
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--methods", "tfidf_lr+self"])  # only nichetune's own methods learn from the pool
+
+
 @pytest.mark.parametrize("data", [SLICES, pytest.param(DEFAULT_DATA, marks=needs_full_data("cfpb_payday_2023"))],
                          ids=["slice", "full"])
 def test_the_cfpb_split_is_by_month_and_merges_small_issues(data):
