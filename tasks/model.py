@@ -22,6 +22,7 @@ MODEL_CARD = "nichetune.json"  # labels, max length, strategy, and which base ba
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"  # a whole backbone, when the strategy changed its weights (freeze, gradual, full)
 ADAPTER_DIR = "adapter"  # peft adapter weights only (lora, ia3): small, on top of the shared base
+BASE_DIR = "base"  # a base backbone kept inside the model folder (one adapted on unlabeled texts, see tasks.adapt)
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,17 @@ def forget_bases() -> None:
     _BASES.clear()
 
 
+def base_folder(model_dir: Path, base: str) -> str:
+    """The backbone a model card's "base" names: a folder inside the model folder when it is a relative path to
+    one (a copied adapted backbone; relative to the card, so the model folder can move), else as
+    `backbone_path` finds it. The same folder reached from two cards gives the same string, so one copy of it
+    is shared."""
+    inside = Path(model_dir) / base
+    if not Path(base).is_absolute() and (inside / "config.json").is_file():
+        return str(inside.resolve())
+    return backbone_path(base)
+
+
 CARD_KEYS = ("labels", "max_length", "strategy", "base", "hidden_size", "encoder", "fingerprint")
 
 
@@ -269,6 +281,7 @@ class Classifier:
         self.max_length = card["max_length"]
         self.strategy = card["strategy"]
         self.base_name = card["base"]
+        self.model_dir = model_dir
         self.truncation = card.get("truncation", "head")  # models saved before the key existed cut the head
         self.temperature = float(card.get("temperature", 1.0))  # fitted on validation rows; 1.0: uncalibrated
         with loading(model_dir, "the tokenizer"):
@@ -283,7 +296,7 @@ class Classifier:
             self.own_encoder.to(self.device.device).eval()
             return
         try:
-            base = backbone_path(card["base"])
+            base = base_folder(model_dir, card["base"])
         except ParamsError:
             raise ModelLoadError(f"{model_dir / MODEL_CARD}: the model builds on backbone {card['base']!r}, which "
                                  "is not on this machine; copy that folder back or train the model again") from None
@@ -319,7 +332,7 @@ class Classifier:
     def embed(self, texts: list[str]) -> np.ndarray:
         """Sentence vectors of the base backbone, untouched by this model's training (no adapter, no changed
         layers): the space in which embedding drift is measured, the same for every model on that base."""
-        base = shared_base(backbone_path(self.base_name), self.device.name)
+        base = shared_base(base_folder(self.model_dir, self.base_name), self.device.name)
         vectors = np.zeros((len(texts), base.encoder.config.hidden_size), dtype=np.float32)
         for index, batch in self._batches(texts):
             with self.device.autocast():

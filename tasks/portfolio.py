@@ -14,7 +14,7 @@ import numpy as np
 from tasks import learners
 from tasks.calibration import apply_temperature
 from tasks.errors import ModelLoadError
-from tasks.model import MODEL_CARD, Classifier, Device, backbone_path, loading, read_card, resolve_device, \
+from tasks.model import MODEL_CARD, Classifier, Device, base_folder, loading, read_card, resolve_device, \
     sentence_vectors
 
 AUTO = "auto"
@@ -48,6 +48,7 @@ class Portfolio:
         self.max_length = card["max_length"]
         self.strategy = card["strategy"]
         self.base_name = card["base"]
+        self.model_dir = model_dir
         self.temperature = float(card.get("temperature", 1.0))
         self.truncation = card.get("truncation", "head")
         if not card.get("members"):
@@ -63,8 +64,8 @@ class Portfolio:
             self.members.append((member["name"], float(member["weight"]), loaded))
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
-        return sentence_vectors(backbone_path(self.base_name), texts, self.device, self.batch_size, self.max_length,
-                                self.truncation)
+        return sentence_vectors(base_folder(self.model_dir, self.base_name), texts, self.device, self.batch_size,
+                                self.max_length, self.truncation)
 
     def member_probabilities(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Each member's probabilities over the model's labels (before mixing and the mixture's temperature)."""

@@ -12,7 +12,7 @@ import pytest
 from tasks.config import FinetuneParams
 from tasks.errors import ModelLoadError, NichetuneError
 from tasks.finetune import finetune
-from tasks.model import ADAPTER_DIR, ENCODER_DIR, HEAD_FILE, MODEL_CARD, Classifier, forget_bases
+from tasks.model import ADAPTER_DIR, BASE_DIR, ENCODER_DIR, HEAD_FILE, MODEL_CARD, Classifier, forget_bases
 from tests.conftest import cfpb_sample
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
@@ -107,3 +107,21 @@ def test_a_base_backbone_no_longer_here_names_the_card(copy_of, tmp_path):
 
 def test_a_folder_that_is_not_a_model_is_a_model_load_error(tmp_path):
     assert "not a nichetune model (nichetune.json missing)" in load_error(tmp_path)
+
+
+def test_a_base_kept_inside_the_model_folder_loads_and_its_loss_names_it(copy_of, tiny_backbone):
+    from tasks.adapt import embed_base
+
+    folder = copy_of("lora")
+    probs = Classifier(folder).predict_proba(["my loan payment was taken twice"])
+    embed_base(folder, tiny_backbone)  # as for an adapted backbone: the base travels with the model
+    forget_bases()
+    assert json.loads((folder / MODEL_CARD).read_text())["base"] == BASE_DIR
+    assert Classifier(folder).predict_proba(["my loan payment was taken twice"]).tolist() == probs.tolist()
+    forget_bases()
+    for weights in (folder / BASE_DIR).glob("*.safetensors"):
+        weights.unlink()
+    assert load_error(folder).startswith(f"{(folder / BASE_DIR).resolve()}: the base backbone cannot be loaded (")
+    forget_bases()
+    shutil.rmtree(folder / BASE_DIR)
+    assert load_error(folder).startswith(f"{folder / MODEL_CARD}: the model builds on backbone 'base', which is not")
