@@ -9,7 +9,7 @@ import pandas as pd
 from tasks.config import Params, Paths
 from tasks.layout import PER_CLASS_FILE, REPORTS_DIR
 from tasks.metrics import with_interval
-from tasks.register import Registration
+from tasks.register import UNLABELED_TAGS, Registration
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `nichetune ui` and `nichetune up` serve a local store
 
@@ -37,6 +37,21 @@ def model_line(tags: dict) -> str:
     return line + f"; probabilities calibrated with temperature {float(tags.get('temperature', 1)):.2f}"
 
 
+def unlabeled_lines(tags: dict) -> list[str]:
+    """How many unlabeled texts the training drew on, from which pool version, and what domain adaptation and
+    self-training did with them: one line, or none when it used no unlabeled text."""
+    if not any(key in tags for key in UNLABELED_TAGS):
+        return []
+    parts = [f"{tags.get('unlabeled_texts', '?')} texts in pool version `{tags.get('unlabeled_pool_version', '?')}`"]
+    if "adapt_objective" in tags:
+        parts.append(f"domain adaptation `{tags['adapt_objective']}`, {tags.get('adapt_steps', '?')} steps on "
+                     f"{tags.get('adapt_texts', '?')} texts")
+    if "self_training_rounds" in tags:
+        parts.append(f"self-training {tags['self_training_rounds']} rounds, "
+                     f"{tags.get('self_training_pseudo_labels', '?')} pseudo-labels")
+    return ["- **Unlabeled texts**: " + "; ".join(parts)]
+
+
 def summary_markdown(params: Params, paths: Paths, registration: Registration, review: dict,
                      outcome: dict) -> str:
     tags, metrics = registration.tags, registration.metrics
@@ -48,6 +63,7 @@ def summary_markdown(params: Params, paths: Paths, registration: Registration, r
         f"- **Holdout**: {holdout_text(metrics)}; always the majority class: accuracy "
         f"{metrics['majority_accuracy']:.3f}; {calibration_text(metrics)}",
         f"- **Model**: {model_line(tags)}",
+        *unlabeled_lines(tags),
         f"- **Drift over time windows**: {tags['drift_status']}",
         f"- **Gate**: {review['gate']}; **decision**: {outcome['message']}", "",
         "## Against the champion", "", review["table"], "",

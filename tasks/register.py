@@ -20,6 +20,11 @@ from tasks.tracking import tracking_store as _tracking
 from tasks.versioning import git_commit
 
 HOLDOUT_ARTIFACT = "holdout/holdout.parquet"  # in each version's run: what a later gate check re-scores
+ADAPTED_ARTIFACT = "adapted_backbone"  # in a run whose backbone was adapted on unlabeled texts: that backbone
+# tags saying what unlabeled texts a version was trained with (only those that apply are set)
+UNLABELED_TAGS = ("unlabeled_pool_version", "unlabeled_texts", "adapt_objective", "adapt_steps", "adapt_texts",
+                  "self_training_rounds", "self_training_pseudo_labels")
+log = logging.getLogger(__name__)
 RUNTIME_PACKAGES = ["torch", "transformers", "pandas", "numpy", "mlflow"]  # what the logged model imports
 
 
@@ -63,7 +68,33 @@ def run_tags(params: Params, paths: Paths, stage_outputs: dict) -> dict:
         "primary_metric_value": f"{stage_outputs['metrics'][params.register.primary_metric]:.4f}",
         "validation_status": validation_status(stage_outputs["validation_summary"]),
         "drift_status": str(stage_outputs["metrics"].get("drift_status", "not measured")),
+        **unlabeled_tags(stage_outputs["training"].get("unlabeled") or {}),
     }
+
+
+def unlabeled_tags(unlabeled: dict) -> dict:
+    """What the unlabeled texts did in the training (FinetuneResult.unlabeled) as UNLABELED_TAGS, those present."""
+    adapted, rounds = unlabeled.get("adapt") or {}, unlabeled.get("self_training") or {}
+    values = dict(zip(UNLABELED_TAGS, (
+        unlabeled.get("pool_version"), unlabeled.get("pool_rows"), adapted.get("objective"), adapted.get("steps"),
+        adapted.get("texts"), rounds.get("rounds"), _total(rounds.get("pseudo_labels")))))
+    return {key: str(value) for key, value in values.items() if value is not None}
+
+
+def _total(counts) -> int | None:
+    """A count given as a number, or per round (a list) or per class (a dict), in any nesting: the sum."""
+    if counts is None or isinstance(counts, (int, float)):
+        return counts
+    return sum(_total(value) or 0 for value in (counts.values() if isinstance(counts, dict) else counts))
+
+
+def adapted_folder(training: dict) -> Path | None:
+    """The domain-adapted backbone the model was trained from (its cache folder), None when the backbone was not
+    adapted or the cache was cleared since (the model folder keeps its own copy either way)."""
+    path = (training.get("unlabeled") or {}).get("adapt", {}).get("path")
+    if path and not Path(path).is_dir():
+        log.warning("the adapted backbone %s is gone from the cache; the model folder still holds a copy", path)
+    return Path(path) if path and Path(path).is_dir() else None
 
 
 def model_choice(training: dict) -> str:
@@ -129,6 +160,9 @@ def run(params: Params, paths: Paths) -> Registration:
             mlflow.log_dict({"candidates": training["candidates"], "choice": training["choice"]}, "auto_choice.json")
         mlflow.set_tags(tags)
         mlflow.log_artifacts(str(outputs["reports"]), "reports")
+        adapted = adapted_folder(training)
+        if adapted is not None:
+            mlflow.log_artifacts(str(adapted), ADAPTED_ARTIFACT)
         mlflow.log_artifacts(str(outputs["validation"]), "validation")
         # A later approval re-checks the gate against whoever is champion then, on these same rows.
         mlflow.log_artifact(str(outputs["holdout"]), HOLDOUT_ARTIFACT.rpartition("/")[0])
