@@ -7,13 +7,53 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import ValidationError
+
+from tasks.config import IngestParams
+from tasks.errors import DataError
 
 RAW_DIR = Path("data/raw")
 QUARANTINE_DIR = Path("data/quarantine")
 OUTBOX = Path(".dvc") / "tmp" / "nichetune-outbox"  # events of stored batches not yet sent, in this clone only
 BATCH_NAME = re.compile(r"(?P<sequence>\d{6,})-[0-9a-f]{12}")  # arrival number, then the content's hash
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson")
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where one kind of batch lives: labeled rows, or unlabeled texts (the pool). Each kind has its own
+    arrival numbers and its own record of files already ingested."""
+
+    kind: str  # "labeled" or "unlabeled"
+    batches: Path  # <batches>/<dataset>/<batch id>.parquet
+    quarantine: Path  # <quarantine>/<dataset>/<batch id>.csv
+
+    @property
+    def labeled(self) -> bool:
+        return self.kind == "labeled"
+
+    @property
+    def folders(self) -> tuple[Path, Path]:
+        return self.batches, self.quarantine
+
+
+LABELED = Store("labeled", RAW_DIR, QUARANTINE_DIR)
+# Folders of their own beside data/raw: no dataset name can collide with them.
+UNLABELED = Store("unlabeled", Path("data/unlabeled"), Path("data/unlabeled_quarantine"))
+POOL_DIR = UNLABELED.batches
+
+
+def checked_dataset_name(dataset: str) -> str:
+    """A dataset name held to the rule of `ingest.dataset` (it names folders and files)."""
+    try:
+        IngestParams(dataset=dataset, path=None)
+    except ValidationError:
+        raise DataError(f"dataset {dataset!r}: not a dataset name; use letters, digits, '_', '.' and '-', starting "
+                        "with a letter or digit (the rule of ingest.dataset)") from None
+    return dataset
 
 
 def content_digests(source: Path) -> tuple[str, ...]:
@@ -25,9 +65,9 @@ def content_digests(source: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(digests))
 
 
-def batch_files(root: Path, dataset: str) -> list[Path]:
-    """The dataset's stored batches in the order they were ingested."""
-    return sorted((Path(root) / RAW_DIR / dataset).glob("*.parquet"), key=arrival)
+def batch_files(root: Path, dataset: str, store: Store = LABELED) -> list[Path]:
+    """The dataset's stored batches of one kind in the order they were ingested."""
+    return sorted((Path(root) / store.batches / dataset).glob("*.parquet"), key=arrival)
 
 
 def arrival(path: Path) -> tuple:
@@ -37,17 +77,17 @@ def arrival(path: Path) -> tuple:
     return (1, int(numbered["sequence"]), "") if numbered else (0, 0, path.stem)
 
 
-def next_sequence(root: Path, dataset: str) -> int:
+def next_sequence(root: Path, dataset: str, store: Store = LABELED) -> int:
     """The arrival number of the dataset's next batch (a batch id names its stored rows and its quarantine)."""
-    names = {path.stem for folder in (RAW_DIR, QUARANTINE_DIR)
+    names = {path.stem for folder in store.folders
              for path in (Path(root) / folder / dataset).glob("*.*") if not path.name.startswith(".")}
     numbers = [int(match["sequence"]) for match in map(BATCH_NAME.fullmatch, names) if match]
     return max([len(names), *numbers]) + 1
 
 
-def batch_with_digest(root: Path, dataset: str, digests: tuple[str, ...]) -> str | None:
+def batch_with_digest(root: Path, dataset: str, digests: tuple[str, ...], store: Store = LABELED) -> str | None:
     """The first stored or quarantined batch made from a file with one of these digests, relative to root."""
-    found = [path for folder in (RAW_DIR, QUARANTINE_DIR) for digest in digests
+    found = [path for folder in store.folders for digest in digests
              for path in (Path(root) / folder / dataset).glob(f"*-{digest}.*")]
     return str(min(found, key=arrival).relative_to(root)) if found else None
 

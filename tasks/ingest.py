@@ -1,7 +1,9 @@
 """Ingest: a labeling-tool export becomes an immutable, DVC-versioned batch under data/raw/<dataset>/; rows that
 cannot be used go to data/quarantine/<dataset>/ with their source line and the reason. Nothing is dropped:
-rows read = rows accepted + rows quarantined. The pipeline's ingest stage then assembles every stored batch.
-Duplicates are judged on the text as the user gave it; only its PII-masked form and a hash are stored."""
+rows read = rows accepted + rows quarantined. Unlabeled texts (the pool) take the same way into
+data/unlabeled/<dataset>/ and data/unlabeled_quarantine/<dataset>/ (tasks.batches.UNLABELED), with only the text
+kept. The pipeline's ingest stage then assembles every stored batch of both kinds. Duplicates are judged on the
+text as the user gave it; only its PII-masked form and a hash are stored."""
 
 from __future__ import annotations
 
@@ -18,14 +20,13 @@ from typing import Callable
 
 import pandas as pd
 import pyarrow.parquet as pq
-from pydantic import ValidationError
 
-from tasks import versioning
-from tasks.batches import (QUARANTINE_DIR, RAW_DIR, batch_files, batch_with_digest, content_digests, next_sequence,
-                           pending_events, post_event)
+from tasks import consent, versioning
+from tasks.batches import (LABELED, POOL_DIR, RAW_DIR, UNLABELED, Store, batch_files, batch_with_digest,
+                           checked_dataset_name, content_digests, next_sequence, pending_events, post_event)
 from tasks.config import IngestParams, Params, Paths
 from tasks.errors import DataError
-from tasks.layout import DATASET_FILE, VERSION_FILE
+from tasks.layout import DATASET_FILE, POOL_FILE, VERSION_FILE
 from tasks.pii import redact
 from tasks.progress import bar, say
 from tasks.readers import LINE, PROBLEM, RAW, big_file, read_table
@@ -35,6 +36,7 @@ REASON = "_reason"
 SOURCE = "_source_file"
 BATCH = "_batch"
 KEY = "_text_key"  # a hash of the text as the user gave it, before PII masking: duplicates are judged on it
+POOL_COLUMNS = ("text", KEY, BATCH)  # the assembled pool (layout.POOL_FILE), which finetune reads
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,11 @@ class BatchReport:
     batch: str | None  # the stored batch file, relative to the project root
     quarantine: str | None  # the quarantine file, relative to the project root
     already_ingested_as: str | None  # the same rows seen before: only rows that pass now and did not then are new
-    data_version: str | None  # the DVC hash of data/raw/<dataset> after this ingest
+    data_version: str | None  # the DVC hash of the batches' folder (data/raw/<dataset>) after this ingest
     seen_before: int = 0  # the same file again: rows stored or quarantined by the earlier ingest
     events: tuple[str, ...] = ()  # outbox files of stored batches whose event is still to be sent
+    kind: str = LABELED.kind  # labeled rows, or unlabeled texts for the pool (which announce nothing)
+    not_for_training: str | None = None  # the dataset's consent mark, as a line: stored, but never trained on
 
     def text(self) -> str:
         """The lines `nichetune ingest` prints."""
@@ -73,8 +77,9 @@ class BatchReport:
         if self.data_version:
             folders = [Path(path).parent for path in (self.batch, self.quarantine) if path]
             records = " ".join(f"{folder}.dvc {folder.parent}/.gitignore" for folder in folders)
-            lines.append(f"  dataset {self.dataset} is now DVC version {self.data_version} "
-                         f"(commit its records: git add {records})")
+            what = f"dataset {self.dataset}" if self.kind == LABELED.kind else f"unlabeled pool of {self.dataset}"
+            lines.append(f"  {what} is now DVC version {self.data_version} (commit its records: git add {records})")
+        lines += [self.not_for_training] if self.not_for_training else []
         return "\n".join(lines)
 
     def payload(self) -> dict:
@@ -88,13 +93,19 @@ class IngestResult:
     """The pipeline's view: every stored batch of one dataset, assembled."""
 
     dataset: Path  # parquet: text, label, [timestamp], [id], metadata..., _batch
-    version: dict
+    version: dict  # with "unlabeled": the pool's data_version, batches and rows
     rows: int
     ingested: BatchReport | None = None  # what ingesting `ingest.path` did, when the run did it
+    pool: Path | None = None  # parquet: POOL_COLUMNS, every stored unlabeled text (no rows when there is no pool)
+    pool_rows: int = 0
+    pool_version: str | None = None  # the DVC hash of data/unlabeled/<dataset>; None while it has no record
 
 
-def standard_columns(cfg: IngestParams) -> dict[str, str]:
-    """Pipeline column -> the export's column name, as params map them."""
+def standard_columns(cfg: IngestParams, store: Store = LABELED) -> dict[str, str]:
+    """Pipeline column -> the export's column name, as params map them. Of unlabeled texts only the text is
+    kept: a label column there is not required, and not stored if present."""
+    if not store.labeled:
+        return {"text": cfg.text_column}
     names = {"text": cfg.text_column, "label": cfg.label_column}
     names.update({"timestamp": cfg.timestamp_column} if cfg.timestamp_column else {})
     names.update({"id": cfg.id_column} if cfg.id_column else {})
@@ -110,27 +121,30 @@ def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], store
         reason[mask & reason.isna()] = why
 
     flag(frame["text"].isna() | (frame["text"] == ""), "empty text")
-    flag(frame["label"].isna() | (frame["label"] == ""), "missing label")
+    if "label" in frame:
+        flag(frame["label"].isna() | (frame["label"] == ""), "missing label")
     if "timestamp" in frame:
         flag(frame["timestamp"].isna(), "missing or unparseable timestamp")
-    if labels:
+    if labels and "label" in frame:
         flag(~frame["label"].isin(labels), "label outside the label set")
     flag(frame["text"].str.len() > cfg.max_text_chars, f"text over {cfg.max_text_chars:,} characters")
     candidates = frame[reason.isna()]
-    seen = pd.concat([stored[["key", "label"]], pd.DataFrame({"key": candidates[KEY], "label": candidates["label"]})])
+    label = candidates["label"] if "label" in candidates else ""  # unlabeled texts: every repeat is a duplicate
+    seen = pd.concat([stored[["key", "label"]], pd.DataFrame({"key": candidates[KEY], "label": label})])
     first_label = seen.groupby("key")["label"].transform("first").iloc[len(stored):]
     repeated = seen["key"].duplicated(keep="first").iloc[len(stored):].to_numpy()
     first_label.index = candidates.index
-    same = (first_label == candidates["label"]).to_numpy()
+    same = (first_label == label).to_numpy()
     reason[candidates.index[repeated & same]] = "exact duplicate"
     reason[candidates.index[repeated & ~same]] = "same text already labeled differently"
     return reason
 
 
-def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], path: Path) -> tuple[pd.DataFrame, Counter]:
+def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], path: Path,
+            store: Store = LABELED) -> tuple[pd.DataFrame, Counter]:
     """Map columns, clean values, canonicalise label case, key each text and redact PII; keeps every input row.
     Masking is the slow part: a big file shows a bar over the values masked."""
-    names = standard_columns(cfg)
+    names = standard_columns(cfg, store)
     missing = [column for column in dict.fromkeys(names.values()) if column not in table_frame.columns]
     if missing:
         found = [c for c in table_frame.columns if not c.startswith("_")]
@@ -146,7 +160,7 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
     frame[KEY] = text_hash(frame["text"].fillna(""))  # before masking: two emails make two texts
     pii: Counter = Counter()
     if cfg.redact_pii:
-        columns = redacted_columns(cfg)
+        columns = redacted_columns(cfg, store)
         with bar(len(frame) * len(columns), "masking PII", "value", shown=big_file(path)) as progress:
             for column in columns:
                 frame[column], found = _redact_column(frame[column], identifier=column == "id", progress=progress)
@@ -156,9 +170,10 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
     return frame, pii
 
 
-def redacted_columns(cfg: IngestParams) -> list[str]:
-    """The pipeline columns PII is masked in: the text, the id and every metadata column."""
-    return ["text", *(["id"] if cfg.id_column else []), *cfg.metadata_columns]
+def redacted_columns(cfg: IngestParams, store: Store = LABELED) -> list[str]:
+    """The pipeline columns PII is masked in: the text, the id and every metadata column that is kept."""
+    kept = standard_columns(cfg, store)
+    return [column for column in ["text", "id", *cfg.metadata_columns] if column in kept]
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:
@@ -171,10 +186,11 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
 
 
 def ingest_batch(cfg: IngestParams, labels: list[str], root: Path, source: Path,
-                 dataset: str | None = None, announce: bool = True) -> BatchReport:
+                 dataset: str | None = None, announce: bool = True, store: Store = LABELED) -> BatchReport:
     """Read one export, store its usable rows as a new batch and the rest in quarantine, and version both.
     The same rows again (in any line endings) store only rows that pass now and did not then. With `announce`,
-    the batch's event waits in the outbox until `flows.events.emit_labeled` sends it."""
+    a labeled batch's event waits in the outbox until `flows.events.emit_labeled` sends it; unlabeled texts
+    (store=UNLABELED) and a dataset marked not for training announce nothing, so no training starts."""
     from filelock import FileLock
 
     dataset = checked_dataset(cfg, dataset)
@@ -184,19 +200,23 @@ def ingest_batch(cfg: IngestParams, labels: list[str], root: Path, source: Path,
     if not (root / ".dvc").is_dir():
         raise DataError(f"{root}: not a DVC project; run `git init && dvc init` there first")
     digests = content_digests(source)
+    marked = consent.mark_of(root, dataset)
+    announce = announce and store.labeled and not marked
     lock = root / ".dvc" / "tmp" / f"nichetune-ingest-{dataset}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock):  # two ingests of one dataset take turns; both land
-        for folder in (RAW_DIR, QUARANTINE_DIR):  # in a fresh clone: a new record must keep the earlier batches
+        for folder in store.folders:  # in a fresh clone: a new record must keep the earlier batches
             versioning.pull_if_missing(root, str(folder / dataset))
-        earlier = batch_with_digest(root, dataset, digests)
-        report = _store(cfg, labels, root, source, dataset, digests[0], earlier)
+        keep_pool_folder(root, dataset)
+        earlier = batch_with_digest(root, dataset, digests, store)
+        report = _store(cfg, labels if store.labeled else [], root, source, dataset, digests[0], earlier, store)
         if report.batch and announce:  # before versioning: a batch stored is announced even if this run dies
             post_event(root, dataset, Path(report.batch).stem, report.payload())
-        folders = [str(folder / dataset) for folder in (RAW_DIR, QUARANTINE_DIR) if (root / folder / dataset).is_dir()]
-        version = versioning.track_folders(root, folders, cfg.dvc_lock_wait).get(str(RAW_DIR / dataset))
-        events = pending_events(root, dataset, version)  # with any an earlier run stored but did not send
-    report = dataclasses.replace(report, data_version=version, events=events)
+        folders = [str(folder / dataset) for folder in store.folders if (root / folder / dataset).is_dir()]
+        version = versioning.track_folders(root, folders, cfg.dvc_lock_wait).get(str(store.batches / dataset))
+        events = pending_events(root, dataset, version) if announce else ()  # with any stored but not sent
+    report = dataclasses.replace(report, data_version=version, events=events,
+                                 not_for_training=marked.notice() if marked else None)
     if report.accepted == 0 and not earlier:
         raise DataError(f"{source}: every one of {report.rows_read} rows was rejected (see {report.quarantine}); "
                         f"reasons: {_reason_list(report.reasons)}")
@@ -207,44 +227,48 @@ def checked_dataset(cfg: IngestParams, dataset: str | None) -> str:
     """The dataset name to ingest into, held to the rule of `ingest.dataset` (it names folders)."""
     if dataset is None or dataset == cfg.dataset:
         return cfg.dataset
-    try:
-        IngestParams(dataset=dataset, path=None)
-    except ValidationError:
-        raise DataError(f"dataset {dataset!r}: not a dataset name; use letters, digits, '_', '.' and '-', starting "
-                        "with a letter or digit (the rule of ingest.dataset)") from None
-    return dataset
+    return checked_dataset_name(dataset)
+
+
+def keep_pool_folder(root: Path, dataset: str) -> None:
+    """dvc.yaml's ingest stage depends on data/unlabeled/<dataset>, and DVC refuses a missing dependency: a
+    dataset without unlabeled texts gets an empty folder, which needs no record (git keeps no empty folder, so
+    a fresh clone gets it from its first `nichetune ingest`). A folder DVC tracks is never replaced by it."""
+    folder = Path(root) / POOL_DIR / dataset
+    if not folder.exists() and not folder.with_name(f"{dataset}.dvc").exists():
+        folder.mkdir(parents=True)
 
 
 def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, dataset: str, digest: str,
-           earlier: str | None) -> BatchReport:
+           earlier: str | None, store: Store = LABELED) -> BatchReport:
     done = _stage_lines(source)
     table = read_table(source, cfg.encoding, cfg.delimiter)
     if table.frame.empty:
-        raise DataError(f"{source}: the file has a header but no rows; export the labeled rows too")
+        raise DataError(f"{source}: the file has a header but no rows; export the {store.kind} rows too")
     done(f"read {len(table.frame)} rows ({table.encoding})")
-    frame, pii = prepare(table.frame, cfg, labels, source)
+    frame, pii = prepare(table.frame, cfg, labels, source, store)
     done(f"prepared: PII masked ({_counts(pii) or 'none found'})" if cfg.redact_pii else "prepared (PII kept)")
-    reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset))
+    reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset, store))
     done(f"checked: {reasons.isna().sum()} rows pass, {reasons.notna().sum()} do not")
-    batch_id = f"{next_sequence(root, dataset):06d}-{digest}"  # the same rows in the same order: the same name
+    batch_id = f"{next_sequence(root, dataset, store):06d}-{digest}"  # the same rows in the same order: same name
     accepted = frame[reasons.isna()].drop(columns=[PROBLEM]).assign(**{SOURCE: source.name, BATCH: batch_id})
     if earlier:  # rows quarantined then that pass now (a wider label set) are new; the rest stay where they are
         rejected, seen = frame.iloc[:0], len(frame) - len(accepted)
         reasons = reasons.iloc[:0]
     else:
-        rejected, more_pii = _quarantine_rows(table.frame, frame, reasons, source, cfg)
+        rejected, more_pii = _quarantine_rows(table.frame, frame, reasons, source, cfg, store)
         seen, pii = 0, pii + more_pii
-    batch_path = _write_once(root / RAW_DIR / dataset / f"{batch_id}.parquet", accepted, "parquet")
-    quarantine_path = _write_once(root / QUARANTINE_DIR / dataset / f"{batch_id}.csv", rejected, "csv")
+    batch_path = _write_once(root / store.batches / dataset / f"{batch_id}.parquet", accepted, "parquet")
+    quarantine_path = _write_once(root / store.quarantine / dataset / f"{batch_id}.csv", rejected, "csv")
     done(f"stored {len(accepted)} rows, quarantined {len(rejected)}; DVC versions them next")
     relative = lambda path: str(path.relative_to(root)) if path else None  # noqa: E731
     return BatchReport(str(source), dataset, len(frame), len(accepted), len(rejected),
                        dict(Counter(reasons.dropna())), dict(pii), table.encoding,
-                       relative(batch_path), relative(quarantine_path), earlier, None, seen)
+                       relative(batch_path), relative(quarantine_path), earlier, None, seen, kind=store.kind)
 
 
 def _quarantine_rows(original: pd.DataFrame, prepared: pd.DataFrame, reasons: pd.Series, source: Path,
-                     cfg: IngestParams) -> tuple[pd.DataFrame, Counter]:
+                     cfg: IngestParams, store: Store = LABELED) -> tuple[pd.DataFrame, Counter]:
     """The rejected rows with every column they came with, their line and reason; PII is masked in all
     columns (the text and metadata exactly as in stored rows)."""
     rows = original[reasons.notna()].drop(columns=[PROBLEM, LINE])
@@ -252,7 +276,8 @@ def _quarantine_rows(original: pd.DataFrame, prepared: pd.DataFrame, reasons: pd
         rows = rows.drop(columns=[RAW])
     pii: Counter = Counter()
     if cfg.redact_pii:
-        masked = {column: name for name, column in standard_columns(cfg).items() if name in redacted_columns(cfg)}
+        names = standard_columns(cfg, store)
+        masked = {column: name for name, column in names.items() if name in redacted_columns(cfg, store)}
         for column in rows.columns:
             if column in masked:  # exactly as in stored rows, counted there
                 rows[column] = prepared.loc[rows.index, masked[column]].astype(object)
@@ -280,13 +305,16 @@ def _stage_lines(source: Path) -> Callable[[str], None]:
     return done
 
 
-def stored_keys(root: Path, dataset: str) -> pd.DataFrame:
-    """The text key and label of every row already stored for the dataset, oldest first."""
+def stored_keys(root: Path, dataset: str, store: Store = LABELED) -> pd.DataFrame:
+    """The text key and label ("" for unlabeled texts) of every row already stored for the dataset, oldest
+    first."""
     keys = []
-    for path in batch_files(root, dataset):
+    for path in batch_files(root, dataset, store):
         has_key = KEY in pq.read_schema(path).names  # batches stored before keys: their masked text
-        frame = pd.read_parquet(path, columns=["label", KEY] if has_key else ["label", "text"])
-        keys.append(pd.DataFrame({"key": frame[KEY] if has_key else text_hash(frame["text"]), "label": frame["label"]}))
+        label = ["label"] if store.labeled else []
+        frame = pd.read_parquet(path, columns=label + [KEY if has_key else "text"])
+        keys.append(pd.DataFrame({"key": frame[KEY] if has_key else text_hash(frame["text"]),
+                                  "label": frame["label"] if store.labeled else ""}))
     if not keys:
         return pd.DataFrame({"key": pd.Series(dtype=object), "label": pd.Series(dtype=object)})
     return pd.concat(keys, ignore_index=True)
@@ -294,7 +322,21 @@ def stored_keys(root: Path, dataset: str) -> pd.DataFrame:
 
 def assemble(cfg: IngestParams, root: Path, out_dir: Path) -> IngestResult:
     """The pipeline's ingest stage: every stored batch of the dataset as one table, in order of arrival, with
-    each text's key (validation judges duplicates on it) and the DVC version."""
+    each text's key (validation judges duplicates on it) and the DVC version; the same for the unlabeled pool.
+    A dataset marked not for training is refused before anything is written."""
+    consent.refuse_if_marked(root, cfg.dataset)
+    frame, version = _labeled(cfg, root)
+    pool, pool_version = assemble_pool(root, cfg.dataset)
+    version["unlabeled"] = pool_version
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out_dir / DATASET_FILE, index=False)
+    pool.to_parquet(out_dir / POOL_FILE, index=False)
+    (out_dir / VERSION_FILE).write_text(json.dumps(version, indent=2))
+    return IngestResult(out_dir / DATASET_FILE, version, len(frame), pool=out_dir / POOL_FILE, pool_rows=len(pool),
+                        pool_version=pool_version["data_version"])
+
+
+def _labeled(cfg: IngestParams, root: Path) -> tuple[pd.DataFrame, dict]:
     files = batch_files(root, cfg.dataset)
     if not files:
         raise DataError(f"{RAW_DIR / cfg.dataset}: no stored batches; run `nichetune ingest FILE "
@@ -306,10 +348,19 @@ def assemble(cfg: IngestParams, root: Path, out_dir: Path) -> IngestResult:
     frame = frame[keep]
     version = {**versioning.folder_version(root, str(RAW_DIR / cfg.dataset)),
                "dataset": cfg.dataset, "batches": [path.stem for path in files], "rows": len(frame)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out_dir / DATASET_FILE, index=False)
-    (out_dir / VERSION_FILE).write_text(json.dumps(version, indent=2))
-    return IngestResult(out_dir / DATASET_FILE, version, len(frame))
+    return frame, version
+
+
+def assemble_pool(root: Path, dataset: str) -> tuple[pd.DataFrame, dict]:
+    """Every stored unlabeled text of the dataset (POOL_COLUMNS, in order of arrival; no rows without a pool),
+    and its version: DVC hash, batches, rows."""
+    files = batch_files(root, dataset, UNLABELED)
+    empty = pd.DataFrame({column: pd.Series(dtype=object) for column in POOL_COLUMNS})
+    pool = pd.concat([empty, *(pd.read_parquet(path, columns=list(POOL_COLUMNS)) for path in files)],
+                     ignore_index=True)
+    version = {"data_version": versioning.folder_version(root, str(POOL_DIR / dataset))["md5"],
+               "batches": [path.stem for path in files], "rows": len(pool)}
+    return pool, version
 
 
 def run(cfg: IngestParams, labels: list[str], root: Path, out_dir: Path) -> IngestResult:

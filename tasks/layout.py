@@ -51,7 +51,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("ingest", "tasks.ingest:run_stage", (), ("ingest",), ("ingest",),
-          sources=("data/raw/${ingest.dataset}",)),
+          sources=("data/raw/${ingest.dataset}", "data/unlabeled/${ingest.dataset}")),
     # split waits for validate: a dataset that fails validation is never split or trained on
     Stage("validate", "tasks.validate:run_stage", ("ingest",), ("validate",), ("validate",)),
     Stage("split", "tasks.split:run_stage", ("ingest", "validate"), ("split",), ("base.seed", "split")),

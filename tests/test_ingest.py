@@ -406,7 +406,8 @@ def test_assemble_returns_every_batch_with_its_batch_column_and_the_data_version
     version = json.loads((out / "data_version.json").read_text())
     assert version == result.version
     assert version == {"path": "data/raw/support", "md5": second.data_version, "tracked": True,
-                       "dataset": "support", "batches": sorted(batches), "rows": 3}
+                       "dataset": "support", "batches": sorted(batches), "rows": 3,
+                       "unlabeled": {"data_version": None, "batches": [], "rows": 0}}  # no unlabeled texts
 
 
 def test_assemble_without_batches_says_to_run_nichetune_ingest(project, tmp_path):
