@@ -1,4 +1,5 @@
-"""Split: the most recent rows are the holdout when there are timestamps; a stratified split otherwise."""
+"""Split: the most recent rows are the holdout when there are timestamps; a stratified split otherwise. The
+unlabeled pool loses every text that is labeled, so that a holdout text is never trained on in any form."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from tasks.config import Params, Paths, SplitParams
-from tasks.layout import DATASET_FILE, HOLDOUT_FILE, TRAIN_FILE
+from tasks.ingest import KEY, POOL_COLUMNS, text_hash
+from tasks.layout import DATASET_FILE, HOLDOUT_FILE, POOL_FILE, TRAIN_FILE
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,9 @@ class SplitResult:
     train_rows: int
     holdout_rows: int
     by_time: bool  # True: the holdout is the most recent share; False: stratified at random
+    pool: Path | None = None  # parquet: the unlabeled texts training may use (POOL_COLUMNS)
+    pool_rows: int = 0  # kept
+    pool_excluded: int = 0  # left out: labeled texts (train or holdout) and repeats; kept + excluded = pool read
 
 
 def split_frame(frame: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
@@ -34,13 +39,28 @@ def split_frame(frame: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.Da
     return train, holdout, False
 
 
-def run(cfg: SplitParams, seed: int, dataset: Path, out_dir: Path) -> SplitResult:
-    """Split the ingested dataset and write train and holdout parquet files."""
-    train, holdout, by_time = split_frame(pd.read_parquet(dataset), cfg, seed)
+def unlabeled_pool(pool: pd.DataFrame, labeled: pd.DataFrame) -> pd.DataFrame:
+    """The pool less every text that is labeled (by text key), each remaining text once."""
+    labeled_keys = labeled[KEY] if KEY in labeled else text_hash(labeled["text"])
+    kept = pool[~pool[KEY].isin(set(labeled_keys))]
+    return kept.drop_duplicates(subset=KEY, keep="first")
+
+
+def run(cfg: SplitParams, seed: int, dataset: Path, out_dir: Path, pool: Path | None = None) -> SplitResult:
+    """Split the ingested dataset and write train and holdout parquet files, and the unlabeled texts training
+    may use (`pool`: the ingest stage's pool file beside `dataset` unless given; none there reads as empty)."""
+    frame = pd.read_parquet(dataset)
+    train, holdout, by_time = split_frame(frame, cfg, seed)
+    pool = dataset.with_name(POOL_FILE) if pool is None else pool
+    read = pd.read_parquet(pool, columns=list(POOL_COLUMNS)) if pool.is_file() else pd.DataFrame(
+        {column: pd.Series(dtype=object) for column in POOL_COLUMNS})
+    usable = unlabeled_pool(read, frame)
     out_dir.mkdir(parents=True, exist_ok=True)
     train.to_parquet(out_dir / TRAIN_FILE, index=False)
     holdout.to_parquet(out_dir / HOLDOUT_FILE, index=False)
-    return SplitResult(out_dir / TRAIN_FILE, out_dir / HOLDOUT_FILE, len(train), len(holdout), by_time)
+    usable.to_parquet(out_dir / POOL_FILE, index=False)
+    return SplitResult(out_dir / TRAIN_FILE, out_dir / HOLDOUT_FILE, len(train), len(holdout), by_time,
+                       out_dir / POOL_FILE, len(usable), len(read) - len(usable))
 
 
 def run_stage(params: Params, paths: Paths) -> SplitResult:

@@ -104,3 +104,21 @@ def test_a_large_fraction_that_leaves_fewer_train_rows_than_classes_still_splits
     frame = pd.DataFrame({"text": [f"row {i}" for i in range(16)], "label": [c for c in "abcd" for _ in range(4)]})
     train, holdout, by_time = split_frame(frame, SplitParams(holdout_fraction=0.85), seed=0)
     assert (len(train), len(holdout), by_time) == (2, 14, False)
+
+
+def test_the_pool_loses_every_labeled_text_and_repeats_and_keeps_the_rest_in_order():
+    from tasks.ingest import KEY, text_hash
+
+    labeled = pd.DataFrame({"text": ["refund please", "card lost"], "label": ["a", "b"]})
+    labeled[KEY] = text_hash(labeled["text"])
+    texts = pd.Series(["new one", " refund   please", "other", "new one", "card lost"])
+    pool = pd.DataFrame({"text": texts.str.strip(), KEY: text_hash(texts), "_batch": "000001-aaaaaaaaaaaa"})
+    assert split.unlabeled_pool(pool, labeled)["text"].tolist() == ["new one", "other"]
+    assert split.unlabeled_pool(pool, labeled.drop(columns=[KEY]))["text"].tolist() == ["new one", "other"]
+
+
+def test_a_dataset_without_a_pool_file_splits_with_an_empty_pool(tmp_path, timed):
+    timed.to_parquet(tmp_path / "dataset.parquet")
+    result = split.run(SplitParams(holdout_fraction=0.25), 0, tmp_path / "dataset.parquet", tmp_path / "split")
+    assert (result.pool_rows, result.pool_excluded) == (0, 0)
+    assert list(pd.read_parquet(result.pool).columns) == ["text", "_text_key", "_batch"]
