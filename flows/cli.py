@@ -40,6 +40,7 @@ holdout and for drift (Evidently) before a reviewer promotes it to champion."""
 TYPICAL_ORDER = """\
 typical order:
   nichetune ingest labeled.csv       store a labeled export as a new dataset version
+  nichetune ingest texts.csv --unlabeled          store texts nobody labeled (the pool)
   nichetune run                      ingest, validate, fine-tune, evaluate, register
   nichetune promote --version N --reason WHY      a reviewer makes it the champion
   nichetune predict new.csv          label a file with the champion
@@ -64,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = _with_params(commands.add_parser("ingest", help="store a labeled file as a new dataset version"))
     ingest.add_argument("path", type=Path, help="CSV, TSV, JSON Lines or Parquet export from a labeling tool")
     ingest.add_argument("--dataset", help="dataset (niche task) name; default: ingest.dataset from params")
+    ingest.add_argument("--unlabeled", action="store_true", help="texts without labels, for the dataset's unlabeled "
+                        "pool (only ingest.text_column is read and kept); starts no training")
+    consent = commands.add_parser("consent", help="mark a dataset not for training, or lift the mark")
+    consent.add_argument("dataset", help="the dataset (ingest.dataset) to mark")
+    which = consent.add_mutually_exclusive_group(required=True)
+    which.add_argument("--not-for-training", action="store_true", help="runs refuse the dataset; files ingested "
+                       "into it are still stored")
+    which.add_argument("--allow", action="store_true", help="lift the mark")
+    consent.add_argument("--reason", help="why (recorded in the mark; required with --not-for-training)")
     _with_params(commands.add_parser("validate", help="check the stored dataset (Great Expectations)"))
     ui = _with_params(commands.add_parser("ui", help="open the Prefect and MLflow UIs until Ctrl-C"))
     ui.add_argument("--prefect-port", type=int, default=4200)
@@ -144,14 +154,27 @@ def up_command(args: argparse.Namespace) -> None:
 
 def ingest_command(args: argparse.Namespace) -> None:
     from flows.events import emit_labeled
+    from tasks.batches import LABELED, UNLABELED
     from tasks.ingest import ingest_batch
 
     params, paths = _project(args)
     source = args.path if args.path.is_absolute() else Path.cwd() / args.path
-    report = ingest_batch(params.ingest, params.validate.labels, paths.root, source, args.dataset)
+    store = UNLABELED if args.unlabeled else LABELED
+    report = ingest_batch(params.ingest, params.validate.labels, paths.root, source, args.dataset, store=store)
     print(report.text())
     if report.events:
         print(emit_labeled(report))
+
+
+def consent_command(args: argparse.Namespace) -> None:
+    """Mark a dataset not for training, or lift the mark; print the git commands that commit the change."""
+    from tasks import consent
+
+    root = find_root(Path.cwd())
+    if args.allow:
+        print(consent.allowed_text(args.dataset, consent.allow(root, args.dataset)))
+        return
+    print(consent.marked_text(consent.mark(root, args.dataset, args.reason or "")))
 
 
 def validate_command(args: argparse.Namespace) -> None:
@@ -309,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         commands = {"run": run_command, "ingest": ingest_command, "validate": validate_command, "ui": ui_command,
                     "bench": bench_command, "promote": promote_command, "rollback": rollback_command,
-                    "predict": predict_command, "up": up_command, "trials": trials_command}
+                    "predict": predict_command, "up": up_command, "trials": trials_command,
+                    "consent": consent_command}
         commands[args.command](args)
     except NichetuneError as err:
         print(f"error: {err}", file=sys.stderr)

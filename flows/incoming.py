@@ -1,6 +1,7 @@
 """The incoming folder: a labeling tool writes files into `data/incoming/`, each one is ingested as a new batch
 (which emits `nichetune.data.labeled`, the training deployment's trigger) and moved to `processed/`, or to
-`failed/` beside a `.error.txt` that says why. Nothing dropped there is deleted."""
+`failed/` beside a `.error.txt` that says why. Files in `data/incoming/unlabeled/` are texts without labels:
+they join the dataset's unlabeled pool and start no training. Nothing dropped there is deleted."""
 
 from __future__ import annotations
 
@@ -11,19 +12,22 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tasks.batches import LABELED, UNLABELED, Store
 from tasks.config import Params, Paths
 from tasks.errors import NichetuneError
 
 INCOMING = Path("data") / "incoming"
 PROCESSED, FAILED = "processed", "failed"
+UNLABELED_DIR = "unlabeled"  # data/incoming/unlabeled/[<dataset>/]: texts for the unlabeled pool
 SKIPPED_SUFFIXES = (".part", ".tmp", ".crdownload", "~")  # a file still being written under a temporary name
 STABLE_CHECKS = 2  # looks in a row that must find the same size and modification time before a file is taken
 
 
 class IncomingWatcher(threading.Thread):
     """Polls the folder; a file is taken once its size and modification time are unchanged across two more
-    polls. Files at the top level belong to the first dataset; files in `<dataset>/` to that dataset. Symbolic
-    links are not followed (they could point anywhere on the machine): they go to failed/."""
+    polls. Files at the top level belong to the first dataset; files in `<dataset>/` to that dataset; the same
+    under `unlabeled/` for unlabeled texts. Symbolic links are not followed (they could point anywhere on the
+    machine): they go to failed/."""
 
     def __init__(self, projects: list[tuple[Params, Paths]], interval: float = 2.0):
         super().__init__(name="nichetune-incoming", daemon=True)
@@ -47,13 +51,13 @@ class IncomingWatcher(threading.Thread):
         """Take every file that has stopped changing; returns one line per file taken."""
         lines = []
         candidates = self.candidates()
-        listed = {path for path, _ in candidates}
+        listed = {path for path, _, _ in candidates}
         self.seen = {path: state for path, state in self.seen.items() if path in listed}  # gone: forget it
-        for path, dataset in candidates:
+        for path, dataset, store in candidates:
             if not self.settled(path):
                 continue
             try:
-                lines.append(self.take(path, dataset))
+                lines.append(self.take(path, dataset, store))
             except Exception as err:  # a failure we did not foresee must not stop the watcher
                 traceback.print_exc()
                 said = " ".join(str(err).split())  # one line, whatever the exception printed
@@ -77,18 +81,23 @@ class IncomingWatcher(threading.Thread):
         del self.seen[path]
         return True
 
-    def candidates(self) -> list[tuple[Path, str]]:
-        if not self.folder.is_dir():
+    def candidates(self) -> list[tuple[Path, str, Store]]:
+        """(file, dataset, labeled or unlabeled) of every file in the folder that may be taken."""
+        found = self._files(self.folder, LABELED, skip=(PROCESSED, FAILED, UNLABELED_DIR))
+        return found + self._files(self.folder / UNLABELED_DIR, UNLABELED)
+
+    def _files(self, folder: Path, store: Store, skip: tuple[str, ...] = ()) -> list[tuple[Path, str, Store]]:
+        if not folder.is_dir() or folder.is_symlink():
             return []
         found = []
-        for entry in sorted(self.folder.iterdir()):
-            if entry.is_dir() and not entry.is_symlink() and entry.name not in (PROCESSED, FAILED):
-                found += [(path, entry.name) for path in sorted(entry.iterdir()) if _ready_name(path)]
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir() and not entry.is_symlink() and entry.name not in skip:
+                found += [(path, entry.name, store) for path in sorted(entry.iterdir()) if _ready_name(path)]
             elif _ready_name(entry):
-                found.append((entry, self.default))
+                found.append((entry, self.default, store))
         return found
 
-    def take(self, path: Path, dataset: str) -> str:
+    def take(self, path: Path, dataset: str, store: Store = LABELED) -> str:
         """Ingest one file and move it out of the way; a bad file goes to failed/ with its one-line reason."""
         from flows.events import emit_labeled
         from tasks.ingest import ingest_batch
@@ -100,12 +109,18 @@ class IncomingWatcher(threading.Thread):
                                      f"file to data/incoming/ or to one of those folders")
             params, paths = self.projects[dataset]
             _check_plain_file(path, params.ingest.incoming_max_mb)
-            report = ingest_batch(params.ingest, params.validate.labels, paths.root, path, dataset)
+            report = ingest_batch(params.ingest, params.validate.labels, paths.root, path, dataset, store=store)
         except NichetuneError as err:
             return self.fail(path, str(err))
-        event = emit_labeled(report) if report.events else "already ingested: no event"
+        if not store.labeled:
+            event = "unlabeled texts: no event, no training"
+        elif report.not_for_training:
+            event = f"dataset {dataset} is marked not for training: no event"
+        else:
+            event = emit_labeled(report) if report.events else "already ingested: no event"
         moved = _move(path, self.folder / PROCESSED)
-        return f"incoming: {path.name} -> dataset {dataset}: {report.text().splitlines()[0]}; {event}; kept in {moved}"
+        where = f"dataset {dataset}" if store.labeled else f"the unlabeled pool of {dataset}"
+        return f"incoming: {path.name} -> {where}: {report.text().splitlines()[0]}; {event}; kept in {moved}"
 
     def fail(self, path: Path, reason: str) -> str:
         """Move a file that was not ingested to failed/, beside a one-line `.error.txt` that says why."""

@@ -3,7 +3,8 @@
 It starts the Prefect server and UI and the MLflow tracking server and UI (SQLite, artifacts on disk), serves one
 training deployment per params file (dataset) with an event trigger on `nichetune.data.labeled` for that
 dataset (later triggers wait for the training before them, none is dropped; a run waiting for its reviewer
-holds nothing up), and watches `data/incoming/` for files to ingest."""
+holds nothing up), and watches `data/incoming/` for files to ingest (under `data/incoming/unlabeled/`: texts
+without labels, which join the unlabeled pool and start no training)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from flows.incoming import INCOMING, IncomingWatcher
+from flows.incoming import INCOMING, UNLABELED_DIR, IncomingWatcher
 from flows.ui import Servers, stop_on_signals
 from tasks.config import Params, Paths
 from tasks.errors import NichetuneError
@@ -113,6 +114,8 @@ def ready_message(servers: Servers, projects: list[tuple[Params, Paths, Path]]) 
     lines += [
         f"Watching {folder}/ (files there go to dataset {projects[0][0].ingest.dataset}; "
         f"files in {folder}/<dataset>/ to that dataset)",
+        f"Watching {folder / UNLABELED_DIR}/ the same way for unlabeled texts: they join the dataset's unlabeled "
+        "pool and start no training",
         f"In another shell: export PREFECT_API_URL={servers.prefect}/api MLFLOW_TRACKING_URI={servers.mlflow}",
         "Ready. Ctrl-C stops everything.",
     ]

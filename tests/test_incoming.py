@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.incoming import FAILED, PROCESSED, IncomingWatcher
+from flows.incoming import FAILED, PROCESSED, UNLABELED_DIR, IncomingWatcher
 from tasks.config import Paths, load_params
 from tests.conftest import cfpb_sample, make_project, project_params
 
@@ -111,3 +111,21 @@ def test_a_file_over_the_size_cap_goes_to_failed_with_its_reason(tmp_path, prefe
     lines = [line for _ in range(3) for line in watcher.scan()]
     assert len(lines) == 1 and "MB, over ingest.incoming_max_mb = 0.001; split the export" in lines[0]
     assert not (root / "data" / "raw").exists()
+
+
+def test_a_file_in_the_unlabeled_folder_joins_the_pool_and_starts_no_training(tmp_path):
+    """No event is sent for unlabeled texts, so this watcher needs no Prefect server."""
+    params = project_params("minilm", ingest={**project_params("")["ingest"], "path": None})
+    root = make_project(tmp_path / "project", cfpb_sample().iloc[:0], params)
+    loaded = load_params(root / "params.yaml")
+    watcher = IncomingWatcher([(loaded, Paths.of(root, loaded))], interval=0.1)
+    (watcher.folder / UNLABELED_DIR / "elsewhere").mkdir(parents=True)
+    cfpb_sample()[["text"]].to_csv(watcher.folder / UNLABELED_DIR / "texts.csv", index=False)
+    cfpb_sample()[["text"]].to_csv(watcher.folder / UNLABELED_DIR / "elsewhere" / "texts.csv", index=False)
+    lines = [line for _ in range(3) for line in watcher.scan()]
+    taken = next(line for line in lines if "-> the unlabeled pool of complaints" in line)
+    assert "100 rows read = 100 accepted" in taken and "unlabeled texts: no event, no training" in taken
+    assert len(list((root / "data" / "unlabeled" / "complaints").glob("*.parquet"))) == 1
+    assert not (root / "data" / "raw").exists()  # nothing labeled was stored
+    assert any("no served dataset named 'elsewhere'" in line for line in lines)
+    assert sorted(path.name.split("-", 1)[1] for path in (watcher.folder / PROCESSED).iterdir()) == ["texts.csv"]
