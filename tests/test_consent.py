@@ -84,6 +84,7 @@ def test_a_broken_mark_file_is_one_line_saying_how_to_restore_it(project):
         consent.refuse_if_marked(project, "complaints")
 
 
+@pytest.mark.slow  # the CLI and a stage in subprocesses
 def test_the_cli_marks_prints_the_git_add_and_the_stage_command_exits_2_with_the_refusal(project):
     marked = nichetune(project, "consent", "complaints", "--not-for-training", "--reason", REASON)
     assert marked.returncode == 0, marked.stderr
@@ -100,6 +101,7 @@ def test_the_cli_marks_prints_the_git_add_and_the_stage_command_exits_2_with_the
     assert "git rm --cached --quiet --ignore-unmatch data/consent/complaints.json" in allowed.stdout
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 def test_the_cli_refuses_a_mark_without_a_reason_or_a_bad_name_in_one_line(project):
     for args, expected in [
         (("complaints", "--not-for-training"), "error: dataset complaints: marking it not for training needs a reason"),

@@ -139,6 +139,7 @@ def test_the_split_keeps_only_pool_texts_that_are_not_labeled_in_train_or_holdou
     assert (result.pool_rows, result.pool_excluded) == (1, 2)
 
 
+@pytest.mark.slow  # the CLI and DVC in subprocesses
 def test_dvc_repro_runs_the_ingest_stage_without_a_pool_and_again_once_one_arrives(project):
     """The ingest stage depends on data/unlabeled/<dataset>; `nichetune ingest` leaves it empty when there is no
     pool, so `dvc repro` runs. Real DVC, from the project's dvc.yaml."""
