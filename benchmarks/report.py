@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from benchmarks import quality, truncation
+from benchmarks import choice, quality, truncation
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -343,7 +343,7 @@ def render() -> str:
     parts = [HEADER, *goals_section(quality_results, speed, gpu_quality), *quality_section(quality_results, gpu_quality),
              *speed_section(speed), *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
-             *truncation.section(load("truncation.json")),
+             *truncation.section(load("truncation.json")), *choice.section(load("choice.json")),
              *run_log(quality_results, gpu_quality, settings)]
     return "\n".join(parts).rstrip() + "\n"
 

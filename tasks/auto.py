@@ -5,9 +5,12 @@ No single learner wins on every dataset: TF-IDF n-grams read rare domain words a
 frozen sentence vectors generalise from very few rows, the fine-tuned transformer wins when labels are plenty
 (BENCHMARKS.md). So each candidate in `finetune.candidates` is fitted on the training rows less the validation
 share and scored there (on small data, where that share would be a handful of rows, in stratified folds so
-that every row is scored once), and the weights of the mixture (each candidate alone included) are chosen on a
-grid by `finetune.choice_metric`; one temperature then calibrates the mixture on the same rows. The chosen
-candidates are then fitted on every training row."""
+that every row is scored once). The mixture of every candidate with equal weights is kept when it beats the
+first candidate alone beyond noise on `finetune.choice_metric` (a paired bootstrap over the validation rows);
+else the first candidate (the cheapest) is kept alone. Weights fitted on a grid scored worse on rows no
+candidate had seen, at 8 rows per class: on a few dozen validation rows the best-scoring weights are mostly
+luck (BENCHMARKS.md, "How auto weighs its candidates"). One temperature then calibrates the model on the same
+rows, and the chosen candidates are fitted on every training row."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from tasks.layout import LOG_FILE, MODEL_DIR
 from tasks.model import MODEL_CARD, Classifier, backbone_path, read_card, resolve_device, sentence_vectors
 from tasks.portfolio import AUTO, MEMBERS_DIR, aligned, unit_rows
 from tasks.progress import say
-from tasks.training import FinetuneResult, carve_validation, run_fingerprint, train_strategy
+from tasks.training import FinetuneResult, carve_validation, labeled_rows, run_fingerprint, train_strategy
 
 LEARNERS = ("tfidf", "embedding")  # the candidates that are not fine-tuning strategies
 CANDIDATES_DIR = "candidates"  # inside the stage folder while candidates train; removed once the model is saved
@@ -69,18 +72,52 @@ def choose(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> tup
             {metric: best_key[0], "log_loss": -best_key[1]})
 
 
-def folds_for(texts: list[str], names: list[str], fraction: float, seed: int) -> list[tuple[list[int], list[int]]]:
+def choose_with_evidence(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
+                         equal: bool = False) -> tuple[dict[str, float], dict]:
+    """`choose`'s mixture when it beats the first candidate alone beyond noise on the validation rows (a paired
+    bootstrap, as the gate compares two models), else that first candidate alone. On a few dozen validation
+    rows every difference is noise, and there the first candidate (TF-IDF by default) held up best on rows no
+    candidate had seen (BENCHMARKS.md, "How auto weighs its candidates")."""
+    from tasks.metrics import paired_bootstrap
+
+    if equal:  # every candidate with the same weight, instead of the grid's pick
+        weights = {name: 1 / len(held) for name in held}
+        mixed = sum(w * held[name] for name, w in weights.items())
+        chosen = {metric: score(mixed, targets, metric), "log_loss": log_loss(mixed, targets)}
+    else:
+        weights, chosen = choose(held, targets, metric)
+    first = next(iter(held))
+    if list(weights) == [first]:
+        return weights, {**chosen, "fallback": first, "beyond_noise": False}
+    mixed = sum(w * held[name] for name, w in weights.items())
+    named = lambda codes: [str(code) for code in codes]  # noqa: E731  (tasks.metrics scores label names)
+    gap = paired_bootstrap(named(targets), named(mixed.argmax(axis=1)), named(held[first].argmax(axis=1)),
+                           seed)[metric]
+    if gap["ci_low"] > 0:
+        return weights, {**chosen, "fallback": first, "beyond_noise": True}
+    alone = held[first]
+    return {first: 1.0}, {metric: score(alone, targets, metric), "log_loss": log_loss(alone, targets),
+                          "fallback": first, "beyond_noise": False}
+
+
+def folds_for(texts: list[str], names: list[str], fraction: float, seed: int,
+              labeled: list[bool] | None = None) -> list[tuple[list[int], list[int]]]:
     """(fitting rows, validation rows) pairs. One carve of `fraction` of each label when that leaves at least
     MIN_HELD_ROWS to choose on; fewer are too noisy to choose by (amazon with 8 rows per class holds out 4), so
-    then every row is held out once, in stratified folds, and each candidate is trained once per fold."""
+    then every row is held out once, in stratified folds, and each candidate is trained once per fold. Only
+    `labeled` rows (default: all) are held out; the others (pseudo-labels) are always fitted on."""
     from sklearn.model_selection import StratifiedKFold
 
-    fit, held = carve_validation(texts, names, fraction, seed)
-    smallest = int(min(np.unique(names, return_counts=True)[1]))
+    labeled = labeled or [True] * len(names)
+    fit, held = carve_validation(texts, names, fraction, seed, labeled)
+    mine = [i for i, person in enumerate(labeled) if person]
+    smallest = int(min(np.unique([names[i] for i in mine], return_counts=True)[1]))
     if len(held) >= MIN_HELD_ROWS or smallest < 2:
         return [(fit, held)]
+    pseudo = [i for i, person in enumerate(labeled) if not person]
     folds = StratifiedKFold(n_splits=min(CROSS_FOLDS, smallest), shuffle=True, random_state=seed)
-    return [(a.tolist(), b.tolist()) for a, b in folds.split(np.zeros(len(names)), names)]
+    return [(sorted([mine[j] for j in a] + pseudo), [mine[j] for j in b])
+            for a, b in folds.split(np.zeros(len(mine)), [names[i] for i in mine])]
 
 
 class Candidates:
@@ -96,7 +133,7 @@ class Candidates:
         # one fold: the same carve a fine-tuning candidate makes for its early stopping, so it never sees
         # these rows either
         self.fraction = cfg.validation_fraction or VALIDATION_FRACTION
-        self.folds = folds_for(self.texts, self.names, self.fraction, seed)
+        self.folds = folds_for(self.texts, self.names, self.fraction, seed, labeled_rows(train))
         self.held = [i for _, held in self.folds for i in held]
         self.targets = np.array([self.labels.index(self.names[i]) for i in self.held])
         self.folder = stage_dir / CANDIDATES_DIR
@@ -199,14 +236,16 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
     candidates = Candidates(train, cfg, seed, out_dir, work_dir)
     for name in cfg.candidates:
         candidates.train_one(name)
-    weights, chosen = choose(candidates.probs, candidates.targets, cfg.choice_metric)
+    weights, chosen = choose_with_evidence(candidates.probs, candidates.targets, cfg.choice_metric, seed, equal=True)
     mixed = sum(w * candidates.probs[name] for name, w in weights.items())
     temperature = fit_temperature(mixed, candidates.targets)
     chosen.update(temperature=temperature,
                   log_loss_calibrated=log_loss(apply_temperature(mixed, temperature), candidates.targets))
     model_dir = save_portfolio(candidates, weights, temperature, out_dir, run_fingerprint(train, cfg, seed))
     shutil.rmtree(candidates.folder, ignore_errors=True)
-    say("auto: chose " + " + ".join(f"{name} {w:.1f}" for name, w in weights.items())
+    fallback = "" if chosen["beyond_noise"] or list(weights) != [chosen["fallback"]] else \
+        ": no mixture beat it beyond noise"
+    say("auto: chose " + " + ".join(f"{name} {w:.1f}" for name, w in weights.items()) + fallback
         + f" (validation {cfg.choice_metric} {chosen[cfg.choice_metric]:.3f}, temperature {temperature:.2f})")
     tuned = candidates.final or candidates.result  # the fine-tuned member's training record, if one was chosen
     result = FinetuneResult(

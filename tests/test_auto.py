@@ -185,3 +185,18 @@ def test_the_registry_tags_and_the_run_summary_name_the_choice_and_each_candidat
                                                 for m in ("accuracy", "macro_f1", "log_loss")}
     single = {"strategy": "head", "choice": {}, "candidates": []}
     assert model_choice(single) == "head" and candidate_scores(single) == ""
+
+
+def test_the_equal_mixture_is_kept_only_when_it_beats_the_first_candidate_beyond_noise():
+    from tasks.auto import choose_with_evidence
+
+    rng = np.random.default_rng(0)
+    targets = np.repeat([0, 1], 100)
+    guess = lambda: rng.dirichlet([1, 1], len(targets))  # noqa: E731  (no better than chance)
+    sure = np.eye(2)[targets] * 0.8 + 0.1  # always right
+    weights, chosen = choose_with_evidence({"tfidf": guess(), "full": sure}, targets, "macro_f1", 0, equal=True)
+    assert weights == {"tfidf": 0.5, "full": 0.5} and chosen["beyond_noise"]
+    few = np.arange(0, 200, 25)  # 8 rows: no gain is beyond noise there, so the first candidate stays alone
+    held = {"tfidf": guess()[few], "full": sure[few]}
+    weights, chosen = choose_with_evidence(held, targets[few], "macro_f1", 0, equal=True)
+    assert weights == {"tfidf": 1.0} and not chosen["beyond_noise"]
