@@ -42,6 +42,10 @@ def ingest_task(params: Params, paths: Paths) -> ingest.IngestResult:
     batches = len(result.version["batches"])
     print(f"dataset {params.ingest.dataset}: {result.rows} rows in {batches} batch{'es' * (batches != 1)}, "
           f"DVC version {result.version['md5']}")
+    if result.pool_rows:
+        pool = result.version["unlabeled"]
+        print(f"unlabeled texts of {params.ingest.dataset}: {result.pool_rows} in {len(pool['batches'])} "
+              f"batch{'es' * (len(pool['batches']) != 1)}, DVC version {result.pool_version}")
     return result
 
 

@@ -106,7 +106,11 @@ def run(params: Params, train_path: Path, paths: Paths, out_dir: Path | None = N
 
 
 def run_stage(params: Params, paths: Paths) -> FinetuneResult:
-    """The dvc.yaml stage: fine-tune on the split's training rows."""
+    """The dvc.yaml stage: fine-tune on the split's training rows. A consent mark set after the split ran is
+    honoured here too: `dvc repro` would otherwise train from the cached split."""
+    from tasks.consent import refuse_if_marked
+
+    refuse_if_marked(paths.root, params.ingest.dataset)
     return run(params, paths.stage("split") / TRAIN_FILE, paths)
 
 

@@ -55,7 +55,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     # split waits for validate: a dataset that fails validation is never split or trained on
     Stage("validate", "tasks.validate:run_stage", ("ingest",), ("validate",), ("validate",)),
     Stage("split", "tasks.split:run_stage", ("ingest", "validate"), ("split",), ("base.seed", "split")),
-    Stage("finetune", "tasks.finetune:run_stage", ("split",), ("finetune",),
+    # finetune reads the split's rows and unlabeled texts, and the pool's DVC version that ingest recorded
+    Stage("finetune", "tasks.finetune:run_stage", ("split", "ingest"), ("finetune",),
           ("base.seed", "finetune", "adapt", "self_training")),
     Stage("evaluate", "tasks.evaluate:run_stage", ("finetune", "split"),
           (f"evaluate/{REPORTS_DIR}", f"evaluate/{METRICS_FILE}"), ("base.seed", "evaluate")),

@@ -156,3 +156,31 @@ def test_a_version_whose_windows_drift_past_the_block_threshold_ends_rejected_wi
     client = MlflowClient(tracking_uri=result["tracking_uri"], registry_uri=result["tracking_uri"])
     assert client.get_model_version("complaints", result["version"]).tags["decision"] == "rejected"
     assert str(client.get_model_version_by_alias("complaints", "champion").version) == first["version"]
+
+
+def test_the_flow_learns_from_unlabeled_texts_and_tags_where_they_came_from(tmp_path, tiny_backbone, prefect_harness):
+    from tasks.batches import UNLABELED
+    from tasks.config import load_params
+    from tasks.ingest import ingest_batch
+
+    labeled = cfpb_sample()
+    params = project_params(str(tiny_backbone), register={"model_name": "pooled", "experiment": "pool",
+                                                          "approval": "auto"})
+    params["adapt"] = {"objective": "tsdae", "steps": 2, "batch_size": 4, "max_length": 32}
+    params["self_training"] = {"rounds": 1, "threshold": 0.01}
+    root = make_project(tmp_path / "project", labeled, params)
+    unlabeled = pd.concat([cfpb_sample(per_class=35)[["text"]].tail(40), labeled[["text"]].head(5)])
+    unlabeled.to_csv(root / "data" / "pool.csv", index=False)  # five of them are labeled texts too
+    ingest_batch(load_params(root / "params.yaml").ingest, [], root, root / "data" / "pool.csv", store=UNLABELED)
+    result = train_pipeline(root=str(root))
+    client = MlflowClient(tracking_uri=result["tracking_uri"], registry_uri=result["tracking_uri"])
+    tags = client.get_model_version("pooled", result["version"]).tags
+    kept = pd.read_parquet(root / "outputs" / "split" / "unlabeled.parquet")
+    assert not set(kept["text"]) & set(pd.read_parquet(root / "outputs" / "split" / "holdout.parquet")["text"])
+    assert int(tags["unlabeled_texts"]) == len(kept) <= 40
+    pool_version = json.loads((root / "outputs" / "ingest" / "data_version.json").read_text())["unlabeled"]
+    assert tags["unlabeled_pool_version"] == pool_version["data_version"]
+    assert tags["adapt_objective"] == "tsdae" and tags["self_training_rounds"] == "1"
+    assert int(tags["self_training_pseudo_labels"]) > 0
+    model = root / "outputs" / "finetune" / "model"
+    assert json.loads((model / "nichetune.json").read_text())["base"] == "base"  # the adapted backbone, kept inside
