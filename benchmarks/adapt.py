@@ -75,6 +75,26 @@ def line(result: dict) -> str:
             f"{verdict} the 15-minute goal")
 
 
+def section(results: dict | None) -> list[str]:
+    """The BENCHMARKS.md section: one row per objective and step count; a row at fewer steps is an estimate."""
+    if not results:
+        return []
+    lines = ["## Domain adaptation: time on the CPU (adapt)", "",
+             "Protocol in `benchmarks/adapt.py`; `benchmarks/results/adapt.json`. The packaged MiniLM adapted on "
+             "banking77's 10,000 training texts with params.yaml's `adapt` settings. Goal: under 15 minutes on 2 "
+             "CPU cores, once per pool version. A run of fewer steps than configured is an estimate (its seconds "
+             "per step times the configured steps).", "",
+             "| objective | steps run | seconds | steps/s | configured steps: minutes | measured or estimated | "
+             "command, date, machine |", "|---|---|---|---|---|---|---|"]
+    for run_ in results["runs"]:
+        r = run_["result"]
+        kind = "measured" if r["steps"] == r["configured_steps"] else "estimated"
+        lines.append(f"| {r['objective']} | {r['steps']} | {r['seconds']:.0f} | {r['steps_per_second']:.2f} | "
+                     f"{r['seconds_at_configured_steps'] / 60:.1f} | {kind} | `{run_['command']}`, {run_['date']}, "
+                     f"{run_['machine']} |")
+    return lines + [""] + [line for note in results.get("notes", []) for line in (note, "")]
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     from tasks.runtime import quiet_offline_defaults
 

@@ -533,8 +533,10 @@ def aggregate(rows: list[dict]) -> list[dict]:
     order of DATASETS and METHODS; for train seconds also the median, the figure to quote from a shared machine."""
     frame = pd.DataFrame(rows)
     rank = {name: position for position, name in enumerate([*DATASETS, *METHODS])}  # unknown names last
+    # a method that learns from unlabeled texts (nichetune_auto+self) comes right after its labeled-only self
+    place = lambda name: (rank.get(name.split("+")[0], len(rank)), "+" in name, name)  # noqa: E731
     groups = sorted(frame.groupby(["dataset", "method"], sort=False),
-                    key=lambda group: [rank.get(name, len(rank)) for name in group[0]])
+                    key=lambda group: [place(name) for name in group[0]])
     summary = []
     for (dataset, method), group in groups:
         entry = {"dataset": dataset, "method": method, "seeds": len(group)}

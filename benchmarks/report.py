@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from benchmarks import choice, quality, truncation
+from benchmarks import adapt, choice, quality, truncation
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -48,21 +48,34 @@ AUTO_TARGETS = [("banking77_k8", "accuracy", 84.0), ("banking77_k64", "accuracy"
                 ("cfpb_payday_2023", "accuracy", 48.0), ("cfpb_payday_2023", "macro_f1", 37.0)]
 
 
-def auto_goal_lines(quality_results: dict) -> list[str]:
-    """One line per target of strategy auto: its figure and whether it is reached, or that it is not measured."""
+# What learning from unlabeled texts must reach (issue 53): the best of these methods, on the same rows
+UNLABELED_METHODS = ["nichetune_auto+self", "nichetune_auto+tsdae", "nichetune_auto+tsdae+self",
+                     "nichetune_full+self", "nichetune_full+tsdae", "nichetune_full+tsdae+self"]
+UNLABELED_TARGETS = [("banking77_k8", "accuracy", 86.0), ("amazon_counterfactual_en_k8", "mcc", 40.0),
+                     ("cfpb_payday_2023", "accuracy", 50.0)]
+
+
+def auto_goal_lines(quality_results: dict, targets: list[tuple] = AUTO_TARGETS,
+                    methods: list[str] = (AUTO_METHOD,)) -> list[str]:
+    """One line per target: the best of `methods` there, its figure and whether it is reached, or that none of
+    them is measured."""
     measured = {(e["dataset"], e["method"]): e for e in quality.aggregate(quality_results["rows"])}
     lines = []
-    for dataset, metric, floor in AUTO_TARGETS:
-        entry = measured.get((dataset, AUTO_METHOD))
+    for dataset, metric, floor in targets:
+        found = [measured[(dataset, method)] for method in methods if (dataset, method) in measured]
+        entry = max(found, key=lambda e: e[f"{metric}_mean"]) if found else None
         if entry is None:
-            lines.append(f"- {dataset}: `{AUTO_METHOD}` {metric} at least {floor:g}: **not measured** (waits for a "
+            named = (" or ".join(f"`{method}`" for method in methods) if len(methods) < 3
+                     else "a method with unlabeled texts (`nichetune_*+self`, `+tsdae`)")
+            lines.append(f"- {dataset}: {named} {metric} at least {floor:g}: **not measured** (waits for a "
                          "GPU session)")
             continue
+        shown = entry["method"]
         value = entry[f"{metric}_mean"] * 100
         verdict = "reached" if value >= floor else "**not reached**"
         spread = entry[f"{metric}_std"]
         spread = f" ± {spread * 100:.1f}" if spread is not None else ""  # one seed has no spread
-        lines.append(f"- {dataset}: `{AUTO_METHOD}` {metric} {value:.1f}{spread} over {entry['seeds']} "
+        lines.append(f"- {dataset}: `{shown}` {metric} {value:.1f}{spread} over {entry['seeds']} "
                      f"seed{'s' * (entry['seeds'] != 1)}, at least {floor:g}: {verdict}")
     return lines
 
@@ -89,6 +102,7 @@ def goals_section(quality_results: dict | None, speed: dict | None, gpu: dict | 
                          f"at least matches every measured baseline (best: {goal['best_baseline']}): "
                          f"{verdict}{missing}{gpu_figure}")
         lines += auto_goal_lines(quality_results)
+        lines += auto_goal_lines(quality_results, UNLABELED_TARGETS, UNLABELED_METHODS)
     if speed:
         ends, within = speed["median_overhead"], speed["median_within"]
         verdict = "holds" if max(ends, within) < OVERHEAD_GOAL else "**does not hold**"
@@ -344,6 +358,7 @@ def render() -> str:
              *speed_section(speed), *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
              *truncation.section(load("truncation.json")), *choice.section(load("choice.json")),
+             *adapt.section(load("adapt.json")),
              *run_log(quality_results, gpu_quality, settings)]
     return "\n".join(parts).rstrip() + "\n"
 
