@@ -111,6 +111,8 @@ def project_params(backbone: str, **sections) -> dict:
         "split": {"holdout_fraction": 0.25},
         "finetune": {"backbone": backbone, "epochs": 2, "batch_size": 8, "max_length": 64,
                      "learning_rate": 0.005},
+        "adapt": {"objective": "none"},  # dvc.yaml's finetune stage reads both sections: DVC wants them present
+        "self_training": {"rounds": 0},
         "evaluate": {"drift_report": True},
         "register": {"model_name": "complaints", "experiment": "tests", "approval": "auto"},
     }
