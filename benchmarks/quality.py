@@ -534,7 +534,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     frame = pd.DataFrame(rows)
     rank = {name: position for position, name in enumerate([*DATASETS, *METHODS])}  # unknown names last
     # a method that learns from unlabeled texts (nichetune_auto+self) comes right after its labeled-only self
-    place = lambda name: (rank.get(name.split("+")[0], len(rank)), "+" in name, name)  # noqa: E731
+    place = lambda name: (rank.get(name.split("+")[0], len(rank)), "+" in name)  # noqa: E731
     groups = sorted(frame.groupby(["dataset", "method"], sort=False),
                     key=lambda group: [place(name) for name in group[0]])
     summary = []

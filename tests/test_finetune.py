@@ -89,7 +89,9 @@ def test_every_strategy_saves_a_model_that_predicts_known_labels(trained, train,
     probs = classifier.predict_proba(texts)
     assert probs.shape == (9, 4)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    assert len(result.losses) == 2 and np.isfinite(result.losses).all()
+    # auto may keep its first candidate (TF-IDF) alone: then no fine-tuned member has epochs to report
+    tuned = strategy != "auto" or any(name not in ("tfidf", "embedding") for name in result.choice["weights"])
+    assert len(result.losses) == (2 if tuned else 0) and np.isfinite(result.losses).all()
     log = json.loads((result.model_dir.parent / "training.json").read_text())
     assert log["strategy"] == strategy and log["losses"] == result.losses
 
