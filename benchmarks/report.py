@@ -56,7 +56,7 @@ UNLABELED_TARGETS = [("banking77_k8", "accuracy", 86.0), ("amazon_counterfactual
 
 
 def auto_goal_lines(quality_results: dict, targets: list[tuple] = AUTO_TARGETS,
-                    methods: list[str] = (AUTO_METHOD,)) -> list[str]:
+                    methods: tuple[str, ...] | list[str] = (AUTO_METHOD,)) -> list[str]:
     """One line per target: the best of `methods` there, its figure and whether it is reached, or that none of
     them is measured."""
     measured = {(e["dataset"], e["method"]): e for e in quality.aggregate(quality_results["rows"])}
