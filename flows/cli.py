@@ -44,6 +44,7 @@ typical order:
   nichetune run                      ingest, validate, fine-tune, evaluate, register
   nichetune promote --version N --reason WHY      a reviewer makes it the champion
   nichetune predict new.csv          label a file with the champion
+  nichetune export                   the champion as a folder that runs without torch (ONNX)
   nichetune up                       or keep all of it running until Ctrl-C
   nichetune trials                   compare the settings in trials.grid
   nichetune bench quality            measure, and rewrite BENCHMARKS.md
@@ -101,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="NAME@ALIAS, NAME/VERSION or models:/...; default: the champion of "
                          "register.model_name")
     predict.add_argument("--output", type=Path, help="the CSV to write; default: <stem>.predictions.csv beside it")
+    export = _with_params(commands.add_parser("export", help="write a registered model as a folder that predicts "
+                                              "with onnxruntime alone (no torch)"))
+    export.add_argument("--model", help="NAME/VERSION, NAME@ALIAS or models:/...; default: the champion of "
+                        "register.model_name")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (the only format so far)")
+    export.add_argument("--quantize", choices=["auto", "int8", "int8-weights", "none"], default="auto",
+                        help="auto (default): the fastest that gives the torch model's label on 99.5%% of the "
+                        "holdout rows; int8: fastest; int8-weights: weights only; none: exact")
+    export.add_argument("--output", type=Path, help="the folder to write; default: "
+                        "<workdir>/exports/<name>-v<version>-onnx")
     bench = commands.add_parser("bench", help="run a benchmark and regenerate BENCHMARKS.md")
     bench.add_argument("which", choices=list(BENCHMARKS),
                        help="quality, speed, growth, gpu, or report (only regenerate)")
@@ -243,6 +254,23 @@ def predict_command(args: argparse.Namespace) -> None:
     print(f"{written.rows} predictions by {written.model_uri} (version {written.version}) written to {written.output}")
 
 
+def export_command(args: argparse.Namespace) -> None:
+    """Export a registered model; say where, how it was quantized and how closely it follows the torch model."""
+    from tasks.export import export_registered
+    from tasks.predict import model_uri
+    from tasks.register import tracking_uri
+
+    params, paths = _project(args)
+    output = args.output if args.output is None or args.output.is_absolute() else Path.cwd() / args.output
+    done = export_registered(model_uri(args.model, params.register.model_name), tracking_uri(paths), paths.workdir,
+                             args.quantize, output)
+    for how, parity in done.tried.items():
+        verdict = "kept" if how == done.quantization else "not kept"
+        print(f"{how}: same label on {parity['agreement']:.2%} of {parity['rows']} holdout rows, probabilities "
+              f"within {parity['p99_diff']:.3f} on 99% of them ({verdict})")
+    print(f"exported ({done.quantization}, {done.megabytes:.0f} MB) to {done.folder}; see its README.md")
+
+
 def start_temporary_prefect_server() -> threading.Thread | None:
     """Start the temporary Prefect server that the flow's first API call would start, from a thread, so that
     its start-up (a process of its own) overlaps the imports of torch and the stages; join it before the flow.
@@ -333,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         commands = {"run": run_command, "ingest": ingest_command, "validate": validate_command, "ui": ui_command,
                     "bench": bench_command, "promote": promote_command, "rollback": rollback_command,
                     "predict": predict_command, "up": up_command, "trials": trials_command,
-                    "consent": consent_command}
+                    "consent": consent_command, "export": export_command}
         commands[args.command](args)
     except NichetuneError as err:
         print(f"error: {err}", file=sys.stderr)

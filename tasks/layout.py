@@ -18,6 +18,7 @@ TRAIN_FILE = "train.parquet"  # split
 HOLDOUT_FILE = "holdout.parquet"  # split
 MODEL_DIR = "model"  # finetune: head, tokenizer, model card, adapter or changed backbone
 LOG_FILE = "training.json"  # finetune: what the training did (FinetuneResult)
+HOLDOUT_ARTIFACT = "holdout/holdout.parquet"  # register, in each version's MLflow run: what a gate check re-scores
 METRICS_FILE = "metrics.json"  # evaluate: the holdout metrics that register logs and the gate compares
 REPORTS_DIR = "reports"  # evaluate: per-class CSV, images, drift reports, explanations
 PER_CLASS_FILE = "per_class.csv"  # evaluate, inside REPORTS_DIR: precision, recall, F1 and support per label

@@ -235,7 +235,7 @@ class Registry:
         """The holdout rows a version was evaluated on, as its registration logged them."""
         import tempfile
 
-        from tasks.register import HOLDOUT_ARTIFACT
+        from tasks.layout import HOLDOUT_ARTIFACT
 
         with tempfile.TemporaryDirectory() as folder:
             return pd.read_parquet(self.client.download_artifacts(run_id, HOLDOUT_ARTIFACT, folder))
