@@ -283,6 +283,8 @@ class RegisterParams(Section):
     review_timeout: int = Field(86400, ge=1)  # seconds a paused flow waits for the reviewer
     unmeasured_drift: Literal["warn", "block"] = "warn"  # when no time window got a drift result: block promotion?
     require_significant: bool = False  # refuse a challenger whose difference from the champion is within noise
+    runtime: Literal["torch", "onnx"] = "torch"  # what the registered model predicts with (tasks.export)
+    quantize: Literal["auto", "int8", "int8-weights", "none"] = "auto"  # the ONNX graphs', when runtime is onnx
 
 
 MAX_TRIALS = 32  # a grid expanding to more trials is refused: each trial is a whole fine-tuning run

@@ -33,6 +33,11 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         # Imported here: MLflow pickles this class, and the module-level state of tasks.model (the loaded
         # shared backbones, with their locks) must not travel with it.
+        if "onnx_dir" in context.artifacts:  # register.runtime onnx: the exported graphs, no torch
+            from tasks.onnx_runtime import load
+
+            self.classifier = load(context.artifacts["onnx_dir"])
+            return
         from tasks.portfolio import load_classifier
 
         self.classifier = load_classifier(context.artifacts["model_dir"])

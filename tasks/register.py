@@ -13,19 +13,19 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.config import Params, Paths
-from tasks.layout import (HOLDOUT_FILE, LOG_FILE, METRICS_FILE, MODEL_DIR, REGISTERED_FILE, REPORTS_DIR,
-                          SUMMARY_FILE, VERSION_FILE)
+from tasks.layout import (HOLDOUT_ARTIFACT, HOLDOUT_FILE, LOG_FILE, METRICS_FILE, MODEL_DIR,  # noqa: F401
+                          REGISTERED_FILE, REPORTS_DIR, SUMMARY_FILE, VERSION_FILE)
 from tasks.tracking import first_line, registry_client, version_numbers  # noqa: F401 (also imported from here)
 from tasks.tracking import tracking_store as _tracking
 from tasks.versioning import git_commit
 
-HOLDOUT_ARTIFACT = "holdout/holdout.parquet"  # in each version's run: what a later gate check re-scores
 ADAPTED_ARTIFACT = "adapted_backbone"  # in a run whose backbone was adapted on unlabeled texts: that backbone
 # tags saying what unlabeled texts a version was trained with (only those that apply are set)
 UNLABELED_TAGS = ("unlabeled_pool_version", "unlabeled_texts", "adapt_objective", "adapt_steps", "adapt_texts",
                   "self_training_rounds", "self_training_pseudo_labels")
 log = logging.getLogger(__name__)
 RUNTIME_PACKAGES = ["torch", "transformers", "pandas", "numpy", "mlflow"]  # what the logged model imports
+ONNX_DIR = "onnx"  # register.runtime onnx: the exported model the registered version predicts with
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,8 @@ def run(params: Params, paths: Paths) -> Registration:
         mlflow.log_artifacts(str(outputs["validation"]), "validation")
         # A later approval re-checks the gate against whoever is champion then, on these same rows.
         mlflow.log_artifact(str(outputs["holdout"]), HOLDOUT_ARTIFACT.rpartition("/")[0])
-        info = _log_model(outputs["model_dir"], name)
+        onnx = _export_onnx(params, outputs, paths.stage("register") / ONNX_DIR, tags)
+        info = _log_model(outputs["model_dir"], name, onnx)
     client = registry_client(uri)
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, params.register.alias, version)
@@ -180,17 +181,44 @@ def run(params: Params, paths: Paths) -> Registration:
     return registration
 
 
-def _log_model(model_dir: Path, name: str):
+def _export_onnx(params: Params, outputs: dict, out: Path, tags: dict) -> Path | None:
+    """register.runtime onnx: the model exported (tasks.export) and checked on the holdout rows, for the
+    registered model to predict with; what it chose and how closely it follows torch become run tags."""
+    import shutil
+
     import mlflow
 
+    from tasks.export import export_model
+
+    if params.register.runtime != "onnx":
+        return None
+    shutil.rmtree(out, ignore_errors=True)  # a rerun of the stage writes it afresh
+    texts = pd.read_parquet(outputs["holdout"])["text"].astype(str).tolist()
+    done = export_model(outputs["model_dir"], out, params.register.quantize, texts,
+                        source={"data_version": tags["data_version"], "strategy": tags["strategy"]})
+    onnx_tags = {"runtime": "onnx", "onnx_quantization": done.quantization}
+    if done.parity is not None:
+        onnx_tags["onnx_agreement"] = f"{done.parity.agreement:.4f}"
+        mlflow.log_metrics({"onnx_agreement": done.parity.agreement, "onnx_p99_probability_diff": done.parity.p99_diff})
+    tags.update(onnx_tags)
+    mlflow.set_tags(onnx_tags)
+    return done.folder
+
+
+def _log_model(model_dir: Path, name: str, onnx: Path | None = None):
+    import mlflow
+
+    from tasks.export import RUNTIME_PACKAGES as ONNX_PACKAGES
     from tasks.predict import TextClassifierModel  # its module loads mlflow.pyfunc: only when a model is logged
 
+    artifacts = {"model_dir": str(model_dir)} if onnx is None else {"model_dir": str(model_dir), "onnx_dir": str(onnx)}
+    packages = RUNTIME_PACKAGES + (list(ONNX_PACKAGES) if onnx is not None else [])
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=TextClassifierModel(),
-        artifacts={"model_dir": str(model_dir)},
+        artifacts=artifacts,
         code_paths=[str(Path(__file__).parent)],  # the `tasks` package travels with the model
-        pip_requirements=[f"{package}=={installed(package)}" for package in RUNTIME_PACKAGES],
+        pip_requirements=[f"{package}=={installed(package)}" for package in dict.fromkeys(packages)],
         input_example=pd.DataFrame({"text": ["where is my order?"]}),
         registered_model_name=name,
     )
