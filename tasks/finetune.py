@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks import cores
 from tasks.auto import train_auto
 from tasks.config import AdaptParams, FinetuneParams, Params, Paths, SelfTrainingParams
 from tasks.layout import CACHE_DIR, LOG_FILE, POOL_FILE, TRAIN_FILE, VERSION_FILE
@@ -54,7 +55,14 @@ def train_one(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path
 def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
              work_dir: Path | None = None, unlabeled: Unlabeled | None = None) -> FinetuneResult:
     """Train on the training rows (columns text, label) and save the classifier to `out_dir`/model.
-    `work_dir` holds the feature cache, the checkpoints and adapted backbones; None keeps neither."""
+    `work_dir` holds the feature cache, the checkpoints and adapted backbones; None keeps neither. The training
+    counts among the processes sharing this machine's cores (tasks.cores) while it runs."""
+    with cores.claim():
+        return _finetune(train, cfg, seed, out_dir, work_dir, unlabeled)
+
+
+def _finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path, work_dir: Path | None,
+              unlabeled: Unlabeled | None) -> FinetuneResult:
     if unlabeled is None or not unlabeled.used:
         return train_one(train, cfg, seed, out_dir, work_dir)
     record = {**unlabeled.provenance, "pool_rows": len(unlabeled.texts)}

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from tasks import cores
+
 TRUNCATIONS = ("head", "head_tail")  # how a text longer than max_length is cut: its start, or start and end
 # head_tail: the share of the kept tokens taken from the start, the rest from the end; the best of 0, 1/8, 1/4
 # and 1/2 on cfpb validation rows at 256 and 512 tokens (benchmarks/truncation.py, BENCHMARKS.md)
@@ -63,6 +65,7 @@ def length_batches(tokenizer, texts: list[str], batch_size: int, max_length: int
     in `texts`."""
     order = np.argsort([len(text) for text in texts], kind="stable")
     for start in range(0, len(texts), batch_size):
+        cores.refresh()
         index = order[start : start + batch_size]
         batch = encode(tokenizer, [texts[i] for i in index], max_length, truncation).to(device)
         yield index, batch

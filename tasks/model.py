@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tasks import cores
 from tasks.backbone import PACKAGED_BACKBONE, backbone_path  # noqa: F401 - callers import them from here
 from tasks.errors import ModelLoadError, ParamsError
 from tasks.inference import length_batches, mean_pool  # noqa: F401 - callers import mean_pool from here
@@ -44,13 +44,13 @@ class Device:
 
 
 def resolve_device(preference: str = "auto") -> Device:
-    """CUDA with bf16 when present (or asked for), else the CPU with all its cores."""
+    """CUDA with bf16 when present (or asked for), else the CPU with this process's share of its cores."""
     if preference in ("auto", "cuda") and torch.cuda.is_available():
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
         return Device(torch.device("cuda"), dtype)
     if preference == "cuda":
         raise ParamsError("finetune.device = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(cores.share())
     return Device(torch.device("cpu"), None)
 
 

@@ -172,8 +172,10 @@ PROGRESS_CHUNK = 512  # rows per call to the model: a bar step every second or s
 
 def predict_in_chunks(pyfunc, texts: list[str]) -> pd.DataFrame:
     """The model's predictions for `texts`, `PROGRESS_CHUNK` rows at a time so that a bar can show the ETA."""
+    from tasks import cores
+
     parts = []
-    with bar(len(texts), "predicting", "row") as progress:
+    with cores.claim(), bar(len(texts), "predicting", "row") as progress:
         for start in range(0, len(texts), PROGRESS_CHUNK):
             chunk = texts[start : start + PROGRESS_CHUNK]
             parts.append(pyfunc.predict(pd.DataFrame({"text": chunk})))

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tasks import cores
 from tasks import features as frozen
 from tasks.augment import augment
 from tasks.calibration import fit_temperature
@@ -450,6 +451,7 @@ def train_epoch(setup: Setup, opt: Optimization, rows: Rows, seed: int, epoch: i
     total_loss, step_in_accumulation = torch.zeros((), device=device.device), 0
     order = epoch_order(rows, cfg, seed, epoch)
     for index in order.split(cfg.batch_size):
+        cores.refresh()  # another nichetune process may have started or finished beside this one
         vectors = vectors_for(model, rows, index, setup.tokenizer, cfg, device)
         with device.autocast():
             logits = model.classify(vectors)
