@@ -182,8 +182,20 @@ def _to_onnx(module, path: Path) -> None:
 
 def quantize(source: Path, target: Path, how: str) -> None:
     """`source` (a float graph) written to `target` quantized `how`."""
+    import logging
+
     import onnx
 
+    root = logging.getLogger()  # the quantizer advises shape pre-processing on the root logger, every time
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        _quantize(source, target, how, onnx)
+    finally:
+        root.setLevel(level)
+
+
+def _quantize(source: Path, target: Path, how: str, onnx) -> None:
     if how == "none":
         shutil.copyfile(source, target)
     elif how == "int8":  # dynamic: int8 weights per output channel, activations quantized per batch
