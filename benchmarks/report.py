@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from benchmarks import adapt, choice, quality, runtime, truncation
+from benchmarks import adapt, choice, cores, quality, runtime, truncation
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -356,7 +356,8 @@ def render() -> str:
     quality_results, speed = load("quality.json"), load("speed.json")
     gpu_quality, settings = load("quality_gpu.json"), load(Path(SETTINGS_FILE).name)
     parts = [HEADER, *goals_section(quality_results, speed, gpu_quality), *quality_section(quality_results, gpu_quality),
-             *speed_section(speed), *runtime.section(load("runtime.json")), *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
+             *speed_section(speed), *runtime.section(load("runtime.json")),
+             *cores.section(load("cores.json")), *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
              *truncation.section(load("truncation.json")), *choice.section(load("choice.json")),
              *adapt.section(load("adapt.json")),

@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "<workdir>/exports/<name>-v<version>-onnx")
     bench = commands.add_parser("bench", help="run a benchmark and regenerate BENCHMARKS.md")
     bench.add_argument("which", choices=list(BENCHMARKS),
-                       help="quality, speed, growth, gpu, runtime (ONNX against torch), or report (only regenerate)")
+                       help="quality, speed, growth, gpu, runtime (ONNX against torch), cores (two trainings on one "
+                       "machine), or report (only regenerate)")
     bench.add_argument("options", nargs=argparse.REMAINDER,
                        help="the benchmark's own options (--help lists them), e.g. --data DIR: the folder holding "
                             "the datasets (default ../shared/data beside the checkout)")
@@ -122,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 BENCHMARKS = {"quality": "benchmarks.quality", "speed": "benchmarks.speed", "growth": "benchmarks.growth",
-              "gpu": "benchmarks.gpu", "runtime": "benchmarks.runtime", "report": "benchmarks.report"}
+              "gpu": "benchmarks.gpu", "runtime": "benchmarks.runtime", "cores": "benchmarks.cores",
+              "report": "benchmarks.report"}
 
 
 def bench_command(args: argparse.Namespace) -> None:
