@@ -39,6 +39,9 @@ from tasks.strategies import Strategy, strategy
 # not pad fifteen short ones to its length (BENCHMARKS.md has the speed-up); short texts fit one piece. A GPU runs
 # the whole padded batch at once, in parallel.
 PIECE_TOKENS = 512
+# finetune.gradient_checkpointing auto: on the CPU, keep layer activations only for batches up to this many tokens
+# (about 0.3 MB per token for MiniLM); more is recomputed in the backward pass
+CHECKPOINT_TOKENS = 2048
 PSEUDO = "_pseudo"  # a training frame's column that marks rows self-training labeled (tasks.selftrain)
 
 log = logging.getLogger(__name__)
@@ -412,6 +415,24 @@ def precompute(setup: Setup, parts: list[Rows], work_dir: Path | None) -> None:
             part.lengths = token_lengths(part, tokenizer, cfg.max_length)
 
 
+def checkpoint_layers(setup: Setup, rows: Rows) -> bool:
+    """Turn on gradient checkpointing when `finetune.gradient_checkpointing` says so: always, or (auto) on the CPU
+    when the batch of the longest rows would exceed CHECKPOINT_TOKENS. Only a backbone that trains has layer
+    activations to keep; the result is the same, the memory less and the time more."""
+    cfg = setup.cfg
+    if cfg.gradient_checkpointing == "never" or (not setup.plan.backbone_trains and setup.plan.adapter is None):
+        return False
+    if cfg.gradient_checkpointing == "auto":
+        if setup.device.device.type != "cpu" or rows.lengths is None:
+            return False
+        largest = int(torch.sort(rows.lengths, descending=True).values[: cfg.batch_size].sum())
+        if largest <= CHECKPOINT_TOKENS:
+            return False
+        log.info("gradient checkpointing on: a batch can hold %d tokens (finetune.gradient_checkpointing)", largest)
+    setup.model.bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return True
+
+
 def optimization(setup: Setup, rows: Rows, seed: int) -> Optimization:
     """AdamW over the strategy's groups, warmup and decay over every optimizer step, and the class weights."""
     from transformers import get_scheduler
@@ -541,6 +562,7 @@ def train_strategy(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir:
     rows, held = split_rows(train, cfg, setup.labels, seed)
     started = time.perf_counter()
     precompute(setup, [part for part in (rows, held) if part is not None], work_dir)
+    checkpoint_layers(setup, rows)
     opt = optimization(setup, rows, seed)
     fingerprint = run_fingerprint(train, cfg, seed)
     checkpoint = work_dir / CHECKPOINT_DIR / f"finetune-{fingerprint}.pt" if work_dir is not None else None
