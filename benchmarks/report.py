@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from benchmarks import adapt, choice, cores, quality, runtime, truncation
+from benchmarks import adapt, choice, cores, memory, quality, runtime, truncation
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -110,7 +110,7 @@ def goals_section(quality_results: dict | None, speed: dict | None, gpu: dict | 
                      f"end, {within * 100:.0f}% measured within each run: {verdict} (the first run on a machine, "
                      f"which creates Prefect's database: {speed['median_overhead_first'] * 100:.0f}% and "
                      f"{speed['median_within_first'] * 100:.0f}%)")
-    lines += runtime.goal_lines(load("runtime.json"))
+    lines += runtime.goal_lines(load("runtime.json")) + memory.goal_lines(load("memory.json"))
     return lines + [""]
 
 
@@ -357,7 +357,7 @@ def render() -> str:
     gpu_quality, settings = load("quality_gpu.json"), load(Path(SETTINGS_FILE).name)
     parts = [HEADER, *goals_section(quality_results, speed, gpu_quality), *quality_section(quality_results, gpu_quality),
              *speed_section(speed), *runtime.section(load("runtime.json")),
-             *cores.section(load("cores.json")), *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
+             *cores.section(load("cores.json")), *memory.section(load("memory.json")), *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
              *truncation.section(load("truncation.json")), *choice.section(load("choice.json")),
              *adapt.section(load("adapt.json")),

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run a benchmark and regenerate BENCHMARKS.md")
     bench.add_argument("which", choices=list(BENCHMARKS),
                        help="quality, speed, growth, gpu, runtime (ONNX against torch), cores (two trainings on one "
-                       "machine), or report (only regenerate)")
+                       "machine), memory (training memory), or report (only regenerate)")
     bench.add_argument("options", nargs=argparse.REMAINDER,
                        help="the benchmark's own options (--help lists them), e.g. --data DIR: the folder holding "
                             "the datasets (default ../shared/data beside the checkout)")
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 BENCHMARKS = {"quality": "benchmarks.quality", "speed": "benchmarks.speed", "growth": "benchmarks.growth",
-              "gpu": "benchmarks.gpu", "runtime": "benchmarks.runtime", "cores": "benchmarks.cores",
+              "gpu": "benchmarks.gpu", "runtime": "benchmarks.runtime", "cores": "benchmarks.cores", "memory": "benchmarks.memory",
               "report": "benchmarks.report"}
 
 
