@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -70,11 +71,10 @@ class Threads:
         self.checked = 0.0
         self.current = None
 
-    def refresh(self, force: bool = False) -> int:
-        import torch
-
+    def refresh(self, force: bool = False) -> int | None:
+        torch = sys.modules.get("torch")  # a process that never loaded torch (ONNX prediction) has nothing to set
         now = time.monotonic()
-        if force or now - self.checked >= REFRESH_S:
+        if torch is not None and (force or now - self.checked >= REFRESH_S):
             self.checked = now
             threads = share()
             if threads != self.current:
