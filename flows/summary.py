@@ -34,7 +34,12 @@ def model_line(tags: dict) -> str:
     if tags.get("candidate_scores"):
         line += (f", chose {tags['model_choice']}; validation accuracy / macro-F1 of each candidate: "
                  f"{tags['candidate_scores']}")
-    return line + f"; probabilities calibrated with temperature {float(tags.get('temperature', 1)):.2f}"
+    line += f"; probabilities calibrated with temperature {float(tags.get('temperature', 1)):.2f}"
+    if tags.get("runtime") == "onnx":  # register.runtime: predict and serve run the exported graphs
+        agreement = f", same label as torch on {float(tags['onnx_agreement']):.1%} of the holdout" \
+            if "onnx_agreement" in tags else ""
+        line += f"; predicts with ONNX Runtime (weights: {tags['onnx_quantization']}{agreement})"
+    return line
 
 
 def unlabeled_lines(tags: dict) -> list[str]:

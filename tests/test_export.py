@@ -205,3 +205,12 @@ def test_a_model_registered_with_the_onnx_runtime_predicts_with_it(registered, t
     with _tracking(uri):
         requirements = Path(mlflow.pyfunc.get_model_dependencies(info.model_uri)).read_text()
     assert "onnxruntime==" in requirements and "tokenizers==" in requirements
+
+
+def test_the_run_summary_says_a_version_predicts_with_onnx_runtime():
+    from flows.summary import model_line
+
+    tags = {"strategy": "full", "temperature": "1.2000"}
+    assert "ONNX" not in model_line(tags)
+    line = model_line({**tags, "runtime": "onnx", "onnx_quantization": "int8", "onnx_agreement": "0.9830"})
+    assert line.endswith("predicts with ONNX Runtime (weights: int8, same label as torch on 98.3% of the holdout)")
