@@ -45,6 +45,7 @@ typical order:
   nichetune promote --version N --reason WHY      a reviewer makes it the champion
   nichetune predict new.csv          label a file with the champion
   nichetune export                   the champion as a folder that runs without torch (ONNX)
+  nichetune suggest                  which unlabeled texts to label next
   nichetune up                       or keep all of it running until Ctrl-C
   nichetune trials                   compare the settings in trials.grid
   nichetune bench quality            measure, and rewrite BENCHMARKS.md
@@ -102,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="NAME@ALIAS, NAME/VERSION or models:/...; default: the champion of "
                          "register.model_name")
     predict.add_argument("--output", type=Path, help="the CSV to write; default: <stem>.predictions.csv beside it")
+    suggest = _with_params(commands.add_parser("suggest", help="which unlabeled texts to label next (files for "
+                                               "Label Studio, Argilla or a spreadsheet)"))
+    suggest.add_argument("--dataset", help="default: ingest.dataset")
+    suggest.add_argument("--n", type=int, help="texts in the batch (default: suggest.n)")
+    suggest.add_argument("--strategy", choices=["uncertainty", "diverse", "random"],
+                         help="default: suggest.strategy")
+    suggest.add_argument("--model", help="NAME/VERSION, NAME@ALIAS or models:/...; default: the champion of "
+                         "register.model_name")
     export = _with_params(commands.add_parser("export", help="write a registered model as a folder that predicts "
                                               "with onnxruntime alone (no torch)"))
     export.add_argument("--model", help="NAME/VERSION, NAME@ALIAS or models:/...; default: the champion of "
@@ -115,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run a benchmark and regenerate BENCHMARKS.md")
     bench.add_argument("which", choices=list(BENCHMARKS),
                        help="quality, speed, growth, gpu, runtime (ONNX against torch), cores (two trainings on one "
-                       "machine), memory (training memory), or report (only regenerate)")
+                       "machine), memory (training memory), endtoend (time to a registered model), or report (only "
+                       "regenerate)")
     bench.add_argument("options", nargs=argparse.REMAINDER,
                        help="the benchmark's own options (--help lists them), e.g. --data DIR: the folder holding "
                             "the datasets (default ../shared/data beside the checkout)")
@@ -123,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 BENCHMARKS = {"quality": "benchmarks.quality", "speed": "benchmarks.speed", "growth": "benchmarks.growth",
-              "gpu": "benchmarks.gpu", "runtime": "benchmarks.runtime", "cores": "benchmarks.cores", "memory": "benchmarks.memory",
-              "report": "benchmarks.report"}
+              "gpu": "benchmarks.gpu", "runtime": "benchmarks.runtime", "cores": "benchmarks.cores",
+              "memory": "benchmarks.memory", "endtoend": "benchmarks.endtoend", "report": "benchmarks.report"}
 
 
 def bench_command(args: argparse.Namespace) -> None:
@@ -256,6 +266,29 @@ def predict_command(args: argparse.Namespace) -> None:
     print(f"{written.rows} predictions by {written.model_uri} (version {written.version}) written to {written.output}")
 
 
+def suggest_command(args: argparse.Namespace) -> None:
+    """Write the next batch of texts to label; say where, from how many, and by which model."""
+    from tasks.batches import checked_dataset_name
+    from tasks.predict import model_uri
+    from tasks.register import tracking_uri
+    from tasks.suggest import suggest
+
+    params, paths = _project(args)
+    if args.n is not None and args.n < 1:
+        raise NichetuneError(f"--n {args.n}: ask for at least one text")
+    dataset = checked_dataset_name(args.dataset or params.ingest.dataset)
+    done = suggest(paths.root, dataset, model_uri(args.model, params.register.model_name), tracking_uri(paths),
+                   args.strategy or params.suggest.strategy, args.n or params.suggest.n, params.suggest.shortlist,
+                   params.base.seed, paths.workdir / "suggestions")
+    folder = done.files["csv"].parent
+    print(f"{done.rows} of {done.pool_rows} unlabeled texts suggested by {done.model} ({done.strategy}) in {folder}:")
+    print(f"  {done.files['csv'].name} (a spreadsheet), {done.files['label_studio'].name} with "
+          f"{done.files['label_studio_config'].name} (Label Studio), {done.files['argilla'].name} with "
+          f"{done.files['argilla_script'].name} (Argilla)")
+    print(f"recorded in {done.record.relative_to(paths.root)} (commit it); label them, export, and "
+          "`nichetune ingest` the export")
+
+
 def export_command(args: argparse.Namespace) -> None:
     """Export a registered model; say where, how it was quantized and how closely it follows the torch model."""
     from tasks.export import export_registered
@@ -363,7 +396,8 @@ def main(argv: list[str] | None = None) -> None:
         commands = {"run": run_command, "ingest": ingest_command, "validate": validate_command, "ui": ui_command,
                     "bench": bench_command, "promote": promote_command, "rollback": rollback_command,
                     "predict": predict_command, "up": up_command, "trials": trials_command,
-                    "consent": consent_command, "export": export_command}
+                    "consent": consent_command, "export": export_command,
+                    "suggest": suggest_command}
         commands[args.command](args)
     except NichetuneError as err:
         print(f"error: {err}", file=sys.stderr)

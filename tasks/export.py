@@ -64,6 +64,7 @@ class Export:
 
 
 def measure(reference: np.ndarray, exported: np.ndarray) -> Parity:
+    """How closely `exported` probabilities follow the `reference` (torch) ones, row by row."""
     if len(reference) == 0:
         return Parity(0, 0.0, 0.0, 0.0)
     diff = np.abs(np.asarray(reference, dtype=np.float64) - exported).max(axis=1)
@@ -75,9 +76,9 @@ def measure(reference: np.ndarray, exported: np.ndarray) -> Parity:
 
 
 def _networks(model_dir: Path) -> tuple[dict, dict]:
-    """The model's card, and the torch modules to export: {folder inside the export: (module, spec, tokenizer
-    folder)} for each classifier member (logits out) and, when an embedding learner needs them, the base backbone's
-    sentence vectors."""
+    """The folder's model spec (labels, members and their weights, the mixture's temperature) and what goes into
+    each of its folders: (torch module, graph spec, tokenizer folder) for each classifier member (logits out) and,
+    when an embedding learner needs them, for the base backbone's sentence vectors; a learner's saved folder."""
     from tasks.model import MODEL_CARD, read_card
     from tasks.portfolio import AUTO
 
@@ -333,24 +334,15 @@ def default_output(workdir: Path, name: str, version: str) -> Path:
 def export_registered(uri: str, tracking: str, workdir: Path, quantization: str = "auto",
                       output: Path | None = None) -> Export:
     """Export the registered version `uri` names (a `models:/` URI), checked on the holdout rows its run logged."""
-    import mlflow
     import pandas as pd
 
-    from tasks.layout import HOLDOUT_ARTIFACT, MODEL_DIR
-    from tasks.predict import resolve_version
-    from tasks.tracking import registry_client, tracking_store
+    from tasks.layout import HOLDOUT_ARTIFACT
+    from tasks.predict import download_registered
+    from tasks.tracking import registry_client
 
-    name, version = resolve_version(uri, tracking)
-    client = registry_client(tracking)
-    run_id = client.get_model_version(name, version).run_id
-    output = Path(output) if output is not None else default_output(workdir, name, version)
-    with tempfile.TemporaryDirectory(prefix="nichetune-export-") as scratch, tracking_store(tracking):
-        model = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=scratch))
-        model_dir = model / "artifacts" / MODEL_DIR
-        if not model_dir.is_dir():
-            raise ExportError(f"{name} version {version}: its logged model holds no {MODEL_DIR}/ folder (not a "
-                              "nichetune model?); export a version that nichetune registered")
-        holdout = pd.read_parquet(client.download_artifacts(run_id, HOLDOUT_ARTIFACT, scratch))
-        texts = holdout["text"].astype(str).tolist()
-        return export_model(model_dir, output, quantization, texts,
+    with tempfile.TemporaryDirectory(prefix="nichetune-export-") as scratch:
+        name, version, run_id, model_dir = download_registered(uri, tracking, scratch)
+        output = Path(output) if output is not None else default_output(workdir, name, version)
+        holdout = pd.read_parquet(registry_client(tracking).download_artifacts(run_id, HOLDOUT_ARTIFACT, scratch))
+        return export_model(model_dir, output, quantization, holdout["text"].astype(str).tolist(),
                             source={"model": name, "version": version, "run_id": run_id, "tracking_uri": tracking})
