@@ -276,6 +276,14 @@ class SelfTrainingParams(Section):
     max_per_class: float = Field(1.0, gt=0)  # pseudo-labels per class per round: at most this times its labeled rows
 
 
+class SuggestParams(Section):
+    """`nichetune suggest`: which unlabeled texts to label next (tasks.suggest)."""
+
+    strategy: Literal["uncertainty", "diverse", "random"] = "diverse"
+    n: int = Field(50, ge=1)  # texts per batch
+    shortlist: int = Field(10, ge=1)  # diverse: spread over the n x shortlist least sure texts
+
+
 class RegisterParams(Section):
     model_name: str = Field("nichetune-demo", min_length=1)
     experiment: str = Field("nichetune", min_length=1)
@@ -320,6 +328,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
     trials: TrialsParams = TrialsParams()
+    suggest: SuggestParams = SuggestParams()
 
     # `validate` and `register` are BaseModel attributes, so those two fields carry a trailing underscore.
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -143,6 +143,25 @@ def load_registered(uri: str, tracking: str):
             from None
 
 
+def download_registered(uri: str, tracking: str, dst: str | Path) -> tuple[str, str, str, Path]:
+    """The registered version `uri` names, downloaded into `dst`: its name, version, run id and the saved model
+    folder (what tasks.portfolio.load_classifier and tasks.export read)."""
+    import mlflow
+
+    from tasks.layout import MODEL_DIR
+    from tasks.tracking import registry_client, tracking_store
+
+    name, version = resolve_version(uri, tracking)
+    run_id = registry_client(tracking).get_model_version(name, version).run_id
+    with tracking_store(tracking):
+        model = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(dst)))
+    model_dir = model / "artifacts" / MODEL_DIR
+    if not model_dir.is_dir():
+        raise ModelNotFound(f"{name} version {version}: its logged model holds no {MODEL_DIR}/ folder (not a "
+                            "nichetune model?); pass a version that nichetune registered")
+    return name, version, run_id, model_dir
+
+
 def read_texts(source: Path, ingest: IngestParams) -> pd.DataFrame:
     """The file's rows as strings, with a text column named by `ingest.text_column` (missing text: "")."""
     from tasks.readers import LINE, PROBLEM, RAW, read_table

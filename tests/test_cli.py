@@ -97,7 +97,7 @@ def test_no_command_is_a_usage_error(folder):
     done, _ = nichetune(folder)
     assert done.returncode == 2
     assert "usage: nichetune" in done.stderr
-    assert "{run,trials,ingest,consent,validate,ui,up,promote,rollback,predict,export,bench}" in done.stderr
+    assert "{run,trials,ingest,consent,validate,ui,up,promote,rollback,predict,suggest,export,bench}" in done.stderr
 
 
 def test_bench_report_regenerates_benchmarks_md_from_the_raw_results(folder):

@@ -182,7 +182,8 @@ def test_set_with_unknown_section_lists_the_sections(tmp_path):
     with pytest.raises(ParamsError) as caught:
         load_params(write(tmp_path, ""), ["nosuch.key=1"])
     assert str(caught.value) == ("--set 'nosuch.key=1': unknown section 'nosuch'; "
-                                 "sections are: base, ingest, validate, split, finetune, adapt, self_training, evaluate, register, trials")
+                                 "sections are: base, ingest, validate, split, finetune, adapt, self_training, evaluate, register, trials, "
+                                 "suggest")
 
 
 def test_set_with_unknown_key_lists_the_allowed_keys(tmp_path):

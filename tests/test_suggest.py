@@ -1,0 +1,126 @@
+"""`nichetune suggest`: the pool's texts ranked by what the champion is least sure of (spread out, or at random as
+the control), never a labeled, quarantined or already suggested text, written for a spreadsheet, Label Studio and
+Argilla, and recorded for an audit. Real complaints (CFPB) on the tiny BERT."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from flows.cli import main
+from tasks.batches import UNLABELED
+from tasks.config import FinetuneParams, IngestParams, Paths, load_params
+from tasks.finetune import finetune
+from tasks.ingest import ingest_batch
+from tasks.portfolio import load_classifier
+from tasks.register import _experiment_id, _log_model, _tracking, tracking_uri
+from tasks.suggest import k_center, margins, rank
+from tests.conftest import cfpb_sample, make_project, project_params
+
+LABELED = cfpb_sample(per_class=6)  # 24 real complaints of four issues
+_MORE = cfpb_sample(per_class=20)
+POOL = _MORE[~_MORE["text"].isin(LABELED["text"])].drop_duplicates("text")  # other complaints, labels dropped
+
+
+def test_margins_and_k_center():
+    probs = np.array([[0.5, 0.4, 0.1], [0.9, 0.05, 0.05], [0.34, 0.33, 0.33]])
+    assert margins(probs) == pytest.approx([0.1, 0.85, 0.01])
+    points = np.array([[1.0, 0.0], [0.99, 0.141], [0.0, 1.0], [-1.0, 0.0]])
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    assert k_center(points, np.zeros((0, 2)), 3) == [0, 3, 2]  # the first, then the farthest, then the next
+    assert k_center(points, np.array([[1.0, 0.0]]), 1) == [3]  # a labeled center counts as taken
+    assert k_center(points, np.zeros((0, 2)), 9) == [0, 3, 2, 1]  # no more than there are
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_backbone, tmp_path_factory):
+    train = LABELED.rename(columns={"issue": "label"})[["text", "label"]]
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=3, batch_size=8, max_length=64)
+    return load_classifier(finetune(train, cfg, seed=0, out_dir=tmp_path_factory.mktemp("suggest")).model_dir)
+
+
+def test_each_strategy_picks_what_it_says(classifier):
+    pool = pd.DataFrame({"nichetune_id": [f"id{i}" for i in range(len(POOL))], "text": POOL["text"].tolist()})
+    probs = classifier.predict_proba(pool["text"].tolist())
+    order = np.argsort(margins(probs), kind="stable")
+    uncertain = rank(pool, [], classifier, "uncertainty", 5, 1, seed=0)
+    assert uncertain.frame["nichetune_id"].tolist() == [f"id{i}" for i in order[:5]]
+    assert uncertain.frame["suggested_label"].tolist() == [classifier.labels[probs[i].argmax()] for i in order[:5]]
+    diverse = rank(pool, LABELED["text"].tolist(), classifier, "diverse", 5, 3, seed=0)
+    assert set(diverse.frame["nichetune_id"]) <= {f"id{i}" for i in order[:15]}  # from the shortlist only
+    assert diverse.frame["nichetune_id"].is_unique and len(diverse.frame) == 5
+    first, again = (rank(pool, [], classifier, "random", 5, 1, seed=3) for _ in range(2))
+    assert first.frame.equals(again.frame) and first.frame["nichetune_id"].is_unique
+
+
+@pytest.fixture
+def project(tmp_path, tiny_backbone) -> Path:
+    """A project with the labeled complaints stored, a pool that repeats two labeled texts, and a champion."""
+    root = make_project(tmp_path / "project", LABELED, project_params(str(tiny_backbone)))
+    cfg = IngestParams(**{**project_params("unused")["ingest"], "path": None})
+    ingest_batch(cfg, [], root, root / "data" / "labeled.csv", announce=False)
+    pool_file = root / "pool.csv"
+    pd.concat([POOL[["text"]], LABELED[["text"]].head(2)]).to_csv(pool_file, index=False)
+    ingest_batch(cfg, [], root, pool_file, store=UNLABELED)
+    paths = Paths.of(root, load_params(root / "params.yaml"))
+    train = LABELED.rename(columns={"issue": "label"})[["text", "label"]]
+    cfg_model = FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=2, batch_size=8, max_length=64)
+    model_dir = finetune(train, cfg_model, seed=0, out_dir=tmp_path / "model").model_dir
+    uri = tracking_uri(paths)
+    with _tracking(uri), mlflow.start_run(experiment_id=_experiment_id("tests", uri, paths)):
+        info = _log_model(model_dir, "complaints")
+    MlflowClient(uri, registry_uri=uri).set_registered_model_alias("complaints", "champion",
+                                                                  str(info.registered_model_version))
+    return root
+
+
+def nichetune(root: Path, monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.chdir(root)
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_suggest_writes_files_the_tools_import_and_records_the_batch(project, monkeypatch, capsys):
+    code, out, err = nichetune(project, monkeypatch, capsys, "suggest", "--n", "6")
+    assert code == 0, err
+    assert f"6 of {len(POOL)} unlabeled texts suggested by complaints/1 (diverse)" in out  # labeled repeats left out
+    folder = project / "outputs" / "suggestions" / "complaints" / "0001"
+    table = pd.read_csv(folder / "suggestions.csv")
+    assert len(table) == 6 and set(table["text"]) <= set(POOL["text"]) and not set(table["text"]) & set(LABELED["text"])
+    labels = sorted(LABELED["issue"].unique())
+    tasks = json.loads((folder / "label_studio_tasks.json").read_text())
+    assert [task["data"]["text"] for task in tasks] == table["text"].tolist()
+    for task in tasks:  # Label Studio's pre-annotation: the Choices tag `label` on the Text tag `text`
+        (prediction,) = task["predictions"]
+        (result,) = prediction["result"]
+        assert (result["from_name"], result["to_name"], result["type"]) == ("label", "text", "choices")
+        assert result["value"]["choices"][0] in labels and 0 < prediction["score"] <= 1
+        assert prediction["model_version"] == "complaints/1"
+    config = ET.fromstring((folder / "label_studio_config.xml").read_text())
+    assert [choice.get("value") for choice in config.iter("Choice")] == labels
+    assert config.find("Text").get("value") == "$text"
+    records = [json.loads(line) for line in (folder / "argilla_records.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in records] == table["text"].tolist() and all(r["label"] in labels for r in records)
+    compile((folder / "log_to_argilla.py").read_text(), "log_to_argilla.py", "exec")  # valid Python
+    record = json.loads((project / "data" / "suggestions" / "complaints" / "0001.json").read_text())
+    assert record["model"] == "complaints/1" and record["strategy"] == "diverse" and len(record["text_keys"]) == 6
+    assert record["pool_version"]["rows"] == len(POOL) + 2
+    code, out, _ = nichetune(project, monkeypatch, capsys, "suggest", "--n", "100", "--strategy", "random")
+    assert code == 0 and f"{len(POOL) - 6} of {len(POOL) - 6} unlabeled texts" in out  # the first batch is out
+    second = pd.read_csv(project / "outputs" / "suggestions" / "complaints" / "0002" / "suggestions.csv")
+    assert not set(second["text"]) & set(table["text"])
+    code, _, err = nichetune(project, monkeypatch, capsys, "suggest")
+    assert code == 2 and err.count("\n") == 1 and "already suggested" in err
