@@ -155,4 +155,33 @@ def decide_and_publish(params: Params, paths: Paths, registration: register.Regi
     """The last steps of every training flow: the gate's or the reviewer's decision, then the run summary."""
     outcome = decide(params, paths, registration, review)
     summary.publish(params, paths, registration, review, outcome, per_class)
-    return {**registration.as_dict(), "gate": review["gate"], **outcome}
+    suggested = suggest_task(params, paths) if params.suggest.after_review else None
+    return {**registration.as_dict(), "gate": review["gate"], **outcome, "suggested": suggested}
+
+
+@stage(name="suggest")
+def suggest_task(params: Params, paths: Paths) -> str | None:
+    """The next texts to label for the champion of this moment (suggest.after_review): files for the labeling
+    tools and a table artifact in the Prefect UI. Without a pool, a champion or a text left to suggest, it says
+    why and the flow ends as it would have."""
+    import pandas as pd
+    from prefect.artifacts import create_table_artifact
+
+    from tasks.predict import model_uri
+    from tasks.suggest import suggest
+
+    dataset, cfg = params.ingest.dataset, params.suggest
+    try:
+        done = suggest(paths.root, dataset, model_uri(None, params.register.model_name),
+                       register.tracking_uri(paths), cfg.strategy, cfg.n, cfg.shortlist, params.base.seed,
+                       paths.workdir / "suggestions")
+    except NichetuneError as err:  # no pool, no champion, nothing left: the flow's outcome stands
+        print(f"no texts suggested to label next: {err}")
+        return None
+    folder = done.files["csv"].parent
+    rows = pd.read_csv(done.files["csv"], keep_default_na=False).to_dict("records")
+    create_table_artifact(table=rows, key=summary.artifact_key("suggestions", dataset),
+                          description=f"{done.rows} texts to label next ({done.strategy}, {done.model}); files for "
+                                      f"Label Studio and Argilla in {folder}")
+    print(f"{done.rows} texts to label next ({done.strategy}, {done.model}) in {folder}")
+    return str(folder)

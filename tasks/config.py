@@ -282,6 +282,7 @@ class SuggestParams(Section):
     strategy: Literal["uncertainty", "diverse", "random"] = "diverse"
     n: int = Field(50, ge=1)  # texts per batch
     shortlist: int = Field(10, ge=1)  # diverse: spread over the n x shortlist least sure texts
+    after_review: bool = False  # every training flow ends with the next batch for the champion (nichetune up)
 
 
 class RegisterParams(Section):

@@ -124,3 +124,36 @@ def test_suggest_writes_files_the_tools_import_and_records_the_batch(project, mo
     assert not set(second["text"]) & set(table["text"])
     code, _, err = nichetune(project, monkeypatch, capsys, "suggest")
     assert code == 2 and err.count("\n") == 1 and "already suggested" in err
+
+
+@pytest.mark.slow
+def test_after_review_the_next_batch_is_a_file_and_a_prefect_artifact(project, prefect_harness):
+    """suggest.after_review: the training flow's last step writes the batch and shows it in the Prefect UI; with
+    nothing left to suggest it says so and the flow ends as it would have."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.pipeline import suggest_task
+
+    params = load_params(project / "params.yaml", ["suggest.after_review=true", "suggest.n=4"])
+    paths = Paths.of(project, params)
+
+    @flow
+    def after_review():
+        return suggest_task(params, paths)
+
+    folder = Path(after_review())
+    assert len(pd.read_csv(folder / "suggestions.csv")) == 4 and (folder / "label_studio_tasks.json").is_file()
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["suggestions-complaints"])))
+    assert artifact.type == "table" and "complaints/1" in artifact.description
+    every_text = load_params(project / "params.yaml", ["suggest.n=1000"])
+
+    @flow
+    def nothing_left():
+        suggest_task(every_text, paths)  # takes every text left
+        return suggest_task(every_text, paths)
+
+    assert nothing_left() is None
