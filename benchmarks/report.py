@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from benchmarks import adapt, choice, cores, endtoend, memory, quality, runtime, truncation
+from benchmarks import active, adapt, choice, cores, endtoend, memory, quality, runtime, truncation
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -103,7 +103,7 @@ def goals_section(quality_results: dict | None, speed: dict | None, gpu: dict | 
                          f"{verdict}{missing}{gpu_figure}")
         lines += auto_goal_lines(quality_results)
         lines += auto_goal_lines(quality_results, UNLABELED_TARGETS, UNLABELED_METHODS)
-    lines += endtoend.goal_lines(load("endtoend.json"))
+    lines += endtoend.goal_lines(load("endtoend.json")) + active.goal_lines(load("active.json"))
     if speed:
         ends, within = speed["median_overhead"], speed["median_within"]
         verdict = "holds" if max(ends, within) < OVERHEAD_GOAL else "**does not hold**"
@@ -358,7 +358,9 @@ def render() -> str:
     gpu_quality, settings = load("quality_gpu.json"), load(Path(SETTINGS_FILE).name)
     parts = [HEADER, *goals_section(quality_results, speed, gpu_quality), *quality_section(quality_results, gpu_quality),
              *speed_section(speed), *runtime.section(load("runtime.json")),
-             *cores.section(load("cores.json")), *endtoend.section(load("endtoend.json")), *memory.section(load("memory.json")), *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
+             *cores.section(load("cores.json")), *endtoend.section(load("endtoend.json")),
+             *active.section(load("active.json")), *memory.section(load("memory.json")),
+             *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
              *truncation.section(load("truncation.json")), *choice.section(load("choice.json")),
              *adapt.section(load("adapt.json")),

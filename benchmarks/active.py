@@ -1,0 +1,208 @@
+"""Benchmark: active learning as a simulation, accuracy against labels for each way of choosing what to label.
+
+    nichetune bench active [--datasets banking77 cfpb_payday_2023] [--strategies diverse uncertainty random]
+                           [--seeds 5] [--rounds 17] [--step 50] [--finetune KEY=VALUE ...] [--data DIR]
+
+Each seed starts from 2 labeled texts per class drawn from the training split (the rest of the split is the pool,
+its labels hidden), trains the default strategy (params.yaml's finetune section, or `--finetune` overrides) and
+scores accuracy on the test split. Each round, tasks.suggest.rank picks `--step` texts of the pool with the model
+just trained, exactly as `nichetune suggest` would (the labeled texts count as taken for `diverse`), their labels
+are revealed from the data, and the model is trained again from the backbone on every label so far. banking77:
+the published train and test splits; cfpb_payday_2023: January-June complaints as train, July-August as test
+(benchmarks/quality.py). Time per round (suggest, then retrain) is measured too; a round is what a user waits for
+between labeling sessions. Results: benchmarks/results/active.json and a PNG per dataset of mean accuracy against
+labels, one line per strategy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.sources import add_data_option
+
+RESULTS = Path(__file__).parent / "results"
+DATASETS = {"banking77": "banking77_k8", "cfpb_payday_2023": "cfpb_payday_2023"}  # the quality table's splits
+START_PER_CLASS = 2
+GOAL_LABELS, GOAL_RANDOM_LABELS = 600, 1000  # diverse reaches random's accuracy at 1,000 labels with at most 600
+GOAL_ROUND_S = 180
+
+
+def published(dataset: str, data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from benchmarks import quality
+
+    spec = quality.DATASETS[DATASETS[dataset]]
+    if dataset == "banking77":
+        split = quality.read_banking77(data / spec.folder)
+    else:
+        split = spec.split(data / spec.folder, 0)
+    return split.train[["text", "label"]].reset_index(drop=True), split.test[["text", "label"]]
+
+
+def simulate(dataset: str, strategy: str, seed: int, rounds: int, step: int, cfg, data: Path) -> list[dict]:
+    """One seed of one strategy: accuracy, labels and seconds after each round (round 0: the start)."""
+    from tasks.finetune import finetune
+    from tasks.portfolio import load_classifier
+    from tasks.suggest import rank
+
+    train, test = published(dataset, data)
+    labeled = train.groupby("label", group_keys=False).sample(START_PER_CLASS, random_state=seed).index.tolist()
+    history = []
+    for round_ in range(rounds + 1):
+        rows = train.loc[labeled]
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as out:
+            model_dir = finetune(rows, cfg, seed=seed, out_dir=Path(out)).model_dir
+            classifier = load_classifier(model_dir)
+            train_s = time.perf_counter() - started
+            predicted = classifier.predict(test["text"].astype(str).tolist())
+            accuracy = float(np.mean(np.asarray(predicted) == test["label"].to_numpy()))
+            suggest_s = 0.0
+            if round_ < rounds:
+                started = time.perf_counter()
+                pool = train.drop(index=labeled)
+                frame = pd.DataFrame({"nichetune_id": pool.index.astype(str), "text": pool["text"].astype(str)})
+                picked = rank(frame, rows["text"].astype(str).tolist(), classifier, strategy, step, 10,
+                              seed * 1000 + round_)
+                labeled += [int(i) for i in picked.frame["nichetune_id"]]
+                suggest_s = time.perf_counter() - started
+        history.append({"round": round_, "labels": len(rows), "accuracy": round(accuracy, 4),
+                        "train_s": round(train_s, 1), "suggest_s": round(suggest_s, 1)})
+        print(f"{dataset} {strategy} seed {seed} round {round_}: {len(rows)} labels, accuracy {accuracy:.3f}, "
+              f"train {train_s:.0f} s, suggest {suggest_s:.0f} s", flush=True)
+    return history
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--strategies", nargs="+", default=["diverse", "uncertainty", "random"],
+                        choices=["diverse", "uncertainty", "random"])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=17, help="default: from 2 per class to past 1,000 labels")
+    parser.add_argument("--step", type=int, default=50)
+    parser.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="finetune settings instead of params.yaml's, e.g. strategy=head epochs=30")
+    parser.add_argument("--out", type=Path, default=RESULTS / "active.json")
+    add_data_option(parser)
+    args = parser.parse_args(argv)
+    import yaml
+
+    from tasks.config import FinetuneParams
+    from tasks.runtime import quiet_offline_defaults
+
+    quiet_offline_defaults()
+    repo = Path(__file__).resolve().parents[1]
+    settings = yaml.safe_load((repo / "params.yaml").read_text())["finetune"]
+    settings.update({key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.finetune)})
+    cfg = FinetuneParams(**settings)
+    runs = [{"dataset": dataset, "strategy": strategy, "seed": seed,
+             "history": simulate(dataset, strategy, seed, args.rounds, args.step, cfg, args.data)}
+            for dataset in args.datasets for seed in range(args.seeds) for strategy in args.strategies]
+    summary = {"command": "nichetune bench active " + " ".join(argv or []), "date": time.strftime("%Y-%m-%d"),
+               "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+               "finetune": {k: v for k, v in settings.items() if k in ("strategy", "epochs", "learning_rate")},
+               "step": args.step, "runs": runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    for dataset in args.datasets:
+        plot(summary, dataset, args.out.parent / f"active_{dataset}.png")
+
+
+def curves(results: dict, dataset: str) -> dict[str, list[tuple[int, float, int]]]:
+    """Per strategy: (labels, mean accuracy, seeds) at each round, over the seeds that reached it."""
+    out = {}
+    for strategy in dict.fromkeys(run["strategy"] for run in results["runs"] if run["dataset"] == dataset):
+        histories = [run["history"] for run in results["runs"]
+                     if run["dataset"] == dataset and run["strategy"] == strategy]
+        rounds = max(len(h) for h in histories)
+        out[strategy] = [(int(statistics.median(h[r]["labels"] for h in histories if len(h) > r)),
+                          statistics.mean(h[r]["accuracy"] for h in histories if len(h) > r),
+                          sum(len(h) > r for h in histories)) for r in range(rounds)]
+    return out
+
+
+def plot(results: dict, dataset: str, path: Path) -> None:
+    from tasks.plots import _pyplot
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for strategy, points in curves(results, dataset).items():
+        axes.plot([p[0] for p in points], [p[1] * 100 for p in points], marker="o", markersize=3, label=strategy)
+    axes.set_xlabel("labeled texts")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title(f"{dataset}: active learning, {results['finetune'].get('strategy', 'default')} strategy")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def labels_to_reach(points: list[tuple[int, float, int]], accuracy: float) -> int | None:
+    return next((labels for labels, mean, _ in points if mean >= accuracy), None)
+
+
+def goal_lines(results: dict | None) -> list[str]:
+    if not results:
+        return []
+    lines = []
+    for dataset in dict.fromkeys(run["dataset"] for run in results["runs"]):
+        found = curves(results, dataset)
+        if "random" not in found or "diverse" not in found:
+            continue
+        target = next(((labels, mean) for labels, mean, _ in found["random"] if labels >= GOAL_RANDOM_LABELS), None)
+        if target is None:
+            lines.append(f"- Active learning on {dataset}: random did not reach {GOAL_RANDOM_LABELS} labels in "
+                         "this run; goal not measured")
+            continue
+        needed = labels_to_reach(found["diverse"], target[1])
+        holds = needed is not None and needed <= GOAL_LABELS
+        lines.append(f"- Active learning on {dataset}: random reached {target[1] * 100:.1f}% at {target[0]} labels; "
+                     f"diverse reached it at {needed if needed is not None else 'more than the run'} labels, goal at "
+                     f"most {GOAL_LABELS}: {'holds' if holds else '**does not hold**'}")
+    # a round: suggesting with one model, then training the next on the new labels
+    rounds = [before["suggest_s"] + after["train_s"] for run in results["runs"] if run["dataset"] == "banking77"
+              for before, after in zip(run["history"], run["history"][1:])]
+    if rounds:
+        median = statistics.median(rounds)
+        lines.append(f"- A round on banking77 (suggest, then retrain): median {median:.0f} s, goal under "
+                     f"{GOAL_ROUND_S}: {'holds' if median < GOAL_ROUND_S else '**does not hold**'}")
+    return lines
+
+
+def section(results: dict | None) -> list[str]:
+    if not results:
+        return []
+    lines = ["## Active learning: accuracy against labels (active)", "",
+             f"`{results['command']}` ({results['date']}, {results['machine']}); `benchmarks/results/active.json`; "
+             f"protocol in `benchmarks/active.py`. Strategy trained each round: {results['finetune']}; "
+             f"{results['step']} texts added per round.", ""]
+    for dataset in dict.fromkeys(run["dataset"] for run in results["runs"]):
+        found = curves(results, dataset)
+        lines += [f"![{dataset}](benchmarks/results/active_{dataset}.png)", "",
+                  "| labels | " + " | ".join(found) + " |", "|---|" + "---|" * len(found)]
+        for r in range(max(len(points) for points in found.values())):
+            cells = [f"{points[r][1] * 100:.1f} ({points[r][2]} seeds)" if r < len(points) else ""
+                     for points in found.values()]
+            labels = next(points[r][0] for points in found.values() if r < len(points))
+            lines.append(f"| {labels} | " + " | ".join(cells) + " |")
+        lines.append("")
+    timing = [h for run in results["runs"] for h in run["history"][1:]]
+    if timing:
+        lines.append(f"Per round, median: retraining {statistics.median(h['train_s'] for h in timing):.0f} s, "
+                     f"suggesting {statistics.median(h['suggest_s'] for h in timing):.0f} s.")
+        lines.append("")
+    return lines + [line for note in results.get("notes", []) for line in (note, "")]
+
+
+if __name__ == "__main__":
+    main()
