@@ -1,5 +1,7 @@
 """Reading whatever a labeling tool exports: CSV/TSV (any common delimiter, quoted multi-line fields, BOM,
-other encodings detected), JSON Lines and Parquet, into text columns with each row's source line."""
+other encodings detected), JSON (an array of records), JSON Lines and Parquet, into text columns with each row's
+source line. Exports of Label Studio and Argilla are told by their content and turned into one row per text with
+its label columns (tasks.labeling_tools)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.encodings import decode, undecodable
+from tasks import labeling_tools
+from tasks.encodings import UNDECODABLE, decode, undecodable
 from tasks.errors import DataError
 from tasks.progress import bar
 
 LINE = "_source_line"  # where a row starts in its file (1-based; the header is line 1 of a CSV)
 PROBLEM = "_read_problem"  # why a row could not be read as a whole record, or empty
-RAW = "_raw_record"  # a row that could not be read whole: its fields as JSON, or its JSON line (kept in quarantine)
+RAW = "_raw_record"  # a problem row as it was: its fields as JSON, its JSON line or record (kept in quarantine)
 DELIMITERS = ",;\t|"
 csv.field_size_limit(1 << 30)  # a long text is quarantined for its length, not crashed on
 # Reading and masking take time in proportion to the bytes, long texts or short: a file this size takes seconds.
@@ -38,20 +41,25 @@ def big_file(path: Path) -> bool:
     return path.stat().st_size >= BIG_FILE_BYTES
 
 
-def read_table(path: Path, encoding: str = "auto", delimiter: str = "auto") -> Table:
-    """Read a labeled file; unreadable files raise DataError naming the file and what to do."""
+def read_table(path: Path, encoding: str = "auto", delimiter: str = "auto", label_column: str | None = None) -> Table:
+    """Read a labeled file; unreadable files raise DataError naming the file and what to do. In a labeling tool's
+    export, an answer that is not one label (several choices, annotators who disagree) makes its row a problem:
+    only the answer in `label_column` when one is named, else the answer to any question."""
     suffix = path.suffix.lower()
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if suffix in (".csv", ".tsv", ".txt"):
         text, used = decode(path.read_bytes(), encoding, path)
-        return _read_delimited(text, path, used, "\t" if suffix == ".tsv" and delimiter == "auto" else delimiter)
-    if suffix in (".jsonl", ".ndjson"):
+        sep = "\t" if suffix == ".tsv" and delimiter == "auto" else delimiter
+        table = _read_delimited(text, path, used, sep)
+        return Table(_argilla_flat(table.frame, label_column), table.encoding, table.delimiter)
+    if suffix in (".json", ".jsonl", ".ndjson"):
         text, used = decode(path.read_bytes(), encoding, path)
-        return Table(_read_jsonl(text, path), used, None)
+        entries = _json_array(text, path) if suffix == ".json" and _is_array(text, path) else _json_lines(text, path)
+        return Table(_records_frame(entries, label_column), used, None)
     if suffix == ".parquet":
-        return Table(_read_parquet(path), "parquet", None)
-    raise DataError(f"{path}: unsupported file type {suffix!r}; export CSV, TSV, JSON Lines or Parquet")
+        return Table(_as_text(_argilla_flat(_read_parquet(path), label_column)), "parquet", None)
+    raise DataError(f"{path}: unsupported file type {suffix!r}; export CSV, TSV, JSON, JSON Lines or Parquet")
 
 
 def _read_delimited(text: str, path: Path, encoding: str, delimiter: str) -> Table:
@@ -122,8 +130,40 @@ def _check_header(header: list[str], path: Path) -> None:
         seen.add(name)
 
 
-def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
-    records, lines, problems, raws = [], [], [], []
+def _is_array(text: str, path: Path) -> bool:
+    """A .json file holds a JSON array of records, or one record per line (what the datasets library's to_json
+    writes); anything else is no export."""
+    start = text.lstrip()[:1]
+    if start not in ("[", "{"):
+        what = "the file is empty" if not start else f"not JSON (it starts with {text.lstrip()[:20]!r})"
+        raise DataError(f"{path}: {what}; export a JSON array of records, or one JSON object per line")
+    return start == "["
+
+
+def _json_array(text: str, path: Path) -> list[tuple]:
+    """(position, record or None, problem, raw) per item of a JSON array: its position (1-based) is its line."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); export the file again") from None
+    if not items:
+        raise DataError(f"{path}: the JSON array has no records; export the labeled records too")
+    if not any(isinstance(item, dict) for item in items):
+        raise DataError(f"{path}: the JSON array holds no objects (its first item is {json.dumps(items[0])[:40]}); "
+                        "export one JSON object per record")
+    suspect = UNDECODABLE.search(text) is not None  # bytes that were not UTF-8: only then is each record checked
+    entries = []
+    for position, item in enumerate(items, start=1):
+        raw = json.dumps(item, ensure_ascii=False) if suspect or not isinstance(item, dict) else None
+        [raw], problem = undecodable([raw])
+        problem = problem or (None if isinstance(item, dict) else "not a JSON object")
+        entries.append((position, None if problem else item, problem, raw if problem else None))
+    return entries
+
+
+def _json_lines(text: str, path: Path) -> list[tuple]:
+    """(line, record or None, problem, raw) per line that is not blank; a broken line keeps its text."""
+    entries = []
     physical = text.split("\n")  # not splitlines(): JSON may hold U+2028
     with bar(len(physical), f"reading {path.name}", "line", shown=big_file(path)) as progress:
         for number, line in enumerate(physical, start=1):
@@ -132,22 +172,67 @@ def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
                 continue
             [line], problem = undecodable([line])
             try:
-                record = {} if problem else json.loads(line)
+                record = None if problem else json.loads(line)
                 problem = problem or (None if isinstance(record, dict) else "not a JSON object")
             except json.JSONDecodeError as err:
-                record, problem = {}, f"not valid JSON ({err.msg})"
-            record = record if isinstance(record, dict) else {}
-            records.append({key: None if value is None else str(value) for key, value in record.items()})
-            lines.append(number)
-            problems.append(problem)
-            raws.append(line if problem else None)  # the line as it was, so the record can be repaired
-    if not records:
+                problem = f"not valid JSON ({err.msg})"
+            entries.append((number, None if problem else record, problem, line if problem else None))
+    if not entries:
         raise DataError(f"{path}: the file has no records; export one JSON object per line")
-    frame = pd.DataFrame.from_records(records).astype(object)
+    return entries
+
+
+def _records_frame(entries: list[tuple], label_column: str | None) -> pd.DataFrame:
+    """JSON records as rows, read the way the labeling tool that wrote them meant; a problem record's row is empty
+    but for its line, reason and raw text."""
+    converted = iter(labeling_tools.rows([record for _, record, _, _ in entries if record is not None]))
+    values, problems, raws = [], [], []
+    for _, record, problem, raw in entries:
+        row = next(converted) if record is not None else labeling_tools.Row({})
+        problem = problem or row.problem or _answer_problem(row.answers, label_column)
+        values.append(row.values)
+        problems.append(problem)
+        raws.append(raw if raw is not None or not problem else _json(record))
+    frame = pd.DataFrame(values, dtype=object)  # ids stay 7, not 7.0, where other records lack them
     frame = frame.where(frame.notna(), None)
-    frame[LINE] = lines
+    frame[LINE] = [line for line, *_ in entries]
     frame[PROBLEM] = problems
     frame[RAW] = raws
+    return _as_text(_argilla_flat(frame, label_column))
+
+
+def _argilla_flat(frame: pd.DataFrame, label_column: str | None) -> pd.DataFrame:
+    """Argilla's flat records (columns `<question>.responses`, in any format): each question's submitted answer
+    becomes its label column; a row whose answer is not one label becomes a problem row. Else `frame` as it is."""
+    data = frame.drop(columns=[LINE, PROBLEM, RAW])
+    if not labeling_tools.is_argilla_flat(data.columns):
+        return frame
+    labels, why = labeling_tools.argilla_flat(data)
+    problems, raws = [], []
+    for old, raw, reasons, record in zip(frame[PROBLEM], frame[RAW], why.to_dict("records"), data.to_dict("records")):
+        reason = _answer_problem({question: text for question, text in reasons.items() if text}, label_column)
+        problems.append(old or reason)
+        raws.append(raw if old or not reason else _json(record))
+    return _as_text(labels.assign(**{LINE: frame[LINE].to_numpy(), PROBLEM: problems, RAW: raws}))
+
+
+def _answer_problem(reasons: dict[str, str], label_column: str | None) -> str | None:
+    """Why the answer in `label_column` is not one label; without a label column named, the first such reason."""
+    if label_column is not None:
+        return reasons.get(label_column)
+    return next(iter(reasons.values()), None)
+
+
+def _json(record: dict) -> str:
+    """A record as JSON, so that a problem row can be repaired (NumPy arrays as lists, anything else as text)."""
+    plain = lambda value: value.tolist() if hasattr(value, "tolist") else str(value)  # noqa: E731
+    return json.dumps(record, ensure_ascii=False, default=plain)
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every column but the bookkeeping ones as text (missing values as None)."""
+    columns = [column for column in frame.columns if column not in (LINE, PROBLEM, RAW)]
+    frame[columns] = frame[columns].map(lambda value: None if value is None else str(value))
     return frame
 
 
@@ -158,9 +243,8 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable Parquet file ({' '.join(str(err).split())})") from None
     if frame.empty:
         raise DataError(f"{path}: the file has no rows")
-    text = frame.astype(object).where(frame.notna(), None)
-    text = text.map(lambda value: None if value is None else str(value))
-    text[LINE] = range(1, len(frame) + 1)  # Parquet has rows, not lines: the row number
-    text[PROBLEM] = None
-    text[RAW] = None
-    return text
+    raw = frame.astype(object).where(frame.notna(), None)
+    raw[LINE] = range(1, len(frame) + 1)  # Parquet has rows, not lines: the row number
+    raw[PROBLEM] = None
+    raw[RAW] = None
+    return raw
