@@ -19,7 +19,7 @@ RAW_DIR = Path("data/raw")
 QUARANTINE_DIR = Path("data/quarantine")
 OUTBOX = Path(".dvc") / "tmp" / "nichetune-outbox"  # events of stored batches not yet sent, in this clone only
 BATCH_NAME = re.compile(r"(?P<sequence>\d{6,})-[0-9a-f]{12}")  # arrival number, then the content's hash
-TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson")
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson")
 
 
 @dataclass(frozen=True)

@@ -242,7 +242,8 @@ def keep_pool_folder(root: Path, dataset: str) -> None:
 def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, dataset: str, digest: str,
            earlier: str | None, store: Store = LABELED) -> BatchReport:
     done = _stage_lines(source)
-    table = read_table(source, cfg.encoding, cfg.delimiter)
+    # a labeling tool's export: only the label column's answers must be one label (a comment may differ)
+    table = read_table(source, cfg.encoding, cfg.delimiter, cfg.label_column)
     if table.frame.empty:
         raise DataError(f"{source}: the file has a header but no rows; export the {store.kind} rows too")
     done(f"read {len(table.frame)} rows ({table.encoding})")

@@ -313,3 +313,14 @@ def test_nichetune_ingest_takes_a_label_studio_export_as_it_comes(tmp_path):
     assert f"{source}: 6 rows read = 3 accepted + 3 quarantined (decoded as utf-8)" in done.stdout
     assert "  quarantined, missing label: 2" in done.stdout
     assert f"  quarantined, {SEVERAL}: 1" in done.stdout
+
+
+@pytest.mark.slow
+def test_ingest_holds_only_the_label_column_to_one_answer(project, tmp_path):
+    """Annotators who wrote different comments on a record whose label they agree on: the record is stored."""
+    records = argilla_records()[:1]
+    records[0]["responses"]["comment"] = [{"value": "about top-ups", "user_id": USERS[0], "status": "submitted"},
+                                          {"value": "auto top-up", "user_id": USERS[1], "status": "submitted"}]
+    report = ingest(project, write_json(tmp_path / "records.json", records), IngestParams(path=None, id_column="id"))
+    assert (report.rows_read, report.accepted, report.quarantined) == (1, 1, 0)
+    assert pd.read_parquet(project / report.batch)["label"].tolist() == [INTENTS[0]]
