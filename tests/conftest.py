@@ -101,6 +101,20 @@ def make_project(root: Path, frame: pd.DataFrame, params: dict) -> Path:
     return root
 
 
+def nichetune(root: Path, monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process in the project folder; returns the exit code, stdout and stderr."""
+    from flows.cli import main
+
+    monkeypatch.chdir(root)
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def project_params(backbone: str, **sections) -> dict:
     """params.yaml for a CFPB sample project; keyword arguments replace whole keys inside sections."""
     params = {

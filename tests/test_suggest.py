@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from flows.cli import main
 from tasks.batches import UNLABELED
 from tasks.config import FinetuneParams, IngestParams, Paths, load_params
 from tasks.finetune import finetune
@@ -22,7 +21,7 @@ from tasks.ingest import ingest_batch
 from tasks.portfolio import load_classifier
 from tasks.register import _experiment_id, _log_model, _tracking, tracking_uri
 from tasks.suggest import k_center, margins, rank
-from tests.conftest import cfpb_sample, make_project, project_params
+from tests.conftest import cfpb_sample, make_project, nichetune, project_params
 
 LABELED = cfpb_sample(per_class=6)  # 24 real complaints of four issues
 _MORE = cfpb_sample(per_class=20)
@@ -80,16 +79,6 @@ def project(tmp_path, tiny_backbone) -> Path:
                                                                   str(info.registered_model_version))
     return root
 
-
-def nichetune(root: Path, monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.chdir(root)
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.slow
