@@ -10,6 +10,7 @@ model's own holdout): the same label on at least MIN_AGREEMENT of them and proba
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -183,8 +184,6 @@ def _to_onnx(module, path: Path) -> None:
 
 def quantize(source: Path, target: Path, how: str) -> None:
     """`source` (a float graph) written to `target` quantized `how`."""
-    import logging
-
     import onnx
 
     root = logging.getLogger()  # the quantizer advises shape pre-processing on the root logger, every time
@@ -223,8 +222,6 @@ def export_model(model_dir: Path, out: Path, quantization: str = "auto", check_t
                  source: dict | None = None) -> Export:
     """Write `model_dir` (a saved nichetune model) to `out` as an ONNX folder; `check_texts` (real rows, e.g. the
     holdout's) measure parity with the torch model and let `auto` choose the quantization."""
-    import logging
-
     from tasks.portfolio import load_classifier
 
     if quantization not in QUANTIZATIONS:

@@ -63,14 +63,12 @@ def k_center(candidates: np.ndarray, centers: np.ndarray, n: int) -> list[int]:
     return picked
 
 
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-
-
 def rank(pool: pd.DataFrame, labeled_texts: list[str], classifier, strategy: str, n: int, shortlist: int,
          seed: int) -> Ranked:
     """`n` texts of `pool` (columns nichetune_id, text) chosen by `strategy` with `classifier` (a loaded model:
     predict_proba, embed, labels)."""
+    from tasks.portfolio import unit_rows
+
     if strategy not in STRATEGIES:
         raise DataError(f"suggest.strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     texts = pool["text"].astype(str).tolist()
@@ -85,8 +83,9 @@ def rank(pool: pd.DataFrame, labeled_texts: list[str], classifier, strategy: str
             chosen = by_margin[:n]
         else:
             short = by_margin[: n * shortlist]
-            vectors = unit(classifier.embed([texts[i] for i in short]))
-            centers = unit(classifier.embed(labeled_texts)) if labeled_texts else np.zeros((0, vectors.shape[1]))
+            vectors = unit_rows(classifier.embed([texts[i] for i in short]))
+            centers = (unit_rows(classifier.embed(labeled_texts)) if labeled_texts
+                       else np.zeros((0, vectors.shape[1])))
             chosen = short[k_center(vectors, centers, n)]
         chosen_probs = probs[chosen]
     labels = np.asarray(classifier.labels)
