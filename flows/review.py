@@ -48,7 +48,7 @@ def compare_task(params: Params, paths: Paths, registration: Registration, holdo
     comparison = promote.compare(registry, registration.version, pd.read_parquet(holdout),
                                  params.register.primary_metric, params.base.seed, baseline)
     gate = promote.check_gate(params.register, comparison, registration.tags["validation_status"],
-                              registration.tags["drift_status"])
+                              registration.tags["drift_status"], registration.tags.get(promote.EPSILON_TAG))
     record = promote.comparison_record(comparison, gate)
     registry.client.log_dict(registration.run_id, record, promote.COMPARISON_ARTIFACT)
     registry.client.set_model_version_tag(registry.name, registration.version, "gate", gate.text())

@@ -57,6 +57,17 @@ def unlabeled_lines(tags: dict) -> list[str]:
     return ["- **Unlabeled texts**: " + "; ".join(parts)]
 
 
+def privacy_line(tags: dict) -> str:
+    """The privacy budget a private training spent, and its DP-SGD settings; or that it was not private."""
+    if tags.get("private") != "true":
+        return "- **Privacy**: not trained privately (finetune.privacy.epsilon is null)"
+    return (f"- **Privacy**: trained with differential privacy (Opacus, {tags['privacy_accountant']} accountant): "
+            f"epsilon {float(tags['privacy_epsilon']):.2f} spent of {tags['privacy_target_epsilon']}, delta "
+            f"{tags['privacy_delta']}; clipping norm {tags['privacy_max_grad_norm']}, noise multiplier "
+            f"{float(tags['privacy_noise_multiplier']):.3f}, sample rate {float(tags['privacy_sample_rate']):.4f}, "
+            f"{tags['privacy_steps']} steps")
+
+
 def summary_markdown(params: Params, paths: Paths, registration: Registration, review: dict,
                      outcome: dict) -> str:
     tags, metrics = registration.tags, registration.metrics
@@ -69,6 +80,7 @@ def summary_markdown(params: Params, paths: Paths, registration: Registration, r
         f"{metrics['majority_accuracy']:.3f}; {calibration_text(metrics)}",
         f"- **Model**: {model_line(tags)}",
         *unlabeled_lines(tags),
+        privacy_line(tags),
         f"- **Drift over time windows**: {tags['drift_status']}",
         f"- **Gate**: {review['gate']}; **decision**: {outcome['message']}", "",
         "## Against the champion", "", review["table"], "",

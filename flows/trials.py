@@ -55,7 +55,12 @@ class Trial:
 
 
 def expand(params: Params) -> list[Trial]:
-    """One trial per combination of `trials.grid` (already checked when the params were loaded)."""
+    """One trial per combination of `trials.grid` (already checked when the params were loaded); none with
+    finetune.privacy, whose budget is for one training."""
+    if any(trial_params(params, overrides).finetune.privacy.enabled for overrides in params.trials.combinations()):
+        raise ParamsError("nichetune trials: finetune.privacy is on, but every trial trains on the same rows (the "
+                          "trials together spend the budget once each) and the best is chosen on validation rows "
+                          "outside it; choose settings on public data, then `nichetune run` once")
     return [Trial(f"trial-{i:02d}", overrides, trial_params(params, overrides))
             for i, overrides in enumerate(params.trials.combinations(), start=1)]
 
@@ -285,7 +290,8 @@ def run_trials(root: str = ".", params_file: str = "params.yaml", overrides: lis
     """Run the trials flow on the Dask cluster its params name (`trials.address`, `trials.workers`); calling
     `trials_pipeline` itself uses a LocalCluster of the default size."""
     params = load_params(Path(root) / params_file, overrides)
-    workers_can_report(params.trials)  # before a temporary Prefect server starts for nothing
+    expand(params)  # refused settings, before a temporary Prefect server starts for nothing
+    workers_can_report(params.trials)
     quiet_dask()
     runner = dask_runner(params.trials)
     return trials_pipeline.with_options(task_runner=runner)(root=root, params_file=params_file,

@@ -137,6 +137,30 @@ LEARNERS = ("tfidf", "embedding")  # the auto strategy's candidates besides the 
 Truncation = Literal["head", "head_tail"]  # tasks.inference.TRUNCATIONS, which cuts the texts
 
 
+class PrivacyParams(Section):
+    """finetune.privacy: differentially private training with Opacus (tasks.privacy, docs/privacy.md)."""
+
+    epsilon: float | None = Field(None, gt=0)  # the privacy budget a training may spend; null: not private
+    delta: float = Field(1e-5, gt=0, lt=1)  # the chance the bound fails; below 1 / training rows
+    max_grad_norm: float = Field(1.0, gt=0)  # each row's gradient is clipped to this L2 norm
+    noise_multiplier: float | None = Field(None, gt=0)  # null: the smallest that keeps the budget
+    accountant: Literal["rdp", "prv"] = "rdp"  # Opacus's accountant: Renyi DP, or privacy random variables
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None
+
+
+# Why each strategy outside tasks.privacy.PRIVATE_STRATEGIES is refused with finetune.privacy
+NOT_PRIVATE = {
+    "auto": "it chooses and mixes its candidates on validation rows and fits TF-IDF outside Opacus",
+    "full": "the backbone's own weights were not measured private here (Opacus's position-embedding gradients are "
+            "shared by the batch)",
+    "freeze": "the backbone's own weights were not measured private here",
+    "gradual_unfreeze": "the backbone's own weights were not measured private here",
+}
+
+
 class FinetuneParams(Section):
     """How the backbone is adapted; see docs/strategies.md for what each one trains."""
 
@@ -182,6 +206,7 @@ class FinetuneParams(Section):
     # can hold more than CHECKPOINT_TOKENS tokens (long texts), where it cut peak memory 2.6x for 17% more time
     gradient_checkpointing: Literal["auto", "always", "never"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA with bf16 when present, else the CPU
+    privacy: PrivacyParams = PrivacyParams()  # differential privacy; epsilon null: off
 
     @field_validator("backbone")
     @classmethod
@@ -297,6 +322,8 @@ class RegisterParams(Section):
     require_significant: bool = False  # refuse a challenger whose difference from the champion is within noise
     runtime: Literal["torch", "onnx"] = "torch"  # what the registered model predicts with (tasks.export)
     quantize: Literal["auto", "int8", "int8-weights", "none"] = "auto"  # the ONNX graphs', when runtime is onnx
+    # the gate refuses a challenger not trained privately (finetune.privacy) within this epsilon; null: any model
+    max_epsilon: float | None = Field(None, gt=0)
 
 
 MAX_TRIALS = 32  # a grid expanding to more trials is refused: each trial is a whole fine-tuning run
@@ -341,6 +368,33 @@ class Params(Section):
             kept = ", ".join(self.ingest.metadata_columns) or "none"
             raise ValueError(f"evaluate.segment_column {column!r} is not kept by ingest (metadata_columns: "
                              f"{kept}); add it to ingest.metadata_columns or pick one of those")
+        return self
+
+    @model_validator(mode="after")
+    def _private_training_holds(self) -> "Params":
+        """With finetune.privacy, nothing may train on the rows outside the accountant's count."""
+        cfg = self.finetune
+        if not cfg.privacy.enabled:
+            return self
+        refusals = [
+            (cfg.strategy in NOT_PRIVATE, f"finetune.strategy {cfg.strategy} cannot be trained privately: "
+                                          f"{NOT_PRIVATE.get(cfg.strategy)}; use head, lora or ia3"),
+            (cfg.validation_fraction > 0, "finetune.validation_fraction > 0: validation rows would choose the epoch "
+                                          "and the temperature outside the budget; set it to 0"),
+            (cfg.gradient_accumulation > 1, "finetune.gradient_accumulation > 1: each private step is one Poisson-"
+                                            "sampled batch; raise batch_size instead"),
+            (cfg.augment != "none", "finetune.augment makes copies of a row, which the per-row bound does not "
+                                    "cover; set it to none"),
+            (cfg.class_balance != "none", "finetune.class_balance reads the training rows' label counts outside "
+                                          "the budget; set it to none"),
+            (self.adapt.objective != "none", "adapt.objective would train the backbone on unlabeled texts outside "
+                                             "the budget; set it to none"),
+            (self.self_training.rounds > 0, "self_training.rounds would train again on the model's own labels, "
+                                            "spending the budget twice; set it to 0"),
+        ]
+        for refused, reason in refusals:
+            if refused:
+                raise ValueError(f"finetune.privacy.epsilon is {cfg.privacy.epsilon:g}, but {reason}")
         return self
 
     @model_validator(mode="after")

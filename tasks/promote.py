@@ -27,6 +27,7 @@ HISTORY_TAG = "champion_history"  # on the registered model: JSON list of champi
 OUTSIDE = "unknown (alias set outside nichetune, e.g. in the MLflow UI)"
 GATE_TAGS = ("validation_status", "drift_status", "majority_accuracy", "majority_macro_f1", "seed")  # by register
 ANY = object()  # promote() without a champion to expect
+EPSILON_TAG = "privacy_epsilon"  # by register, on a privately trained version: the epsilon it spent
 COMPARISON_ARTIFACT = "comparison.json"  # the training run's champion-against-challenger record
 
 
@@ -101,12 +102,19 @@ class Gate:
         return "gate passed" if self.passed else "gate failed: " + "; ".join(self.reasons)
 
 
-def check_gate(cfg: RegisterParams, comparison: Comparison, validation: str, drift: str) -> Gate:
+def check_gate(cfg: RegisterParams, comparison: Comparison, validation: str, drift: str,
+               epsilon: str | None = None) -> Gate:
     """Validation passed, no blocking drift (nor unmeasured drift when `unmeasured_drift: block`), better than
     always predicting the majority class, at least `min_improvement` over the champion on the primary metric (a
     first model, or one whose champion cannot be loaded, has no champion to beat) and, with
-    `require_significant`, a difference from the champion beyond noise."""
+    `require_significant`, a difference from the champion beyond noise. With `max_epsilon`, trained privately
+    within it: `epsilon` is the version's spent-epsilon tag (None: not trained privately)."""
     reasons = []
+    if cfg.max_epsilon is not None and epsilon is None:
+        reasons.append(f"not trained privately, and register.max_epsilon is {cfg.max_epsilon:g}")
+    elif cfg.max_epsilon is not None and float(epsilon) > cfg.max_epsilon:
+        reasons.append(f"trained privately with epsilon {float(epsilon):.2f}, above register.max_epsilon "
+                       f"{cfg.max_epsilon:g}")
     if not validation.startswith("passed"):
         reasons.append(f"validation {validation}")
     if drift == "block":
@@ -171,7 +179,7 @@ def recheck(registry: "Registry", version: str, cfg: RegisterParams, known: Comp
         known = compare(registry, version, registry.holdout(recorded.run_id), cfg.primary_metric,
                         int(tags["seed"]), baseline)
     known = replace(known, metric=cfg.primary_metric, baseline=baseline)
-    return known, check_gate(cfg, known, tags["validation_status"], tags["drift_status"])
+    return known, check_gate(cfg, known, tags["validation_status"], tags["drift_status"], tags.get(EPSILON_TAG))
 
 
 def approve(registry: "Registry", version: str, cfg: RegisterParams, by: str, reason: str, via: str,

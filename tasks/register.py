@@ -23,6 +23,11 @@ ADAPTED_ARTIFACT = "adapted_backbone"  # in a run whose backbone was adapted on 
 # tags saying what unlabeled texts a version was trained with (only those that apply are set)
 UNLABELED_TAGS = ("unlabeled_pool_version", "unlabeled_texts", "adapt_objective", "adapt_steps", "adapt_texts",
                   "self_training_rounds", "self_training_pseudo_labels")
+# finetune.privacy: what a privately trained version carries (tasks.privacy.Budget.record), under these tags
+PRIVACY_TAGS = {"privacy_epsilon": "spent_epsilon", "privacy_target_epsilon": "epsilon", "privacy_delta": "delta",
+                "privacy_max_grad_norm": "max_grad_norm", "privacy_noise_multiplier": "noise_multiplier",
+                "privacy_sample_rate": "sample_rate", "privacy_steps": "steps_taken",
+                "privacy_accountant": "accountant"}
 log = logging.getLogger(__name__)
 RUNTIME_PACKAGES = ["torch", "transformers", "pandas", "numpy", "mlflow"]  # what the logged model imports
 ONNX_DIR = "onnx"  # register.runtime onnx: the exported model the registered version predicts with
@@ -69,7 +74,16 @@ def run_tags(params: Params, paths: Paths, stage_outputs: dict) -> dict:
         "validation_status": validation_status(stage_outputs["validation_summary"]),
         "drift_status": str(stage_outputs["metrics"].get("drift_status", "not measured")),
         **unlabeled_tags(stage_outputs["training"].get("unlabeled") or {}),
+        **privacy_tags(stage_outputs["training"].get("privacy") or {}),
     }
+
+
+def privacy_tags(record: dict) -> dict:
+    """`private` (true or false) and, for a private training, its budget and the epsilon it spent."""
+    if not record:
+        return {"private": "false"}
+    return {"private": "true", **{tag: f"{record[key]:.6g}" if isinstance(record[key], float) else str(record[key])
+                                  for tag, key in PRIVACY_TAGS.items()}}
 
 
 def unlabeled_tags(unlabeled: dict) -> dict:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks import cores
+from tasks import cores, privacy
 from tasks import features as frozen
 from tasks.augment import augment
 from tasks.calibration import fit_temperature
@@ -67,6 +67,9 @@ class FinetuneResult:
     # what the unlabeled texts did: pool_version, pool_batches, pool_rows; "adapt": the domain-adapted backbone
     # (objective, steps, texts, seconds, path, cached); "self_training": rounds, threshold, pseudo_labels per round
     unlabeled: dict = field(default_factory=dict)
+    # finetune.privacy: the budget (epsilon, delta, max_grad_norm, noise_multiplier, sample_rate, steps, ...) and
+    # the epsilon spent (tasks.privacy.Budget.record); empty: not trained privately
+    privacy: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the model each strategy trains
@@ -367,6 +370,7 @@ class Optimization:
     schedule: object
     batches: int  # per epoch
     weights: torch.Tensor | None  # class weights, with `class_balance: weights`
+    private: privacy.PrivateTraining | None = None  # finetune.privacy: Opacus's hooks, DP optimizer and accountant
 
 
 def prepare(train: pd.DataFrame, cfg: FinetuneParams, seed: int) -> Setup:
@@ -375,6 +379,8 @@ def prepare(train: pd.DataFrame, cfg: FinetuneParams, seed: int) -> Setup:
 
     seed_everything(seed)
     device = resolve_device(cfg.device)
+    if cfg.privacy.enabled:  # Opacus multiplies activations by gradients: both in one precision
+        device = Device(device.device, None)
     base = backbone_path(cfg.backbone)
     labels = sorted(train["label"].unique())
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -410,7 +416,8 @@ def precompute(setup: Setup, parts: list[Rows], work_dir: Path | None) -> None:
         for part in parts:
             part.features = frozen.frozen_features(setup.model, tokenizer, part.texts, layer, cfg.max_length,
                                                    cfg.truncation, setup.device, setup.base, cache_dir)
-    if setup.device.device.type == "cpu":
+    # private training needs each row's gradient from one pass: pieces would mix rows in Opacus's sums
+    if setup.device.device.type == "cpu" and not cfg.privacy.enabled:
         for part in parts:
             part.lengths = token_lengths(part, tokenizer, cfg.max_length)
 
@@ -421,6 +428,9 @@ def checkpoint_layers(setup: Setup, rows: Rows) -> bool:
     activations to keep; the result is the same, the memory less and the time more."""
     cfg = setup.cfg
     if cfg.gradient_checkpointing == "never" or (not setup.plan.backbone_trains and setup.plan.adapter is None):
+        return False
+    if cfg.privacy.enabled:  # the recomputed forward pass would hand Opacus each layer's inputs twice
+        log.info("gradient checkpointing off: finetune.privacy needs each layer's inputs once per step")
         return False
     if cfg.gradient_checkpointing == "auto":
         if setup.device.device.type != "cpu" or rows.lengths is None:
@@ -446,7 +456,13 @@ def optimization(setup: Setup, rows: Rows, seed: int) -> Optimization:
                              optimizer, num_warmup_steps=int(steps * cfg.warmup_ratio), num_training_steps=steps)
     weights = (class_weights(rows.targets, len(setup.labels)).to(setup.device.device)
                if cfg.class_balance == "weights" else None)
-    return Optimization(groups, optimizer, schedule, batches, weights)
+    if not cfg.privacy.enabled:
+        return Optimization(groups, optimizer, schedule, batches, weights)
+    budget = privacy.plan(cfg.privacy, len(rows.targets), cfg.batch_size, cfg.epochs)
+    log.info("private training: noise multiplier %.3f, sample rate %.4f, %d steps for epsilon %g (delta %g)",
+             budget.noise_multiplier, budget.sample_rate, budget.steps, budget.epsilon, budget.delta)
+    private = privacy.PrivateTraining(setup.model, optimizer, budget, cfg.batch_size)
+    return Optimization(groups, private.optimizer, schedule, budget.steps_per_epoch, weights, private)
 
 
 def resume(checkpoint: Path | None, setup: Setup, opt: Optimization) -> tuple[dict, int | None]:
@@ -461,6 +477,8 @@ def resume(checkpoint: Path | None, setup: Setup, opt: Optimization) -> tuple[di
     opt.optimizer.load_state_dict(saved["optimizer"])
     opt.schedule.load_state_dict(saved["schedule"])
     torch.set_rng_state(saved["torch_rng"])
+    if opt.private is not None:
+        opt.private.load_state_dict(saved["privacy"])
     if setup.device.device.type == "cuda" and saved.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(saved["cuda_rng"])
     return saved["state"], saved["state"]["epoch"]
@@ -470,17 +488,29 @@ def train_epoch(setup: Setup, opt: Optimization, rows: Rows, seed: int, epoch: i
     """One pass over this epoch's batches; returns the mean training loss and the rows seen."""
     cfg, model, device = setup.cfg, setup.model, setup.device
     total_loss, step_in_accumulation = torch.zeros((), device=device.device), 0
-    order = epoch_order(rows, cfg, seed, epoch)
-    for index in order.split(cfg.batch_size):
+    private = opt.private
+    if private is None:
+        batches = epoch_order(rows, cfg, seed, epoch).split(cfg.batch_size)
+    else:
+        batches = private.batches(len(rows.targets), seed, epoch)
+    for index in batches:
         cores.refresh()  # another nichetune process may have started or finished beside this one
+        if private is not None:
+            private.check()
+            if not len(index):
+                private.empty_step()
+                _step(opt.optimizer, opt.schedule)
+                progress.update()
+                continue
         vectors = vectors_for(model, rows, index, setup.tokenizer, cfg, device)
         with device.autocast():
             logits = model.classify(vectors)
         targets = rows.targets[index].to(device.device)
         loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=opt.weights,
                                                  label_smoothing=cfg.label_smoothing)
-        # frozen vectors (head, or gradual_unfreeze before a layer thaws): nothing to shape
-        if cfg.pair_loss_weight and setup.plan.pair_loss and vectors.requires_grad:
+        # frozen vectors (head, or gradual_unfreeze before a layer thaws): nothing to shape. Not private: a pair's
+        # loss belongs to two rows, so no row's gradient would be its own to clip
+        if cfg.pair_loss_weight and setup.plan.pair_loss and vectors.requires_grad and private is None:
             loss = loss + cfg.pair_loss_weight * pair_loss(vectors, targets)
         (loss / cfg.gradient_accumulation).backward()
         step_in_accumulation += 1
@@ -491,7 +521,8 @@ def train_epoch(setup: Setup, opt: Optimization, rows: Rows, seed: int, epoch: i
         progress.update()
     if step_in_accumulation:
         _step(opt.optimizer, opt.schedule)
-    return float(total_loss) / len(order), len(order)
+    seen = sum(len(index) for index in batches)
+    return float(total_loss) / max(seen, 1), seen
 
 
 def train_epochs(setup: Setup, opt: Optimization, rows: Rows, held: Rows | None, seed: int, state: dict,
@@ -534,7 +565,7 @@ def keep_checkpoint(checkpoint: Path | None, setup: Setup, opt: Optimization,
             "model": all_trainable_state(setup.model, opt.groups), "optimizer": opt.optimizer.state_dict(),
             "schedule": opt.schedule.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if setup.device.device.type == "cuda" else None,
-            "state": state})
+            "privacy": opt.private.state_dict() if opt.private is not None else None, "state": state})
     return keep
 
 
@@ -571,6 +602,12 @@ def train_strategy(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir:
     keep = keep_checkpoint(checkpoint, setup, opt, lambda: earlier + time.perf_counter() - started)
     seen = train_epochs(setup, opt, rows, held, seed, state, keep)
     this_run = time.perf_counter() - started
+    spent = {}
+    if opt.private is not None:
+        spent = opt.private.record()
+        opt.private.close()
+        say(f"privacy: epsilon {spent['spent_epsilon']:.2f} of {spent['epsilon']:g} spent (delta {spent['delta']:g}, "
+            f"noise multiplier {spent['noise_multiplier']:.3f}, {spent['steps_taken']} steps)")
     if state["best_state"] is not None:
         setup.model.load_state_dict(state["best_state"], strict=False)
     temperature = calibrate(setup, held)
@@ -579,7 +616,7 @@ def train_strategy(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir:
         model_dir, setup.labels, cfg.strategy, setup.device.name, earlier + this_run,
         seen / this_run if this_run else 0.0, state["losses"], state["validation"], state["best_epoch"],
         sum(p.numel() for group in opt.groups for p in group["params"]),
-        bool(rows.features is not None and rows.features.from_cache), resumed, temperature)
+        bool(rows.features is not None and rows.features.from_cache), resumed, temperature, privacy=spent)
     (out_dir / LOG_FILE).write_text(json.dumps({**asdict(result), "model_dir": str(model_dir)}, indent=2))
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)  # finished: the model is saved, the checkpoint has done its job
