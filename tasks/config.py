@@ -511,17 +511,25 @@ def parse_params(raw: dict, source: str = "params") -> Params:
 
 
 def _apply_override(raw: dict, item: str, source: Path) -> None:
+    """SECTION.KEY=VALUE, or deeper for a nested key (finetune.privacy.epsilon=8); VALUE is read as YAML."""
     key, sep, text = item.partition("=")
     parts = key.strip().split(".")
-    if not sep or len(parts) != 2 or not all(parts):
+    if not sep or len(parts) < 2 or not all(parts):
         raise ParamsError(f"--set {item!r}: expected SECTION.KEY=VALUE, for example finetune.epochs=3")
-    section, name = parts
+    section, *inner, name = parts
     if section not in _section_names():
         known = ", ".join(_section_names())
         raise ParamsError(f"--set {item!r}: unknown section {section!r}; sections are: {known}")
     target = raw.setdefault(section, {})
     if not isinstance(target, dict):
         raise ParamsError(f"{source}: section {section!r} must be a mapping of keys to values")
+    for depth, part in enumerate(inner, start=2):
+        if target.get(part) is None:  # absent, or a nested section whose keys are all commented out
+            target[part] = {}
+        target = target[part]
+        if not isinstance(target, dict):
+            raise ParamsError(f"--set {item!r}: {'.'.join(parts[:depth])} holds a value, not keys; set it whole, "
+                              f"for example {'.'.join(parts[:depth])}=VALUE")
     target[name] = yaml.safe_load(text) if text.strip() else None
 
 

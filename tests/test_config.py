@@ -171,11 +171,23 @@ def test_set_override_with_a_bad_value_is_checked_like_the_file(tmp_path):
         load_params(path, ["finetune.epochs=0"])
 
 
-@pytest.mark.parametrize("item", ["finetune.epochs", "epochs=3", "finetune.lora.r=3", ".epochs=3"])
+@pytest.mark.parametrize("item", ["finetune.epochs", "epochs=3", "finetune..r=3", ".epochs=3"])
 def test_set_without_section_key_and_value_is_refused(tmp_path, item):
     with pytest.raises(ParamsError) as caught:
         load_params(write(tmp_path, ""), [item])
     assert str(caught.value) == f"--set {item!r}: expected SECTION.KEY=VALUE, for example finetune.epochs=3"
+
+
+def test_set_reaches_a_nested_key_and_refuses_to_go_inside_a_value(tmp_path):
+    params = load_params(write(tmp_path, "finetune:\n  privacy:\n"), ["finetune.privacy.epsilon=8",
+                                                                       "finetune.strategy=lora"])
+    assert params.finetune.privacy.epsilon == 8 and params.finetune.privacy.max_grad_norm == 1.0
+    with pytest.raises(ParamsError, match=r"unknown key 'finetune\.lora'; allowed keys here: backbone, "):
+        load_params(write(tmp_path, ""), ["finetune.lora.r=3"])
+    with pytest.raises(ParamsError) as caught:
+        load_params(write(tmp_path, "finetune:\n  epochs: 8\n"), ["finetune.epochs.x=3"])
+    assert str(caught.value) == ("--set 'finetune.epochs.x=3': finetune.epochs holds a value, not keys; set it "
+                                 "whole, for example finetune.epochs=VALUE")
 
 
 def test_set_with_unknown_section_lists_the_sections(tmp_path):
