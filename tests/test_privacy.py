@@ -112,15 +112,19 @@ def test_training_refuses_a_step_past_the_budget(tiny_backbone):
     budget = privacy.plan(cfg.privacy, rows=16, batch_size=8, epochs=1)
     run = privacy.PrivateTraining(model, optimizer, budget, batch_size=8)
     vectors, targets = torch.randn(8, model.bert.config.hidden_size), torch.tensor([0, 1] * 4)
-    for _ in range(budget.steps):
+    for _ in range(budget.steps - 1):
         run.check()
         torch.nn.functional.cross_entropy(model.classify(vectors), targets).backward()
         run.optimizer.step()
         run.optimizer.zero_grad()
+    before = model.head.weight.detach().clone()
+    run.check()
+    run.empty_step()  # an empty Poisson batch is a step too: noise only, and counted
+    run.optimizer.step()
+    assert not torch.equal(model.head.weight, before)
     assert run.steps_taken == budget.steps and run.spent() <= cfg.privacy.epsilon
     with pytest.raises(privacy.BudgetSpent, match="would exceed it"):
         run.check()
-    run.empty_step()  # an empty Poisson batch is a step too: noise only, counted
     run.close()
     assert not hasattr(model.head.weight, "grad_sample")
 
@@ -134,6 +138,31 @@ def test_a_resumed_private_run_draws_the_same_batches(tiny_backbone):
     assert len(first) == budget.steps_per_epoch == 7
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert 20 < sum(len(batch) for batch in first) < 90  # Poisson: about 50 rows per epoch, in batches of 8 on average
+
+
+def test_a_private_run_resumed_from_its_checkpoint_spends_and_learns_as_one_straight_run(tiny_backbone, train,
+                                                                                           tmp_path, monkeypatch):
+    from tasks import training
+
+    cfg = private(tiny_backbone, "lora", epochs=3)
+    real_say, lines = training.say, []
+
+    def stop_in_epoch_two(line: str) -> None:  # after epoch 1's checkpoint, as a killed run would
+        lines.append(line)
+        if line.startswith("epoch 2/"):
+            raise KeyboardInterrupt
+        real_say(line)
+
+    monkeypatch.setattr(training, "say", stop_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_strategy(train, cfg, seed=4, out_dir=tmp_path / "killed", work_dir=tmp_path / "work")
+    monkeypatch.setattr(training, "say", real_say)
+    resumed = train_strategy(train, cfg, seed=4, out_dir=tmp_path / "resumed", work_dir=tmp_path / "work")
+    straight = train_strategy(train, cfg, seed=4, out_dir=tmp_path / "straight")
+    assert resumed.resumed_from_epoch == 1 and straight.resumed_from_epoch is None
+    assert resumed.losses == straight.losses
+    assert resumed.privacy == straight.privacy  # the accountant came back with the checkpoint: no step counted twice
+    assert resumed.privacy["steps_taken"] == resumed.privacy["steps"]
 
 
 @pytest.mark.parametrize("setting, refusal", [
