@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from benchmarks import active, adapt, choice, cores, endtoend, folds, memory, quality, runtime, truncation
+from benchmarks import active, adapt, choice, cores, endtoend, folds, memory, privacy, quality, runtime, truncation
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -112,6 +112,7 @@ def goals_section(quality_results: dict | None, speed: dict | None, gpu: dict | 
                      f"which creates Prefect's database: {speed['median_overhead_first'] * 100:.0f}% and "
                      f"{speed['median_within_first'] * 100:.0f}%)")
     lines += runtime.goal_lines(load("runtime.json")) + memory.goal_lines(load("memory.json"))
+    lines += privacy.goal_lines(load("privacy.json"))
     return lines + [""]
 
 
@@ -360,6 +361,7 @@ def render() -> str:
              *speed_section(speed), *runtime.section(load("runtime.json")),
              *cores.section(load("cores.json")), *endtoend.section(load("endtoend.json")),
              *active.section(load("active.json")), *memory.section(load("memory.json")),
+             *privacy.section(load("privacy.json")),
              *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
              *truncation.section(load("truncation.json")), *choice.section(load("choice.json")),
