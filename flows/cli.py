@@ -381,12 +381,21 @@ def where_things_are(result: dict, params: Params, paths: Paths) -> str:
         f"Registered model: models:/{result['model_name']}@{params.register.alias} "
         f"(version {result['version']}, MLflow run {result['run_id']})",
         f"  holdout {holdout_text(result['metrics'])}; {result['gate']}",
+        *privacy_lines(result.get("tags", {})),
         f"Review:           {result['message']}",
         f"Reports:          {paths.stage('evaluate')}",
         f"MLflow store:     {uri}",
         f"MLflow UI:        {mlflow_ui}",
         f"Prefect UI:       {prefect_ui}",
     ])
+
+
+def privacy_lines(tags: dict) -> list[str]:
+    """For a private training (finetune.privacy), the budget it spent; nothing otherwise."""
+    if tags.get("private") != "true":
+        return []
+    return [f"  trained privately: epsilon {float(tags['privacy_epsilon']):.2f} of {tags['privacy_target_epsilon']} "
+            f"spent (delta {tags['privacy_delta']}, Opacus {tags['privacy_accountant']} accountant)"]
 
 
 def main(argv: list[str] | None = None) -> None:

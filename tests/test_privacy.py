@@ -208,6 +208,7 @@ def test_the_gate_with_max_epsilon_refuses_models_not_private_enough():
 @pytest.mark.slow
 def test_a_private_run_registers_its_budget_and_the_gate_holds_to_max_epsilon(tmp_path, tiny_backbone,
                                                                              prefect_harness):
+    from flows.cli import privacy_lines
     from flows.pipeline import train_pipeline
     from flows.summary import privacy_line
 
@@ -223,5 +224,8 @@ def test_a_private_run_registers_its_budget_and_the_gate_holds_to_max_epsilon(tm
     assert float(tags["privacy_noise_multiplier"]) > 0 and 0 < float(tags["privacy_sample_rate"]) < 1
     assert int(tags["privacy_steps"]) > 0 and tags["privacy_accountant"] == "rdp"
     assert "max_epsilon" not in tags.get("gate", "")  # private within 8: not a reason to refuse
+    assert privacy_lines(result["tags"]) == [  # the last lines `nichetune run` prints
+        f"  trained privately: epsilon {float(tags['privacy_epsilon']):.2f} of 8 spent (delta 1e-05, Opacus rdp "
+        "accountant)"]
     line = privacy_line(tags)  # the Prefect run summary's
     assert f"epsilon {float(tags['privacy_epsilon']):.2f} spent of 8, delta 1e-05" in line and "0.5" in line
