@@ -151,7 +151,7 @@ class PrivacyParams(Section):
         return self.epsilon is not None
 
 
-# Why each strategy outside tasks.privacy.PRIVATE_STRATEGIES is refused with finetune.privacy
+# Why each of these strategies is refused with finetune.privacy; the others train privately (tasks.privacy)
 NOT_PRIVATE = {
     "auto": "it chooses and mixes its candidates on validation rows and fits TF-IDF outside Opacus",
     "full": "the backbone's own weights were not measured private here (Opacus's position-embedding gradients are "

@@ -15,12 +15,13 @@ forward never runs): `AdapterHooks` hooks the IA3 layer itself, and `ia3_grad_sa
 from __future__ import annotations
 
 import math
+import typing
 import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 
-from tasks.config import PrivacyParams
+from tasks.config import NOT_PRIVATE, PrivacyParams, Strategy
 from tasks.errors import ParamsError
 
 # Opacus's notes that are expected here: the first adapted layer's inputs need no gradient (the backbone below it is
@@ -28,7 +29,8 @@ from tasks.errors import ParamsError
 warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients", category=UserWarning)
 warnings.filterwarnings("ignore", message="Optimal order is the largest alpha", category=UserWarning)
 
-PRIVATE_STRATEGIES = ("head", "lora", "ia3")  # tasks.config refuses the others, with the reason
+# tasks.config refuses the others at params load, each with its reason
+PRIVATE_STRATEGIES = tuple(name for name in typing.get_args(Strategy) if name not in NOT_PRIVATE)
 BUDGET_TOLERANCE = 0.01  # Opacus's search for the noise stops this close to the target epsilon
 
 
