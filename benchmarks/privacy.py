@@ -263,8 +263,8 @@ def choice_lines() -> list[str]:
         entry = chosen[strategy]
         lines.append(f"- `{strategy}`, private: {values}, the best of {len(entry['candidates'])} settings at epsilon "
                      f"{CHOICE_EPSILON:g} on a {CARVE:.0%} validation carve of {GOAL_DATASET} seed 0: "
-                     f"{entry['validation_accuracy'] * 100:.1f}% there, {entry['not_private_validation_accuracy'] * 100:.1f}% "
-                     f"without privacy (`{entry['command']}`, {entry['date']}, {entry['machine']})")
+                     f"{entry['validation_accuracy'] * 100:.1f}% there, "
+                     f"{entry['not_private_validation_accuracy'] * 100:.1f}% without privacy (`{entry['command']}`, {entry['date']}, {entry['machine']})")
     return lines
 
 
@@ -276,8 +276,8 @@ def section(results: dict | None) -> list[str]:
              + "; `benchmarks/results/privacy.json`; protocol in `benchmarks/privacy.py`. Test accuracy (%), mean ± "
              "standard deviation (seeds); delta 1e-5. Time: median over seeds of private over non-private train "
              "seconds at epsilon 8, same device.", "", *choice_lines(), ""]
-    lines += ["| dataset | strategy | not private | epsilon 8 | epsilon 3 | epsilon 1 | time at epsilon 8 × not private |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| dataset | strategy | not private | epsilon 8 | epsilon 3 | epsilon 1 "
+              "| time at epsilon 8 × not private |", "|---|---|---|---|---|---|---|"]
     for dataset in DATASETS:
         found = cells(results, dataset)
         method, accuracies = default_accuracy(dataset)
