@@ -77,8 +77,9 @@ def predict_command(model_dir: Path, onnx: Path | None, test_csv: Path, folder: 
     shutil.copyfile(REPO / "params.yaml", project / "params.yaml")
     uri = f"sqlite:///{project / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("bench")
-    with mlflow.start_run():
+    # artifacts beside the store: without a location, a SQLite store keeps them in ./mlruns of the current folder
+    experiment = mlflow.create_experiment("bench", artifact_location=(project / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
         _log_model(model_dir, "bench", onnx)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     started = time.perf_counter()

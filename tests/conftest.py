@@ -47,6 +47,17 @@ def kill_after_first_checkpoint(child: subprocess.Popen, work_dir: Path, timeout
     return torch.load(checkpoint, weights_only=True)["state"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_mlflow_artifacts():
+    """Tests keep MLflow's artifacts under their temporary folders. An experiment made without an artifact
+    location stores them in ./mlruns of the current folder, which would pile up in the checkout."""
+    stray = Path.cwd() / "mlruns"
+    there_before = stray.exists()
+    yield
+    assert there_before or not stray.exists(), (
+        f"a test wrote MLflow artifacts to {stray}: give its experiment an artifact_location under tmp_path")
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> Path:
     """A 2-layer BERT with random weights and the packaged MiniLM tokenizer: fast mechanics, no download."""

@@ -147,7 +147,9 @@ def test_a_portfolio_serves_through_the_registered_pyfunc(auto_model, tmp_path):
     texts = cfpb_sample(per_class=25).tail(5)["text"].tolist()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with tracking_store(uri):
-        with mlflow.start_run():
+        # an experiment of its own: the default one would store its artifacts in ./mlruns of the checkout
+        experiment = mlflow.create_experiment("tests", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
             info = _log_model(result.model_dir, "auto-test")
         served = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"text": texts}))
     direct = load_classifier(result.model_dir).predict_proba(texts)
