@@ -92,16 +92,18 @@ def _fit_linear(features, labels: list[str], C: float) -> Linear:
                   model.intercept_.astype(np.float64))
 
 
-def _cv_score(build, labels: np.ndarray, folds, C: float) -> float:
-    """Mean macro-F1 over the folds; `build(train_index, test_index)` returns the two feature matrices."""
+def _cv_scores(features, labels: np.ndarray, folds) -> dict[float, float]:
+    """Mean macro-F1 over the folds of each C in C_GRID; `features(fold, train_index, test_index)` returns the
+    fold's two feature matrices, built once for the whole grid."""
     from sklearn.metrics import f1_score
 
-    scores = []
-    for train_index, test_index in folds.split(np.zeros(len(labels)), labels):
-        train_x, test_x = build(train_index, test_index)
-        predicted = _logistic(C).fit(train_x, labels[train_index]).predict(test_x)
-        scores.append(f1_score(labels[test_index], predicted, average="macro"))
-    return float(np.mean(scores))
+    scores = {C: [] for C in C_GRID}
+    for fold, (train_index, test_index) in enumerate(folds.split(np.zeros(len(labels)), labels)):
+        train_x, test_x = features(fold, train_index, test_index)
+        for C in C_GRID:
+            predicted = _logistic(C).fit(train_x, labels[train_index]).predict(test_x)
+            scores[C].append(f1_score(labels[test_index], predicted, average="macro"))
+    return {C: float(np.mean(scores[C])) for C in C_GRID}
 
 
 def _vectorizers(ngrams: str):
@@ -118,6 +120,32 @@ def _tfidf_features(ngrams: str, fit_texts: list[str], other_texts: list[str]):
     return vectorizers, fitted, hstack([v.transform(other_texts) for v in vectorizers]).tocsr()
 
 
+class _FoldFeatures:
+    """Each fold's TF-IDF features for every n-gram choice, each vectorizer fitted once per fold: `word+char`
+    is the `word` and `char` matrices side by side, as its two vectorizers would give them."""
+
+    def __init__(self, texts: list[str]):
+        self.texts, self.parts = texts, {}
+
+    def part(self, options: dict, fold: int, train_index, test_index):
+        key = (options["analyzer"], fold)
+        if key not in self.parts:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            vectorizer = TfidfVectorizer(**TFIDF_SETTINGS, **options)
+            self.parts[key] = (vectorizer.fit_transform([self.texts[i] for i in train_index]),
+                               vectorizer.transform([self.texts[i] for i in test_index]))
+        return self.parts[key]
+
+    def of(self, ngrams: str):
+        from scipy.sparse import hstack
+
+        def features(fold, train_index, test_index):
+            parts = [self.part(options, fold, train_index, test_index) for options in NGRAMS[ngrams]]
+            return hstack([p[0] for p in parts]).tocsr(), hstack([p[1] for p in parts]).tocsr()
+        return features
+
+
 def fit_tfidf(texts: list[str], labels: list[str], seed: int, settings: dict | None = None) -> Learner:
     """TF-IDF + logistic regression; n-grams and C chosen by cross-validated macro-F1 unless `settings` (an
     earlier fit's) fixes them."""
@@ -126,13 +154,10 @@ def fit_tfidf(texts: list[str], labels: list[str], seed: int, settings: dict | N
         folds = _folds(labels, seed)
         tried = {}
         if folds is not None:
+            cached = _FoldFeatures(texts)
             for ngrams in NGRAMS:
-                def build(train_index, test_index, ngrams=ngrams):
-                    _, train_x, test_x = _tfidf_features(ngrams, [texts[i] for i in train_index],
-                                                         [texts[i] for i in test_index])
-                    return train_x, test_x
-                for C in C_GRID:
-                    tried[f"{ngrams} C={C:g}"] = _cv_score(build, targets, folds, C)
+                for C, value in _cv_scores(cached.of(ngrams), targets, folds).items():
+                    tried[f"{ngrams} C={C:g}"] = value
         best = max(tried, key=tried.get) if tried else "word+char C=10"
         ngrams, _, c_text = best.partition(" C=")
         settings = {"ngrams": ngrams, "C": float(c_text), "cv_macro_f1": tried}
@@ -145,7 +170,8 @@ def fit_embedding(vectors: np.ndarray, labels: list[str], seed: int, settings: d
     targets = np.asarray(labels)
     if settings is None:
         folds = _folds(labels, seed)
-        tried = ({f"C={C:g}": _cv_score(lambda a, b: (vectors[a], vectors[b]), targets, folds, C) for C in C_GRID}
+        tried = ({f"C={C:g}": value for C, value in
+                  _cv_scores(lambda _, a, b: (vectors[a], vectors[b]), targets, folds).items()}
                  if folds is not None else {})
         C = float(max(tried, key=tried.get).removeprefix("C=")) if tried else 10.0
         settings = {"C": C, "cv_macro_f1": tried}

@@ -47,6 +47,17 @@ def test_tfidf_learner_chooses_by_cross_validation_and_reloads_without_pickle(tm
     np.testing.assert_allclose(again.predict_proba(test["text"].tolist()), probs, rtol=1e-6, atol=1e-9)
 
 
+def test_the_search_builds_each_folds_features_once_and_they_are_each_choices_own():
+    texts = banking("train")["text"].tolist()
+    fit, held = list(range(0, len(texts), 2)), list(range(1, len(texts), 2))
+    cached = learners._FoldFeatures(texts)
+    for ngrams in learners.NGRAMS:
+        _, own_fit, own_held = learners._tfidf_features(ngrams, [texts[i] for i in fit], [texts[i] for i in held])
+        fit_x, held_x = cached.of(ngrams)(0, fit, held)
+        assert (fit_x != own_fit).nnz == 0 and (held_x != own_held).nnz == 0
+    assert len(cached.parts) == 2  # words and characters, once each for the fold
+
+
 def test_a_label_with_one_row_skips_cross_validation_and_still_fits():
     texts = ["card lost", "card stolen", "card missing", "refund please", "refund now", "where is my refund",
              "exchange rate"]
