@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 
 def _pyplot():
     import matplotlib
@@ -15,14 +17,22 @@ def _pyplot():
 
 
 def confusion_matrix_png(truth: list[str], predicted: list[str], labels: list[str], path: Path) -> Path:
-    """Counts of true (rows) against predicted (columns) labels, one cell per pair, written as a PNG."""
+    """Counts of true (rows) against predicted (columns) labels, one cell per pair, written as a PNG. Only
+    non-zero cells carry their count: with dozens of labels almost every cell is zero, and thousands of printed
+    zeros hide the few confusions a reviewer looks for (and take most of the drawing time)."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
     plt = _pyplot()
     size = max(5.0, 0.6 * len(labels) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay.from_predictions(truth, predicted, labels=labels, ax=axes, colorbar=False,
-                                            xticks_rotation="vertical")
+    display = ConfusionMatrixDisplay.from_predictions(truth, predicted, labels=labels, ax=axes, colorbar=False,
+                                                      xticks_rotation="vertical", include_values=False)
+    counts = display.confusion_matrix
+    light, dark = display.im_.cmap(1.0), display.im_.cmap(0.0)  # scikit-learn's text colours on dark and light cells
+    for (row, column), count in np.ndenumerate(counts):
+        if count:
+            axes.text(column, row, str(count), ha="center", va="center",
+                      color=light if count < counts.max() / 2 else dark)
     axes.set_title(f"Holdout confusion matrix ({len(truth)} rows)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
