@@ -462,3 +462,15 @@ def test_auto_goal_lines_say_reached_not_reached_or_not_measured():
         lines[0].endswith(": reached")
     assert lines[1].endswith("**not reached**")
     assert all("**not measured**" in line for line in lines[2:])
+
+
+def test_the_refit_section_pairs_each_seeds_two_runs():
+    from benchmarks import refit
+
+    rows = [{"seed": seed, "refit": on, "dev_accuracy": accuracy, "dev_macro_f1": accuracy, "seconds": seconds}
+            for seed, on, accuracy, seconds in [(0, True, 0.81, 150), (0, False, 0.80, 100),
+                                                (1, True, 0.78, 120), (1, False, 0.79, 80)]]
+    lines = refit.section({"command": "python -m benchmarks.refit", "date": "2026-12-05", "k": 6, "dev_rows": 2000,
+                           "rows": rows})
+    assert "| true | 79.5 | 79.5 | 135 | 2 |" in lines and "| false | 79.5 | 79.5 | 90 | 2 |" in lines
+    assert any("+1.0, -1.0 points; time 1.50x, 1.50x" in line for line in lines)
