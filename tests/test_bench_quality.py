@@ -474,3 +474,16 @@ def test_the_refit_section_pairs_each_seeds_two_runs():
                            "rows": rows})
     assert "| true | 79.5 | 79.5 | 135 | 2 |" in lines and "| false | 79.5 | 79.5 | 90 | 2 |" in lines
     assert any("+1.0, -1.0 points; time 1.50x, 1.50x" in line for line in lines)
+
+
+def test_the_endtoend_goal_reads_each_strategys_median_run():
+    from benchmarks import endtoend
+
+    runs = [{"strategy": strategy, "repeat": repeat, "seconds": seconds, "holdout": "", "stages_s": {}}
+            for repeat, pair in enumerate([(170, 110), (200, 115), (175, 190)])
+            for strategy, seconds in zip(("auto", "full"), pair)]
+    auto, full = endtoend.goal_lines({"runs": runs})
+    assert "`auto`: 175 s (median of 3 runs, 170-200 s), goal under 180: holds" in auto
+    assert "`full`: 115 s (median of 3 runs, 110-190 s), goal under 180: holds" in full
+    (slow,) = endtoend.goal_lines({"runs": [runs[2]]})
+    assert slow.endswith("200 s (one run), goal under 180: **does not hold**")
