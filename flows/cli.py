@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="default: suggest.strategy")
     suggest.add_argument("--model", help="NAME/VERSION, NAME@ALIAS or models:/...; default: the champion of "
                          "register.model_name")
+    suggest.add_argument("--list", action="store_true", help="list the batches suggested so far and how many of "
+                         "their texts have come back labeled, instead of suggesting more")
     export = _with_params(commands.add_parser("export", help="write a registered model as a folder that predicts "
                                               "with onnxruntime alone (no torch)"))
     export.add_argument("--model", help="NAME/VERSION, NAME@ALIAS or models:/...; default: the champion of "
@@ -280,6 +282,9 @@ def suggest_command(args: argparse.Namespace) -> None:
     if args.n is not None and args.n < 1:
         raise NichetuneError(f"--n {args.n}: ask for at least one text")
     dataset = checked_dataset_name(args.dataset or params.ingest.dataset)
+    if args.list:
+        list_suggestions(paths.root, dataset)
+        return
     done = suggest(paths.root, dataset, model_uri(args.model, params.register.model_name), tracking_uri(paths),
                    args.strategy or params.suggest.strategy, args.n or params.suggest.n, params.suggest.shortlist,
                    params.base.seed, paths.workdir / "suggestions")
@@ -290,6 +295,22 @@ def suggest_command(args: argparse.Namespace) -> None:
           f"{done.files['argilla_script'].name} (Argilla)")
     print(f"recorded in {done.record.relative_to(paths.root)} (commit it); label them, export, and "
           "`nichetune ingest` the export")
+
+
+def list_suggestions(root: Path, dataset: str) -> None:
+    """One line per suggestion batch: when, by which model and strategy, how many texts came back labeled."""
+    from tasks.suggest import RECORDS_DIR, history
+
+    batches = history(root, dataset)
+    if not batches:
+        print(f"no suggestion batches recorded for dataset {dataset!r} yet; `nichetune suggest` writes one")
+        return
+    print(f"suggestion batches of {dataset} ({RECORDS_DIR / dataset}):")
+    for batch in batches:
+        pool = batch["pool_version"]
+        print(f"  {batch['batch']:04d}  {batch['created_at']}  {batch['model']}  {batch['strategy']}: "
+              f"{batch['labeled']} of {batch['asked']} labeled since (pool version "
+              f"{str(pool.get('data_version'))[:8]}, {pool.get('rows', '?')} texts)")
 
 
 def export_command(args: argparse.Namespace) -> None:

@@ -178,6 +178,19 @@ def earlier_batches(root: Path, dataset: str) -> list[dict]:
     return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.json"))]
 
 
+def history(root: Path, dataset: str) -> list[dict]:
+    """Each recorded batch (number, date, model, strategy, pool version) with how many of its texts have come back
+    labeled: stored since in a labeled batch, judged on the text as the user gave it."""
+    from tasks.ingest import KEY, batch_files
+
+    labeled = set()
+    for path in batch_files(root, dataset):
+        labeled |= set(pd.read_parquet(path, columns=[KEY])[KEY].dropna())
+    return [{"batch": batch["batch"], "created_at": batch["created_at"], "model": batch["model"],
+             "strategy": batch["strategy"], "pool_version": batch["pool_version"], "asked": len(batch["text_keys"]),
+             "labeled": len(set(batch["text_keys"]) & labeled)} for batch in earlier_batches(root, dataset)]
+
+
 def candidates(root: Path, dataset: str) -> tuple[pd.DataFrame, dict, list[str]]:
     """The pool's texts that may be suggested (columns nichetune_id, text), its version, and the labeled texts
     (the diverse strategy's centers)."""

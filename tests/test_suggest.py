@@ -114,6 +114,19 @@ def test_suggest_writes_files_the_tools_import_and_records_the_batch(project, mo
     code, _, err = nichetune(project, monkeypatch, capsys, "suggest")
     assert code == 2 and err.count("\n") == 1 and "already suggested" in err
 
+    # two of the first batch come back labeled, as a labeler's export: the audit counts them against that batch
+    returned = table.head(2).assign(issue=table["suggested_label"].head(2), complaint_id=["s1", "s2"],
+                                    date_received="2023-09-01")[["complaint_id", "date_received", "text", "issue"]]
+    returned.to_csv(project / "returned.csv", index=False)
+    cfg = IngestParams(**{**project_params("unused")["ingest"], "path": None})
+    ingest_batch(cfg, [], project, project / "returned.csv", announce=False)
+    code, out, _ = nichetune(project, monkeypatch, capsys, "suggest", "--list")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "suggestion batches of complaints (data/suggestions/complaints):"
+    assert "0001" in lines[1] and "complaints/1  diverse: 2 of 6 labeled since" in lines[1]
+    assert "0002" in lines[2] and f"random: 0 of {len(POOL) - 6} labeled since" in lines[2]
+    assert f"{len(POOL) + 2} texts" in lines[1]
+
 
 @pytest.mark.slow
 def test_after_review_the_next_batch_is_a_file_and_a_prefect_artifact(project, prefect_harness):
