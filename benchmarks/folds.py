@@ -27,16 +27,21 @@ from benchmarks.sources import add_data_option, dataset_dir
 OUT = RESULTS / "folds.json"
 
 
+def rows_and_dev(k: int, seed: int, dev_count: int, data: Path):
+    """k training rows per intent of banking77's training split (seed `seed`), and `dev_count` other rows of that
+    split to judge on (never the test split)."""
+    folder = dataset_dir(data, "banking77")
+    train = few_shot(read_banking77, k, folder, seed).train[["text", "label"]]
+    pool = read_banking77(folder).train
+    return train, pool[~pool["text"].isin(set(train["text"]))].sample(n=dev_count, random_state=seed)
+
+
 def run_seed(k: int, seed: int, thresholds: list[int], dev_count: int, data: Path) -> list[dict]:
     from tasks import auto
     from tasks.metrics import score
     from tasks.portfolio import load_classifier
 
-    folder = dataset_dir(data, "banking77")
-    split = few_shot(read_banking77, k, folder, seed)
-    train = split.train[["text", "label"]]
-    pool = read_banking77(folder).train
-    dev = pool[~pool["text"].isin(set(train["text"]))].sample(n=dev_count, random_state=seed)
+    train, dev = rows_and_dev(k, seed, dev_count, data)
     rows = []
     for threshold in thresholds:
         auto.MIN_HELD_ROWS = threshold

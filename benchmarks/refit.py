@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.quality import RESULTS, few_shot, machine, read_banking77, strategy_params
-from benchmarks.sources import add_data_option, dataset_dir
+from benchmarks.folds import rows_and_dev
+from benchmarks.quality import RESULTS, machine, strategy_params
+from benchmarks.sources import add_data_option
 
 OUT = RESULTS / "refit.json"
 
@@ -29,10 +30,7 @@ def run_seed(k: int, seed: int, dev_count: int, data: Path) -> list[dict]:
     from tasks.metrics import score
     from tasks.portfolio import load_classifier
 
-    folder = dataset_dir(data, "banking77")
-    train = few_shot(read_banking77, k, folder, seed).train[["text", "label"]]
-    pool = read_banking77(folder).train
-    dev = pool[~pool["text"].isin(set(train["text"]))].sample(n=dev_count, random_state=seed)
+    train, dev = rows_and_dev(k, seed, dev_count, data)
     rows = []
     for refit in (True, False):
         cfg = strategy_params("auto").model_copy(update={"refit": refit})
@@ -42,8 +40,7 @@ def run_seed(k: int, seed: int, dev_count: int, data: Path) -> list[dict]:
             predicted = load_classifier(result.model_dir).predict(dev["text"].astype(str).tolist())
         seconds = time.perf_counter() - started
         metrics, _ = score(dev["label"].tolist(), predicted, train["label"].value_counts().idxmax())
-        rows.append({"seed": seed, "refit": refit, "weights": result.choice["weights"],
-                     "best_epoch": result.best_epoch, "dev_accuracy": round(metrics["accuracy"], 4),
+        rows.append({"seed": seed, "refit": refit, "weights": result.choice["weights"], "dev_accuracy": round(metrics["accuracy"], 4),
                      "dev_macro_f1": round(metrics["macro_f1"], 4), "seconds": round(seconds, 1)})
         print(rows[-1], flush=True)
     return rows
