@@ -7,18 +7,20 @@ published training split). The dev rows are other rows of that same training spl
 with the seed: they stand in for the future texts a user's model meets, and are where the choice rule is judged.
 Each candidate of params.yaml's `finetune.candidates` is scored out-of-fold on the training rows exactly as `auto`
 scores it (tasks.auto.Candidates), then fitted on every training row and run on the dev rows. Rules compared:
-- grid/<metric>: today's rule: the weights on the grid of tenths with the best out-of-fold <metric>;
+- grid/<metric>: the weights on the grid of tenths with the best out-of-fold <metric>;
 - grid/log_loss: the weights with the lowest out-of-fold log loss;
 - equal: every candidate with the same weight, whatever the out-of-fold scores say;
 - best_single: the one candidate with the best out-of-fold <metric>;
-- shrunk: half today's weights, half equal weights;
-- evidence: today's weights when their out-of-fold <metric> beats the first candidate alone beyond noise (paired
+- shrunk: half the grid's weights, half equal weights;
+- evidence: the grid's weights when their out-of-fold <metric> beats the first candidate alone beyond noise (paired
   bootstrap, tasks.auto.choose_with_evidence), else the first candidate alone;
-- evidence/equal: the same test with equal weights in place of the grid's.
+- evidence/equal: the same test with equal weights in place of the grid's;
+- evidence/subsets: the same test with the best equally weighed subset of the candidates (tasks.auto.choose_subset);
+  evidence80/subsets, evidence60/subsets: the same at lower confidence (SUBSET_LEVELS); subsets: no test at all.
 The fine-tuned candidate is also trained with AVERAGED seeds (its probabilities averaged), to measure what
 averaging buys against its time; rules then read `+avg`. The rule with the best mean dev score becomes auto's,
-unless it is within NOISE of today's (no change without evidence); a rule must hold on every dataset measured
-(the adopted rule and why: the `notes` of the results file, shown under the tables)."""
+unless it is within NOISE of auto's rule, TODAY (no change without evidence); a rule must hold on every dataset
+measured (the adopted rule and why: the `notes` of the results file, shown under the tables)."""
 
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ from benchmarks.sources import add_data_option, dataset_dir
 
 OUT = RESULTS / "choice.json"
 AVERAGED = 3  # seeds of the fine-tuned candidate averaged
-NOISE = 0.01  # mean dev score a rule must gain over today's to replace it
+NOISE = 0.01  # mean dev score a rule must gain over auto's to replace it
+SUBSET_LEVELS = (0.95, 0.8, 0.6)  # confidence of the interval whose lower end must clear 0 (one-sided 97.5, 90, 80%)
 
 
 def dev_rows(name: str, seed: int, train: pd.DataFrame, rows: int, data: Path) -> pd.DataFrame:
@@ -79,20 +82,24 @@ def member_dev_probs(candidates, name: str, dev: list[str], seeds: list[int], fo
 
 def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict[str, dict[str, float]]:
     """Each rule's weights, from the out-of-fold probabilities `held`."""
-    from tasks.auto import choose, choose_with_evidence, score, weight_grid
+    from tasks.auto import choose, choose_subset, choose_with_evidence, score, weight_grid
     from tasks.calibration import log_loss
 
     names = list(held)
-    today, _ = choose(held, targets, metric)
+    grid, _ = choose(held, targets, metric)
     by_loss = min(weight_grid(len(names)),
                   key=lambda w: log_loss(sum(x * held[n] for x, n in zip(w, names)), targets))
     single = max(names, key=lambda n: (score(held[n], targets, metric), -log_loss(held[n], targets)))
     equal = {name: 1 / len(names) for name in names}
     evidence, _ = choose_with_evidence(held, targets, metric, seed=0)
-    evidence_equal, _ = choose_with_evidence(held, targets, metric, seed=0, equal=True)
-    return {f"grid/{metric}": today, "evidence": evidence, "evidence/equal": evidence_equal, "grid/log_loss": dict(zip(names, by_loss)), "equal": equal,
+    evidence_equal, _ = choose_with_evidence(held, targets, metric, seed=0, mixtures="equal")
+    subsets = {f"evidence{'' if level == 0.95 else round(level * 100)}/subsets":
+               choose_with_evidence(held, targets, metric, seed=0, mixtures="subsets", confidence=level)[0]
+               for level in SUBSET_LEVELS}
+    return {f"grid/{metric}": grid, "evidence": evidence, "evidence/equal": evidence_equal, **subsets,
+            "subsets": choose_subset(held, targets, metric)[0], "grid/log_loss": dict(zip(names, by_loss)), "equal": equal,
             "best_single": {single: 1.0},
-            "shrunk": {name: 0.5 * today.get(name, 0.0) + 0.5 * equal[name] for name in names}}
+            "shrunk": {name: 0.5 * grid.get(name, 0.0) + 0.5 * equal[name] for name in names}}
 
 
 def scores(truth: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -147,17 +154,25 @@ def summarise(runs: list[dict], metric: str) -> dict:
     return table
 
 
-def decide(table: dict, metric: str, choice_metric: str) -> str:
-    """The best rule on these dev rows, against today's."""
-    today = f"grid/{choice_metric}"
+def decide(table: dict, metric: str) -> str:
+    """The best rule on these dev rows, against auto's (TODAY)."""
+    today = TODAY
     best = max((name for name in table if not name.endswith("+avg")), key=lambda n: table[n][metric])
     if table[best][metric] - table[today][metric] < NOISE:
-        return f"{today} (today's): no rule gains {NOISE:.2f} {metric} over it on these dev rows"
+        return f"{today} (auto's): no rule gains {NOISE:.2f} {metric} over it on these dev rows"
     return f"{best}: {table[best][metric] - table[today][metric]:+.3f} {metric} over {today} on these dev rows"
 
 
+TODAY = "evidence/equal"  # auto's rule (tasks.auto.train_auto), which another must beat by NOISE to replace
+
+
 RULES = {"evidence": "grid if beyond noise of the first candidate, else it alone",
-         "evidence/equal": "equal weights if beyond noise of the first candidate, else it alone", "equal": "equal weights", "best_single": "best single candidate", "shrunk": "half grid, half equal",
+         "evidence/equal": "equal weights if beyond noise of the first candidate, else it alone",
+         "evidence/subsets": "best equally weighed subset if beyond noise of the first candidate, else it alone",
+         "evidence80/subsets": "the same at 80% confidence (one-sided 90%)",
+         "evidence60/subsets": "the same at 60% confidence (one-sided 80%)",
+         "subsets": "best equally weighed subset",
+         "equal": "equal weights", "best_single": "best single candidate", "shrunk": "half grid, half equal",
          "grid/log_loss": "grid, lowest log loss"}
 
 
@@ -181,7 +196,8 @@ def section(results: dict | None) -> list[str]:
                   "", f"| rule | dev {metric} | sd | dev accuracy | dev macro-F1 |", "|---|---|---|---|---|"]
         for rule, scores_ in r["table"].items():
             base = rule.removesuffix("+avg")
-            label = RULES.get(base, f"grid, best {base.partition('/')[2]} (today)") + rule[len(base):]
+            label = RULES.get(base, f"grid, best {base.partition('/')[2]}") + (" (auto's)" if base == TODAY else "") \
+                + rule[len(base):]
             lines.append(f"| {label} | {100 * scores_[metric]:.1f} | {100 * scores_['sd_' + metric]:.1f} | "
                          f"{100 * scores_['accuracy']:.1f} | {100 * scores_['macro_f1']:.1f} |")
         alone = {c for run in r["runs"] for c in run["candidates"]}
@@ -204,7 +220,6 @@ def main(argv: list[str] | None = None) -> dict:
     add_data_option(parser)
     args = parser.parse_args(argv)
     metric = PRIMARY_METRIC.get(args.dataset, "accuracy")
-    choice_metric = strategy_params("auto").choice_metric
     started = datetime.now(timezone.utc)
     runs = []
     for seed in range(args.seeds):
@@ -216,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     results[args.dataset] = {
         "command": "python -m benchmarks.choice " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": started.date().isoformat(), "machine": machine(), "metric": metric, "averaged_seeds": args.averaged,
-        "table": table, "decision": decide(table, metric, choice_metric), "runs": runs}
+        "table": table, "decision": decide(table, metric), "runs": runs}
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     return results
 

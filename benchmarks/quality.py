@@ -198,6 +198,7 @@ class MethodRun:
     resumed_from_epoch: int | None = None  # nichetune_*: the checkpoint a killed run of this seed left
     resumed_from_step: int | None = None  # setfit: the same, counted in pair batches
     chosen: dict | None = None  # tuned baselines: the settings cross-validation chose and their CV macro-F1
+    kept: dict | None = None  # nichetune_auto: the candidates' weights, and those finetune.time_budget left out
 
 
 Method = Callable[[pd.DataFrame, pd.DataFrame, int], MethodRun]
@@ -348,7 +349,11 @@ def nichetune(train: pd.DataFrame, test: pd.DataFrame, seed: int, params=None,
                           Unlabeled(texts, **unlabeled) if unlabeled else None)
         predictions = load_classifier(result.model_dir).predict(test["text"].tolist())
     forget_bases()
-    return MethodRun(predictions, result.seconds, result.resumed_from_epoch)
+    kept = None
+    if result.choice:
+        kept = {"weights": result.choice["weights"],
+                "left_out": [c["name"] for c in result.candidates if "left_out" in c]}
+    return MethodRun(predictions, result.seconds, result.resumed_from_epoch, kept=kept)
 
 
 def setfit(train: pd.DataFrame, test: pd.DataFrame, seed: int, num_iterations: int = 20,
@@ -524,6 +529,7 @@ def run_one(dataset: str, method: str, fn: Method, split: Split, seed: int) -> d
             "train_s": run.train_seconds, "train_rows": len(split.train), "test_rows": len(split.test),
             "classes": split.train["label"].nunique(), "train_sha": fingerprint(split.train),
             **({"chosen": run.chosen} if run.chosen is not None else {}),
+            **({"kept": run.kept} if run.kept is not None else {}),
             **({"resumed_from_epoch": run.resumed_from_epoch} if run.resumed_from_epoch is not None else {}),
             **({"resumed_from_step": run.resumed_from_step} if run.resumed_from_step is not None else {})}
 

@@ -133,7 +133,8 @@ def quality_section(results: dict | None, gpu: dict | None = None) -> list[str]:
              "filled these tables are listed in the run log at the end.", "", BASELINES_TUNED, ""]
     for dataset in datasets_in(results):
         rows = [row for row in results["rows"] if row["dataset"] == dataset]
-        lines += [f"### {dataset}", "", quality.markdown_table({**results, "rows": rows}), "", *chosen_lines(rows)]
+        lines += [f"### {dataset}", "", quality.markdown_table({**results, "rows": rows}), "", *chosen_lines(rows),
+                  *kept_lines(rows)]
     measured = {(row["dataset"], row["method"]) for row in results["rows"]}
     measured_on_gpu = {(row["dataset"], row["method"]) for row in (gpu or {}).get("rows", [])}
 
@@ -161,6 +162,27 @@ def chosen_lines(rows: list[dict]) -> list[str]:
                                       for setting, seeds in counts.most_common())
              for method, counts in choices.items()]
     return [f"Chosen by cross-validation on the training rows: {'; '.join(parts)}.", ""]
+
+
+def kept_lines(rows: list[dict]) -> list[str]:
+    """What each auto method kept (its candidates' weights) and left out for finetune.time_budget, with how
+    many seeds did so; rows from before auto recorded it are not counted."""
+    kept: dict[str, Counter] = {}
+    left: dict[str, Counter] = {}
+    for row in rows:
+        if "kept" in row:
+            weights = " + ".join(f"{name} {weight:.2f}" for name, weight in row["kept"]["weights"].items())
+            kept.setdefault(row["method"], Counter())[weights] += 1
+            left.setdefault(row["method"], Counter()).update(row["kept"]["left_out"])
+    lines = []
+    for method, counts in kept.items():
+        seeds = counts.total()
+        line = f"{method} kept " + ", ".join(f"{weights} ({n} of {seeds} seeds)" for weights, n in counts.most_common())
+        if left[method]:
+            line += "; left out by finetune.time_budget: " + ", ".join(
+                f"{name} ({n} of {seeds} seeds)" for name, n in left[method].most_common())
+        lines += [line + ".", ""]
+    return lines
 
 
 def quality_runs(results: dict | None) -> list[str]:

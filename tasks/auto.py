@@ -27,11 +27,14 @@ import pandas as pd
 from tasks import learners
 from tasks.calibration import apply_temperature, fit_temperature, log_loss
 from tasks.config import FinetuneParams
+from tasks.errors import ParamsError
+from tasks.metrics import CONFIDENCE
 from tasks.layout import LOG_FILE, MODEL_DIR
 from tasks.model import MODEL_CARD, Classifier, backbone_path, read_card, resolve_device, sentence_vectors
 from tasks.portfolio import AUTO, MEMBERS_DIR, aligned, unit_rows
 from tasks.progress import say
-from tasks.training import FinetuneResult, carve_validation, labeled_rows, run_fingerprint, train_strategy
+from tasks.training import (FinetuneResult, OverTime, carve_validation, labeled_rows, run_fingerprint,
+                            train_strategy)
 
 LEARNERS = ("tfidf", "embedding")  # the candidates that are not fine-tuning strategies
 CANDIDATES_DIR = "candidates"  # inside the stage folder while candidates train; removed once the model is saved
@@ -75,28 +78,49 @@ def choose(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> tup
             {metric: best_key[0], "log_loss": -best_key[1]})
 
 
-def choose_with_evidence(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
-                         equal: bool = False) -> tuple[dict[str, float], dict]:
-    """`choose`'s mixture when it beats the first candidate alone beyond noise on the validation rows (a paired
-    bootstrap, as the gate compares two models), else that first candidate alone. On a few dozen validation
-    rows every difference is noise, and there the first candidate (TF-IDF by default) held up best on rows no
-    candidate had seen (BENCHMARKS.md, "How auto weighs its candidates")."""
-    from tasks.metrics import paired_bootstrap
+def equal_subsets(names: list[str]) -> list[dict[str, float]]:
+    """Every non-empty subset of the candidates, its members weighed equally: each alone, each pair, ..., all."""
+    return [{name: 1 / size for name in subset} for size in range(1, len(names) + 1)
+            for subset in itertools.combinations(names, size)]
 
-    if equal:  # every candidate with the same weight, instead of the grid's pick
+
+def choose_subset(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> tuple[dict[str, float], dict]:
+    """The equally weighed subset with the best validation `metric`; ties go to the lower log loss, then to fewer
+    candidates. Seven choices for three candidates, where the grid has 66: less room to fit noise."""
+    best_key, best = None, None
+    for weights in equal_subsets(list(held)):
+        mixed = sum(w * held[name] for name, w in weights.items())
+        key = (score(mixed, targets, metric), -log_loss(mixed, targets), -len(weights))
+        if best_key is None or key > best_key:
+            best_key, best = key, weights
+    return best, {metric: best_key[0], "log_loss": -best_key[1]}
+
+
+def choose_with_evidence(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
+                         mixtures: str = "grid", confidence: float = CONFIDENCE) -> tuple[dict[str, float], dict]:
+    """The best of `mixtures` when it beats the first candidate alone beyond noise on the validation rows (the
+    lower end of a paired bootstrap's `confidence` interval of the gain is above 0, as the gate compares two
+    models), else that first candidate alone. On a few dozen validation rows every difference is noise, and there
+    the first candidate (TF-IDF by default) held up best on rows no candidate had seen (BENCHMARKS.md, "How auto
+    weighs its candidates"). `mixtures`: grid (`choose`), equal (every candidate with the same weight) or subsets
+    (`choose_subset`)."""
+    from tasks.metrics import bootstrap_scores
+
+    if mixtures == "equal":
         weights = {name: 1 / len(held) for name in held}
         mixed = sum(w * held[name] for name, w in weights.items())
         chosen = {metric: score(mixed, targets, metric), "log_loss": log_loss(mixed, targets)}
+    elif mixtures == "subsets":
+        weights, chosen = choose_subset(held, targets, metric)
     else:
         weights, chosen = choose(held, targets, metric)
     first = next(iter(held))
     if list(weights) == [first]:
         return weights, {**chosen, "fallback": first, "beyond_noise": False}
     mixed = sum(w * held[name] for name, w in weights.items())
-    named = lambda codes: [str(code) for code in codes]  # noqa: E731  (tasks.metrics scores label names)
-    gap = paired_bootstrap(named(targets), named(mixed.argmax(axis=1)), named(held[first].argmax(axis=1)),
-                           seed)[metric]
-    if gap["ci_low"] > 0:
+    named = lambda probs: [str(code) for code in probs.argmax(axis=1)]  # noqa: E731  (tasks.metrics scores names)
+    new, old = bootstrap_scores([str(code) for code in targets], [named(mixed), named(held[first])], seed)
+    if np.quantile(new[metric] - old[metric], (1 - confidence) / 2) > 0:
         return weights, {**chosen, "fallback": first, "beyond_noise": True}
     alone = held[first]
     return {first: 1.0}, {metric: score(alone, targets, metric), "log_loss": log_loss(alone, targets),
@@ -160,8 +184,16 @@ class Candidates:
                                                       truncation=self.cfg.truncation))
         return self.vectors
 
-    def _fold_probs(self, name: str, fit: list[int], held: list[int], fold: int) -> np.ndarray:
-        """Candidate `name` fitted on rows `fit`, its probabilities (over self.labels) on rows `held`."""
+    def runs(self) -> float:
+        """What the fine-tuned candidate costs in all, in units of its first run: once per fold, and once on
+        every row (more rows) after cross-fitting or with refit. Refit's fewer epochs are not counted."""
+        again = len(self.texts) / len(self.folds[0][0]) if (self.cross_fitted or self.cfg.refit) else 0.0
+        return len(self.folds) + again
+
+    def _fold_probs(self, name: str, fit: list[int], held: list[int], fold: int,
+                    limit: float | None = None) -> np.ndarray:
+        """Candidate `name` fitted on rows `fit`, its probabilities (over self.labels) on rows `held`; a
+        fine-tuning run projected past `limit` seconds raises OverTime."""
         fit_names = [self.names[i] for i in fit]
         if name == "tfidf":
             learner = learners.fit_tfidf(self._texts(fit), fit_names, self.seed)
@@ -175,20 +207,32 @@ class Candidates:
         if not self.cross_fitted:  # trained on all rows; it carves the same validation rows itself
             update = {"strategy": name, "validation_fraction": self.fraction}
             self.result = train_strategy(self.train, self.cfg.model_copy(update=update), self.seed,
-                                         self.folder / name, self.work_dir)
+                                         self.folder / name, self.work_dir, limit)
             self.settings[name] = {"best_epoch": self.result.best_epoch, "temperature": self.result.temperature}
             model_dir = self.result.model_dir
         else:  # too few rows to stop early on: the set epochs, no checkpoints for a model trained in seconds
             fold_cfg = self.cfg.model_copy(update={"strategy": name, "validation_fraction": 0.0})
             model_dir = train_strategy(self.train.iloc[fit], fold_cfg, self.seed,
-                                       self.folder / f"{name}-fold{fold}", None).model_dir
+                                       self.folder / f"{name}-fold{fold}", None, limit).model_dir
         classifier = Classifier(model_dir, self.device)
         return aligned(classifier.predict_proba(self._texts(held)), classifier.labels, self.labels)
 
-    def train_one(self, name: str) -> None:
+    def train_one(self, name: str, seconds_left: float | None = None) -> None:
+        """Fit candidate `name` on each fold and score it. With `seconds_left`, a fine-tuned candidate whose
+        first run projects its whole cost (`runs`) past them is left out, and the report says so."""
         started = time.perf_counter()
-        probs = np.concatenate([self._fold_probs(name, fit, held, fold)
-                                for fold, (fit, held) in enumerate(self.folds)])
+        limit = None if seconds_left is None or name in LEARNERS else seconds_left / self.runs()
+        try:
+            probs = np.concatenate([self._fold_probs(name, fit, held, fold, limit if fold == 0 else None)
+                                    for fold, (fit, held) in enumerate(self.folds)])
+        except OverTime as over:
+            projected = over.projected * self.runs()
+            self.report.append({"name": name, "left_out": "time_budget", "projected_seconds": projected,
+                                "seconds": time.perf_counter() - started})
+            say(f"auto: candidate {name} left out: it would train for about {projected / 60:.0f} min on this "
+                f"machine ({self.device.name}), more than the {seconds_left / 60:.1f} min left of "
+                f"finetune.time_budget {self.cfg.time_budget:g}; raise it (or set null) to train {name}")
+            return
         self.probs[name] = probs
         settings = {} if self.cross_fitted else self.settings.get(name, {})
         self.report.append({"name": name, "accuracy": score(probs, self.targets, "accuracy"),
@@ -238,8 +282,13 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
     started = time.perf_counter()
     candidates = Candidates(train, cfg, seed, out_dir, work_dir)
     for name in cfg.candidates:
-        candidates.train_one(name)
-    weights, chosen = choose_with_evidence(candidates.probs, candidates.targets, cfg.choice_metric, seed, equal=True)
+        left = None if cfg.time_budget is None else cfg.time_budget * 60 - (time.perf_counter() - started)
+        candidates.train_one(name, left)
+    if not candidates.probs:
+        raise ParamsError(f"finetune.time_budget: {cfg.time_budget:g} min is too short for every candidate of "
+                          f"finetune.candidates; raise it, or add tfidf or embedding (they train in minutes)")
+    weights, chosen = choose_with_evidence(candidates.probs, candidates.targets, cfg.choice_metric, seed,
+                                           mixtures="equal")
     mixed = sum(w * candidates.probs[name] for name, w in weights.items())
     temperature = fit_temperature(mixed, candidates.targets)
     chosen.update(temperature=temperature,

@@ -197,6 +197,10 @@ class FinetuneParams(Section):
     candidates: list[str] = Field(["tfidf", "embedding", "full"], min_length=1)
     choice_metric: Literal["accuracy", "macro_f1"] = "macro_f1"
     refit: bool = True  # strategy auto: train the chosen fine-tuned candidate again on every training row
+    # strategy auto: minutes its training may take; a fine-tuned candidate projected (from its first batches) past
+    # what is left is left out. The fast learners always train. None: no limit. 10: a candidate in about 15
+    # minutes end to end on a laptop's CPU (BENCHMARKS.md, endtoend)
+    time_budget: float | None = Field(10.0, gt=0)
     early_stopping_patience: int = Field(3, ge=1)  # epochs without improvement before stopping
     early_stopping_metric: Literal["loss", "accuracy", "macro_f1"] = "loss"
     augment: Literal["none", "eda"] = "none"  # eda: random word deletion and swap, training rows only

@@ -121,13 +121,16 @@ def model_choice(training: dict) -> str:
 
 def candidate_scores(training: dict) -> str:
     """Strategy auto: each candidate's validation accuracy and macro-F1, for people; "" for other strategies."""
-    return ", ".join(f"{c['name']} {c['accuracy']:.3f} / {c['macro_f1']:.3f}" for c in training.get("candidates", []))
+    return ", ".join(f"{c['name']} left out by finetune.{c['left_out']} (it would take about "
+                     f"{c['projected_seconds'] / 60:.0f} min)" if "left_out" in c
+                     else f"{c['name']} {c['accuracy']:.3f} / {c['macro_f1']:.3f}"
+                     for c in training.get("candidates", []))
 
 
 def candidate_metrics(training: dict) -> dict:
     """Strategy auto: each candidate's validation scores, as MLflow metrics."""
     return {f"candidate_{c['name']}_{metric}": c[metric] for c in training.get("candidates", [])
-            for metric in ("accuracy", "macro_f1", "log_loss")}
+            if "left_out" not in c for metric in ("accuracy", "macro_f1", "log_loss")}
 
 
 def validation_status(summary: dict) -> str:

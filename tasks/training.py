@@ -43,6 +43,9 @@ PIECE_TOKENS = 512
 # (about 0.3 MB per token for MiniLM); more is recomputed in the backward pass
 CHECKPOINT_TOKENS = 2048
 PSEUDO = "_pseudo"  # a training frame's column that marks rows self-training labeled (tasks.selftrain)
+# A run with a time limit times PROBE_SHARE of its first epoch's batches (at least PROBE_BATCHES) after the first,
+# which pays for warm-up: a few percent of the rows sample their lengths well enough to project the run's time
+PROBE_SHARE, PROBE_BATCHES = 0.05, 3
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +164,44 @@ class Rows:
     targets: torch.Tensor
     features: frozen.Features | None = None
     lengths: torch.Tensor | None = None  # tokens per row where batches run in length pieces (the CPU); None: whole
+
+
+class OverTime(Exception):
+    """A training run's projected time is over the limit it was given; raised early in its first epoch."""
+
+    def __init__(self, projected: float, limit: float, probed: float):
+        super().__init__(f"projected {projected:.0f} s of training, more than the {limit:.0f} s allowed")
+        self.projected, self.limit, self.probed = projected, limit, probed
+
+
+class Projection:
+    """Called after each batch of a run's first epoch: times the batches after the first (which pays for
+    warm-up) and, after PROBE_SHARE of the epoch's batches (or at its end), projects the run's training time
+    from the share of the epoch's work done; raises OverTime when that is over `limit`. Work is the rows'
+    tokens where they are known (the CPU, where time follows tokens), else the rows."""
+
+    def __init__(self, limit: float, rows: Rows, order: torch.Tensor, batches: int, epochs: int, spent: float,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.limit, self.epochs, self.spent, self.batches, self.clock = limit, epochs, spent, batches, clock
+        self.work = rows.lengths.double() if rows.lengths is not None else torch.ones(len(rows.targets),
+                                                                                       dtype=torch.float64)
+        self.per_epoch = float(self.work[order].sum())
+        self.check_at = min(batches, 1 + max(PROBE_BATCHES, math.ceil(batches * PROBE_SHARE)))
+        self.seen, self.done, self.started = 0, 0.0, clock()
+
+    def __call__(self, index: torch.Tensor) -> None:
+        self.seen += 1
+        if self.seen > self.check_at:
+            return
+        if self.seen == 1 and self.batches > 1:  # warm-up: time from its end
+            self.started = self.clock()
+            return
+        self.done += float(self.work[index].sum())
+        if self.seen == self.check_at:
+            probed = self.clock() - self.started
+            projected = self.spent + probed / self.done * self.per_epoch * self.epochs
+            if projected > self.limit:
+                raise OverTime(projected, self.limit, probed)
 
 
 def token_lengths(rows: Rows, tokenizer, max_length: int) -> torch.Tensor | None:
@@ -484,8 +525,10 @@ def resume(checkpoint: Path | None, setup: Setup, opt: Optimization) -> tuple[di
     return saved["state"], saved["state"]["epoch"]
 
 
-def train_epoch(setup: Setup, opt: Optimization, rows: Rows, seed: int, epoch: int, progress) -> tuple[float, int]:
-    """One pass over this epoch's batches; returns the mean training loss and the rows seen."""
+def train_epoch(setup: Setup, opt: Optimization, rows: Rows, seed: int, epoch: int, progress,
+                watch: Callable[[torch.Tensor], None] | None = None) -> tuple[float, int]:
+    """One pass over this epoch's batches, calling `watch` after each; returns the mean training loss and the
+    rows seen."""
     cfg, model, device = setup.cfg, setup.model, setup.device
     total_loss, step_in_accumulation = torch.zeros((), device=device.device), 0
     private = opt.private
@@ -519,6 +562,8 @@ def train_epoch(setup: Setup, opt: Optimization, rows: Rows, seed: int, epoch: i
             step_in_accumulation = 0
         total_loss += loss.detach() * len(index)  # no .item() per batch: on a GPU each one waits
         progress.update()
+        if watch is not None:
+            watch(index)
     if step_in_accumulation:
         _step(opt.optimizer, opt.schedule)
     seen = sum(len(index) for index in batches)
@@ -526,9 +571,10 @@ def train_epoch(setup: Setup, opt: Optimization, rows: Rows, seed: int, epoch: i
 
 
 def train_epochs(setup: Setup, opt: Optimization, rows: Rows, held: Rows | None, seed: int, state: dict,
-                 keep: Callable[[dict], None]) -> int:
+                 keep: Callable[[dict], None], limit: float | None = None, spent: float = 0.0) -> int:
     """The epochs from `state`'s on: train, score the validation rows, report, `keep` the state; stops early
-    when the validation score says so. Returns the rows seen."""
+    when the validation score says so. With a `limit` (seconds, `spent` of them already), the first of them
+    raises OverTime when the run is projected to take longer. Returns the rows seen."""
     cfg, seen = setup.cfg, 0
     progress = bar(opt.batches * (cfg.epochs - state["epoch"]), "training", "batch")
     for epoch in range(state["epoch"], cfg.epochs):
@@ -536,7 +582,15 @@ def train_epochs(setup: Setup, opt: Optimization, rows: Rows, held: Rows | None,
         progress.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
         if setup.plan.unfreezes_each_epoch:
             unfreeze_for_epoch(setup.model, epoch)
-        loss, count = train_epoch(setup, opt, rows, seed, epoch, progress)
+        watch = None
+        if limit is not None and epoch == state["epoch"] and opt.private is None:
+            watch = Projection(limit, rows, epoch_order(rows, cfg, seed, epoch), opt.batches,
+                               cfg.epochs - epoch, spent)
+        try:
+            loss, count = train_epoch(setup, opt, rows, seed, epoch, progress, watch)
+        except OverTime:
+            progress.close()
+            raise
         seen += count
         state["losses"].append(loss)
         state["epoch"] = epoch + 1
@@ -585,9 +639,10 @@ def save_model(setup: Setup, fingerprint: str, out_dir: Path, temperature: float
 
 
 def train_strategy(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
-                   work_dir: Path | None = None) -> FinetuneResult:
+                   work_dir: Path | None = None, limit: float | None = None) -> FinetuneResult:
     """Train on the training rows (columns text, label) and save the classifier to `out_dir`/model.
-    `work_dir` holds the feature cache and the checkpoints; None keeps neither."""
+    `work_dir` holds the feature cache and the checkpoints; None keeps neither. With a `limit` in seconds, a run
+    projected (early in its first epoch) to take longer raises OverTime instead of spending the time."""
     setup = prepare(train, cfg, seed)
     cfg = setup.cfg
     rows, held = split_rows(train, cfg, setup.labels, seed)
@@ -600,7 +655,7 @@ def train_strategy(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir:
     state, resumed = resume(checkpoint, setup, opt)
     earlier = state.get("seconds", 0.0)  # spent by the runs before this one, up to their last checkpoint
     keep = keep_checkpoint(checkpoint, setup, opt, lambda: earlier + time.perf_counter() - started)
-    seen = train_epochs(setup, opt, rows, held, seed, state, keep)
+    seen = train_epochs(setup, opt, rows, held, seed, state, keep, limit, time.perf_counter() - started)
     this_run = time.perf_counter() - started
     spent = {}
     if opt.private is not None:

@@ -93,6 +93,7 @@ def test_the_choice_takes_the_best_mixture_and_prefers_fewer_members_on_ties():
 @pytest.mark.parametrize("raw, message", [
     ({"candidates": ["tfidf", "svm"]}, "svm"),
     ({"candidates": ["full", "lora"]}, "at most one fine-tuning strategy"),
+    ({"time_budget": 0}, "time_budget"),
 ])
 def test_bad_auto_settings_fail_at_load_in_one_line(raw, message):
     with pytest.raises(ParamsError) as caught:
@@ -207,9 +208,85 @@ def test_the_equal_mixture_is_kept_only_when_it_beats_the_first_candidate_beyond
     targets = np.repeat([0, 1], 100)
     guess = lambda: rng.dirichlet([1, 1], len(targets))  # noqa: E731  (no better than chance)
     sure = np.eye(2)[targets] * 0.8 + 0.1  # always right
-    weights, chosen = choose_with_evidence({"tfidf": guess(), "full": sure}, targets, "macro_f1", 0, equal=True)
+    weights, chosen = choose_with_evidence({"tfidf": guess(), "full": sure}, targets, "macro_f1", 0, mixtures="equal")
     assert weights == {"tfidf": 0.5, "full": 0.5} and chosen["beyond_noise"]
     few = np.arange(0, 200, 25)  # 8 rows: no gain is beyond noise there, so the first candidate stays alone
     held = {"tfidf": guess()[few], "full": sure[few]}
-    weights, chosen = choose_with_evidence(held, targets[few], "macro_f1", 0, equal=True)
+    weights, chosen = choose_with_evidence(held, targets[few], "macro_f1", 0, mixtures="equal")
     assert weights == {"tfidf": 1.0} and not chosen["beyond_noise"]
+
+
+def test_a_run_projects_its_time_from_the_tokens_of_its_first_batches():
+    import torch
+
+    from tasks import training
+
+    clock = [0.0]
+    lengths = torch.tensor([10, 200, 30, 500, 40, 60, 80, 100] * 10)  # 80 rows, 10 batches of 8
+    rows = training.Rows([""] * 80, torch.zeros(80, dtype=torch.long), lengths=lengths)
+    order = torch.arange(80)
+    total = 7.0 + 4 * 0.01 * float(lengths.sum())  # 7 s spent, then 0.01 s per token for 4 epochs
+    watch = training.Projection(total - 1, rows, order, batches=10, epochs=4, spent=7.0, clock=lambda: clock[0])
+    assert watch.check_at == 1 + training.PROBE_BATCHES  # the warm-up batch is not timed
+    with pytest.raises(training.OverTime) as caught:
+        for index in order.split(8):
+            clock[0] += 5.0 if watch.seen == 0 else 0.01 * float(lengths[index].sum())  # warm-up is slow
+            watch(index)
+    assert caught.value.projected == pytest.approx(total)
+    assert watch.seen == watch.check_at  # raised at the check, early in the epoch
+    within = training.Projection(total + 1, rows, order, batches=10, epochs=4, spent=7.0, clock=lambda: clock[0])
+    for index in order.split(8):
+        clock[0] += 0.01 * float(lengths[index].sum())
+        within(index)  # the same pace fits a limit just above it
+
+
+def test_a_fine_tuned_candidate_projected_past_the_time_budget_is_left_out(tiny_backbone, tmp_path, capsys):
+    from dataclasses import asdict
+
+    from flows.summary import model_line
+    from tasks.register import candidate_metrics, candidate_scores, model_choice
+
+    train = cfpb_sample(per_class=20).rename(columns={"issue": "label"})[["text", "label"]]
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="auto", candidates=["tfidf", "full"],
+                         epochs=2, batch_size=8, max_length=64, time_budget=1e-6)  # minutes: nothing fits
+    result = finetune(train, cfg, seed=0, out_dir=tmp_path / "short")
+    left = result.candidates[1]
+    assert left["name"] == "full" and left["left_out"] == "time_budget" and left["projected_seconds"] > 0
+    assert result.choice["weights"] == {"tfidf": 1.0}
+    assert sorted(p.name for p in (result.model_dir / "members").iterdir()) == ["tfidf"]
+    assert "candidate full left out" in capsys.readouterr().out
+    training = asdict(result)
+    assert set(candidate_metrics(training)) == {f"candidate_tfidf_{m}" for m in ("accuracy", "macro_f1", "log_loss")}
+    line = model_line({"strategy": "auto", "model_choice": model_choice(training),
+                       "candidate_scores": candidate_scores(training)})
+    assert "full left out by finetune.time_budget" in line
+
+    roomy = finetune(train, cfg.model_copy(update={"time_budget": 600.0}), seed=0, out_dir=tmp_path / "roomy")
+    assert [c["name"] for c in roomy.candidates] == ["tfidf", "full"]
+    assert not any("left_out" in c for c in roomy.candidates)
+
+    alone = cfg.model_copy(update={"candidates": ["full"]})
+    with pytest.raises(ParamsError, match="finetune.time_budget"):
+        finetune(train, alone, seed=0, out_dir=tmp_path / "alone")
+
+
+def test_the_best_equally_weighed_subset_and_a_lower_confidence_keep_a_clearly_better_single_candidate():
+    from tasks.auto import choose_subset, choose_with_evidence, equal_subsets
+
+    assert [sorted(w) for w in equal_subsets(["a", "b", "c"])] == [
+        ["a"], ["b"], ["c"], ["a", "b"], ["a", "c"], ["b", "c"], ["a", "b", "c"]]
+    rng = np.random.default_rng(1)
+    targets = np.repeat([0, 1], 30)
+    right = np.eye(2)[targets] * 0.6 + 0.2
+    # tfidf right on 40 of 60 rows, full on 46, a weak third on 30: full alone is the best subset
+    tfidf, full = right.copy(), right.copy()
+    for probs, wrong in ((tfidf, 20), (full, 14)):
+        rows = rng.choice(60, wrong, replace=False)
+        probs[rows] = probs[rows][:, ::-1]
+    held = {"tfidf": tfidf, "full": full, "weak": rng.dirichlet([1, 1], 60)}
+    weights, _ = choose_subset(held, targets, "accuracy")
+    assert weights == {"full": 1.0}
+    # whether its gain over the first candidate counts depends on the confidence asked for
+    strict, _ = choose_with_evidence(held, targets, "accuracy", 0, mixtures="subsets", confidence=0.999)
+    loose, _ = choose_with_evidence(held, targets, "accuracy", 0, mixtures="subsets", confidence=0.2)
+    assert strict == {"tfidf": 1.0} and loose == {"full": 1.0}
