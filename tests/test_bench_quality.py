@@ -427,6 +427,16 @@ def test_the_report_lists_what_cross_validation_chose_under_each_table():
     assert report.chosen_lines([{"method": "setfit"}]) == []
 
 
+def test_the_report_lists_what_auto_kept_and_what_its_time_budget_left_out():
+    kept = [{"weights": {"tfidf": 0.5, "embedding": 0.5}, "left_out": ["full"]},
+            {"weights": {"tfidf": 1.0}, "left_out": ["full"]}, {"weights": {"tfidf": 1.0}, "left_out": []}]
+    rows = [{"method": "nichetune_auto", "kept": k} for k in kept] + [{"method": "nichetune_auto"}]
+    assert report.kept_lines(rows) == [
+        "nichetune_auto kept tfidf 1.00 (2 of 3 seeds), tfidf 0.50 + embedding 0.50 (1 of 3 seeds); left out by "
+        "finetune.time_budget: full (2 of 3 seeds).", ""]
+    assert report.kept_lines([{"method": "tfidf_lr"}]) == []
+
+
 class Terminal(io.StringIO):
     """A stderr that says it is a terminal and keeps what was written to it."""
 
@@ -482,8 +492,14 @@ def test_the_endtoend_goal_reads_each_strategys_median_run():
     runs = [{"strategy": strategy, "repeat": repeat, "seconds": seconds, "holdout": "", "stages_s": {}}
             for repeat, pair in enumerate([(170, 110), (200, 115), (175, 190)])
             for strategy, seconds in zip(("auto", "full"), pair)]
-    auto, full = endtoend.goal_lines({"runs": runs})
+    command = "nichetune bench endtoend --strategies auto full --repeats 3"
+    auto, full = endtoend.goal_lines({"banking77_k8": {"command": command, "runs": runs}})
     assert "`auto`: 175 s (median of 3 runs, 170-200 s), goal under 180: holds" in auto
     assert "`full`: 115 s (median of 3 runs, 110-190 s), goal under 180: holds" in full
-    (slow,) = endtoend.goal_lines({"runs": [runs[2]]})
+    (slow,) = endtoend.goal_lines({"banking77_k8": {"command": command, "runs": [runs[2]]}})
     assert slow.endswith("200 s (one run), goal under 180: **does not hold**")
+    cfpb = {"command": "nichetune bench endtoend --dataset cfpb_payday_2023 --strategies auto --repeats 1 "
+                       "--set finetune.time_budget=10", "runs": [{**runs[0], "seconds": 700}]}
+    (line,) = endtoend.goal_lines({"cfpb_payday_2023": cfpb})
+    assert "cfpb_payday_2023" in line and "(--set finetune.time_budget=10): 700 s" in line
+    assert line.endswith("goal under 900: holds")
