@@ -81,9 +81,12 @@ def _folds(labels: list[str], seed: int):
 
 
 def _logistic(C: float):
+    """Classes weighed by their inverse frequency, as the bench's tuned baselines weigh them: on imbalanced labels
+    (cfpb's complaint issues run from 547 rows to 16) small classes are not drowned out; on balanced labels the
+    weights are all 1 (inside cross-validation folds that split a label unevenly, nearly 1)."""
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=C, max_iter=3000)
+    return LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
 
 
 def _fit_linear(features, labels: list[str], C: float) -> Linear:

@@ -47,6 +47,27 @@ def test_tfidf_learner_chooses_by_cross_validation_and_reloads_without_pickle(tm
     np.testing.assert_allclose(again.predict_proba(test["text"].tolist()), probs, rtol=1e-6, atol=1e-9)
 
 
+def test_the_learners_weigh_classes_as_the_baselines_do_which_changes_nothing_on_balanced_labels():
+    from sklearn.linear_model import LogisticRegression
+
+    train = banking("train").groupby("label").head(80).reset_index(drop=True)  # 80 rows of each intent
+    texts, names = train["text"].tolist(), train["label"].tolist()
+    features = learners._vectorizers("word")[0].fit_transform(texts)
+    plain = LogisticRegression(C=10.0, max_iter=3000).fit(features, names)
+    balanced = learners._fit_linear(features, names, 10.0)
+    np.testing.assert_allclose(balanced.coef, plain.coef_, rtol=1e-5, atol=1e-6)
+    # one intent cut to 4 rows: weighed, it keeps more of its probability on its own rows than unweighed
+    small = train["label"].iloc[0]
+    keep = (train["label"] != small) | (train.groupby("label").cumcount() < 4)
+    few = train[keep]
+    features = learners._vectorizers("word")[0].fit_transform(few["text"].tolist())
+    plain = LogisticRegression(C=10.0, max_iter=3000).fit(features, few["label"])
+    balanced = learners._fit_linear(features, few["label"].tolist(), 10.0)
+    mine = (few["label"] == small).to_numpy()
+    column = balanced.labels.index(small)
+    assert balanced.proba(features)[mine, column].mean() > plain.predict_proba(features)[mine, column].mean()
+
+
 def test_the_search_builds_each_folds_features_once_and_they_are_each_choices_own():
     texts = banking("train")["text"].tolist()
     fit, held = list(range(0, len(texts), 2)), list(range(1, len(texts), 2))
