@@ -104,7 +104,7 @@ def choose_with_evidence(held: dict[str, np.ndarray], targets: np.ndarray, metri
     the first candidate (TF-IDF by default) held up best on rows no candidate had seen (BENCHMARKS.md, "How auto
     weighs its candidates"). `mixtures`: grid (`choose`), equal (every candidate with the same weight) or subsets
     (`choose_subset`)."""
-    from tasks.metrics import bootstrap_scores
+    from tasks.metrics import paired_bootstrap
 
     if mixtures == "equal":
         weights = {name: 1 / len(held) for name in held}
@@ -118,9 +118,10 @@ def choose_with_evidence(held: dict[str, np.ndarray], targets: np.ndarray, metri
     if list(weights) == [first]:
         return weights, {**chosen, "fallback": first, "beyond_noise": False}
     mixed = sum(w * held[name] for name, w in weights.items())
-    named = lambda probs: [str(code) for code in probs.argmax(axis=1)]  # noqa: E731  (tasks.metrics scores names)
-    new, old = bootstrap_scores([str(code) for code in targets], [named(mixed), named(held[first])], seed)
-    if np.quantile(new[metric] - old[metric], (1 - confidence) / 2) > 0:
+    named = lambda codes: [str(code) for code in codes]  # noqa: E731  (tasks.metrics scores label names)
+    gap = paired_bootstrap(named(targets), named(mixed.argmax(axis=1)), named(held[first].argmax(axis=1)), seed,
+                           confidence=confidence)[metric]
+    if gap["ci_low"] > 0:
         return weights, {**chosen, "fallback": first, "beyond_noise": True}
     alone = held[first]
     return {first: 1.0}, {metric: score(alone, targets, metric), "log_loss": log_loss(alone, targets),

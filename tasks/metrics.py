@@ -77,9 +77,9 @@ def _resampled_quality(true: np.ndarray, predicted: np.ndarray, labels: int) -> 
     return correct.mean(axis=1), f1.sum(axis=1) / (occurs > 0).sum(axis=1)
 
 
-def interval(draws: np.ndarray) -> tuple[float, float]:
-    """The percentile interval at CONFIDENCE of bootstrap draws."""
-    tail = (1 - CONFIDENCE) / 2
+def interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The percentile interval at `confidence` of bootstrap draws."""
+    tail = (1 - confidence) / 2
     low, high = np.quantile(draws, [tail, 1 - tail])
     return float(low), float(high)
 
@@ -92,14 +92,14 @@ def bootstrap_ci(truth: list, predicted: list, seed: int, resamples: int = BOOTS
 
 
 def paired_bootstrap(truth: list, challenger: list, champion: list, seed: int,
-                     resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, dict]:
-    """Per metric: challenger minus champion on these rows, the 95% interval of that difference over draws shared
-    by both models (a paired bootstrap), and `within_noise`: whether the interval contains 0."""
+                     resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = CONFIDENCE) -> dict[str, dict]:
+    """Per metric: challenger minus champion on these rows, the `confidence` (95%) interval of that difference
+    over draws shared by both models (a paired bootstrap), and `within_noise`: whether the interval contains 0."""
     new, old = bootstrap_scores(truth, [challenger, champion], seed, resamples)
     point_new, point_old = (_point(truth, found) for found in (challenger, champion))
     found = {}
     for metric in QUALITY:
-        low, high = interval(new[metric] - old[metric])
+        low, high = interval(new[metric] - old[metric], confidence)
         found[metric] = {"difference": point_new[metric] - point_old[metric], "ci_low": low, "ci_high": high,
                          "within_noise": low <= 0 <= high, "resamples": resamples}
     return found
