@@ -5,8 +5,10 @@
 For each seed, the training rows are the quality bench's (benchmarks.quality.few_shot: k rows per class from the
 published training split). The dev rows are other rows of that same training split (never the test split), drawn
 with the seed: they stand in for the future texts a user's model meets, and are where the choice rule is judged.
+cfpb_payday_2023 has no such rows: its training rows are January-April 2023 and its dev rows May-June (rows_for).
 Each candidate of params.yaml's `finetune.candidates` is scored out-of-fold on the training rows exactly as `auto`
-scores it (tasks.auto.Candidates), then fitted on every training row and run on the dev rows. Rules compared:
+scores it (tasks.auto.Candidates, under `finetune.time_budget`: one it leaves out on this machine is left out
+here too), then fitted on every training row and run on the dev rows. Rules compared:
 - grid/<metric>: the weights on the grid of tenths with the best out-of-fold <metric>;
 - grid/log_loss: the weights with the lowest out-of-fold log loss;
 - equal: every candidate with the same weight, whatever the out-of-fold scores say;
@@ -15,6 +17,10 @@ scores it (tasks.auto.Candidates), then fitted on every training row and run on 
 - evidence: the grid's weights when their out-of-fold <metric> beats the first candidate alone beyond noise (paired
   bootstrap, tasks.auto.choose_with_evidence), else the first candidate alone;
 - evidence/equal: the same test with equal weights in place of the grid's;
+- rows/equal: equal weights, whose burden of proof depends on the validation rows (tasks.auto.choose_equal): on
+  fewer than tasks.auto.MIN_HELD_ROWS they must beat the first candidate beyond noise, on more the first candidate
+  must beat them beyond noise to be kept alone;
+- pruned/equal: rows/equal without the candidates the first one beats beyond noise (tasks.auto.prune);
 - evidence/subsets: the same test with the best equally weighed subset of the candidates (tasks.auto.choose_subset);
   evidence80/subsets, evidence60/subsets: the same at lower confidence (SUBSET_LEVELS); subsets: no test at all.
 The fine-tuned candidate is also trained with AVERAGED seeds (its probabilities averaged), to measure what
@@ -42,6 +48,20 @@ OUT = RESULTS / "choice.json"
 AVERAGED = 3  # seeds of the fine-tuned candidate averaged
 NOISE = 0.01  # mean dev score a rule must gain over auto's to replace it
 SUBSET_LEVELS = (0.95, 0.8, 0.6)  # confidence of the interval whose lower end must clear 0 (one-sided 97.5, 90, 80%)
+
+
+DEV_FROM = "2023-05"  # cfpb_payday_2023: the training months from May on are its dev rows (see rows_for)
+
+
+def rows_for(name: str, seed: int, dev_count: int, data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training and dev rows of `seed`. cfpb has no rows outside its training months to spare, and its test
+    months come after them, so its dev rows are the last training months (May and June 2023, every row) and its
+    training rows the months before: a later period, as a user's model meets it."""
+    train = load_split(name, seed, data).train
+    if name == "cfpb_payday_2023":
+        later = train["date_received"].str[:7] >= DEV_FROM
+        return train[~later].reset_index(drop=True), train[later].reset_index(drop=True)
+    return train, dev_rows(name, seed, train, dev_count, data)
 
 
 def dev_rows(name: str, seed: int, train: pd.DataFrame, rows: int, data: Path) -> pd.DataFrame:
@@ -82,7 +102,7 @@ def member_dev_probs(candidates, name: str, dev: list[str], seeds: list[int], fo
 
 def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict[str, dict[str, float]]:
     """Each rule's weights, from the out-of-fold probabilities `held`."""
-    from tasks.auto import choose, choose_subset, choose_with_evidence, score, weight_grid
+    from tasks.auto import choose, choose_equal, choose_subset, choose_with_evidence, prune, score, weight_grid
     from tasks.calibration import log_loss
 
     names = list(held)
@@ -93,10 +113,13 @@ def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict
     equal = {name: 1 / len(names) for name in names}
     evidence, _ = choose_with_evidence(held, targets, metric, seed=0)
     evidence_equal, _ = choose_with_evidence(held, targets, metric, seed=0, mixtures="equal")
+    by_rows, _ = choose_equal(held, targets, metric, seed=0)
+    pruned, _ = choose_equal(prune(held, targets, metric, seed=0), targets, metric, seed=0)
     subsets = {f"evidence{'' if level == 0.95 else round(level * 100)}/subsets":
                choose_with_evidence(held, targets, metric, seed=0, mixtures="subsets", confidence=level)[0]
                for level in SUBSET_LEVELS}
-    return {f"grid/{metric}": grid, "evidence": evidence, "evidence/equal": evidence_equal, **subsets,
+    return {f"grid/{metric}": grid, "evidence": evidence, "evidence/equal": evidence_equal, "rows/equal": by_rows,
+            "pruned/equal": pruned, **subsets,
             "subsets": choose_subset(held, targets, metric)[0], "grid/log_loss": dict(zip(names, by_loss)), "equal": equal,
             "best_single": {single: 1.0},
             "shrunk": {name: 0.5 * grid.get(name, 0.0) + 0.5 * equal[name] for name in names}}
@@ -115,22 +138,26 @@ def run_seed(name: str, seed: int, dev_count: int, data: Path, averaged: int = A
     from tasks.auto import Candidates
 
     cfg = strategy_params("auto", {"cache_features": False})
-    train = load_split(name, seed, data).train
-    dev = dev_rows(name, seed, train, dev_count, data)
+    train, dev = rows_for(name, seed, dev_count, data)
     with tempfile.TemporaryDirectory(prefix="choice-") as folder:
         candidates = Candidates(train, cfg, seed, Path(folder), None)
-        for candidate in cfg.candidates:
-            candidates.train_one(candidate)
-        truth = np.array([candidates.labels.index(label) for label in dev["label"].astype(str)])
-        tuned = [c for c in cfg.candidates if c not in ("tfidf", "embedding")]
+        started = time.perf_counter()
+        for candidate in cfg.candidates:  # under finetune.time_budget, as auto trains them on this machine
+            spent = time.perf_counter() - started
+            candidates.train_one(candidate, None if cfg.time_budget is None else cfg.time_budget * 60 - spent)
+        codes = {label: code for code, label in enumerate(candidates.labels)}  # -1: a label new in the dev rows
+        truth = np.array([codes.get(label, -1) for label in dev["label"].astype(str)])
+        kept = list(candidates.probs)  # without any left out by the time budget
+        tuned = [c for c in kept if c not in ("tfidf", "embedding")]
         dev_probs, seconds = {}, {}
-        for candidate in cfg.candidates:
+        for candidate in kept:
             started = time.perf_counter()
             seeds = [seed + 1000 * i for i in range(averaged)] if candidate in tuned else [seed]
             dev_probs[candidate] = member_dev_probs(candidates, candidate, dev["text"].astype(str).tolist(), seeds,
                                                     Path(folder))
             seconds[candidate] = (time.perf_counter() - started) / len(seeds)
     out = {"seed": seed, "train_rows": len(train), "dev_rows": len(dev), "folds": len(candidates.folds),
+           "left_out": [c["name"] for c in candidates.report if "left_out" in c],
            "member_seconds": seconds, "candidates": {}, "rules": {}}
     for candidate, probs in dev_probs.items():
         out["candidates"][candidate] = scores(truth, probs[0])
@@ -168,6 +195,9 @@ TODAY = "evidence/equal"  # auto's rule (tasks.auto.train_auto), which another m
 
 RULES = {"evidence": "grid if beyond noise of the first candidate, else it alone",
          "evidence/equal": "equal weights if beyond noise of the first candidate, else it alone",
+         "rows/equal": "equal weights: on few validation rows only if beyond noise of the first candidate, on "
+                       "more unless the first candidate beats them beyond noise",
+         "pruned/equal": "the same, without the candidates the first beats beyond noise",
          "evidence/subsets": "best equally weighed subset if beyond noise of the first candidate, else it alone",
          "evidence80/subsets": "the same at 80% confidence (one-sided 90%)",
          "evidence60/subsets": "the same at 60% confidence (one-sided 80%)",
@@ -192,7 +222,7 @@ def section(results: dict | None) -> list[str]:
             continue
         metric = r["metric"]
         lines += [f"### {name}: {len(r['runs'])} seeds, {r['runs'][0]['dev_rows']} dev rows", "",
-                  f"`{r['command']}`, {r['date']}, {r['machine']['cores']} cores. Best on these rows: {r['decision']}.",
+                  f"`{r['command']}`, {r['date']}, {r['machine']['cores']} cores. Best on these rows: {decide(r['table'], metric)}.",
                   "", f"| rule | dev {metric} | sd | dev accuracy | dev macro-F1 |", "|---|---|---|---|---|"]
         for rule, scores_ in r["table"].items():
             base = rule.removesuffix("+avg")

@@ -96,6 +96,19 @@ def choose_subset(held: dict[str, np.ndarray], targets: np.ndarray, metric: str)
     return best, {metric: best_key[0], "log_loss": -best_key[1]}
 
 
+def gain(targets: np.ndarray, mixed: np.ndarray, alone: np.ndarray, metric: str, seed: int,
+         confidence: float) -> dict[str, float]:
+    """The paired bootstrap's `confidence` interval (`ci_low`, `ci_high`) of the gain in `metric` of probabilities
+    `mixed` over `alone` on the validation rows, as the gate compares two models."""
+    from tasks.metrics import paired_bootstrap
+
+    def named(codes) -> list[str]:  # tasks.metrics scores label names
+        return [str(code) for code in codes]
+
+    return paired_bootstrap(named(targets), named(mixed.argmax(axis=1)), named(alone.argmax(axis=1)), seed,
+                            confidence=confidence)[metric]
+
+
 def choose_with_evidence(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
                          mixtures: str = "grid", confidence: float = CONFIDENCE) -> tuple[dict[str, float], dict]:
     """The best of `mixtures` when it beats the first candidate alone beyond noise on the validation rows (the
@@ -104,8 +117,6 @@ def choose_with_evidence(held: dict[str, np.ndarray], targets: np.ndarray, metri
     the first candidate (TF-IDF by default) held up best on rows no candidate had seen (BENCHMARKS.md, "How auto
     weighs its candidates"). `mixtures`: grid (`choose`), equal (every candidate with the same weight) or subsets
     (`choose_subset`)."""
-    from tasks.metrics import paired_bootstrap
-
     if mixtures == "equal":
         weights = {name: 1 / len(held) for name in held}
         mixed = sum(w * held[name] for name, w in weights.items())
@@ -118,14 +129,43 @@ def choose_with_evidence(held: dict[str, np.ndarray], targets: np.ndarray, metri
     if list(weights) == [first]:
         return weights, {**chosen, "fallback": first, "beyond_noise": False}
     mixed = sum(w * held[name] for name, w in weights.items())
-    named = lambda codes: [str(code) for code in codes]  # noqa: E731  (tasks.metrics scores label names)
-    gap = paired_bootstrap(named(targets), named(mixed.argmax(axis=1)), named(held[first].argmax(axis=1)), seed,
-                           confidence=confidence)[metric]
-    if gap["ci_low"] > 0:
+    if gain(targets, mixed, held[first], metric, seed, confidence)["ci_low"] > 0:
         return weights, {**chosen, "fallback": first, "beyond_noise": True}
     alone = held[first]
     return {first: 1.0}, {metric: score(alone, targets, metric), "log_loss": log_loss(alone, targets),
                           "fallback": first, "beyond_noise": False}
+
+
+def choose_equal(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
+                 min_rows: int = MIN_HELD_ROWS, confidence: float = CONFIDENCE) -> tuple[dict[str, float], dict]:
+    """Every candidate with the same weight, or the first candidate alone, with the burden of proof set by the
+    number of validation rows: on fewer than `min_rows` the mixture must beat the first candidate beyond noise (as
+    in auto's rule), on more the first candidate must beat the mixture beyond noise to be kept alone. Rule
+    `rows/equal` of benchmarks/choice.py, measured and not adopted: it gained on amazon with 64 rows per class,
+    where 128 validation rows could not show the mixture's gain, and lost on cfpb, where it mixed in the weak
+    sentence-vector learner (BENCHMARKS.md, "How auto weighs its candidates"). `beyond_noise`: the one kept beat
+    the other beyond noise."""
+    first = next(iter(held))
+    equal = {name: 1 / len(held) for name in held}
+    mixed = sum(w * held[name] for name, w in equal.items())
+    burden = "mixture" if len(targets) < min_rows else first
+    gap = gain(targets, mixed, held[first], metric, seed, confidence) if len(held) > 1 else None
+    better, worse = (gap["ci_low"] > 0, gap["ci_high"] < 0) if gap else (False, False)
+    keep_mixture = better if burden == "mixture" else not worse
+    kept = mixed if keep_mixture else held[first]
+    return (equal if keep_mixture else {first: 1.0}), {
+        metric: score(kept, targets, metric), "log_loss": log_loss(kept, targets), "fallback": first,
+        "burden": burden, "beyond_noise": better if keep_mixture else worse}
+
+
+def prune(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
+          confidence: float = CONFIDENCE) -> dict[str, np.ndarray]:
+    """The first candidate and every other one it does not beat beyond noise on the validation rows: a member
+    far weaker than the first (the frozen sentence vectors on cfpb's long complaints) drags an equal mixture
+    down. Rule `pruned/equal` of benchmarks/choice.py: `choose_equal` on these."""
+    first = next(iter(held))
+    return {name: probs for name, probs in held.items()
+            if name == first or gain(targets, probs, held[first], metric, seed, confidence)["ci_high"] >= 0}
 
 
 def folds_for(texts: list[str], names: list[str], fraction: float, seed: int,

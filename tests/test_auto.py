@@ -237,6 +237,39 @@ def test_the_equal_mixture_is_kept_only_when_it_beats_the_first_candidate_beyond
     assert weights == {"tfidf": 1.0} and not chosen["beyond_noise"]
 
 
+def test_on_enough_validation_rows_the_first_candidate_must_beat_the_equal_mixture_to_be_kept_alone():
+    from tasks.auto import MIN_HELD_ROWS, choose_equal
+
+    rng = np.random.default_rng(0)
+    targets = np.repeat([0, 1], 100)
+    guess = lambda: rng.dirichlet([1, 1], len(targets))  # noqa: E731  (no better than chance)
+    sure = np.eye(2)[targets] * 0.8 + 0.1  # always right
+    wrong = 1.0 - (np.eye(2)[targets] * 0.98 + 0.01)  # always wrong, and sure of it
+    held = {"tfidf": guess(), "full": guess()}  # neither beats the other beyond noise
+    weights, chosen = choose_equal(held, targets, "macro_f1", 0)
+    assert weights == {"tfidf": 0.5, "full": 0.5} and chosen["burden"] == "tfidf" and not chosen["beyond_noise"]
+    few = np.arange(0, 200, 25)  # 8 rows, fewer than MIN_HELD_ROWS: the mixture must prove itself, and cannot
+    assert len(few) < MIN_HELD_ROWS <= len(targets)
+    weights, chosen = choose_equal({name: probs[few] for name, probs in held.items()}, targets[few], "macro_f1", 0)
+    assert weights == {"tfidf": 1.0} and chosen["burden"] == "mixture"
+    weights, chosen = choose_equal({"tfidf": sure, "full": wrong}, targets, "macro_f1", 0)
+    assert weights == {"tfidf": 1.0} and chosen["beyond_noise"] and chosen["macro_f1"] == 1.0
+    weights, chosen = choose_equal({"tfidf": guess(), "full": sure}, targets, "macro_f1", 0)
+    assert weights == {"tfidf": 0.5, "full": 0.5} and chosen["beyond_noise"]
+
+
+def test_pruning_drops_the_candidates_the_first_one_beats_beyond_noise():
+    from tasks.auto import prune
+
+    targets = np.repeat([0, 1], 100)
+    sure = np.eye(2)[targets] * 0.8 + 0.1
+    wrong = 1.0 - sure
+    first, close = sure.copy(), sure.copy()
+    first[::20], close[10::20] = wrong[::20], wrong[10::20]  # each wrong on 10 other rows of 200: a tie
+    kept = prune({"tfidf": first, "embedding": wrong, "full": close}, targets, "macro_f1", 0)
+    assert list(kept) == ["tfidf", "full"]
+
+
 def test_a_run_projects_its_time_from_the_tokens_of_its_first_batches():
     import torch
 
