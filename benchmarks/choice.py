@@ -21,6 +21,8 @@ here too), then fitted on every training row and run on the dev rows. Rules comp
   fewer than tasks.auto.MIN_HELD_ROWS they must beat the first candidate beyond noise, on more the first candidate
   must beat them beyond noise to be kept alone;
 - pruned/equal: rows/equal without the candidates the first one beats beyond noise (tasks.auto.prune);
+- rows/shrunk: on fewer than tasks.auto.MIN_HELD_ROWS validation rows auto's rule, on more `shrunk`, with no
+  test (tasks.auto.choose_shrunk);
 - evidence/subsets: the same test with the best equally weighed subset of the candidates (tasks.auto.choose_subset);
   evidence80/subsets, evidence60/subsets: the same at lower confidence (SUBSET_LEVELS); subsets: no test at all.
 The fine-tuned candidate is also trained with AVERAGED seeds (its probabilities averaged), to measure what
@@ -102,7 +104,8 @@ def member_dev_probs(candidates, name: str, dev: list[str], seeds: list[int], fo
 
 def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict[str, dict[str, float]]:
     """Each rule's weights, from the out-of-fold probabilities `held`."""
-    from tasks.auto import choose, choose_equal, choose_subset, choose_with_evidence, prune, score, weight_grid
+    from tasks.auto import (choose, choose_equal, choose_shrunk, choose_subset, choose_with_evidence, prune, score,
+                            weight_grid)
     from tasks.calibration import log_loss
 
     names = list(held)
@@ -115,11 +118,12 @@ def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict
     evidence_equal, _ = choose_with_evidence(held, targets, metric, seed=0, mixtures="equal")
     by_rows, _ = choose_equal(held, targets, metric, seed=0)
     pruned, _ = choose_equal(prune(held, targets, metric, seed=0), targets, metric, seed=0)
+    shrunk_by_rows, _ = choose_shrunk(held, targets, metric, seed=0)
     subsets = {f"evidence{'' if level == 0.95 else round(level * 100)}/subsets":
                choose_with_evidence(held, targets, metric, seed=0, mixtures="subsets", confidence=level)[0]
                for level in SUBSET_LEVELS}
     return {f"grid/{metric}": grid, "evidence": evidence, "evidence/equal": evidence_equal, "rows/equal": by_rows,
-            "pruned/equal": pruned, **subsets,
+            "pruned/equal": pruned, "rows/shrunk": shrunk_by_rows, **subsets,
             "subsets": choose_subset(held, targets, metric)[0], "grid/log_loss": dict(zip(names, by_loss)), "equal": equal,
             "best_single": {single: 1.0},
             "shrunk": {name: 0.5 * grid.get(name, 0.0) + 0.5 * equal[name] for name in names}}
@@ -198,6 +202,7 @@ RULES = {"evidence": "grid if beyond noise of the first candidate, else it alone
          "rows/equal": "equal weights: on few validation rows only if beyond noise of the first candidate, on "
                        "more unless the first candidate beats them beyond noise",
          "pruned/equal": "the same, without the candidates the first beats beyond noise",
+         "rows/shrunk": "on few validation rows auto's, on more half grid, half equal",
          "evidence/subsets": "best equally weighed subset if beyond noise of the first candidate, else it alone",
          "evidence80/subsets": "the same at 80% confidence (one-sided 90%)",
          "evidence60/subsets": "the same at 60% confidence (one-sided 80%)",

@@ -158,6 +158,20 @@ def choose_equal(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, 
         "burden": burden, "beyond_noise": better if keep_mixture else worse}
 
 
+def choose_shrunk(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
+                  min_rows: int = MIN_HELD_ROWS) -> tuple[dict[str, float], dict]:
+    """On fewer than `min_rows` validation rows, auto's rule (`choose_with_evidence`, equal weights); on more, the
+    grid's best weights (`choose`) shrunk halfway towards equal weights, with no test: enough rows to let the
+    scores move the weights, too few to trust them alone. Rule `rows/shrunk` of benchmarks/choice.py."""
+    if len(targets) < min_rows:
+        return choose_with_evidence(held, targets, metric, seed, mixtures="equal")
+    grid, _ = choose(held, targets, metric)
+    weights = {name: 0.5 * grid.get(name, 0.0) + 0.5 / len(held) for name in held}
+    mixed = sum(w * held[name] for name, w in weights.items())
+    return weights, {metric: score(mixed, targets, metric), "log_loss": log_loss(mixed, targets),
+                     "fallback": next(iter(held)), "beyond_noise": False}
+
+
 def prune(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
           confidence: float = CONFIDENCE) -> dict[str, np.ndarray]:
     """The first candidate and every other one it does not beat beyond noise on the validation rows: a member

@@ -270,6 +270,24 @@ def test_pruning_drops_the_candidates_the_first_one_beats_beyond_noise():
     assert list(kept) == ["tfidf", "full"]
 
 
+def test_shrunk_weights_lie_halfway_between_the_grids_and_equal_ones_on_enough_rows():
+    from tasks.auto import MIN_HELD_ROWS, choose, choose_shrunk, choose_with_evidence
+
+    rng = np.random.default_rng(2)
+    targets = np.repeat([0, 1], 100)
+    held = {"tfidf": rng.dirichlet([1, 1], 200), "embedding": rng.dirichlet([1, 1], 200),
+            "full": np.eye(2)[targets] * 0.8 + 0.1}
+    grid, _ = choose(held, targets, "macro_f1")
+    weights, _ = choose_shrunk(held, targets, "macro_f1", 0)
+    assert weights == pytest.approx({name: 0.5 * grid.get(name, 0.0) + 0.5 / 3 for name in held})
+    assert sum(weights.values()) == pytest.approx(1.0)
+    few = np.arange(0, 200, 25)  # fewer than MIN_HELD_ROWS: auto's own rule
+    assert len(few) < MIN_HELD_ROWS
+    small = {name: probs[few] for name, probs in held.items()}
+    assert choose_shrunk(small, targets[few], "macro_f1", 0) == choose_with_evidence(
+        small, targets[few], "macro_f1", 0, mixtures="equal")
+
+
 def test_a_run_projects_its_time_from_the_tokens_of_its_first_batches():
     import torch
 
