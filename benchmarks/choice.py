@@ -227,14 +227,18 @@ def section(results: dict | None) -> list[str]:
             continue
         metric = r["metric"]
         lines += [f"### {name}: {len(r['runs'])} seeds, {r['runs'][0]['dev_rows']} dev rows", "",
-                  f"`{r['command']}`, {r['date']}, {r['machine']['cores']} cores. Best on these rows: {decide(r['table'], metric)}.",
-                  "", f"| rule | dev {metric} | sd | dev accuracy | dev macro-F1 |", "|---|---|---|---|---|"]
+                  f"`{r['command']}`, {r['date']}, {r['machine']['cores']} cores. "
+                  f"Best on these rows: {decide(r['table'], metric)}.",
+                  ""]
+        also = [m for m in ("accuracy", "macro_f1") if m != metric]  # the other scores, beside the metric's
+        lines += [f"| rule | dev {metric} | sd | " + " | ".join(f"dev {m.replace('_f1', '-F1')}" for m in also) + " |",
+                  "|---|---|---|" + "---|" * len(also)]
         for rule, scores_ in r["table"].items():
             base = rule.removesuffix("+avg")
             label = RULES.get(base, f"grid, best {base.partition('/')[2]}") + (" (auto's)" if base == TODAY else "") \
                 + rule[len(base):]
             lines.append(f"| {label} | {100 * scores_[metric]:.1f} | {100 * scores_['sd_' + metric]:.1f} | "
-                         f"{100 * scores_['accuracy']:.1f} | {100 * scores_['macro_f1']:.1f} |")
+                         + " | ".join(f"{100 * scores_[m]:.1f}" for m in also) + " |")
         alone = {c for run in r["runs"] for c in run["candidates"]}
         lines += ["", f"| candidate alone | dev {metric} | train s (one seed) |", "|---|---|---|"]
         for candidate in sorted(alone):
