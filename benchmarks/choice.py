@@ -126,7 +126,7 @@ def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict
             "pruned/equal": pruned, "rows/shrunk": shrunk_by_rows, **subsets,
             "subsets": choose_subset(held, targets, metric)[0], "grid/log_loss": dict(zip(names, by_loss)), "equal": equal,
             "best_single": {single: 1.0},
-            "shrunk": {name: 0.5 * grid.get(name, 0.0) + 0.5 * equal[name] for name in names}}
+            "shrunk": choose_shrunk(held, targets, metric, seed=0, min_rows=0)[0]}
 
 
 def scores(truth: np.ndarray, probs: np.ndarray) -> dict[str, float]:
