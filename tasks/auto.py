@@ -141,10 +141,8 @@ def choose_equal(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, 
     """Every candidate with the same weight, or the first candidate alone, with the burden of proof set by the
     number of validation rows: on fewer than `min_rows` the mixture must beat the first candidate beyond noise (as
     in auto's rule), on more the first candidate must beat the mixture beyond noise to be kept alone. Rule
-    `rows/equal` of benchmarks/choice.py, measured and not adopted: it gained on amazon with 64 rows per class,
-    where 128 validation rows could not show the mixture's gain, and lost on cfpb, where it mixed in the weak
-    sentence-vector learner (BENCHMARKS.md, "How auto weighs its candidates"). `beyond_noise`: the one kept beat
-    the other beyond noise."""
+    `rows/equal` of benchmarks/choice.py; its scores beside auto's: BENCHMARKS.md, "How auto weighs its
+    candidates". `beyond_noise`: the one kept beat the other beyond noise."""
     first = next(iter(held))
     equal = {name: 1 / len(held) for name in held}
     mixed = sum(w * held[name] for name, w in equal.items())
@@ -174,9 +172,9 @@ def choose_shrunk(held: dict[str, np.ndarray], targets: np.ndarray, metric: str,
 
 def prune(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
           confidence: float = CONFIDENCE) -> dict[str, np.ndarray]:
-    """The first candidate and every other one it does not beat beyond noise on the validation rows: a member
-    far weaker than the first (the frozen sentence vectors on cfpb's long complaints) drags an equal mixture
-    down. Rule `pruned/equal` of benchmarks/choice.py: `choose_equal` on these."""
+    """The first candidate and every other one it does not beat beyond noise on the validation rows, since a
+    much weaker member drags an equal mixture down. Rule `pruned/equal` of benchmarks/choice.py: `choose_equal`
+    on these."""
     first = next(iter(held))
     return {name: probs for name, probs in held.items()
             if name == first or gain(targets, probs, held[first], metric, seed, confidence)["ci_high"] >= 0}
