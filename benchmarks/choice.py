@@ -21,8 +21,8 @@ here too), then fitted on every training row and run on the dev rows. Rules comp
   fewer than tasks.auto.MIN_HELD_ROWS they must beat the first candidate beyond noise, on more the first candidate
   must beat them beyond noise to be kept alone;
 - pruned/equal: rows/equal without the candidates the first one beats beyond noise (tasks.auto.prune);
-- rows/shrunk: on fewer than tasks.auto.MIN_HELD_ROWS validation rows auto's rule, on more `shrunk`, with no
-  test (tasks.auto.choose_shrunk);
+- rows/shrunk: on fewer than tasks.auto.MIN_HELD_ROWS validation rows evidence/equal, on more `shrunk`, with no
+  test (tasks.auto.choose_shrunk, auto's rule);
 - evidence/subsets: the same test with the best equally weighed subset of the candidates (tasks.auto.choose_subset);
   evidence80/subsets, evidence60/subsets: the same at lower confidence (SUBSET_LEVELS); subsets: no test at all.
 The fine-tuned candidate is also trained with AVERAGED seeds (its probabilities averaged), to measure what
@@ -189,12 +189,14 @@ def decide(table: dict, metric: str) -> str:
     """The best rule on these dev rows, against auto's (TODAY)."""
     today = TODAY
     best = max((name for name in table if not name.endswith("+avg")), key=lambda n: table[n][metric])
+    if today not in table:
+        return f"{best}; auto's rule, {today}, was not run on these rows"
     if table[best][metric] - table[today][metric] < NOISE:
         return f"{today} (auto's): no rule gains {NOISE:.2f} {metric} over it on these dev rows"
     return f"{best}: {table[best][metric] - table[today][metric]:+.3f} {metric} over {today} on these dev rows"
 
 
-TODAY = "evidence/equal"  # auto's rule (tasks.auto.train_auto), which another must beat by NOISE to replace
+TODAY = "rows/shrunk"  # auto's rule (tasks.auto.train_auto), which another must beat by NOISE to replace
 
 
 RULES = {"evidence": "grid if beyond noise of the first candidate, else it alone",
@@ -202,7 +204,8 @@ RULES = {"evidence": "grid if beyond noise of the first candidate, else it alone
          "rows/equal": "equal weights: on few validation rows only if beyond noise of the first candidate, on "
                        "more unless the first candidate beats them beyond noise",
          "pruned/equal": "the same, without the candidates the first beats beyond noise",
-         "rows/shrunk": "on few validation rows auto's, on more half grid, half equal",
+         "rows/shrunk": "on few validation rows equal weights if beyond noise of the first candidate, else it "
+                        "alone; on more half grid, half equal",
          "evidence/subsets": "best equally weighed subset if beyond noise of the first candidate, else it alone",
          "evidence80/subsets": "the same at 80% confidence (one-sided 90%)",
          "evidence60/subsets": "the same at 60% confidence (one-sided 80%)",

@@ -5,12 +5,13 @@ No single learner wins on every dataset: TF-IDF n-grams read rare domain words a
 frozen sentence vectors generalise from very few rows, the fine-tuned transformer wins when labels are plenty
 (BENCHMARKS.md). So each candidate in `finetune.candidates` is fitted on the training rows less the validation
 share and scored there (on small data, where that share would be a handful of rows, in stratified folds so
-that every row is scored once). The mixture of every candidate with equal weights is kept when it beats the
-first candidate alone beyond noise on `finetune.choice_metric` (a paired bootstrap over the validation rows);
-else the first candidate (the cheapest) is kept alone. Weights fitted on a grid scored worse on rows no
-candidate had seen, at 8 rows per class: on a few dozen validation rows the best-scoring weights are mostly
-luck (BENCHMARKS.md, "How auto weighs its candidates"). One temperature then calibrates the model on the same
-rows, and the chosen candidates are fitted on every training row."""
+that every row is scored once). How they are weighed depends on how many validation rows judge them
+(`choose_shrunk`): on fewer than MIN_HELD_ROWS, the mixture of every candidate with equal weights is kept when it
+beats the first candidate alone beyond noise on `finetune.choice_metric` (a paired bootstrap over the validation
+rows), else the first candidate (the cheapest) is kept alone, since there the best-scoring weights are mostly
+luck; on more, the weights that score best, shrunk halfway towards equal ones. Both scored best on rows no
+candidate had seen (BENCHMARKS.md, "How auto weighs its candidates"). One temperature then calibrates the model on
+the same rows, and the chosen candidates are fitted on every training row."""
 
 from __future__ import annotations
 
@@ -158,16 +159,18 @@ def choose_equal(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, 
 
 def choose_shrunk(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
                   min_rows: int = MIN_HELD_ROWS) -> tuple[dict[str, float], dict]:
-    """On fewer than `min_rows` validation rows, auto's rule (`choose_with_evidence`, equal weights); on more, the
-    grid's best weights (`choose`) shrunk halfway towards equal weights, with no test: enough rows to let the
-    scores move the weights, too few to trust them alone. Rule `rows/shrunk` of benchmarks/choice.py."""
+    """Auto's rule. On fewer than `min_rows` validation rows, `choose_with_evidence` with equal weights; on more,
+    the grid's best weights (`choose`) shrunk halfway towards equal weights, with no test: enough rows to let the
+    scores move the weights, too few to trust them alone. Rule `rows/shrunk` of benchmarks/choice.py. `shrunk`:
+    which of the two chose."""
     if len(targets) < min_rows:
-        return choose_with_evidence(held, targets, metric, seed, mixtures="equal")
+        weights, chosen = choose_with_evidence(held, targets, metric, seed, mixtures="equal")
+        return weights, {**chosen, "shrunk": False}
     grid, _ = choose(held, targets, metric)
     weights = {name: 0.5 * grid.get(name, 0.0) + 0.5 / len(held) for name in held}
     mixed = sum(w * held[name] for name, w in weights.items())
     return weights, {metric: score(mixed, targets, metric), "log_loss": log_loss(mixed, targets),
-                     "fallback": next(iter(held)), "beyond_noise": False}
+                     "fallback": next(iter(held)), "beyond_noise": False, "shrunk": True}
 
 
 def prune(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
@@ -340,17 +343,21 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
     if not candidates.probs:
         raise ParamsError(f"finetune.time_budget: {cfg.time_budget:g} min is too short for every candidate of "
                           f"finetune.candidates; raise it, or add tfidf or embedding (they train in minutes)")
-    weights, chosen = choose_with_evidence(candidates.probs, candidates.targets, cfg.choice_metric, seed,
-                                           mixtures="equal")
+    weights, chosen = choose_shrunk(candidates.probs, candidates.targets, cfg.choice_metric, seed)
     mixed = sum(w * candidates.probs[name] for name, w in weights.items())
     temperature = fit_temperature(mixed, candidates.targets)
     chosen.update(temperature=temperature,
                   log_loss_calibrated=log_loss(apply_temperature(mixed, temperature), candidates.targets))
     model_dir = save_portfolio(candidates, weights, temperature, out_dir, run_fingerprint(train, cfg, seed))
     shutil.rmtree(candidates.folder, ignore_errors=True)
-    fallback = "" if chosen["beyond_noise"] or list(weights) != [chosen["fallback"]] else \
-        ": no mixture beat it beyond noise"
-    say("auto: chose " + " + ".join(f"{name} {w:.1f}" for name, w in weights.items()) + fallback
+    rows = len(candidates.targets)
+    if chosen["shrunk"]:
+        why = f": the best weights on {rows} validation rows, shrunk halfway towards equal ones"
+    elif list(weights) == [chosen["fallback"]] and not chosen["beyond_noise"]:
+        why = f": no mixture beat it beyond noise on {rows} validation rows"
+    else:
+        why = f": the equal mixture beat {chosen['fallback']} beyond noise on {rows} validation rows"
+    say("auto: chose " + " + ".join(f"{name} {w:.2f}" for name, w in weights.items()) + why
         + f" (validation {cfg.choice_metric} {chosen[cfg.choice_metric]:.3f}, temperature {temperature:.2f})")
     tuned = candidates.final or candidates.result  # the fine-tuned member's training record, if one was chosen
     result = FinetuneResult(

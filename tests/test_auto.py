@@ -284,8 +284,9 @@ def test_shrunk_weights_lie_halfway_between_the_grids_and_equal_ones_on_enough_r
     few = np.arange(0, 200, 25)  # fewer than MIN_HELD_ROWS: auto's own rule
     assert len(few) < MIN_HELD_ROWS
     small = {name: probs[few] for name, probs in held.items()}
-    assert choose_shrunk(small, targets[few], "macro_f1", 0) == choose_with_evidence(
-        small, targets[few], "macro_f1", 0, mixtures="equal")
+    weights, chosen = choose_shrunk(small, targets[few], "macro_f1", 0)
+    assert not chosen.pop("shrunk")
+    assert (weights, chosen) == choose_with_evidence(small, targets[few], "macro_f1", 0, mixtures="equal")
 
 
 def test_a_run_projects_its_time_from_the_tokens_of_its_first_batches():
