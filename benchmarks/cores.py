@@ -2,8 +2,8 @@
 
     nichetune bench cores [--repeats 2] [--data DIR]
 
-The job: the default strategy for 2 epochs on 16 banking77 training rows of each of 20 intents, in a new
-process. Each repeat runs, in turn: the job alone; two jobs started together, each told to take every core
+The job: the default's fine-tuning (`full`, auto's fine-tuned candidate) for 2 epochs on 16 banking77 training
+rows of each of 20 intents, in a new process. Each repeat runs, in turn: the job alone; two jobs started together, each told to take every core
 (NICHETUNE_THREADS set to the machine's cores, how nichetune ran before tasks.cores); and two jobs started
 together with the shared count (the default). Each figure is the wall time until both jobs ended, as a ratio to
 the job alone in the same repeat (2.0: no worse than running them one after the other); medians over repeats."""
@@ -32,6 +32,7 @@ def job(banking77: Path, out: Path) -> None:
     """One training (the process a benchmark run starts)."""
     import pandas as pd
 
+    from benchmarks import quality
     from tasks.config import FinetuneParams
     from tasks.finetune import finetune
     from tasks.runtime import quiet_offline_defaults
@@ -40,7 +41,8 @@ def job(banking77: Path, out: Path) -> None:
     train = pd.read_csv(banking77 / "train.csv").rename(columns={"category": "label"})
     intents = sorted(train["label"].unique())[:INTENTS]
     rows = train[train["label"].isin(intents)].groupby("label", group_keys=False).sample(ROWS, random_state=0)
-    finetune(rows[["text", "label"]], FinetuneParams(epochs=EPOCHS), seed=0, out_dir=out)
+    cfg = FinetuneParams(strategy=quality.tuned_strategy(), epochs=EPOCHS)
+    finetune(rows[["text", "label"]], cfg, seed=0, out_dir=out)
 
 
 def together(count: int, banking77: Path, folder: Path, env: dict) -> float:

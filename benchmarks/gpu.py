@@ -1,12 +1,13 @@
-"""Benchmark: training samples per second of the default strategy against a plain PyTorch loop, on a GPU.
+"""Benchmark: training samples per second of the default's fine-tuning against a plain PyTorch loop, on a GPU.
 
     nichetune bench gpu [--rows 2048] [--epochs 2] [--repeats 3] [--device cuda] [--out FILE] [--note TEXT]
                         [--data DIR]
 
 Rows: the first `--rows` of banking77's training texts (banking77/ under --data, default ../shared/data), 77
-intents. Both loops train the same model (`tasks.finetune.build_model` with params.yaml's finetune section: the
-default strategy), on the same rows in batches of the same size, padded per batch to the same `max_length`, in the
-same precision (bf16 autocast on CUDA), for `--epochs` epochs:
+intents. Both loops train the same model (`tasks.finetune.build_model` with params.yaml's finetune section and
+the strategy whose network it trains: `full`, auto's fine-tuned candidate), on the same rows in batches of the
+same size, padded per batch to the same `max_length`, in the same precision (bf16 autocast on CUDA), for
+`--epochs` epochs:
 - nichetune: `tasks.finetune.finetune` itself, with params.yaml's finetune section but no early-stopping share and
   no work dir (no checkpoints), so that only training is timed: its seeded batch order, layer-wise learning rates,
   schedule, class handling and pair loss included. Samples per second is `FinetuneResult.samples_per_second`
@@ -89,11 +90,12 @@ def measure(rows: int, epochs: int, repeats: int, device: str, folder: Path, bac
     import torch
     import transformers
 
+    from benchmarks import quality
     from tasks.config import FinetuneParams
     from tasks.model import resolve_device
 
     settings = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
-    settings.update(epochs=epochs, device=device, validation_fraction=0.0)
+    settings.update(epochs=epochs, device=device, validation_fraction=0.0, strategy=quality.tuned_strategy())
     if backbone is not None:
         settings["backbone"] = backbone
     cfg = FinetuneParams.model_validate(settings)

@@ -7,7 +7,8 @@ row number appended until there are N, so that no two rows are duplicates; label
 span a year. Each repeat uses a fresh temporary git + DVC project with a local directory remote. Each step runs in
 its own new process, so that its peak resident memory is its own: ingest (`ingest_batch`: read, checks, PII masking,
 store, DVC add + push), validate (`assemble` + the Great Expectations suite and Data Docs), train (split + fine-tune
-with the params.yaml defaults but `--train-epochs` epochs (default 1: the default strategy's 8 epochs at 100k rows
+with the params.yaml defaults, the default's fine-tuned network (`full`, auto's fine-tuned candidate), but
+`--train-epochs` epochs (default 1: its 8 epochs at 100k rows
 would take hours on 2 cores, and time grows linearly with epochs), the feature cache empty: the first training on a
 new dataset version). Figures are medians over the repeats."""
 
@@ -51,7 +52,10 @@ def step(name: str, root: Path, csv_path: Path, train_epochs: int = 1) -> dict:
     from tasks.ingest import ingest_batch
     from tasks.layout import SUMMARY_FILE, stage
 
-    finetune = load_params(REPO / "params.yaml", [f"finetune.epochs={train_epochs}"]).finetune
+    from benchmarks.quality import tuned_strategy
+
+    finetune = load_params(REPO / "params.yaml", [f"finetune.epochs={train_epochs}",
+                                                  f"finetune.strategy={tuned_strategy()}"]).finetune
     params = Params.model_validate({"ingest": {"dataset": "bench", "path": None, "timestamp_column": "created_at"},
                                     "finetune": finetune})
     paths = Paths.of(root, params)

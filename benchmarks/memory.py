@@ -1,11 +1,11 @@
-"""Benchmark: peak memory and time of training the default strategy on each dataset, with and without gradient
-checkpointing (finetune.gradient_checkpointing).
+"""Benchmark: peak memory and time of the default's fine-tuning (`full`, auto's fine-tuned candidate) on each
+dataset, with and without gradient checkpointing (finetune.gradient_checkpointing).
 
     nichetune bench memory [--rows 240] [--data DIR]
 
 Each dataset of the quality table's families (banking77 and amazon_counterfactual_en at 8 and 64 rows per
 class, cfpb_payday_2023) gives `--rows` training rows sampled with seed 0 (all of them when it has fewer), and
-the default strategy trains for one epoch in a new process, once with `never` and once with `auto`. Peak memory
+that strategy trains for one epoch in a new process, once with `never` and once with `auto`. Peak memory
 is the process's maximum resident set (getrusage), so it includes Python, the libraries and the model; it does
 not grow with epochs or with rows beyond the batches' shapes, which the sample keeps (the same text lengths)."""
 
@@ -45,7 +45,8 @@ def job(dataset: str, setting: str, rows: int, data: Path) -> dict:
     train = train.sample(min(rows, len(train)), random_state=0)[["text", "label"]]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        finetune(train, FinetuneParams(epochs=1, gradient_checkpointing=setting), seed=0, out_dir=Path(out))
+        cfg = FinetuneParams(strategy=quality.tuned_strategy(), epochs=1, gradient_checkpointing=setting)
+        finetune(train, cfg, seed=0, out_dir=Path(out))
     seconds = round(time.perf_counter() - started, 1)
     return {"dataset": dataset, "setting": setting, "rows": len(train), "seconds": seconds,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
@@ -91,9 +92,9 @@ def section(results: dict | None) -> list[str]:
     by = {(run["dataset"], run["setting"]): run for run in results["runs"]}
     lines = ["## Training memory: gradient checkpointing (memory)", "",
              f"`{results['command']}` ({results['date']}, {results['machine']}); `benchmarks/results/memory.json`; "
-             "protocol in `benchmarks/memory.py`. The default strategy, one epoch, each run in its own process; peak "
-             "resident memory of the process. `auto` turns checkpointing on only where a batch can hold more than "
-             "2,048 tokens.", "",
+             "protocol in `benchmarks/memory.py`. The default's fine-tuned network (`full`), one epoch, each run in "
+             "its own process; peak resident memory of the process. `auto` turns checkpointing on only where a batch "
+             "can hold more than 2,048 tokens.", "",
              "| dataset | rows | never: peak GB | never: s | auto: peak GB | auto: s | time × never |",
              "|---|---|---|---|---|---|---|"]
     for dataset in dict.fromkeys(run["dataset"] for run in results["runs"]):

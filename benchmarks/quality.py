@@ -429,6 +429,15 @@ def project_finetune() -> dict:
     return project_params()["finetune"]
 
 
+def tuned_strategy() -> str:
+    """The strategy whose network the default trains: params.yaml's strategy, or auto's fine-tuned candidate. The
+    benchmarks of the training loop (gpu, memory, cores, growth, runtime) time this one, as a fine-tuned network is
+    what costs time, memory and cores; the fast learners beside it fit in seconds."""
+    from tasks.config import FinetuneParams
+
+    return FinetuneParams(**project_finetune()).tuned_strategy
+
+
 def bench_workdir() -> Path:
     """Where nichetune_* and setfit runs keep their checkpoints: `bench/` in the project's base.workdir (git-ignored)."""
     return REPO / project_params()["base"]["workdir"] / "bench"

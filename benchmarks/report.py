@@ -41,8 +41,8 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-# What strategy auto must reach, on the quality table's rows, before it can replace the default: at least every
-# tuned baseline, with these floors (dataset, metric, at least %)
+# What strategy auto, the default, must reach on the quality table's rows (issue 52): at least every tuned
+# baseline, with these floors (dataset, metric, at least %)
 AUTO_METHOD = "nichetune_auto"
 AUTO_TARGETS = [("banking77_k8", "accuracy", 84.0), ("banking77_k64", "accuracy", 92.5),
                 ("amazon_counterfactual_en_k8", "mcc", 35.0), ("amazon_counterfactual_en_k64", "mcc", 70.0),
@@ -251,7 +251,7 @@ def growth_section(growth: dict | None) -> list[str]:
         return ["## Growth", "", "Not measured yet: `nichetune bench growth`.", ""]
     lines = ["## Growth: ingest, validation and training at 1k, 10k and 100k rows", "",
              "Protocol in `benchmarks/growth.py`; `benchmarks/results/growth.json`. Each step in its own process "
-             "(its own peak memory); training is the params.yaml default strategy of the day (column strategy) on "
+             "(its own peak memory); training is the default's fine-tuned network of the day (column strategy) on "
              "the training split (80%) for the epochs shown (time grows linearly with epochs), feature cache "
              "empty. Goal for ingest + validation at 100k rows (ingest issue): under 30 s and 1 GB.", "",
              "| rows | ingest s | ingest MB | validate s | validate MB | strategy | train epochs | train s | train MB "

@@ -165,7 +165,7 @@ class FinetuneParams(Section):
     """How the backbone is adapted; see docs/strategies.md for what each one trains."""
 
     backbone: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2), a local model folder, or a hub id
-    strategy: Strategy = "full"
+    strategy: Strategy = "auto"
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(16, ge=1)
     gradient_accumulation: int = Field(1, ge=1)  # optimizer step every N batches
@@ -211,6 +211,14 @@ class FinetuneParams(Section):
     gradient_checkpointing: Literal["auto", "always", "never"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA with bf16 when present, else the CPU
     privacy: PrivacyParams = PrivacyParams()  # differential privacy; epsilon null: off
+
+    @property
+    def tuned_strategy(self) -> str | None:
+        """The strategy that fine-tunes a network: `strategy` itself, or auto's fine-tuning candidate (None when
+        its candidates are only tfidf and embedding)."""
+        if self.strategy != "auto":
+            return self.strategy
+        return next((name for name in self.candidates if name not in LEARNERS), None)
 
     @field_validator("backbone")
     @classmethod

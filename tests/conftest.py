@@ -134,7 +134,8 @@ def project_params(backbone: str, **sections) -> dict:
                    "label_column": "issue", "timestamp_column": "date_received", "id_column": "complaint_id"},
         "validate": {"labels": [], "min_examples_per_class": 5},
         "split": {"holdout_fraction": 0.25},
-        "finetune": {"backbone": backbone, "epochs": 2, "batch_size": 8, "max_length": 64,
+        # one fine-tuned network: the pipeline's plumbing in seconds; tests/test_auto.py runs the default, auto
+        "finetune": {"backbone": backbone, "strategy": "full", "epochs": 2, "batch_size": 8, "max_length": 64,
                      "learning_rate": 0.005},
         "adapt": {"objective": "none"},  # dvc.yaml's finetune stage reads both sections: DVC wants them present
         "self_training": {"rounds": 0},

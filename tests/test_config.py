@@ -30,7 +30,8 @@ def params_error(raw: dict) -> str:
 def test_defaults_load_with_the_documented_values():
     params = Params()
     assert params.base.seed == 42 and params.base.workdir == "outputs"
-    assert params.finetune.strategy == "full" and params.finetune.epochs == 8
+    assert params.finetune.strategy == "auto" and params.finetune.tuned_strategy == "full"
+    assert params.finetune.epochs == 8
     assert params.finetune.pair_loss_weight == 10.0 and params.finetune.lora_target_modules == ["query", "value"]
     assert params.split.holdout_fraction == 0.2
     assert params.validate.labels == [] and params.validate.min_examples_per_class == 8
@@ -47,7 +48,7 @@ def test_the_repos_params_yaml_loads_with_its_values():
     assert params.as_dict() == {**Params().as_dict(), **raw}
     assert params.ingest.timestamp_column == "created_at"
     assert len(params.validate.labels) == 7
-    assert params.finetune.strategy == "full" and params.finetune.learning_rate == 0.0001
+    assert params.finetune.strategy == "auto" and params.finetune.learning_rate == 0.0001
 
 
 def test_unknown_section_names_it_and_lists_the_sections():

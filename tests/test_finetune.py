@@ -42,8 +42,8 @@ def train():
 
 
 def params(tiny_backbone, **values) -> FinetuneParams:
-    defaults = dict(backbone=str(tiny_backbone), epochs=2, batch_size=8, max_length=32, learning_rate=5e-3,
-                    freeze_layers=1)
+    defaults = dict(backbone=str(tiny_backbone), strategy="full", epochs=2, batch_size=8, max_length=32,
+                    learning_rate=5e-3, freeze_layers=1)
     return FinetuneParams(**{**defaults, **values})
 
 
