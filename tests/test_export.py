@@ -41,18 +41,19 @@ def odd_texts() -> list[str]:
 
 @pytest.fixture(scope="module")
 def minilm_model(tmp_path_factory) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
-    """The default strategy (full fine-tuning of MiniLM) on 8 rows of each of ten banking77 intents; the rest of
-    those intents' training rows (check rows) and their test rows."""
+    """The default's fine-tuned network (full fine-tuning of MiniLM) on 8 rows of each of ten banking77 intents;
+    the rest of those intents' training rows (check rows) and their test rows. A portfolio's export is checked
+    below with the tiny backbone (settings `auto`)."""
     train_all = banking77("train")
     intents = sorted(train_all["label"].unique())[:10]  # noqa: F841 - read by query()
     pool = train_all.query("label in @intents")
     train = pool.groupby("label", group_keys=False).sample(8, random_state=0)
-    cfg = FinetuneParams(strategy="full")  # the default's fine-tuned network: the graph quantization can change
+    cfg = FinetuneParams(strategy="full")
     result = finetune(train, cfg, seed=0, out_dir=tmp_path_factory.mktemp("minilm"))
     return result.model_dir, pool.drop(train.index), banking77("test").query("label in @intents")
 
 
-def test_the_exported_default_model_agrees_with_torch_on_real_test_rows(minilm_model, tmp_path):
+def test_the_exported_fine_tuned_model_agrees_with_torch_on_real_test_rows(minilm_model, tmp_path):
     """Quantization is chosen on training-side rows; the test rows then see the torch model's label on at least
     99.5% of them, probabilities within 0.02 on 99%."""
     model_dir, check, test = minilm_model
