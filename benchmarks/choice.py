@@ -140,6 +140,7 @@ def scores(truth: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 
 def run_seed(name: str, seed: int, dev_count: int, data: Path, averaged: int = AVERAGED) -> dict:
     from tasks.auto import Candidates
+    from tasks.config import LEARNERS
 
     cfg = strategy_params("auto", {"cache_features": False})
     train, dev = rows_for(name, seed, dev_count, data)
@@ -152,7 +153,7 @@ def run_seed(name: str, seed: int, dev_count: int, data: Path, averaged: int = A
         codes = {label: code for code, label in enumerate(candidates.labels)}  # -1: a label new in the dev rows
         truth = np.array([codes.get(label, -1) for label in dev["label"].astype(str)])
         kept = list(candidates.probs)  # without any left out by the time budget
-        tuned = [c for c in kept if c not in ("tfidf", "embedding")]
+        tuned = [c for c in kept if c not in LEARNERS]
         dev_probs, seconds = {}, {}
         for candidate in kept:
             started = time.perf_counter()

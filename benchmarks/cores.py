@@ -2,11 +2,12 @@
 
     nichetune bench cores [--repeats 2] [--data DIR]
 
-The job: the default's fine-tuning (`full`, auto's fine-tuned candidate) for 2 epochs on 16 banking77 training
-rows of each of 20 intents, in a new process. Each repeat runs, in turn: the job alone; two jobs started together, each told to take every core
-(NICHETUNE_THREADS set to the machine's cores, how nichetune ran before tasks.cores); and two jobs started
-together with the shared count (the default). Each figure is the wall time until both jobs ended, as a ratio to
-the job alone in the same repeat (2.0: no worse than running them one after the other); medians over repeats."""
+The job: the default's fine-tuning (`full`, auto's fine-tuned candidate) for 2 epochs on 16 banking77 training rows
+of each of 20 intents, in a new process. Each repeat runs, in turn: the job alone; two jobs started together, each
+told to take every core (NICHETUNE_THREADS set to the machine's cores, how nichetune ran before tasks.cores); and
+two jobs started together with the shared count (the default). Each figure is the wall time until both jobs ended,
+as a ratio to the job alone in the same repeat (2.0: no worse than running them one after the other); medians over
+repeats."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ span a year. Each repeat uses a fresh temporary git + DVC project with a local d
 its own new process, so that its peak resident memory is its own: ingest (`ingest_batch`: read, checks, PII masking,
 store, DVC add + push), validate (`assemble` + the Great Expectations suite and Data Docs), train (split + fine-tune
 with the params.yaml defaults, the default's fine-tuned network (`full`, auto's fine-tuned candidate), but
-`--train-epochs` epochs (default 1: its 8 epochs at 100k rows
-would take hours on 2 cores, and time grows linearly with epochs), the feature cache empty: the first training on a
-new dataset version). Figures are medians over the repeats."""
+`--train-epochs` epochs (default 1: its 8 epochs at 100k rows would take hours on 2 cores, and time grows linearly
+with epochs), the feature cache empty: the first training on a new dataset version). Figures are medians over the
+repeats."""
 
 from __future__ import annotations
 
@@ -48,11 +48,10 @@ def make_rows(n: int, folder: Path) -> pd.DataFrame:
 def step(name: str, root: Path, csv_path: Path, train_epochs: int = 1) -> dict:
     """One step in this (new) process; its wall time and this process's peak resident memory. Validate and train
     run the pipeline's stage functions from the stage table, as `dvc repro` does."""
+    from benchmarks.quality import tuned_strategy
     from tasks.config import Params, Paths, load_params
     from tasks.ingest import ingest_batch
     from tasks.layout import SUMMARY_FILE, stage
-
-    from benchmarks.quality import tuned_strategy
 
     finetune = load_params(REPO / "params.yaml", [f"finetune.epochs={train_epochs}",
                                                   f"finetune.strategy={tuned_strategy()}"]).finetune

@@ -27,7 +27,7 @@ import pandas as pd
 
 from tasks import learners
 from tasks.calibration import apply_temperature, fit_temperature, log_loss
-from tasks.config import FinetuneParams
+from tasks.config import LEARNERS, FinetuneParams
 from tasks.errors import ParamsError
 from tasks.metrics import CONFIDENCE
 from tasks.layout import LOG_FILE, MODEL_DIR
@@ -37,7 +37,6 @@ from tasks.progress import say
 from tasks.training import (FinetuneResult, OverTime, carve_validation, labeled_rows, run_fingerprint,
                             train_strategy)
 
-LEARNERS = ("tfidf", "embedding")  # the candidates that are not fine-tuning strategies
 CANDIDATES_DIR = "candidates"  # inside the stage folder while candidates train; removed once the model is saved
 VALIDATION_FRACTION = 0.2  # when finetune.validation_fraction is 0: auto cannot choose without held-out rows
 # fewer validation rows than this from one carve: cross-fit in folds instead. At 60, banking77 with 8 per intent less
