@@ -325,8 +325,9 @@ def export_command(args: argparse.Namespace) -> None:
                              args.quantize, output)
     for how, parity in done.tried.items():
         verdict = "kept" if how == done.quantization else "not kept"
+        speed = f", {parity['rows_per_s']:.0f} rows/s here" if "rows_per_s" in parity else ""
         print(f"{how}: same label on {parity['agreement']:.2%} of {parity['rows']} holdout rows, probabilities "
-              f"within {parity['p99_diff']:.3f} on 99% of them ({verdict})")
+              f"within {parity['p99_diff']:.3f} on 99% of them{speed} ({verdict})")
     print(f"exported ({done.quantization}, {done.megabytes:.0f} MB) to {done.folder}; see its README.md")
 
 

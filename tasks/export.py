@@ -4,8 +4,10 @@ weights, and the labels, temperatures and mixture weights beside them.
 
 Quantization trades agreement with the torch model for speed, and how much depends on the model: dynamic int8
 (activations too) is the fastest on a CPU, weight-only int8 keeps activations in float and agrees more closely,
-`none` is exact. `auto` takes the fastest whose predictions agree with the torch model on the check rows (the
-model's own holdout): the same label on at least MIN_AGREEMENT of them and probabilities within MAX_DIFF on 99%."""
+`none` is exact. `auto` takes the fastest, measured on this machine, of those whose predictions agree with the
+torch model on the check rows (the model's own holdout): the same label on at least MIN_AGREEMENT of them and
+probabilities within MAX_DIFF on 99%. Which is fastest depends on the CPU: where weight-only int8 runs no faster
+than float (as on the 2-core Xeon of BENCHMARKS.md), float is kept."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version as installed
 from pathlib import Path
@@ -24,7 +27,9 @@ from tasks.errors import NichetuneError
 from tasks.inference import HEAD_SHARE
 
 QUANTIZATIONS = ("auto", "int8", "int8-weights", "none")
-LADDER = ("int8", "int8-weights", "none")  # what `auto` tries, fastest first
+LADDER = ("none", "int8-weights", "int8")  # what `auto` tries, most exact first
+FASTER = 1.1  # how much faster than a more exact quantization a less exact one must run for `auto` to take it
+TIMING_ROWS, TIMING_SECONDS = 500, 1.0  # `auto` times each quantization on check rows, repeated at least this long
 MIN_AGREEMENT = 0.995  # share of check rows given the torch model's label
 MAX_DIFF = 0.02  # the 99th percentile, over check rows, of the largest probability difference in a row
 MAX_CHECK_ROWS = 2000
@@ -60,7 +65,7 @@ class Export:
     folder: Path
     quantization: str
     parity: Parity | None
-    tried: dict[str, dict] = field(default_factory=dict)  # each quantization tried: its parity
+    tried: dict[str, dict] = field(default_factory=dict)  # each quantization tried: its parity (and `auto`'s speed)
     megabytes: float = 0.0
 
 
@@ -253,20 +258,21 @@ def export_model(model_dir: Path, out: Path, quantization: str = "auto", check_t
             shutil.copyfile(tokenizer_dir / onnx_runtime.TOKENIZER_FILE, folder / onnx_runtime.TOKENIZER_FILE)
             (folder / onnx_runtime.MEMBER_FILE).write_text(json.dumps(graph_spec, indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(onnx_runtime.__file__, building / RUNTIME_FILE)
-        tried, chosen, parity = {}, None, None
-        for how in (LADDER if quantization == "auto" else (quantization,)):
-            for target, made in graphs.items():
-                if not isinstance(made, Path):
-                    quantize(_float_graph(floats, target), building / target / onnx_runtime.GRAPH_FILE, how)
-            (building / onnx_runtime.MODEL_FILE).write_text(json.dumps(
-                {"format": onnx_runtime.FORMAT, **spec, "quantization": how}, indent=2) + "\n", encoding="utf-8")
-            chosen = how
+        tried, found = {}, {}
+        order = LADDER if quantization == "auto" else (quantization,)
+        for how in order:
+            _write_graphs(graphs, floats, building, spec, how)
             if reference is None:
                 break
-            parity = measure(reference, onnx_runtime.load(building).predict_proba(check_texts))
-            tried[how] = {**asdict(parity), "holds": parity.holds}
-            if parity.holds:
-                break
+            exported = onnx_runtime.load(building)
+            found[how] = measure(reference, exported.predict_proba(check_texts))
+            tried[how] = {**asdict(found[how]), "holds": found[how].holds}
+            if quantization == "auto" and found[how].holds:
+                tried[how]["rows_per_s"] = round(rows_per_second(exported, check_texts), 1)
+        chosen = choose_quantization(tried) if quantization == "auto" else quantization
+        if chosen != order[-1]:  # the folder holds the last one tried
+            _write_graphs(graphs, floats, building, spec, chosen)
+        parity = found.get(chosen)
         manifest = {"format": onnx_runtime.FORMAT, **spec, "quantization": chosen,
                     "parity": tried.get(chosen), "tried": tried, "source": source or {},
                     "requires": {package: installed(package) for package in RUNTIME_PACKAGES}}
@@ -275,6 +281,39 @@ def export_model(model_dir: Path, out: Path, quantization: str = "auto", check_t
         building.rename(out) if not out.exists() else _move_into(building, out)
     size = sum(path.stat().st_size for path in out.rglob("*") if path.is_file()) / 2**20
     return Export(out, chosen, parity, tried, round(size, 1))
+
+
+def choose_quantization(tried: dict[str, dict]) -> str:
+    """`auto`'s choice among the quantizations `tried` (all of LADDER): of those that kept parity, the most exact
+    unless a less exact one ran FASTER times as fast on this machine; `none` when none kept it."""
+    chosen = "none"
+    for how in LADDER:
+        entry = tried[how]
+        if entry["holds"] and (not tried[chosen]["holds"]
+                               or entry["rows_per_s"] > FASTER * tried[chosen]["rows_per_s"]):
+            chosen = how
+    return chosen
+
+
+def _write_graphs(graphs: dict, floats: Path, building: Path, spec: dict, how: str) -> None:
+    """The folder's transformer graphs quantized `how`, and a model file naming it."""
+    for target, made in graphs.items():
+        if not isinstance(made, Path):
+            quantize(_float_graph(floats, target), building / target / onnx_runtime.GRAPH_FILE, how)
+    (building / onnx_runtime.MODEL_FILE).write_text(json.dumps(
+        {"format": onnx_runtime.FORMAT, **spec, "quantization": how}, indent=2) + "\n", encoding="utf-8")
+
+
+def rows_per_second(exported, texts: list[str]) -> float:
+    """Throughput of `exported` on (up to TIMING_ROWS of) `texts`, after a warm-up pass, repeated for at least
+    TIMING_SECONDS so that a small holdout still gives a steady figure."""
+    texts = texts[:TIMING_ROWS]
+    exported.predict_proba(texts)
+    done, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < TIMING_SECONDS:
+        exported.predict_proba(texts)
+        done += len(texts)
+    return done / elapsed
 
 
 def _float_graph(floats: Path, target: str) -> Path:
