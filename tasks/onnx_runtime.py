@@ -66,7 +66,7 @@ class Graph:
     """One ONNX graph and its tokenizer: class scores (a classifier member) or sentence vectors (the backbone that
     an embedding learner reads). Texts run in length order, each batch padded to its own longest text."""
 
-    def __init__(self, folder: Path, threads: int | None = None):
+    def __init__(self, folder: Path, threads: int | None = None, spinning: bool = True):
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -82,6 +82,9 @@ class Graph:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
+        # a session's threads spin for a while after each run, waiting for more work: faster for a model of one
+        # graph, but the next graph of a portfolio would share the cores with them (single texts 2x slower)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = onnxruntime.InferenceSession(str(folder / GRAPH_FILE), options,
                                                     providers=["CPUExecutionProvider"])
         self.width = int(self.session.get_outputs()[0].shape[-1])
@@ -207,11 +210,16 @@ class ExportedModel:
         self.spec = spec
         self.labels: list[str] = list(spec["labels"])
         self.temperature = float(spec["temperature"])
-        self.vectors = Graph(folder / spec["vectors"], threads) if spec.get("vectors") else None
+        graphs = [folder / member["folder"] for member in spec["members"]
+                  if (folder / member["folder"] / GRAPH_FILE).is_file()]
+        if spec.get("vectors"):
+            graphs.append(folder / spec["vectors"])
+        spinning = len(graphs) == 1
+        self.vectors = Graph(folder / spec["vectors"], threads, spinning) if spec.get("vectors") else None
         self.members = []
         for member in spec["members"]:
             path = folder / member["folder"]
-            loaded = Graph(path, threads) if (path / GRAPH_FILE).is_file() else Learner(path)
+            loaded = Graph(path, threads, spinning) if path in graphs else Learner(path)
             self.members.append((float(member["weight"]), loaded))
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:

@@ -5,6 +5,7 @@ BERT for the mechanics of every kind of model (own backbone, merged adapters, au
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,32 @@ def test_an_unquantized_export_computes_what_the_torch_model_computes(tiny_backb
     assert exported.labels == load_classifier(model_dir).labels
     if strategy == "auto":
         assert {m["name"] for m in exported.spec["members"]} <= {"tfidf", "embedding", "head"}
+    graphs = [m for _, m in exported.members if isinstance(m, onnx_runtime.Graph)] + [exported.vectors] * bool(
+        exported.vectors)
+    assert {spinning(graph) for graph in graphs} <= {"1" if len(graphs) == 1 else "0"}  # auto may keep tfidf alone
+
+
+def spinning(graph: onnx_runtime.Graph) -> str:
+    return graph.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_the_graphs_of_a_portfolio_do_not_spin_while_the_next_one_runs(tiny_backbone, tmp_path):
+    """A session's threads spin after each run by default; the graphs of a model of several run one after the
+    other and would wait on each other's threads (BENCHMARKS.md, runtime), so only a lone graph spins. Two copies
+    of one graph, half the weight each, predict what the one predicts."""
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="full", batch_size=8, max_length=32, epochs=1)
+    model_dir = finetune(ten_rows_each(), cfg, seed=0, out_dir=tmp_path / "model").model_dir
+    one = export_model(model_dir, tmp_path / "one", "none").folder
+    two = tmp_path / "two"
+    shutil.copytree(one, two)
+    shutil.copytree(two / "members" / "model", two / "members" / "twin")
+    spec = json.loads((two / "model.json").read_text())
+    spec["members"] = [{**spec["members"][0], "weight": 0.5}, {"name": "twin", "weight": 0.5, "folder": "members/twin"}]
+    (two / "model.json").write_text(json.dumps(spec))
+    alone, pair = onnx_runtime.load(one), onnx_runtime.load(two)
+    assert [spinning(m) for _, m in alone.members] == ["1"] and [spinning(m) for _, m in pair.members] == ["0", "0"]
+    texts = odd_texts() + ["where is my card?"]
+    assert np.allclose(alone.predict_proba(texts), pair.predict_proba(texts), atol=1e-6)
 
 
 def test_tfidf_features_are_scikit_learns_on_real_texts(tmp_path):
