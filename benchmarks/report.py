@@ -112,7 +112,8 @@ def goals_section(quality_results: dict | None, speed: dict | None, gpu: dict | 
                      f"end, {within * 100:.0f}% measured within each run: {verdict} (the first run on a machine, "
                      f"which creates Prefect's database: {speed['median_overhead_first'] * 100:.0f}% and "
                      f"{speed['median_within_first'] * 100:.0f}%)")
-    lines += runtime.goal_lines(load("runtime.json")) + memory.goal_lines(load("memory.json"))
+    lines += runtime.goal_lines(load("runtime.json")) + runtime.goal_lines(load("runtime-full.json"), size=False)
+    lines += memory.goal_lines(load("memory.json"))
     lines += privacy.goal_lines(load("privacy.json"))
     return lines + [""]
 
@@ -382,6 +383,7 @@ def render() -> str:
     gpu_quality, settings = load("quality_gpu.json"), load(Path(SETTINGS_FILE).name)
     parts = [HEADER, *goals_section(quality_results, speed, gpu_quality), *quality_section(quality_results, gpu_quality),
              *speed_section(speed), *runtime.section(load("runtime.json")),
+             *runtime.section(load("runtime-full.json")),
              *cores.section(load("cores.json")), *endtoend.section(load("endtoend.json")),
              *active.section(load("active.json")), *memory.section(load("memory.json")),
              *privacy.section(load("privacy.json")),

@@ -1,9 +1,10 @@
 """Benchmark: prediction with the exported ONNX folder against the torch model, on banking77.
 
-    nichetune bench runtime [--repeats 3] [--data DIR]
+    nichetune bench runtime [--strategy auto] [--repeats 3] [--data DIR]
 
-A model of the default's fine-tuned network (`full`, auto's fine-tuned candidate) is trained on 8 rows per intent of
-banking77's training split (seed 0) and exported at each quantization, with parity check rows drawn from the rest of
+A model of `--strategy` (the default's: auto, a portfolio whose TF-IDF, sentence-vector and fine-tuned members each
+read every text; `full` is its fine-tuned network alone) is trained on 8 rows per intent of banking77's training split
+(seed 0) and exported at each quantization, with parity check rows drawn from the rest of
 the training split (never the test split). On the 3,080 test texts, each repeat runs every runtime in turn: batch
 throughput in `nichetune predict`'s chunks of 512 rows, and single-text latency (median and 95th percentile of 200
 calls). Figures are medians over the repeats, in one process, so that the runtimes share the machine's state; each
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +41,21 @@ CHECK_ROWS = 2000
 SINGLE_CALLS = 200
 
 
-def train_model(banking77: Path, out: Path) -> tuple[Path, list[str]]:
-    """The default's fine-tuned network on 8 rows per intent (seed 0); the training split's other texts, for
-    parity checks."""
-    from benchmarks import quality
+def results_file(strategy: str) -> str:
+    """runtime.json for the default strategy, runtime-<strategy>.json for another."""
+    from tasks.config import FinetuneParams
+
+    return "runtime.json" if strategy == FinetuneParams().strategy else f"runtime-{strategy}.json"
+
+
+def train_model(banking77: Path, strategy: str, out: Path) -> tuple[Path, list[str]]:
+    """A model of `strategy` on 8 rows per intent (seed 0); the training split's other texts, for parity checks."""
     from tasks.config import FinetuneParams
     from tasks.finetune import finetune
 
     train = pd.read_csv(banking77 / "train.csv").rename(columns={"category": "label"})
     picked = train.groupby("label", group_keys=False).sample(8, random_state=0)
-    result = finetune(picked[["text", "label"]], FinetuneParams(strategy=quality.tuned_strategy()), seed=0,
-                       out_dir=out)
+    result = finetune(picked[["text", "label"]], FinetuneParams(strategy=strategy), seed=0, out_dir=out)
     rest = train.drop(picked.index).sample(CHECK_ROWS, random_state=0)
     return result.model_dir, rest["text"].tolist()
 
@@ -110,24 +116,29 @@ def installed_megabytes(folder: Path) -> float | None:
 
 
 GOAL_ROWS_PER_S, GOAL_SINGLE_P95_MS, GOAL_INSTALLED_MB = 1000, 5.0, 200  # issue 54, on 2 CPU cores
+MODELS = {"auto": "the default model (`auto`: TF-IDF, sentence-vector and fine-tuned members)",
+          "full": "the default's fine-tuned network alone (`full`)"}
 
 
 def verdict(holds: bool) -> str:
     return "holds" if holds else "**does not hold**"
 
 
-def goal_lines(results: dict | None) -> list[str]:
-    """The prediction goals, each from the fastest runtime that keeps parity (auto's choice) and from int8."""
+def goal_lines(results: dict | None, size: bool = True) -> list[str]:
+    """The prediction goals, each from the fastest runtime that keeps parity (auto's choice) and from int8; with
+    `size`, the installed runtime's too."""
     if not results:
         return []
     lines, rows = [], results["runtimes"]
+    model = MODELS.get(results.get("strategy", "full"), f"strategy `{results.get('strategy')}`")
     for name in dict.fromkeys([f"onnx {results['auto_choice']}", "onnx int8"]):
         row = rows[name]
         rate, p95 = row["rows_per_s"], row["single_ms_p95"]
-        lines.append(f"- Prediction with `{name}` (same label as torch on {row['agreement']:.1f}% of the test texts): "
+        lines.append(f"- Prediction of {model} with `{name}` (same label as torch on {row['agreement']:.1f}% of the "
+                     f"test texts): "
                      f"{rate:.0f} rows/s, goal {GOAL_ROWS_PER_S}: {verdict(rate >= GOAL_ROWS_PER_S)}; single text "
                      f"p95 {p95:.1f} ms, goal {GOAL_SINGLE_P95_MS:g}: {verdict(p95 < GOAL_SINGLE_P95_MS)}")
-    size = results.get("runtime_installed_mb")
+    size = results.get("runtime_installed_mb") if size else None
     if size is not None:
         lines.append(f"- The exported folder's runtime installed: {size:.0f} MB, goal under {GOAL_INSTALLED_MB}: "
                      f"{verdict(size < GOAL_INSTALLED_MB)}")
@@ -138,13 +149,16 @@ def section(results: dict | None) -> list[str]:
     """The BENCHMARKS.md section: one row per runtime, then `nichetune predict` end to end."""
     if not results:
         return []
-    lines = ["## Prediction: the exported ONNX folder against torch (runtime)", "",
-             f"`{results['command']}` ({results['date']}, {results['machine']}); `benchmarks/results/runtime.json`; "
-             "protocol in `benchmarks/runtime.py`. The default's fine-tuned network (`full`) trained on 8 rows per "
-             "intent of banking77 "
-             f"({results['train_s']:.0f} s), on the {results['rows']} test texts; medians over the repeats, all "
-             f"runtimes in one process. `auto` (params `register.quantize`, `nichetune export`) chose "
-             f"**{results['auto_choice']}** on {results['check_rows']} training-split check rows.", "",
+    strategy = results.get("strategy", "full")
+    model = MODELS.get(strategy, f"strategy `{strategy}`")
+    lines = [f"## Prediction: the exported ONNX folder against torch (runtime, `{strategy}`)", "",
+             f"`{results['command']}` ({results['date']}, {results['machine']}); "
+             f"`benchmarks/results/{results_file(strategy)}`; "
+             f"protocol in `benchmarks/runtime.py`. {model[0].upper() + model[1:]} trained on 8 rows per intent of "
+             f"banking77 ({results['train_s']:.0f} s), on the {results['rows']} test texts; medians over the repeats, all "
+             f"runtimes in one process. `auto` (params `register.quantize`, `nichetune export`: the fastest that "
+             f"keeps parity) chooses **{results['auto_choice']}** here (parity on {results['check_rows']} "
+             "training-split check rows, speed as below).", "",
              "| runtime | rows/s (chunks of 512) | × torch | single text median ms | p95 ms | test accuracy % | "
              "same label as torch % | p99 probability difference | folder MB |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -163,12 +177,17 @@ def section(results: dict | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from tasks.config import FinetuneParams, Strategy
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategy", choices=typing.get_args(Strategy), default=FinetuneParams().strategy,
+                        help="the strategy to train (default: the default strategy)")
     parser.add_argument("--repeats", type=int, default=3)
     add_data_option(parser)
     args = parser.parse_args(argv)
+    strategy = args.strategy
     from tasks import onnx_runtime
-    from tasks.export import export_model, measure
+    from tasks.export import choose_quantization, export_model, measure
     from tasks.portfolio import load_classifier
     from tasks.runtime import quiet_offline_defaults
 
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         started = time.perf_counter()
-        model_dir, check = train_model(banking77, scratch / "model")
+        model_dir, check = train_model(banking77, strategy, scratch / "model")
         train_s = time.perf_counter() - started
         runtimes, exports, export_s = {"torch": load_classifier(model_dir)}, {}, {}
         for how in QUANTIZATIONS:
@@ -206,19 +225,22 @@ def main(argv: list[str] | None = None) -> None:
         for how, done in exports.items():
             rows[f"onnx {how}"].update(megabytes=done.megabytes, export_s=round(export_s[how], 1),
                                        check_agreement=round(done.parity.agreement * 100, 2))
-        auto = next(how for how in QUANTIZATIONS if exports[how].parity.holds)
+        # what `auto` (tasks.export.choose_quantization) chooses, from this run's own parity and speed figures
+        auto = choose_quantization({how: {"holds": exports[how].parity.holds,
+                                          "rows_per_s": rows[f"onnx {how}"]["rows_per_s"]} for how in QUANTIZATIONS})
         command = {"torch": predict_command(model_dir, None, banking77 / "test.csv", scratch),
                    f"onnx {auto}": predict_command(model_dir, exports[auto].folder, banking77 / "test.csv", scratch)}
         size = installed_megabytes(scratch)
     summary = {
-        "command": f"nichetune bench runtime --repeats {args.repeats}", "date": time.strftime("%Y-%m-%d"),
+        "command": f"nichetune bench runtime --strategy {strategy} --repeats {args.repeats}",
+        "strategy": strategy, "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores", "rows": len(texts),
         "train_s": round(train_s, 1), "check_rows": len(check), "auto_choice": auto, "runtimes": rows,
         "predict_command_s": {name: round(seconds, 2) for name, seconds in command.items()},
         "runtime_installed_mb": size, "repeats": runs,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "runtime.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / results_file(strategy)).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "repeats"}, indent=2))
 
 
