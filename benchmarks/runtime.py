@@ -4,8 +4,8 @@
 
 A model of `--strategy` (the default's: auto, a portfolio whose TF-IDF, sentence-vector and fine-tuned members each
 read every text; `full` is its fine-tuned network alone) is trained on 8 rows per intent of banking77's training split
-(seed 0) and exported at each quantization, with parity check rows drawn from the rest of
-the training split (never the test split). On the 3,080 test texts, each repeat runs every runtime in turn: batch
+(seed 0) and exported at each quantization, with parity check rows drawn from the rest of the training split (never
+the test split). On the 3,080 test texts, each repeat runs every runtime in turn: batch
 throughput in `nichetune predict`'s chunks of 512 rows, and single-text latency (median and 95th percentile of 200
 calls). Figures are medians over the repeats, in one process, so that the runtimes share the machine's state; each
 also comes as a ratio to torch. Label agreement with torch and test accuracy come from the same predictions. Then
@@ -130,7 +130,7 @@ def goal_lines(results: dict | None, size: bool = True) -> list[str]:
     if not results:
         return []
     lines, rows = [], results["runtimes"]
-    model = MODELS.get(results.get("strategy", "full"), f"strategy `{results.get('strategy')}`")
+    model = MODELS.get(results["strategy"], f"strategy `{results['strategy']}`")
     for name in dict.fromkeys([f"onnx {results['auto_choice']}", "onnx int8"]):
         row = rows[name]
         rate, p95 = row["rows_per_s"], row["single_ms_p95"]
@@ -149,14 +149,14 @@ def section(results: dict | None) -> list[str]:
     """The BENCHMARKS.md section: one row per runtime, then `nichetune predict` end to end."""
     if not results:
         return []
-    strategy = results.get("strategy", "full")
+    strategy = results["strategy"]
     model = MODELS.get(strategy, f"strategy `{strategy}`")
     lines = [f"## Prediction: the exported ONNX folder against torch (runtime, `{strategy}`)", "",
              f"`{results['command']}` ({results['date']}, {results['machine']}); "
              f"`benchmarks/results/{results_file(strategy)}`; "
              f"protocol in `benchmarks/runtime.py`. {model[0].upper() + model[1:]} trained on 8 rows per intent of "
-             f"banking77 ({results['train_s']:.0f} s), on the {results['rows']} test texts; medians over the repeats, all "
-             f"runtimes in one process. `auto` (params `register.quantize`, `nichetune export`: the fastest that "
+             f"banking77 ({results['train_s']:.0f} s), on the {results['rows']} test texts; medians over the repeats, "
+             f"all runtimes in one process. `auto` (params `register.quantize`, `nichetune export`: the fastest that "
              f"keeps parity) chooses **{results['auto_choice']}** here (parity on {results['check_rows']} "
              "training-split check rows, speed as below).", "",
              "| runtime | rows/s (chunks of 512) | × torch | single text median ms | p95 ms | test accuracy % | "
@@ -185,7 +185,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     add_data_option(parser)
     args = parser.parse_args(argv)
-    strategy = args.strategy
     from tasks import onnx_runtime
     from tasks.export import choose_quantization, export_model, measure
     from tasks.portfolio import load_classifier
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         started = time.perf_counter()
-        model_dir, check = train_model(banking77, strategy, scratch / "model")
+        model_dir, check = train_model(banking77, args.strategy, scratch / "model")
         train_s = time.perf_counter() - started
         runtimes, exports, export_s = {"torch": load_classifier(model_dir)}, {}, {}
         for how in QUANTIZATIONS:
@@ -232,15 +231,15 @@ def main(argv: list[str] | None = None) -> None:
                    f"onnx {auto}": predict_command(model_dir, exports[auto].folder, banking77 / "test.csv", scratch)}
         size = installed_megabytes(scratch)
     summary = {
-        "command": f"nichetune bench runtime --strategy {strategy} --repeats {args.repeats}",
-        "strategy": strategy, "date": time.strftime("%Y-%m-%d"),
+        "command": f"nichetune bench runtime --strategy {args.strategy} --repeats {args.repeats}",
+        "strategy": args.strategy, "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores", "rows": len(texts),
         "train_s": round(train_s, 1), "check_rows": len(check), "auto_choice": auto, "runtimes": rows,
         "predict_command_s": {name: round(seconds, 2) for name, seconds in command.items()},
         "runtime_installed_mb": size, "repeats": runs,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / results_file(strategy)).write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / results_file(args.strategy)).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "repeats"}, indent=2))
 
 
