@@ -210,12 +210,11 @@ class ExportedModel:
         self.spec = spec
         self.labels: list[str] = list(spec["labels"])
         self.temperature = float(spec["temperature"])
+        vectors = folder / spec["vectors"] if spec.get("vectors") else None
         graphs = [folder / member["folder"] for member in spec["members"]
-                  if (folder / member["folder"] / GRAPH_FILE).is_file()]
-        if spec.get("vectors"):
-            graphs.append(folder / spec["vectors"])
+                  if (folder / member["folder"] / GRAPH_FILE).is_file()] + [vectors] * bool(vectors)
         spinning = len(graphs) == 1
-        self.vectors = Graph(folder / spec["vectors"], threads, spinning) if spec.get("vectors") else None
+        self.vectors = Graph(vectors, threads, spinning) if vectors else None
         self.members = []
         for member in spec["members"]:
             path = folder / member["folder"]
