@@ -503,3 +503,22 @@ def test_the_endtoend_goal_reads_each_strategys_median_run():
     (line,) = endtoend.goal_lines({"cfpb_payday_2023": cfpb})
     assert "cfpb_payday_2023" in line and "(--set finetune.time_budget=10): 700 s" in line
     assert line.endswith("goal under 900: holds")
+
+
+@needs_full_data("amazon_counterfactual_en")
+def test_the_tfidf_bench_scores_each_reading_on_dev_rows_and_search_is_the_best_cross_validated_one(tmp_path):
+    from benchmarks import tfidf
+
+    out = tmp_path / "tfidf.json"
+    results = tfidf.main(["--datasets", "amazon_counterfactual_en_k8", "--seeds", "1", "--dev-rows", "200",
+                          "--out", str(out)])
+    rows = {row["reading"]: row for row in results["rows"]}
+    assert set(rows) == {*tfidf.READINGS, tfidf.SEARCH}
+    assert all(row["chosen_on_rows"] == 16 for row in rows.values())  # 8 per class: auto cross-fits, on every row
+    damped = [reading for reading, (_, is_damped) in tfidf.READINGS.items() if is_damped]
+    best = max(damped, key=lambda reading: rows[reading]["cv_macro_f1"])
+    assert rows[tfidf.SEARCH]["searched_to"] == best and rows[tfidf.SEARCH]["mcc"] == rows[best]["mcc"]
+    assert json.loads(out.read_text())["rows"] == results["rows"]
+    lines = tfidf.section(results)
+    assert "### amazon_counterfactual_en_k8" in lines
+    assert any(line.startswith("| word+char raw | ") and line.endswith(" | 1 |") for line in lines)
