@@ -1,6 +1,6 @@
 """The fast learners of the `auto` strategy: logistic regression on TF-IDF word and character n-grams, and on the
-backbone's frozen sentence vectors. Each chooses its regularisation (and TF-IDF its n-grams) by stratified
-cross-validation on the rows it is given, as a careful user tunes a scikit-learn baseline.
+backbone's frozen sentence vectors. Each chooses its regularisation by stratified cross-validation on the rows it
+is given, as a careful user tunes a scikit-learn baseline.
 
 A learner is saved as JSON and NumPy arrays, never as a pickle: loading a model folder runs no code from it."""
 
@@ -17,13 +17,11 @@ ARRAYS_FILE = "learner.npz"
 C_GRID = (1.0, 10.0, 100.0)  # TF-IDF and unit-length sentence vectors both want weak regularisation at few rows
 MAX_FOLDS = 5
 
-# TF-IDF inputs a candidate tries: words and word pairs, characters inside word boundaries (robust to typos and
-# inflection in short messages), or both side by side
-NGRAMS = {
-    "word": [{"analyzer": "word", "ngram_range": (1, 2)}],
-    "char": [{"analyzer": "char_wb", "ngram_range": (2, 5)}],
-    "word+char": [{"analyzer": "word", "ngram_range": (1, 2)}, {"analyzer": "char_wb", "ngram_range": (2, 5)}],
-}
+# TF-IDF reads words and word pairs, and characters inside word boundaries (robust to typos and inflection in short
+# messages), side by side. Choosing one of the two or both per dataset by cross-validation took twice as long and
+# scored lower on four of five datasets' dev rows: on a few hundred rows the choice follows noise (BENCHMARKS.md,
+# "How auto's TF-IDF learner reads texts")
+NGRAMS = ({"analyzer": "word", "ngram_range": (1, 2)}, {"analyzer": "char_wb", "ngram_range": (2, 5)})
 TFIDF_SETTINGS = {"sublinear_tf": True, "lowercase": True, "dtype": np.float32}
 
 
@@ -50,7 +48,7 @@ class Learner:
     """A fitted learner: its kind, chosen settings and weights, and (TF-IDF) the fitted vectorizers."""
 
     kind: str  # "tfidf" | "embedding"
-    settings: dict  # C, and the n-gram choice for TF-IDF; the cross-validated score of each candidate setting
+    settings: dict  # C, and the cross-validated score of each C tried
     linear: Linear
     vectorizers: list = field(default_factory=list)
 
@@ -109,62 +107,33 @@ def _cv_scores(features, labels: np.ndarray, folds) -> dict[float, float]:
     return {C: float(np.mean(scores[C])) for C in C_GRID}
 
 
-def _vectorizers(ngrams: str):
+def _vectorizers():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    return [TfidfVectorizer(**TFIDF_SETTINGS, **options) for options in NGRAMS[ngrams]]
+    return [TfidfVectorizer(**TFIDF_SETTINGS, **options) for options in NGRAMS]
 
 
-def _tfidf_features(ngrams: str, fit_texts: list[str], other_texts: list[str]):
+def _tfidf_features(fit_texts: list[str], other_texts: list[str]):
     from scipy.sparse import hstack
 
-    vectorizers = _vectorizers(ngrams)
+    vectorizers = _vectorizers()
     fitted = hstack([v.fit_transform(fit_texts) for v in vectorizers]).tocsr()
     return vectorizers, fitted, hstack([v.transform(other_texts) for v in vectorizers]).tocsr()
 
 
-class _FoldFeatures:
-    """Each fold's TF-IDF features for every n-gram choice, each vectorizer fitted once per fold: `word+char`
-    is the `word` and `char` matrices side by side, as its two vectorizers would give them."""
-
-    def __init__(self, texts: list[str]):
-        self.texts, self.parts = texts, {}
-
-    def part(self, options: dict, fold: int, train_index, test_index):
-        key = (options["analyzer"], fold)
-        if key not in self.parts:
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
-            vectorizer = TfidfVectorizer(**TFIDF_SETTINGS, **options)
-            self.parts[key] = (vectorizer.fit_transform([self.texts[i] for i in train_index]),
-                               vectorizer.transform([self.texts[i] for i in test_index]))
-        return self.parts[key]
-
-    def of(self, ngrams: str):
-        from scipy.sparse import hstack
-
-        def features(fold, train_index, test_index):
-            parts = [self.part(options, fold, train_index, test_index) for options in NGRAMS[ngrams]]
-            return hstack([p[0] for p in parts]).tocsr(), hstack([p[1] for p in parts]).tocsr()
-        return features
-
-
 def fit_tfidf(texts: list[str], labels: list[str], seed: int, settings: dict | None = None) -> Learner:
-    """TF-IDF + logistic regression; n-grams and C chosen by cross-validated macro-F1 unless `settings` (an
-    earlier fit's) fixes them."""
-    targets = np.asarray(labels)
+    """TF-IDF + logistic regression; C chosen by cross-validated macro-F1 unless `settings` (an earlier fit's)
+    fixes it."""
     if settings is None:
         folds = _folds(labels, seed)
-        tried = {}
-        if folds is not None:
-            cached = _FoldFeatures(texts)
-            for ngrams in NGRAMS:
-                for C, value in _cv_scores(cached.of(ngrams), targets, folds).items():
-                    tried[f"{ngrams} C={C:g}"] = value
-        best = max(tried, key=tried.get) if tried else "word+char C=10"
-        ngrams, _, c_text = best.partition(" C=")
-        settings = {"ngrams": ngrams, "C": float(c_text), "cv_macro_f1": tried}
-    vectorizers, features, _ = _tfidf_features(settings["ngrams"], texts, texts[:1])
+
+        def fold_features(_, train_index, test_index):
+            return _tfidf_features([texts[i] for i in train_index], [texts[i] for i in test_index])[1:]
+        tried = ({f"C={C:g}": value for C, value in _cv_scores(fold_features, np.asarray(labels), folds).items()}
+                 if folds is not None else {})
+        C = float(max(tried, key=tried.get).removeprefix("C=")) if tried else 10.0
+        settings = {"C": C, "cv_macro_f1": tried}
+    vectorizers, features, _ = _tfidf_features(texts, texts[:1])
     return Learner("tfidf", settings, _fit_linear(features, labels, settings["C"]), vectorizers)
 
 

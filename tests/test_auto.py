@@ -34,8 +34,9 @@ def test_tfidf_learner_chooses_by_cross_validation_and_reloads_without_pickle(tm
     train, test = banking("train"), banking("test")
     learner = learners.fit_tfidf(train["text"].tolist(), train["label"].tolist(), seed=0)
     tried = learner.settings["cv_macro_f1"]
-    assert len(tried) == len(learners.NGRAMS) * len(learners.C_GRID)
-    assert f"{learner.settings['ngrams']} C={learner.settings['C']:g}" == max(tried, key=tried.get)
+    assert len(tried) == len(learners.C_GRID)
+    assert f"C={learner.settings['C']:g}" == max(tried, key=tried.get)
+    assert [v.analyzer for v in learner.vectorizers] == ["word", "char_wb"]  # words and characters side by side
     probs = learner.predict_proba(test["text"].tolist())
     accuracy = np.mean(np.array(learner.labels)[probs.argmax(axis=1)] == test["label"])
     assert accuracy > 0.8  # six distinct intents: n-grams alone separate them well
@@ -52,7 +53,7 @@ def test_the_learners_weigh_classes_as_the_baselines_do_which_changes_nothing_on
 
     train = banking("train").groupby("label").head(80).reset_index(drop=True)  # 80 rows of each intent
     texts, names = train["text"].tolist(), train["label"].tolist()
-    features = learners._vectorizers("word")[0].fit_transform(texts)
+    features = learners._vectorizers()[0].fit_transform(texts)
     plain = LogisticRegression(C=10.0, max_iter=3000).fit(features, names)
     balanced = learners._fit_linear(features, names, 10.0)
     np.testing.assert_allclose(balanced.coef, plain.coef_, rtol=1e-5, atol=1e-6)
@@ -60,23 +61,12 @@ def test_the_learners_weigh_classes_as_the_baselines_do_which_changes_nothing_on
     small = train["label"].iloc[0]
     keep = (train["label"] != small) | (train.groupby("label").cumcount() < 4)
     few = train[keep]
-    features = learners._vectorizers("word")[0].fit_transform(few["text"].tolist())
+    features = learners._vectorizers()[0].fit_transform(few["text"].tolist())
     plain = LogisticRegression(C=10.0, max_iter=3000).fit(features, few["label"])
     balanced = learners._fit_linear(features, few["label"].tolist(), 10.0)
     mine = (few["label"] == small).to_numpy()
     column = balanced.labels.index(small)
     assert balanced.proba(features)[mine, column].mean() > plain.predict_proba(features)[mine, column].mean()
-
-
-def test_the_search_builds_each_folds_features_once_and_they_are_each_choices_own():
-    texts = banking("train")["text"].tolist()
-    fit, held = list(range(0, len(texts), 2)), list(range(1, len(texts), 2))
-    cached = learners._FoldFeatures(texts)
-    for ngrams in learners.NGRAMS:
-        _, own_fit, own_held = learners._tfidf_features(ngrams, [texts[i] for i in fit], [texts[i] for i in held])
-        fit_x, held_x = cached.of(ngrams)(0, fit, held)
-        assert (fit_x != own_fit).nnz == 0 and (held_x != own_held).nnz == 0
-    assert len(cached.parts) == 2  # words and characters, once each for the fold
 
 
 def test_a_label_with_one_row_skips_cross_validation_and_still_fits():

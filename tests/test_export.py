@@ -161,7 +161,7 @@ def test_tfidf_features_are_scikit_learns_on_real_texts(tmp_path):
     scikit-learn's, on real queries and odd texts."""
     train = banking77("train").sample(300, random_state=0)
     learner = learners.fit_tfidf(train["text"].tolist(), train["label"].tolist(), 0,
-                                 {"ngrams": "word+char", "C": 10.0})
+                                 {"C": 10.0})
     learners.save(learner, tmp_path)
     texts = banking77("test")["text"].tolist() + odd_texts() + ["I I I", "ab  c\t\tDÉ  x"]
     expected = learners.load(tmp_path).predict_proba(texts)
