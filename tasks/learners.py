@@ -107,6 +107,15 @@ def _cv_scores(features, labels: np.ndarray, folds) -> dict[float, float]:
     return {C: float(np.mean(scores[C])) for C in C_GRID}
 
 
+def _choose_c(features, labels: list[str], seed: int) -> dict:
+    """The learner's settings: the C of C_GRID with the best cross-validated macro-F1 (`features` as
+    `_cv_scores` takes them; 10 where a label has a single row), and each C's score."""
+    folds = _folds(labels, seed)
+    tried = ({f"C={C:g}": value for C, value in _cv_scores(features, np.asarray(labels), folds).items()}
+             if folds is not None else {})
+    return {"C": float(max(tried, key=tried.get).removeprefix("C=")) if tried else 10.0, "cv_macro_f1": tried}
+
+
 def _vectorizers():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -125,28 +134,17 @@ def fit_tfidf(texts: list[str], labels: list[str], seed: int, settings: dict | N
     """TF-IDF + logistic regression; C chosen by cross-validated macro-F1 unless `settings` (an earlier fit's)
     fixes it."""
     if settings is None:
-        folds = _folds(labels, seed)
-
         def fold_features(_, train_index, test_index):
             return _tfidf_features([texts[i] for i in train_index], [texts[i] for i in test_index])[1:]
-        tried = ({f"C={C:g}": value for C, value in _cv_scores(fold_features, np.asarray(labels), folds).items()}
-                 if folds is not None else {})
-        C = float(max(tried, key=tried.get).removeprefix("C=")) if tried else 10.0
-        settings = {"C": C, "cv_macro_f1": tried}
+        settings = _choose_c(fold_features, labels, seed)
     vectorizers, features, _ = _tfidf_features(texts, texts[:1])
     return Learner("tfidf", settings, _fit_linear(features, labels, settings["C"]), vectorizers)
 
 
 def fit_embedding(vectors: np.ndarray, labels: list[str], seed: int, settings: dict | None = None) -> Learner:
     """Logistic regression on sentence vectors; C chosen by cross-validated macro-F1 unless `settings` fixes it."""
-    targets = np.asarray(labels)
     if settings is None:
-        folds = _folds(labels, seed)
-        tried = ({f"C={C:g}": value for C, value in
-                  _cv_scores(lambda _, a, b: (vectors[a], vectors[b]), targets, folds).items()}
-                 if folds is not None else {})
-        C = float(max(tried, key=tried.get).removeprefix("C=")) if tried else 10.0
-        settings = {"C": C, "cv_macro_f1": tried}
+        settings = _choose_c(lambda _, a, b: (vectors[a], vectors[b]), labels, seed)
     return Learner("embedding", settings, _fit_linear(vectors, labels, settings["C"]))
 
 
