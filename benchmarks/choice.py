@@ -22,7 +22,11 @@ here too), then fitted on every training row and run on the dev rows. Rules comp
   must beat them beyond noise to be kept alone;
 - pruned/equal: rows/equal without the candidates the first one beats beyond noise (tasks.auto.prune);
 - rows/shrunk: on fewer than tasks.auto.MIN_HELD_ROWS validation rows evidence/equal, on more `shrunk`, with no
-  test (tasks.auto.choose_shrunk, auto's rule);
+  test (tasks.auto.choose_shrunk);
+- pruned/shrunk: rows/shrunk without the candidates the first one beats beyond noise;
+- few/shrunk: rows/shrunk, but on fewer than tasks.auto.FEW_ROWS validation rows the first candidate alone, with no
+  test (auto's rule);
+- first: the first candidate alone;
 - evidence/subsets: the same test with the best equally weighed subset of the candidates (tasks.auto.choose_subset);
   evidence80/subsets, evidence60/subsets: the same at lower confidence (SUBSET_LEVELS); subsets: no test at all.
 The fine-tuned candidate is also trained with AVERAGED seeds (its probabilities averaged), to measure what
@@ -104,8 +108,8 @@ def member_dev_probs(candidates, name: str, dev: list[str], seeds: list[int], fo
 
 def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict[str, dict[str, float]]:
     """Each rule's weights, from the out-of-fold probabilities `held`."""
-    from tasks.auto import (choose, choose_equal, choose_shrunk, choose_subset, choose_with_evidence, prune, score,
-                            weight_grid)
+    from tasks.auto import (FEW_ROWS, choose, choose_equal, choose_shrunk, choose_subset, choose_with_evidence, prune,
+                            score, weight_grid)
     from tasks.calibration import log_loss
 
     names = list(held)
@@ -119,11 +123,15 @@ def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict
     by_rows, _ = choose_equal(held, targets, metric, seed=0)
     pruned, _ = choose_equal(prune(held, targets, metric, seed=0), targets, metric, seed=0)
     shrunk_by_rows, _ = choose_shrunk(held, targets, metric, seed=0)
+    first = {names[0]: 1.0}
+    pruned_shrunk, _ = choose_shrunk(prune(held, targets, metric, seed=0), targets, metric, seed=0)
     subsets = {f"evidence{'' if level == 0.95 else round(level * 100)}/subsets":
                choose_with_evidence(held, targets, metric, seed=0, mixtures="subsets", confidence=level)[0]
                for level in SUBSET_LEVELS}
     return {f"grid/{metric}": grid, "evidence": evidence, "evidence/equal": evidence_equal, "rows/equal": by_rows,
-            "pruned/equal": pruned, "rows/shrunk": shrunk_by_rows, **subsets,
+            "pruned/equal": pruned, "rows/shrunk": shrunk_by_rows,
+            "few/shrunk": choose_shrunk(held, targets, metric, seed=0, few_rows=FEW_ROWS)[0],
+            "pruned/shrunk": pruned_shrunk, "first": first, **subsets,
             "subsets": choose_subset(held, targets, metric)[0], "grid/log_loss": dict(zip(names, by_loss)), "equal": equal,
             "best_single": {single: 1.0},
             "shrunk": choose_shrunk(held, targets, metric, seed=0, min_rows=0)[0]}
@@ -197,7 +205,7 @@ def decide(table: dict, metric: str) -> str:
     return f"{best}: {table[best][metric] - table[today][metric]:+.3f} {metric} over {today} on these dev rows"
 
 
-TODAY = "rows/shrunk"  # auto's rule (tasks.auto.train_auto), which another must beat by NOISE to replace
+TODAY = "few/shrunk"  # auto's rule (tasks.auto.train_auto), which another must beat by NOISE to replace
 
 
 RULES = {"evidence": "grid if beyond noise of the first candidate, else it alone",
@@ -207,6 +215,10 @@ RULES = {"evidence": "grid if beyond noise of the first candidate, else it alone
          "pruned/equal": "the same, without the candidates the first beats beyond noise",
          "rows/shrunk": "on few validation rows equal weights if beyond noise of the first candidate, else it "
                         "alone; on more half grid, half equal",
+         "few/shrunk": "the same, but on fewer than tasks.auto.FEW_ROWS validation rows the first candidate alone",
+         "pruned/shrunk": "on few validation rows equal weights if beyond noise of the first candidate, on more half "
+                          "grid, half equal, without the candidates the first beats beyond noise",
+         "first": "the first candidate alone",
          "evidence/subsets": "best equally weighed subset if beyond noise of the first candidate, else it alone",
          "evidence80/subsets": "the same at 80% confidence (one-sided 90%)",
          "evidence60/subsets": "the same at 60% confidence (one-sided 80%)",

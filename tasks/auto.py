@@ -6,11 +6,12 @@ frozen sentence vectors generalise from very few rows, the fine-tuned transforme
 (BENCHMARKS.md). So each candidate in `finetune.candidates` is fitted on the training rows less the validation
 share and scored there (on small data, where that share would be a handful of rows, in stratified folds so
 that every row is scored once). How they are weighed depends on how many validation rows judge them
-(`choose_shrunk`): on fewer than MIN_HELD_ROWS, the mixture of every candidate with equal weights is kept when it
-beats the first candidate alone beyond noise on `finetune.choice_metric` (a paired bootstrap over the validation
-rows), else the first candidate (the cheapest) is kept alone, since there the best-scoring weights are mostly
-luck; on more, the weights that score best, shrunk halfway towards equal ones. Both scored best on rows no
-candidate had seen (BENCHMARKS.md, "How auto weighs its candidates"). One temperature then calibrates the model on
+(`choose_shrunk`): on fewer than FEW_ROWS the first candidate (the cheapest) is kept alone, since there even a
+test of the mixture follows noise; on fewer than MIN_HELD_ROWS, the mixture of every candidate with equal weights
+is kept when it beats the first candidate alone beyond noise on `finetune.choice_metric` (a paired bootstrap over
+the validation rows), else the first candidate alone, since there the best-scoring weights are mostly luck; on
+more, the weights that score best, shrunk halfway towards equal ones. Each scored best on rows no candidate had
+seen (BENCHMARKS.md, "How auto weighs its candidates"). One temperature then calibrates the model on
 the same rows, and the chosen candidates are fitted on every training row."""
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ VALIDATION_FRACTION = 0.2  # when finetune.validation_fraction is 0: auto cannot
 # the pipeline's holdout (77 rows in one carve) scored as on 462 cross-fitted rows, in a third of the time
 # (benchmarks/folds.py); amazon with 8 or 64 per class (4 and 26 rows) still cross-fits
 MIN_HELD_ROWS = 60
+# fewer validation rows than this: the first candidate alone, untested. On amazon with 8 per class (16 cross-fitted
+# rows) the bootstrap test passed the equal mixture on 1 of 20 seeds, and there it scored 13 points of MCC below
+# the first candidate on 1,000 dev rows, where the mixture beat it by 2 points at most on the other seeds
+FEW_ROWS = 30
 CROSS_FOLDS = 5
 
 
@@ -157,11 +162,17 @@ def choose_equal(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, 
 
 
 def choose_shrunk(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
-                  min_rows: int = MIN_HELD_ROWS) -> tuple[dict[str, float], dict]:
-    """Auto's rule. On fewer than `min_rows` validation rows, `choose_with_evidence` with equal weights; on more,
-    the grid's best weights (`choose`) shrunk halfway towards equal weights, with no test: enough rows to let the
-    scores move the weights, too few to trust them alone. Rule `rows/shrunk` of benchmarks/choice.py. `shrunk`:
-    which of the two chose."""
+                  min_rows: int = MIN_HELD_ROWS, few_rows: int = 0) -> tuple[dict[str, float], dict]:
+    """On fewer than `few_rows` validation rows the first candidate alone; on fewer than `min_rows`,
+    `choose_with_evidence` with equal weights; on more, the grid's best weights (`choose`) shrunk halfway towards
+    equal weights, with no test: enough rows to let the scores move the weights, too few to trust them alone.
+    Rules `rows/shrunk` (`few_rows` 0) and `few/shrunk` (auto's, `few_rows` FEW_ROWS) of benchmarks/choice.py.
+    `shrunk`: whether the grid chose."""
+    first = next(iter(held))
+    if len(targets) < few_rows:
+        alone = held[first]
+        return {first: 1.0}, {metric: score(alone, targets, metric), "log_loss": log_loss(alone, targets),
+                              "fallback": first, "beyond_noise": False, "shrunk": False}
     if len(targets) < min_rows:
         weights, chosen = choose_with_evidence(held, targets, metric, seed, mixtures="equal")
         return weights, {**chosen, "shrunk": False}
@@ -169,7 +180,7 @@ def choose_shrunk(held: dict[str, np.ndarray], targets: np.ndarray, metric: str,
     weights = {name: 0.5 * grid.get(name, 0.0) + 0.5 / len(held) for name in held}
     mixed = sum(w * held[name] for name, w in weights.items())
     return weights, {metric: score(mixed, targets, metric), "log_loss": log_loss(mixed, targets),
-                     "fallback": next(iter(held)), "beyond_noise": False, "shrunk": True}
+                     "fallback": first, "beyond_noise": False, "shrunk": True}
 
 
 def prune(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
@@ -342,7 +353,8 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
     if not candidates.probs:
         raise ParamsError(f"finetune.time_budget: {cfg.time_budget:g} min is too short for every candidate of "
                           f"finetune.candidates; raise it, or add tfidf or embedding (they train in minutes)")
-    weights, chosen = choose_shrunk(candidates.probs, candidates.targets, cfg.choice_metric, seed)
+    weights, chosen = choose_shrunk(candidates.probs, candidates.targets, cfg.choice_metric, seed,
+                                    few_rows=FEW_ROWS)
     mixed = sum(w * candidates.probs[name] for name, w in weights.items())
     temperature = fit_temperature(mixed, candidates.targets)
     chosen.update(temperature=temperature,
@@ -352,6 +364,8 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
     rows = len(candidates.targets)
     if chosen["shrunk"]:
         why = f": the best weights on {rows} validation rows, shrunk halfway towards equal ones"
+    elif rows < FEW_ROWS:
+        why = f": {rows} validation rows are too few to choose a mixture on (at least {FEW_ROWS})"
     elif list(weights) == [chosen["fallback"]] and not chosen["beyond_noise"]:
         why = f": no mixture beat it beyond noise on {rows} validation rows"
     else:

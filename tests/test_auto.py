@@ -279,6 +279,22 @@ def test_shrunk_weights_lie_halfway_between_the_grids_and_equal_ones_on_enough_r
     assert (weights, chosen) == choose_with_evidence(small, targets[few], "macro_f1", 0, mixtures="equal")
 
 
+def test_on_fewer_than_few_rows_the_first_candidate_is_kept_alone_even_against_a_mixture_beyond_noise():
+    from tasks.auto import FEW_ROWS, MIN_HELD_ROWS, choose_shrunk, choose_with_evidence
+
+    targets = np.arange((FEW_ROWS + MIN_HELD_ROWS) // 2) % 2
+    wrong_half = np.eye(2)[np.where(np.arange(len(targets)) % 4 < 2, targets, 1 - targets)] * 0.8 + 0.1
+    held = {"tfidf": wrong_half, "full": np.eye(2)[targets] * 0.8 + 0.1}  # the mixture is always right
+    few = slice(0, FEW_ROWS - 2)
+    small = {name: probs[few] for name, probs in held.items()}
+    tested, _ = choose_with_evidence(small, targets[few], "macro_f1", 0, mixtures="equal")
+    assert tested == {"tfidf": 0.5, "full": 0.5}  # beyond noise by the bootstrap on these rows ...
+    weights, chosen = choose_shrunk(small, targets[few], "macro_f1", 0, few_rows=FEW_ROWS)
+    assert weights == {"tfidf": 1.0} and not chosen["beyond_noise"] and not chosen["shrunk"]  # ... yet too few rows
+    assert FEW_ROWS <= len(targets) < MIN_HELD_ROWS  # from FEW_ROWS on, the test decides again
+    assert choose_shrunk(held, targets, "macro_f1", 0, few_rows=FEW_ROWS)[0] == tested
+
+
 def test_a_run_projects_its_time_from_the_tokens_of_its_first_batches():
     import torch
 
