@@ -26,6 +26,8 @@ here too), then fitted on every training row and run on the dev rows. Rules comp
 - pruned/shrunk: rows/shrunk without the candidates the first one beats beyond noise;
 - few/shrunk: rows/shrunk, but on fewer than tasks.auto.FEW_ROWS validation rows the first candidate alone, with no
   test (auto's rule);
+- scaled: few/shrunk, but from tasks.auto.MIN_HELD_ROWS validation rows on, the grid's weights shrunk towards
+  equal ones by the share MIN_HELD_ROWS / rows (all the way at 60 rows, half at 120, a seventh at cfpb's 434);
 - first: the first candidate alone;
 - evidence/subsets: the same test with the best equally weighed subset of the candidates (tasks.auto.choose_subset);
   evidence80/subsets, evidence60/subsets: the same at lower confidence (SUBSET_LEVELS); subsets: no test at all.
@@ -108,8 +110,8 @@ def member_dev_probs(candidates, name: str, dev: list[str], seeds: list[int], fo
 
 def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict[str, dict[str, float]]:
     """Each rule's weights, from the out-of-fold probabilities `held`."""
-    from tasks.auto import (FEW_ROWS, choose, choose_equal, choose_shrunk, choose_subset, choose_with_evidence, prune,
-                            score, weight_grid)
+    from tasks.auto import (FEW_ROWS, MIN_HELD_ROWS, choose, choose_equal, choose_shrunk, choose_subset,
+                            choose_with_evidence, prune, score, weight_grid)
     from tasks.calibration import log_loss
 
     names = list(held)
@@ -124,16 +126,19 @@ def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict
     pruned, _ = choose_equal(prune(held, targets, metric, seed=0), targets, metric, seed=0)
     shrunk_by_rows, _ = choose_shrunk(held, targets, metric, seed=0)
     first = {names[0]: 1.0}
+    few_shrunk, _ = choose_shrunk(held, targets, metric, seed=0, few_rows=FEW_ROWS)
+    share = MIN_HELD_ROWS / len(targets)  # rule scaled: the share of equal weights falls as the rows grow
+    scaled = few_shrunk if share > 1 else {
+        name: (1 - share) * grid.get(name, 0.0) + share / len(names) for name in names}
     pruned_shrunk, _ = choose_shrunk(prune(held, targets, metric, seed=0), targets, metric, seed=0)
     subsets = {f"evidence{'' if level == 0.95 else round(level * 100)}/subsets":
                choose_with_evidence(held, targets, metric, seed=0, mixtures="subsets", confidence=level)[0]
                for level in SUBSET_LEVELS}
     return {f"grid/{metric}": grid, "evidence": evidence, "evidence/equal": evidence_equal, "rows/equal": by_rows,
             "pruned/equal": pruned, "rows/shrunk": shrunk_by_rows,
-            "few/shrunk": choose_shrunk(held, targets, metric, seed=0, few_rows=FEW_ROWS)[0],
-            "pruned/shrunk": pruned_shrunk, "first": first, **subsets,
-            "subsets": choose_subset(held, targets, metric)[0], "grid/log_loss": dict(zip(names, by_loss)), "equal": equal,
-            "best_single": {single: 1.0},
+            "few/shrunk": few_shrunk, "scaled": scaled, "pruned/shrunk": pruned_shrunk, "first": first, **subsets,
+            "subsets": choose_subset(held, targets, metric)[0], "grid/log_loss": dict(zip(names, by_loss)),
+            "equal": equal, "best_single": {single: 1.0},
             "shrunk": choose_shrunk(held, targets, metric, seed=0, min_rows=0)[0]}
 
 
@@ -216,6 +221,7 @@ RULES = {"evidence": "grid if beyond noise of the first candidate, else it alone
          "rows/shrunk": "on few validation rows equal weights if beyond noise of the first candidate, else it "
                         "alone; on more half grid, half equal",
          "few/shrunk": "the same, but on fewer than tasks.auto.FEW_ROWS validation rows the first candidate alone",
+         "scaled": "the same, but from tasks.auto.MIN_HELD_ROWS rows on shrunk by MIN_HELD_ROWS / rows",
          "pruned/shrunk": "on few validation rows equal weights if beyond noise of the first candidate, on more half "
                           "grid, half equal, without the candidates the first beats beyond noise",
          "first": "the first candidate alone",
