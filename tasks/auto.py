@@ -365,7 +365,7 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
     if chosen["shrunk"]:
         why = f": the best weights on {rows} validation rows, shrunk halfway towards equal ones"
     elif rows < FEW_ROWS:
-        why = f": {rows} validation rows are too few to choose a mixture on (at least {FEW_ROWS})"
+        why = f": {rows} validation rows are too few to choose a mixture on ({FEW_ROWS} are needed)"
     elif list(weights) == [chosen["fallback"]] and not chosen["beyond_noise"]:
         why = f": no mixture beat it beyond noise on {rows} validation rows"
     else:
