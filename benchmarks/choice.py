@@ -220,8 +220,11 @@ RULES = {"evidence": "grid if beyond noise of the first candidate, else it alone
          "pruned/equal": "the same, without the candidates the first beats beyond noise",
          "rows/shrunk": "on few validation rows equal weights if beyond noise of the first candidate, else it "
                         "alone; on more half grid, half equal",
-         "few/shrunk": "the same, but on fewer than tasks.auto.FEW_ROWS validation rows the first candidate alone",
-         "scaled": "the same, but from tasks.auto.MIN_HELD_ROWS rows on shrunk by MIN_HELD_ROWS / rows",
+         "few/shrunk": "on fewer than tasks.auto.FEW_ROWS validation rows the first candidate alone; up to "
+                       "tasks.auto.MIN_HELD_ROWS equal weights if beyond noise of it, else it alone; on more half "
+                       "grid, half equal",
+         "scaled": "as auto's, but from tasks.auto.MIN_HELD_ROWS validation rows on the grid shrunk towards equal "
+                   "weights by MIN_HELD_ROWS / rows",
          "pruned/shrunk": "on few validation rows equal weights if beyond noise of the first candidate, on more half "
                           "grid, half equal, without the candidates the first beats beyond noise",
          "first": "the first candidate alone",
