@@ -114,6 +114,14 @@ def gain(targets: np.ndarray, mixed: np.ndarray, alone: np.ndarray, metric: str,
                             confidence=confidence)[metric]
 
 
+def first_alone(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> tuple[dict[str, float], dict]:
+    """The first candidate kept alone, with its validation scores."""
+    first = next(iter(held))
+    alone = held[first]
+    return {first: 1.0}, {metric: score(alone, targets, metric), "log_loss": log_loss(alone, targets),
+                          "fallback": first, "beyond_noise": False}
+
+
 def choose_with_evidence(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
                          mixtures: str = "grid", confidence: float = CONFIDENCE) -> tuple[dict[str, float], dict]:
     """The best of `mixtures` when it beats the first candidate alone beyond noise on the validation rows (the
@@ -136,9 +144,7 @@ def choose_with_evidence(held: dict[str, np.ndarray], targets: np.ndarray, metri
     mixed = sum(w * held[name] for name, w in weights.items())
     if gain(targets, mixed, held[first], metric, seed, confidence)["ci_low"] > 0:
         return weights, {**chosen, "fallback": first, "beyond_noise": True}
-    alone = held[first]
-    return {first: 1.0}, {metric: score(alone, targets, metric), "log_loss": log_loss(alone, targets),
-                          "fallback": first, "beyond_noise": False}
+    return first_alone(held, targets, metric)
 
 
 def choose_equal(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
@@ -168,19 +174,15 @@ def choose_shrunk(held: dict[str, np.ndarray], targets: np.ndarray, metric: str,
     equal weights, with no test: enough rows to let the scores move the weights, too few to trust them alone.
     Rules `rows/shrunk` (`few_rows` 0) and `few/shrunk` (auto's, `few_rows` FEW_ROWS) of benchmarks/choice.py.
     `shrunk`: whether the grid chose."""
-    first = next(iter(held))
-    if len(targets) < few_rows:
-        alone = held[first]
-        return {first: 1.0}, {metric: score(alone, targets, metric), "log_loss": log_loss(alone, targets),
-                              "fallback": first, "beyond_noise": False, "shrunk": False}
     if len(targets) < min_rows:
-        weights, chosen = choose_with_evidence(held, targets, metric, seed, mixtures="equal")
+        weights, chosen = (first_alone(held, targets, metric) if len(targets) < few_rows else
+                           choose_with_evidence(held, targets, metric, seed, mixtures="equal"))
         return weights, {**chosen, "shrunk": False}
     grid, _ = choose(held, targets, metric)
     weights = {name: 0.5 * grid.get(name, 0.0) + 0.5 / len(held) for name in held}
     mixed = sum(w * held[name] for name, w in weights.items())
     return weights, {metric: score(mixed, targets, metric), "log_loss": log_loss(mixed, targets),
-                     "fallback": first, "beyond_noise": False, "shrunk": True}
+                     "fallback": next(iter(held)), "beyond_noise": False, "shrunk": True}
 
 
 def prune(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
