@@ -25,9 +25,10 @@ here too), then fitted on every training row and run on the dev rows. Rules comp
   test (tasks.auto.choose_shrunk);
 - pruned/shrunk: rows/shrunk without the candidates the first one beats beyond noise;
 - few/shrunk: rows/shrunk, but on fewer than tasks.auto.FEW_ROWS validation rows the first candidate alone, with no
-  test (auto's rule);
+  test;
 - scaled: few/shrunk, but from tasks.auto.MIN_HELD_ROWS validation rows on, the grid's weights shrunk towards
-  equal ones by the share MIN_HELD_ROWS / rows (all the way at 60 rows, half at 120, a seventh at cfpb's 434);
+  equal ones by the share MIN_HELD_ROWS / rows (all the way at 60 rows, half at 120, a seventh at cfpb's 434;
+  auto's rule);
 - first: the first candidate alone;
 - evidence/subsets: the same test with the best equally weighed subset of the candidates (tasks.auto.choose_subset);
   evidence80/subsets, evidence60/subsets: the same at lower confidence (SUBSET_LEVELS); subsets: no test at all.
@@ -110,7 +111,7 @@ def member_dev_probs(candidates, name: str, dev: list[str], seeds: list[int], fo
 
 def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict[str, dict[str, float]]:
     """Each rule's weights, from the out-of-fold probabilities `held`."""
-    from tasks.auto import (FEW_ROWS, MIN_HELD_ROWS, choose, choose_equal, choose_shrunk, choose_subset,
+    from tasks.auto import (FEW_ROWS, choose, choose_equal, choose_shrunk, choose_subset,
                             choose_with_evidence, prune, score, weight_grid)
     from tasks.calibration import log_loss
 
@@ -127,9 +128,7 @@ def rules(held: dict[str, np.ndarray], targets: np.ndarray, metric: str) -> dict
     shrunk_by_rows, _ = choose_shrunk(held, targets, metric, seed=0)
     first = {names[0]: 1.0}
     few_shrunk, _ = choose_shrunk(held, targets, metric, seed=0, few_rows=FEW_ROWS)
-    share = MIN_HELD_ROWS / len(targets)  # rule scaled: the share of equal weights falls as the rows grow
-    scaled = few_shrunk if share > 1 else {
-        name: (1 - share) * grid.get(name, 0.0) + share / len(names) for name in names}
+    scaled, _ = choose_shrunk(held, targets, metric, seed=0, few_rows=FEW_ROWS, scaled=True)
     pruned_shrunk, _ = choose_shrunk(prune(held, targets, metric, seed=0), targets, metric, seed=0)
     subsets = {f"evidence{'' if level == 0.95 else round(level * 100)}/subsets":
                choose_with_evidence(held, targets, metric, seed=0, mixtures="subsets", confidence=level)[0]
@@ -210,7 +209,7 @@ def decide(table: dict, metric: str) -> str:
     return f"{best}: {table[best][metric] - table[today][metric]:+.3f} {metric} over {today} on these dev rows"
 
 
-TODAY = "few/shrunk"  # auto's rule (tasks.auto.train_auto), which another must beat by NOISE to replace
+TODAY = "scaled"  # auto's rule (tasks.auto.train_auto), which another must beat by NOISE to replace
 
 
 RULES = {"evidence": "grid if beyond noise of the first candidate, else it alone",
@@ -223,8 +222,8 @@ RULES = {"evidence": "grid if beyond noise of the first candidate, else it alone
          "few/shrunk": "on fewer than tasks.auto.FEW_ROWS validation rows the first candidate alone; up to "
                        "tasks.auto.MIN_HELD_ROWS equal weights if beyond noise of it, else it alone; on more half "
                        "grid, half equal",
-         "scaled": "as auto's, but from tasks.auto.MIN_HELD_ROWS validation rows on the grid shrunk towards equal "
-                   "weights by MIN_HELD_ROWS / rows",
+         "scaled": "as few/shrunk, but from tasks.auto.MIN_HELD_ROWS validation rows on the grid shrunk towards "
+                   "equal weights by MIN_HELD_ROWS / rows",
          "pruned/shrunk": "on few validation rows equal weights if beyond noise of the first candidate, on more half "
                           "grid, half equal, without the candidates the first beats beyond noise",
          "first": "the first candidate alone",

@@ -10,7 +10,8 @@ that every row is scored once). How they are weighed depends on how many validat
 test of the mixture follows noise; on fewer than MIN_HELD_ROWS, the mixture of every candidate with equal weights
 is kept when it beats the first candidate alone beyond noise on `finetune.choice_metric` (a paired bootstrap over
 the validation rows), else the first candidate alone, since there the best-scoring weights are mostly luck; on
-more, the weights that score best, shrunk halfway towards equal ones. Each scored best on rows no candidate had
+more, the weights that score best, shrunk towards equal ones by MIN_HELD_ROWS / rows (all the way at
+MIN_HELD_ROWS rows, half at twice as many, less beyond). Each scored best on rows no candidate had
 seen (BENCHMARKS.md, "How auto weighs its candidates"). One temperature then calibrates the model on
 the same rows, and the chosen candidates are fitted on every training row."""
 
@@ -168,21 +169,26 @@ def choose_equal(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, 
 
 
 def choose_shrunk(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
-                  min_rows: int = MIN_HELD_ROWS, few_rows: int = 0) -> tuple[dict[str, float], dict]:
+                  min_rows: int = MIN_HELD_ROWS, few_rows: int = 0,
+                  scaled: bool = False) -> tuple[dict[str, float], dict]:
     """On fewer than `few_rows` validation rows the first candidate alone; on fewer than `min_rows`,
-    `choose_with_evidence` with equal weights; on more, the grid's best weights (`choose`) shrunk halfway towards
-    equal weights, with no test: enough rows to let the scores move the weights, too few to trust them alone.
-    Rules `rows/shrunk` (`few_rows` 0) and `few/shrunk` (auto's, `few_rows` FEW_ROWS) of benchmarks/choice.py.
-    `shrunk`: whether the grid chose."""
+    `choose_with_evidence` with equal weights; on more, the grid's best weights (`choose`) shrunk towards equal
+    weights, with no test: enough rows to let the scores move the weights, too few to trust them alone. The
+    share of equal weights is a half, or with `scaled` `min_rows` / rows, so that the more rows judge the
+    weights, the more their scores count (equal weights at `min_rows` rows, halfway at twice as many, a seventh
+    of the way at cfpb's 434).
+    Rules `rows/shrunk` (`few_rows` 0), `few/shrunk` (`few_rows` FEW_ROWS) and `scaled` (auto's: FEW_ROWS and
+    `scaled`) of benchmarks/choice.py. `shrunk`: the share of equal weights where the grid chose, else 0."""
     if len(targets) < min_rows:
         weights, chosen = (first_alone(held, targets, metric) if len(targets) < few_rows else
                            choose_with_evidence(held, targets, metric, seed, mixtures="equal"))
-        return weights, {**chosen, "shrunk": False}
+        return weights, {**chosen, "shrunk": 0.0}
     grid, _ = choose(held, targets, metric)
-    weights = {name: 0.5 * grid.get(name, 0.0) + 0.5 / len(held) for name in held}
+    share = min(1.0, min_rows / len(targets)) if scaled else 0.5
+    weights = {name: (1 - share) * grid.get(name, 0.0) + share / len(held) for name in held}
     mixed = sum(w * held[name] for name, w in weights.items())
     return weights, {metric: score(mixed, targets, metric), "log_loss": log_loss(mixed, targets),
-                     "fallback": next(iter(held)), "beyond_noise": False, "shrunk": True}
+                     "fallback": next(iter(held)), "beyond_noise": False, "shrunk": share}
 
 
 def prune(held: dict[str, np.ndarray], targets: np.ndarray, metric: str, seed: int,
@@ -356,7 +362,7 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
         raise ParamsError(f"finetune.time_budget: {cfg.time_budget:g} min is too short for every candidate of "
                           f"finetune.candidates; raise it, or add tfidf or embedding (they train in minutes)")
     weights, chosen = choose_shrunk(candidates.probs, candidates.targets, cfg.choice_metric, seed,
-                                    few_rows=FEW_ROWS)
+                                    few_rows=FEW_ROWS, scaled=True)
     mixed = sum(w * candidates.probs[name] for name, w in weights.items())
     temperature = fit_temperature(mixed, candidates.targets)
     chosen.update(temperature=temperature,
@@ -365,7 +371,8 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
     shutil.rmtree(candidates.folder, ignore_errors=True)
     rows = len(candidates.targets)
     if chosen["shrunk"]:
-        why = f": the best weights on {rows} validation rows, shrunk halfway towards equal ones"
+        why = (f": the best weights on {rows} validation rows, {chosen['shrunk']:.0%} of the way towards equal"
+               f" ones")
     elif rows < FEW_ROWS:
         why = f": {rows} validation rows are too few to choose a mixture on ({FEW_ROWS} are needed)"
     elif list(weights) == [chosen["fallback"]] and not chosen["beyond_noise"]:

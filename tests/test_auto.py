@@ -260,7 +260,7 @@ def test_pruning_drops_the_candidates_the_first_one_beats_beyond_noise():
     assert list(kept) == ["tfidf", "full"]
 
 
-def test_shrunk_weights_lie_halfway_between_the_grids_and_equal_ones_on_enough_rows():
+def test_shrunk_weights_lie_between_the_grids_and_equal_ones_on_enough_rows():
     from tasks.auto import MIN_HELD_ROWS, choose, choose_shrunk, choose_with_evidence
 
     rng = np.random.default_rng(2)
@@ -271,6 +271,10 @@ def test_shrunk_weights_lie_halfway_between_the_grids_and_equal_ones_on_enough_r
     weights, _ = choose_shrunk(held, targets, "macro_f1", 0)
     assert weights == pytest.approx({name: 0.5 * grid.get(name, 0.0) + 0.5 / 3 for name in held})
     assert sum(weights.values()) == pytest.approx(1.0)
+    share = MIN_HELD_ROWS / len(targets)  # auto's rule: the more rows, the less the weights are shrunk
+    weights, chosen = choose_shrunk(held, targets, "macro_f1", 0, scaled=True)
+    assert chosen["shrunk"] == pytest.approx(share) and share < 0.5
+    assert weights == pytest.approx({name: (1 - share) * grid.get(name, 0.0) + share / 3 for name in held})
     few = np.arange(0, 200, 25)  # fewer than MIN_HELD_ROWS: auto's own rule
     assert len(few) < MIN_HELD_ROWS
     small = {name: probs[few] for name, probs in held.items()}
