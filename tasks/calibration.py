@@ -8,6 +8,11 @@ import numpy as np
 
 FLOOR = 1e-12  # log of a probability that underflowed to 0
 LIMITS = (0.05, 20.0)  # T outside this range means the validation rows are too few to say anything
+# log T ~ Normal(0, PRIOR_SD): a weak pull towards T = 1, which counts on a dozen rows and fades on hundreds. On
+# amazon counterfactual with 8 rows per class (16 cross-fitted validation rows), the log loss alone put T at 20 or
+# near 0.1 on some seeds, and calibrated dev rows worse than no temperature there (BENCHMARKS.md, "Temperature on
+# few validation rows")
+PRIOR_SD = 2.0
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -31,12 +36,17 @@ def log_loss(probs: np.ndarray, targets: np.ndarray) -> float:
     return float(-np.log(np.clip(picked, FLOOR, None)).mean())
 
 
-def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> float:
-    """The T that minimises the validation rows' log loss; 1.0 without rows to fit on."""
+def fit_temperature(probs: np.ndarray, targets: np.ndarray, prior_sd: float | None = PRIOR_SD) -> float:
+    """The most probable T given the validation rows (their log loss) and a normal prior on log T around 0 of
+    standard deviation `prior_sd` (None: the log loss alone); 1.0 without rows to fit on."""
     from scipy.optimize import minimize_scalar
 
     if len(targets) == 0:
         return 1.0
-    found = minimize_scalar(lambda log_t: log_loss(apply_temperature(probs, float(np.exp(log_t))), targets),
-                            bounds=tuple(np.log(LIMITS)), method="bounded")
+    pull = 0.0 if prior_sd is None else 1.0 / (2 * prior_sd ** 2 * len(targets))  # the prior, per row
+
+    def loss(log_t: float) -> float:
+        return log_loss(apply_temperature(probs, float(np.exp(log_t))), targets) + pull * log_t ** 2
+
+    found = minimize_scalar(loss, bounds=tuple(np.log(LIMITS)), method="bounded")
     return float(np.exp(found.x))

@@ -90,6 +90,16 @@ def test_temperature_scaling_lowers_the_log_loss_of_overconfident_probabilities(
     assert log_loss(apply_temperature(probs, temperature), targets) < log_loss(probs, targets)
     assert (apply_temperature(probs, temperature).argmax(axis=1) == predicted).all()
     np.testing.assert_allclose(uncalibrated(apply_temperature(probs, temperature), temperature), probs, atol=1e-9)
+    assert temperature == pytest.approx(fit_temperature(probs, targets, prior_sd=None), rel=0.01)  # 400 rows
+
+
+def test_the_temperature_prior_keeps_a_few_rows_off_the_limits():
+    from tasks.calibration import LIMITS
+
+    targets = np.tile([0, 1], 8)  # 16 rows, as amazon with 8 per class cross-fits
+    wrong = np.where(np.eye(2)[targets] == 1, 0.4, 0.6)  # mildly wrong on every row
+    assert fit_temperature(wrong, targets, prior_sd=None) == pytest.approx(LIMITS[1], rel=1e-3)
+    assert 1 < fit_temperature(wrong, targets) < LIMITS[1] / 2
 
 
 def test_the_choice_takes_the_best_mixture_and_prefers_fewer_members_on_ties():

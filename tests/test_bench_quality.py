@@ -486,6 +486,23 @@ def test_the_refit_section_pairs_each_seeds_two_runs():
     assert any("+1.0, -1.0 points; time 1.50x, 1.50x" in line for line in lines)
 
 
+def test_the_temperature_section_counts_the_seeds_whose_temperature_sits_at_a_limit():
+    from benchmarks import temperature
+    from tasks.calibration import LIMITS, PRIOR_SD
+
+    def run(seed: int, alone: float, with_prior: float) -> dict:
+        fitted = {"T = 1": 1.0, "None": alone, str(PRIOR_SD): with_prior}
+        return {"seed": seed, "validation_rows": 16, "dev_rows": 1000,
+                "priors": {key: {"temperature": t, "dev_ece": 0.1, "dev_log_loss": 0.6} for key, t in fitted.items()}}
+
+    lines = temperature.section({"amazon_counterfactual_en_k8": {
+        "command": "python -m benchmarks.temperature", "date": "2026-12-06", "machine": {"cores": 2},
+        "runs": [run(0, LIMITS[1], 3.0), run(1, 0.5, 0.6), run(2, LIMITS[0], 0.2)]}})
+    assert "### amazon_counterfactual_en_k8: 3 seeds, 16 validation rows" in lines
+    assert f"| none: the log loss alone | 0.50 ({LIMITS[0]:.2f} to {LIMITS[1]:.2f}) | 2 | 0.6000 | 10.0 |" in lines
+    assert f"| {PRIOR_SD:g} (auto's) | 0.60 (0.20 to 3.00) | 0 | 0.6000 | 10.0 |" in lines
+
+
 def test_the_endtoend_goal_reads_each_strategys_median_run():
     from benchmarks import endtoend
 
