@@ -7,7 +7,11 @@ trained with validation rows, which fit the temperature), most confident first, 
 cannot swamp the others. Each round labels the
 whole pool again with the latest model (a text labeled wrongly early can be corrected) and trains from the
 backbone again. Pseudo-labeled rows are marked (tasks.training.PSEUDO): they are never held out for early stopping,
-calibration or `auto`'s choice, and evaluation and the gate read the holdout only."""
+calibration or `auto`'s choice, and evaluation and the gate read the holdout only.
+
+For `auto`, `finetune.time_budget` chooses the model's members once, on the labeled rows: later rounds train the
+candidates the first training kept, however long their extra rows take. Otherwise a fine-tuned member that fits the
+budget on the labeled rows would drop out of a round for having more rows to learn from."""
 
 from __future__ import annotations
 
@@ -49,6 +53,14 @@ def pseudo_labels(probs: np.ndarray, labels: list[str], counts: dict[str, int], 
     return keep, [labels[best[i]] for i in keep]
 
 
+def same_members(cfg: FinetuneParams, first: FinetuneResult) -> FinetuneParams:
+    """What the rounds after `first` train with: for `auto`, the candidates `first` kept and no time budget."""
+    if cfg.strategy != AUTO:
+        return cfg
+    kept = [report["name"] for report in first.candidates if "left_out" not in report]
+    return cfg.model_copy(update={"candidates": kept, "time_budget": None})
+
+
 def self_train(train: pd.DataFrame, pool: list[str], cfg: FinetuneParams, st: SelfTrainingParams, seed: int,
                out_dir: Path, work_dir: Path | None, trainer: Trainer) -> tuple[FinetuneResult, dict]:
     """Train with `trainer`, then `st.rounds` rounds of pseudo-labeling `pool` and training again. Returns the
@@ -56,6 +68,7 @@ def self_train(train: pd.DataFrame, pool: list[str], cfg: FinetuneParams, st: Se
     cfg = calibrated(cfg)
     labeled = train[["text", "label"]].assign(**{PSEUDO: False})
     result = trainer(labeled, cfg, seed, out_dir, work_dir)
+    cfg = same_members(cfg, result)
     counts = labeled["label"].value_counts().to_dict()
     added: list[int] = []
     per_class: dict[str, int] = {}

@@ -4,6 +4,7 @@ training log; a strategy trains again with them."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from tasks.config import FinetuneParams, SelfTrainingParams
 from tasks.finetune import Unlabeled, finetune
 from tasks.layout import LOG_FILE
 from tasks.model import MODEL_CARD
-from tasks.selftrain import calibrated, pseudo_labels
+from tasks.selftrain import calibrated, pseudo_labels, same_members
 from tasks.training import PSEUDO, carve_validation, labeled_rows, run_fingerprint
 from tests.conftest import cfpb_sample
 
@@ -26,6 +27,18 @@ def test_pseudo_labels_keep_the_most_confident_rows_of_each_class_up_to_its_cap(
     assert names == ["a", "a", "b"]
     keep, _ = pseudo_labels(probs, ["a", "b"], {"a": 2, "b": 4}, threshold=0.9, per_class=0.5)
     assert keep.tolist() == [0, 4]
+
+
+def test_later_rounds_train_the_members_the_time_budget_kept_on_the_labeled_rows():
+    cfg = FinetuneParams(strategy="auto", candidates=["tfidf", "embedding", "full"], time_budget=10)
+    full_left_out = SimpleNamespace(candidates=[{"name": "tfidf"}, {"name": "embedding"},
+                                                {"name": "full", "left_out": "time_budget"}])
+    later = same_members(cfg, full_left_out)
+    assert later.candidates == ["tfidf", "embedding"] and later.time_budget is None
+    every_one = SimpleNamespace(candidates=[{"name": name} for name in cfg.candidates])
+    assert same_members(cfg, every_one).candidates == cfg.candidates  # more rows never push full out
+    head = FinetuneParams(strategy="head")
+    assert same_members(head, full_left_out) is head
 
 
 def test_pseudo_labeled_rows_are_never_held_out_for_validation():
