@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import (active, adapt, choice, cores, endtoend, folds, memory, privacy, quality, refit, runtime,
-                        temperature, tfidf, truncation)
+                        selftrain, temperature, tfidf, truncation)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -392,7 +392,7 @@ def render() -> str:
              *truncation.section(load("truncation.json")), *choice.section(load("choice.json")),
              *folds.section(load("folds.json")), *refit.section(load("refit.json")),
              *tfidf.section(load("tfidf.json")), *temperature.section(load("temperature.json")),
-             *adapt.section(load("adapt.json")),
+             *adapt.section(load("adapt.json")), *selftrain.section(load("selftrain.json")),
              *run_log(quality_results, gpu_quality, settings)]
     return "\n".join(parts).rstrip() + "\n"
 

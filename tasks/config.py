@@ -309,8 +309,8 @@ class SelfTrainingParams(Section):
     with them; pseudo-labeled rows never enter validation, evaluation or the gate."""
 
     rounds: int = Field(0, ge=0)  # 0: off
-    threshold: float = Field(0.9, gt=0, le=1)  # calibrated probability a pseudo-label needs
-    max_per_class: float = Field(1.0, gt=0)  # pseudo-labels per class per round: at most this times its labeled rows
+    threshold: float = Field(0.7, gt=0, le=1)  # calibrated probability a pseudo-label needs
+    max_per_class: float = Field(2.0, gt=0)  # round r: at most r times this times a class's labeled rows
 
 
 class SuggestParams(Section):

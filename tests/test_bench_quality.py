@@ -83,7 +83,7 @@ def test_methods_that_learn_from_unlabeled_texts_get_the_training_texts_and_neve
     assert seen[0] == () and set(split.train["text"]) < set(seen[1])
     assert not set(seen[1]) & set(split.test["text"])
     assert quality.unlabeled_settings(["tsdae", "self"])["adapt"].objective == "tsdae"
-    assert quality.unlabeled_settings(["self"])["self_training"].rounds >= 1
+    assert quality.unlabeled_settings(["self"])["self_training"].rounds == quality.SELF_ROUNDS  # params.yaml: off
     with pytest.raises(SystemExit):
         quality.parse_args(["--methods", "tfidf_lr+self"])  # only nichetune's own methods learn from the pool
 
@@ -501,6 +501,28 @@ def test_the_temperature_section_counts_the_seeds_whose_temperature_sits_at_a_li
     assert "### amazon_counterfactual_en_k8: 3 seeds, 16 validation rows" in lines
     assert f"| none: the log loss alone | 0.50 ({LIMITS[0]:.2f} to {LIMITS[1]:.2f}) | 2 | 0.6000 | 10.0 |" in lines
     assert f"| {PRIOR_SD:g} (auto's) | 0.60 (0.20 to 3.00) | 0 | 0.6000 | 10.0 |" in lines
+
+
+def test_the_selftrain_section_compares_each_setting_with_no_self_training_seed_by_seed():
+    from benchmarks import selftrain
+
+    today = selftrain.bench_setting()  # marked as the quality bench's `+self`
+
+    def run(seed: int, off: float, on: float, added: list[int]) -> dict:
+        return {"seed": seed, "pool": 3002, "scores": {"off": off, "0.5/2/1": on, today: on},
+                "pseudo_labels": {"0.5/2/1": added, today: added}}
+
+    lines = selftrain.section({"amazon_counterfactual_en_k8": {
+        "command": "python -m benchmarks.selftrain", "date": "2026-12-06", "machine": {"cores": 2}, "metric": "mcc",
+        "runs": [run(0, 0.30, 0.30, []), run(1, 0.40, 0.50, [16, 32]), run(2, 0.35, 0.33, [2])]}})
+    assert "### amazon_counterfactual_en_k8: 3 seeds, pools of 3,002 texts" in lines
+    assert "| off | 35.0 | +0.0 ± 0.0 | 0 / 0 | - | - |" in lines
+    assert "| 0.5/2/1 | 37.7 | +2.7 ± 6.4 | 1 / 1 | 2 | 17 |" in lines
+    assert f"| {today} (`+self`) | 37.7 | +2.7 ± 6.4 | 1 / 1 | 2 | 17 |" in lines
+    assert selftrain.parse("0.7/3/2").model_dump() == {"rounds": 3, "threshold": 0.7, "max_per_class": 2.0}
+    assert selftrain.parse("off") is None
+    with pytest.raises(SystemExit, match="threshold/rounds/max_per_class"):
+        selftrain.parse("0.7/3")  # the cap is never left to whatever params.yaml says today
 
 
 def test_the_endtoend_goal_reads_each_strategys_median_run():
