@@ -469,8 +469,8 @@ QUICK_OVERRIDES = {"finetune": {"epochs": 1}, "setfit": {"num_iterations": 1}, "
 
 
 # the rounds a `+self` row trains where params.yaml leaves self-training off: on amazon with 8 per class a second
-# round, which may add twice the first's pseudo-labels, gained more than the first (BENCHMARKS.md, self-training's
-# threshold and rounds)
+# round, which may add twice the first's pseudo-labels, gained more than the first, and a third gained within noise
+# for nearly twice the rows (BENCHMARKS.md, self-training's threshold and rounds)
 SELF_ROUNDS = 2
 
 

@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def bench_setting() -> str:
-    """What the quality bench's `+self` rows train with: params.yaml's threshold and rounds (SELF_ROUNDS where
-    it leaves self-training off)."""
+    """What the quality bench's `+self` rows train with: params.yaml's self_training section (SELF_ROUNDS rounds
+    where it leaves self-training off)."""
     return setting_name(unlabeled_settings(["self"])["self_training"])
 
 
@@ -112,8 +112,9 @@ def section(results: dict | None) -> list[str]:
     lines = ["## Self-training's threshold and rounds", "",
              "Protocol in `benchmarks/selftrain.py`; `benchmarks/results/selftrain.json`. A setting is the calibrated "
              "probability a pseudo-label needs / the rounds of pseudo-labeling and training again / max_per_class "
-             "(round r keeps at most r x max_per_class x a class's labeled rows). Dev rows are training-split rows no model saw; the "
-             f"pool is the rest of the training split. The quality bench's `+self` rows train with {today} "
+             "(round r keeps at most r x max_per_class x a class's labeled rows). Dev rows are training-split rows "
+             "no model saw; the pool is the rest of the training split. The quality bench's `+self` rows train with "
+             f"{today} "
              f"(params.yaml's self_training section, with {SELF_ROUNDS} rounds where it leaves self-training off).", ""]
     for name, table in results.items():
         if name == "notes":
