@@ -15,6 +15,7 @@ budget on the labeled rows would drop out of a round for having more rows to lea
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -67,8 +68,8 @@ def self_train(train: pd.DataFrame, pool: list[str], cfg: FinetuneParams, st: Se
     last result and what each round added."""
     cfg = calibrated(cfg)
     labeled = train[["text", "label"]].assign(**{PSEUDO: False})
-    result = trainer(labeled, cfg, seed, out_dir, work_dir)
-    cfg = same_members(cfg, result)
+    first = result = trainer(labeled, cfg, seed, out_dir, work_dir)
+    cfg = same_members(cfg, first)
     counts = labeled["label"].value_counts().to_dict()
     added: list[int] = []
     per_class: dict[str, int] = {}
@@ -86,5 +87,8 @@ def self_train(train: pd.DataFrame, pool: list[str], cfg: FinetuneParams, st: Se
         per_class = pd.Series(names).value_counts().to_dict()
         pseudo = pd.DataFrame({"text": [pool[i] for i in keep], "label": names, PSEUDO: True})
         result = trainer(pd.concat([labeled, pseudo], ignore_index=True), cfg, seed, out_dir, work_dir)
+    if result is not first:  # what the budget left out on the labeled rows stays in the model's record
+        budgeted = [report for report in first.candidates if "left_out" in report]
+        result = dataclasses.replace(result, candidates=[*result.candidates, *budgeted])
     return result, {"rounds": len(added), "threshold": st.threshold, "max_per_class": st.max_per_class,
                     "pseudo_labels": added, "last_round_by_class": per_class, "pool_texts": len(pool)}

@@ -3,6 +3,7 @@ training log; a strategy trains again with them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -11,10 +12,10 @@ import pandas as pd
 
 from tasks.auto import folds_for
 from tasks.config import FinetuneParams, SelfTrainingParams
-from tasks.finetune import Unlabeled, finetune
+from tasks.finetune import Unlabeled, finetune, train_one
 from tasks.layout import LOG_FILE
 from tasks.model import MODEL_CARD
-from tasks.selftrain import calibrated, pseudo_labels, same_members
+from tasks.selftrain import calibrated, pseudo_labels, same_members, self_train
 from tasks.training import PSEUDO, carve_validation, labeled_rows, run_fingerprint
 from tests.conftest import cfpb_sample
 
@@ -73,6 +74,24 @@ def test_self_training_adds_confident_pool_texts_and_records_each_round(tmp_path
     labeled_only = run_fingerprint(train.assign(**{PSEUDO: False}), calibrated(cfg), 0)
     assert card["fingerprint"] != labeled_only  # the saved model trained on more rows than the labeled ones
     assert result.temperature != 1.0  # the threshold reads calibrated probabilities: validation rows were carved
+
+
+def test_a_member_the_budget_left_out_on_the_labeled_rows_stays_on_the_record(tmp_path, tiny_backbone):
+    sample = cfpb_sample(per_class=12).rename(columns={"issue": "label"})[["text", "label"]]
+    train, pool = sample.groupby("label").head(8), sample.groupby("label").tail(4)["text"].tolist()
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=1, batch_size=8, max_length=64)
+    left_out = {"name": "full", "left_out": "time_budget", "projected_seconds": 1800.0}
+    trained = []
+
+    def trainer(frame, cfg, seed, out_dir, work_dir):  # the first training, on the labeled rows, reports full left out
+        result = train_one(frame, cfg, seed, out_dir, work_dir)
+        trained.append(len(frame))
+        return dataclasses.replace(result, candidates=[{"name": "head"}, *([left_out] if len(trained) == 1 else [])])
+
+    rounds = SelfTrainingParams(rounds=1, threshold=0.01)
+    result, record = self_train(train, pool, cfg, rounds, 0, tmp_path, None, trainer)
+    assert record["rounds"] == 1 and len(trained) == 2 and trained[1] > trained[0]
+    assert result.candidates == [{"name": "head"}, left_out]
 
 
 def test_without_unlabeled_texts_nothing_changes(tmp_path, tiny_backbone):
