@@ -7,8 +7,9 @@ starts from it, with one of three objectives (`adapt.objective`):
 - simcse: dropout contrast (MultipleNegativesRankingLoss on each text paired with itself): the two dropout views of
   a text must be closer than any other text of the batch.
 
-The result is an ordinary model folder (config, weights, tokenizer) of the backbone's architecture, cached under
-<cache>/adapted/<key> per backbone, pool version, adapt settings and seed. A model trained from it keeps a copy
+The texts are the corpus tasks.finetune.Unlabeled.corpus gives: the unlabeled pool and, by default, the training
+rows' texts (never a holdout text). The result is an ordinary model folder (config, weights, tokenizer) of the
+backbone's architecture, cached under <cache>/adapted/<key> per backbone, corpus, adapt settings and seed. A model trained from it keeps a copy
 (`embed_base`), so a registered model never depends on the cache."""
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Adapted:
     """An adapted backbone: a folder any strategy loads as `finetune.backbone`, and how it was made."""
 
     path: Path
-    provenance: dict  # objective, steps, texts, seconds, path, cached, pool_version, key, losses...
+    provenance: dict  # objective, steps, texts, seconds, path, cached, corpus_version, key, losses...
 
 
 @dataclass
@@ -59,43 +60,43 @@ class Objective:
     encoder: torch.nn.Module
 
 
-def adapted_backbone(texts: list[str], pool_version: str, cfg: AdaptParams, backbone: str, seed: int,
+def adapted_backbone(texts: list[str], corpus_version: str, cfg: AdaptParams, backbone: str, seed: int,
                      cache_root: Path, device: Device) -> Adapted:
     """The backbone trained `cfg.steps` steps of `cfg.objective` on at most `cfg.max_texts` of `texts` (sampled
-    with `seed`); from the cache when the same backbone, pool version, settings and seed were adapted before.
+    with `seed`); from the cache when the same backbone, corpus version, settings and seed were adapted before.
     Objective none returns the backbone unchanged, with empty provenance."""
     base = backbone_path(backbone)
     if cfg.objective == "none":
         return Adapted(Path(base), {})
     texts = [text for text in texts if isinstance(text, str) and text.strip()]
     if not texts:
-        raise DataError(f"adapt.objective = {cfg.objective!r} but the unlabeled pool {pool_version!r} holds no "
-                        "texts; add some with `nichetune ingest FILE --unlabeled` or set adapt.objective: none")
-    key = cache_key(base, pool_version, cfg, seed)
+        raise DataError(f"adapt.objective = {cfg.objective!r} but the corpus {corpus_version!r} holds no texts; "
+                        "add some with `nichetune ingest FILE --unlabeled` or set adapt.objective: none")
+    key = cache_key(base, corpus_version, cfg, seed)
     folder = Path(cache_root) / ADAPTED_DIR / key
     if (folder / PROVENANCE_FILE).is_file():
-        say(f"adapt {cfg.objective}: reusing the backbone adapted on pool {pool_version} ({folder})")
+        say(f"adapt {cfg.objective}: reusing the backbone adapted on corpus {corpus_version} ({folder})")
         return Adapted(folder, {**json.loads((folder / PROVENANCE_FILE).read_text()), "cached": True})
     sample = sample_texts(texts, cfg.max_texts, seed)
-    about = {"objective": cfg.objective, "steps": cfg.steps, "texts": len(sample), "pool_texts": len(texts),
-             "pool_version": pool_version, "backbone": backbone, "seed": seed, "key": key, "path": str(folder)}
+    about = {"objective": cfg.objective, "steps": cfg.steps, "texts": len(sample), "corpus_texts": len(texts),
+             "corpus_version": corpus_version, "backbone": backbone, "seed": seed, "key": key, "path": str(folder)}
     return Adapted(folder, {**train_and_save(base, sample, cfg, seed, device, folder, about), "cached": False})
 
 
-def cache_key(base: str, pool_version: str, cfg: AdaptParams, seed: int) -> str:
+def cache_key(base: str, corpus_version: str, cfg: AdaptParams, seed: int) -> str:
     """What decides the adapted weights: the backbone (its path, config and weight files' size and time), the
-    pool version, every adapt setting and the seed."""
+    corpus version, every adapt setting and the seed."""
     folder = Path(base)
     config = (folder / "config.json").read_text() if (folder / "config.json").is_file() else ""
     weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*.safetensors")) \
         if folder.is_dir() else []
     payload = {"format": FORMAT, "backbone": base, "config": config, "weights": weights,
-               "pool_version": pool_version, "adapt": cfg.model_dump(), "seed": seed}
+               "corpus_version": corpus_version, "adapt": cfg.model_dump(), "seed": seed}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def sample_texts(texts: list[str], limit: int, seed: int) -> list[str]:
-    """At most `limit` of `texts`, drawn with `seed`, in their pool order."""
+    """At most `limit` of `texts`, drawn with `seed`, in their order."""
     if len(texts) <= limit:
         return list(texts)
     keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=limit, replace=False))

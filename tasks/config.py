@@ -292,10 +292,14 @@ class EvaluateParams(Section):
 
 
 class AdaptParams(Section):
-    """Domain-adaptive pretraining: the backbone trained further on the dataset's unlabeled texts (never a holdout
-    text) before the strategy starts from it; done once per pool version, backbone and these settings (cached)."""
+    """Domain-adaptive pretraining: the backbone trained further on the dataset's texts without their labels (the
+    unlabeled pool and, by default, the training rows' texts; never a holdout text) before the strategy starts from
+    it; done once per corpus, backbone and these settings (cached)."""
 
     objective: Literal["none", "mlm", "tsdae", "simcse"] = "none"  # none: the backbone as packaged
+    # pool+training: the training rows' texts join the pool (task-adaptive pretraining), so a dataset without
+    # unlabeled texts adapts too; pool: the unlabeled texts alone, adapted again only when the pool changes
+    corpus: Literal["pool+training", "pool"] = "pool+training"
     steps: int = Field(500, ge=1)  # optimizer steps over the pool
     batch_size: int = Field(16, ge=2)  # simcse's in-batch negatives need at least two texts
     learning_rate: float = Field(5e-5, gt=0)

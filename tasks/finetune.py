@@ -31,17 +31,21 @@ class Unlabeled:
     self_training: SelfTrainingParams = SelfTrainingParams()
     provenance: dict = field(default_factory=dict)  # the pool's DVC version and batches
 
-    @property
-    def used(self) -> bool:
-        return bool(self.texts) and (self.adapt.objective != "none" or self.self_training.rounds > 0)
+    def corpus(self, train: pd.DataFrame) -> list[str]:
+        """The texts the backbone adapts on, each once: the pool and, with adapt.corpus pool+training, the
+        training rows' texts without their labels. Empty when adaptation is off."""
+        if self.adapt.objective == "none":
+            return []
+        own = train["text"].astype(str).tolist() if self.adapt.corpus == "pool+training" else []
+        return list(dict.fromkeys([*self.texts, *own]))
 
-    @property
-    def digest(self) -> str:
-        """The pool's identity for the adapted-backbone cache: its texts, in order."""
-        digest = hashlib.sha256()
-        for text in self.texts:
-            digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
-        return digest.hexdigest()[:16]
+
+def text_digest(texts: list[str]) -> str:
+    """A corpus's identity for the adapted-backbone cache: its texts, in order."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+    return digest.hexdigest()[:16]
 
 
 def train_one(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
@@ -63,20 +67,22 @@ def finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
 
 def _finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path, work_dir: Path | None,
               unlabeled: Unlabeled | None) -> FinetuneResult:
-    if unlabeled is None or not unlabeled.used:
+    corpus = unlabeled.corpus(train) if unlabeled else []
+    self_training = bool(unlabeled and unlabeled.texts and unlabeled.self_training.rounds)
+    if not corpus and not self_training:
         return train_one(train, cfg, seed, out_dir, work_dir)
     record = {**unlabeled.provenance, "pool_rows": len(unlabeled.texts)}
     adapted = None
-    if unlabeled.adapt.objective != "none":
+    if corpus:
         from tasks.adapt import adapted_backbone
         from tasks.model import resolve_device
 
         cache = (work_dir or out_dir) / CACHE_DIR
-        adapted = adapted_backbone(unlabeled.texts, unlabeled.digest, unlabeled.adapt, cfg.backbone, seed, cache,
+        adapted = adapted_backbone(corpus, text_digest(corpus), unlabeled.adapt, cfg.backbone, seed, cache,
                                    resolve_device(cfg.device))
         cfg = cfg.model_copy(update={"backbone": str(adapted.path)})
-        record["adapt"] = adapted.provenance
-    if unlabeled.self_training.rounds:
+        record["adapt"] = {**adapted.provenance, "corpus": unlabeled.adapt.corpus}
+    if self_training:
         from tasks.selftrain import self_train
 
         result, record["self_training"] = self_train(train, unlabeled.texts, cfg, unlabeled.self_training, seed,

@@ -1,5 +1,5 @@
 """Domain adaptation on unlabeled texts: each objective really trains the tiny BERT, the result loads like any
-backbone, it is cached per backbone, pool version, settings and seed, and a model trained from it keeps working
+backbone, it is cached per backbone, corpus, settings and seed, and a model trained from it keeps working
 once the cache is gone."""
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def pool() -> list[str]:
     return cfpb_sample(per_class=10, classes=4)["text"].str.slice(0, 300).tolist()
 
 
-def adapt_tiny(texts, tiny_backbone, cache: Path, objective: str = "simcse", pool_version: str = "pool-1",
+def adapt_tiny(texts, tiny_backbone, cache: Path, objective: str = "simcse", corpus_version: str = "pool-1",
                seed: int = 5, **settings) -> adapt.Adapted:
     cfg = AdaptParams(objective=objective, **{**FEW, **settings})
-    return adapted_backbone(texts, pool_version, cfg, str(tiny_backbone), seed, cache, resolve_device("cpu"))
+    return adapted_backbone(texts, corpus_version, cfg, str(tiny_backbone), seed, cache, resolve_device("cpu"))
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -57,7 +57,7 @@ def test_each_objective_trains_a_backbone_that_loads_like_the_original(objective
         str(tiny_backbone)).vocab
     assert adapted.path.parent == tmp_path / ADAPTED_DIR
     record = adapted.provenance
-    assert (record["objective"], record["steps"], record["texts"], record["pool_version"]) == (
+    assert (record["objective"], record["steps"], record["texts"], record["corpus_version"]) == (
         objective, 3, len(pool), "pool-1")
     assert record["cached"] is False and record["path"] == str(adapted.path) and record["seconds"] > 0
     assert json.loads((adapted.path / PROVENANCE_FILE).read_text())["key"] == record["key"]
@@ -69,7 +69,7 @@ def test_the_same_key_is_served_from_the_cache_and_any_change_trains_again(pool,
     assert again.path == first.path and again.provenance["cached"] is True
     assert {k: v for k, v in again.provenance.items() if k != "cached"} == \
         {k: v for k, v in first.provenance.items() if k != "cached"}
-    others = [adapt_tiny(pool, tiny_backbone, tmp_path, pool_version="pool-2"),
+    others = [adapt_tiny(pool, tiny_backbone, tmp_path, corpus_version="pool-2"),
               adapt_tiny(pool, tiny_backbone, tmp_path, learning_rate=1e-4),
               adapt_tiny(pool, tiny_backbone, tmp_path, steps=2),
               adapt_tiny(pool, tiny_backbone, tmp_path, seed=6)]
@@ -90,7 +90,7 @@ def test_the_same_seed_gives_the_same_weights_and_another_seed_others(objective,
 
 def test_a_pool_larger_than_max_texts_is_sampled_down_with_the_seed(pool, tiny_backbone, tmp_path):
     adapted = adapt_tiny(pool, tiny_backbone, tmp_path, max_texts=7)
-    assert (adapted.provenance["texts"], adapted.provenance["pool_texts"]) == (7, len(pool))
+    assert (adapted.provenance["texts"], adapted.provenance["corpus_texts"]) == (7, len(pool))
     assert adapt.sample_texts(pool, 7, seed=5) == adapt.sample_texts(pool, 7, seed=5) != adapt.sample_texts(
         pool, 7, seed=6)
 
@@ -174,3 +174,24 @@ def test_embedding_a_base_the_model_was_not_trained_from_is_refused(adapted_mode
     copy = Path(shutil.copytree(model_dir, tmp_path / "copy"))
     with pytest.raises(ValueError, match="no model card builds on"):
         embed_base(copy, tiny_backbone)
+
+
+def test_the_training_texts_are_adapted_on_without_a_pool_and_the_holdout_never(tiny_backbone, tmp_path):
+    from tasks.finetune import Unlabeled
+
+    sample = cfpb_sample(per_class=6, classes=2).rename(columns={"issue": "label"})[["text", "label"]]
+    train, holdout = sample.iloc[:10], sample.iloc[10:]
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=1, batch_size=8, max_length=32)
+    tsdae = AdaptParams(objective="tsdae", **FEW)
+    result = finetune(train, cfg, seed=3, out_dir=tmp_path / "own", work_dir=tmp_path / "work",
+                      unlabeled=Unlabeled([], tsdae))
+    record = result.unlabeled["adapt"]
+    assert (record["corpus"], record["corpus_texts"], result.unlabeled["pool_rows"]) == ("pool+training", 10, 0)
+    corpus = Unlabeled(["a pool text", train["text"].iloc[0]], tsdae).corpus(train)
+    assert corpus == ["a pool text", *train["text"]]  # each text once, the pool first
+    assert not set(corpus) & set(holdout["text"])
+    pool_only = AdaptParams(objective="tsdae", corpus="pool", **FEW)
+    assert Unlabeled(["a pool text"], pool_only).corpus(train) == ["a pool text"]
+    assert Unlabeled(["a pool text"], AdaptParams()).corpus(train) == []  # objective none: no adaptation
+    plain = finetune(train, cfg, seed=3, out_dir=tmp_path / "plain", unlabeled=Unlabeled([], pool_only))
+    assert plain.unlabeled == {}  # an empty pool and corpus pool: trained from the packaged backbone
