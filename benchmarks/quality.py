@@ -107,7 +107,8 @@ class Split:
     train: pd.DataFrame  # columns text, label
     test: pd.DataFrame
     # unlabeled texts for the methods that use them (`+self`, `+<objective>`): the published training split's
-    # texts, labels dropped (never a test text); the same for every seed, so one adapted backbone serves all
+    # texts, labels dropped (never a test text). Like the split stage, `nichetune` drops a seed's labeled texts
+    # from it; adapt.corpus pool+training adds them back for domain adaptation (all that cfpb's pool holds)
     pool: tuple[str, ...] = ()
 
 

@@ -44,13 +44,18 @@ def model_line(tags: dict) -> str:
 
 def unlabeled_lines(tags: dict) -> list[str]:
     """How many unlabeled texts the training drew on, from which pool version, and what domain adaptation and
-    self-training did with them: one line, or none when it used no unlabeled text."""
+    self-training did with them: one line, or none when it used no unlabeled text and adapted on nothing."""
     if not any(key in tags for key in UNLABELED_TAGS):
         return []
-    parts = [f"{tags.get('unlabeled_texts', '?')} texts in pool version `{tags.get('unlabeled_pool_version', '?')}`"]
+    pooled = tags.get("unlabeled_texts", "0") != "0"
+    parts = [f"{tags['unlabeled_texts']} texts in pool version `{tags.get('unlabeled_pool_version', '?')}`"] \
+        if pooled else ["no unlabeled pool"]
     if "adapt_objective" in tags:
+        corpus = "the training rows" if tags.get("adapt_corpus") == "pool+training" else "the pool"
+        if pooled and tags.get("adapt_corpus") == "pool+training":
+            corpus = "the pool and the training rows"
         parts.append(f"domain adaptation `{tags['adapt_objective']}`, {tags.get('adapt_steps', '?')} steps on "
-                     f"{tags.get('adapt_texts', '?')} texts")
+                     f"{tags.get('adapt_texts', '?')} texts from {corpus}")
     if "self_training_rounds" in tags:
         parts.append(f"self-training {tags['self_training_rounds']} rounds, "
                      f"{tags.get('self_training_pseudo_labels', '?')} pseudo-labels")

@@ -1,5 +1,5 @@
-"""Domain-adaptive pretraining: the backbone trained further on the dataset's unlabeled texts before any strategy
-starts from it, with one of three objectives (`adapt.objective`):
+"""Domain-adaptive pretraining: the backbone trained further on the dataset's texts, without their labels, before
+any strategy starts from it, with one of three objectives (`adapt.objective`):
 
 - mlm: masked-language modelling, BERT's own pretraining task, on the domain's words;
 - tsdae: a denoising auto-encoder (sentence-transformers' DenoisingAutoEncoderLoss): the sentence vector of a text
@@ -175,7 +175,7 @@ def train_steps(objective: Objective, texts: list[str], cfg: AdaptParams, seed: 
     every = max(1, cfg.steps // PROGRESS_LINES)
     started = time.perf_counter()
     say(f"adapt {cfg.objective}: {cfg.steps} steps of {min(cfg.batch_size, len(texts))} texts, from "
-        f"{len(texts)} unlabeled texts, on {device.name}")
+        f"{len(texts)} texts without their labels, on {device.name}")
     with bar(cfg.steps, f"adapt {cfg.objective}", "step") as progress:
         for step, batch in enumerate(batch_stream(len(texts), cfg.batch_size, cfg.steps, seed), start=1):
             with device.autocast():

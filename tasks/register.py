@@ -22,7 +22,7 @@ from tasks.versioning import git_commit
 ADAPTED_ARTIFACT = "adapted_backbone"  # in a run whose backbone was adapted on unlabeled texts: that backbone
 # tags saying what unlabeled texts a version was trained with (only those that apply are set)
 UNLABELED_TAGS = ("unlabeled_pool_version", "unlabeled_texts", "adapt_objective", "adapt_steps", "adapt_texts",
-                  "self_training_rounds", "self_training_pseudo_labels")
+                  "adapt_corpus", "self_training_rounds", "self_training_pseudo_labels")
 # finetune.privacy: what a privately trained version carries (tasks.privacy.Budget.record), under these tags
 PRIVACY_TAGS = {"privacy_epsilon": "spent_epsilon", "privacy_target_epsilon": "epsilon", "privacy_delta": "delta",
                 "privacy_max_grad_norm": "max_grad_norm", "privacy_noise_multiplier": "noise_multiplier",
@@ -91,7 +91,7 @@ def unlabeled_tags(unlabeled: dict) -> dict:
     adapted, rounds = unlabeled.get("adapt") or {}, unlabeled.get("self_training") or {}
     values = dict(zip(UNLABELED_TAGS, (
         unlabeled.get("pool_version"), unlabeled.get("pool_rows"), adapted.get("objective"), adapted.get("steps"),
-        adapted.get("texts"), rounds.get("rounds"), _total(rounds.get("pseudo_labels")))))
+        adapted.get("texts"), adapted.get("corpus"), rounds.get("rounds"), _total(rounds.get("pseudo_labels")))))
     return {key: str(value) for key, value in values.items() if value is not None}
 
 

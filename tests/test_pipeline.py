@@ -181,6 +181,9 @@ def test_the_flow_learns_from_unlabeled_texts_and_tags_where_they_came_from(tmp_
     pool_version = json.loads((root / "outputs" / "ingest" / "data_version.json").read_text())["unlabeled"]
     assert tags["unlabeled_pool_version"] == pool_version["data_version"]
     assert tags["adapt_objective"] == "tsdae" and tags["self_training_rounds"] == "1"
+    trained_on = set(pd.read_parquet(root / "outputs" / "split" / "train.parquet")["text"])
+    assert tags["adapt_corpus"] == "pool+training"
+    assert int(tags["adapt_texts"]) == len(set(kept["text"]) | trained_on)  # the holdout's texts never among them
     assert int(tags["self_training_pseudo_labels"]) > 0
     model = root / "outputs" / "finetune" / "model"
     assert json.loads((model / "nichetune.json").read_text())["base"] == "base"  # the adapted backbone, kept inside

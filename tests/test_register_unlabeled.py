@@ -64,7 +64,7 @@ def registered(tmp_path_factory, tiny_backbone) -> dict:
     model_dir = finetune(rows[["text", "label"]], cfg, seed=7, out_dir=paths.stage("finetune")).model_dir
     embed_base(model_dir, adapted.path)
     probs = load_classifier(model_dir).predict_proba(rows["text"].tolist())
-    stage_outputs(paths, rows, {**UNLABELED, "adapt": adapted.provenance})
+    stage_outputs(paths, rows, {**UNLABELED, "adapt": {**adapted.provenance, "corpus": "pool+training"}})
     adapted_version = register.run(params, paths)
     shutil.rmtree(cache)
     forget_bases()
@@ -80,7 +80,7 @@ def test_a_version_trained_with_unlabeled_texts_is_tagged_with_their_provenance(
     registration = registered["adapted"]
     expected = {"unlabeled_pool_version": "d41d8cd9", "unlabeled_texts": "40", "adapt_objective": "tsdae",
                 "adapt_steps": "2", "adapt_texts": str(registered["provenance"]["texts"]),
-                "self_training_rounds": "2", "self_training_pseudo_labels": "7"}
+                "adapt_corpus": "pool+training", "self_training_rounds": "2", "self_training_pseudo_labels": "7"}
     client = registry_client(registration.tracking_uri)
     version = client.get_model_version(registration.model_name, registration.version)
     run = client.get_run(registration.run_id)
@@ -117,7 +117,7 @@ def test_the_registered_model_predicts_the_same_with_the_adapter_cache_gone(regi
 
 @pytest.mark.parametrize("which, line", [
     ("adapted", "- **Unlabeled texts**: 40 texts in pool version `d41d8cd9`; domain adaptation `tsdae`, 2 steps on "
-                "40 texts; self-training 2 rounds, 7 pseudo-labels"),
+                "40 texts from the pool and the training rows; self-training 2 rounds, 7 pseudo-labels"),
     ("plain", None),
 ])
 def test_the_run_summary_states_the_unlabeled_texts_used(registered, which, line):
@@ -129,6 +129,15 @@ def test_the_run_summary_states_the_unlabeled_texts_used(registered, which, line
         assert not any("Unlabeled texts" in text for text in lines)
     else:
         assert lines[lines.index(next(t for t in lines if t.startswith("- **Model**"))) + 1] == line
+
+
+def test_a_summary_of_adaptation_on_the_training_texts_alone_says_so():
+    from flows.summary import unlabeled_lines
+
+    tags = register.unlabeled_tags({"pool_version": None, "pool_rows": 0, "adapt": {
+        "objective": "tsdae", "steps": 500, "texts": 2159, "corpus": "pool+training"}})
+    assert unlabeled_lines(tags) == ["- **Unlabeled texts**: no unlabeled pool; domain adaptation `tsdae`, 500 steps "
+                                     "on 2159 texts from the training rows"]
 
 
 def test_pseudo_label_counts_per_round_or_per_class_add_up():
