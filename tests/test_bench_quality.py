@@ -525,6 +525,25 @@ def test_the_selftrain_section_compares_each_setting_with_no_self_training_seed_
         selftrain.parse("0.7/3")  # the cap is never left to whatever params.yaml says today
 
 
+def test_selftrain_settings_name_an_adaptation_objective_self_training_or_both():
+    from benchmarks import selftrain
+
+    assert selftrain.parse_setting("off") == ("none", None)
+    assert selftrain.parse_setting("tsdae") == ("tsdae", None)
+    objective, rounds = selftrain.parse_setting("mlm+0.7/2/2")
+    assert (objective, selftrain.setting_name(rounds)) == ("mlm", "0.7/2/2")
+    assert selftrain.parse_setting("0.7/2/2")[0] == "none"
+    for wrong in ("bert", "tsdae+off", "0.7/2/2+tsdae", "tsdae+0.7/2"):
+        with pytest.raises(SystemExit, match="an objective"):
+            selftrain.parse_setting(wrong)
+    lines = selftrain.section({"cfpb_payday_2023": {
+        "command": "python -m benchmarks.selftrain", "date": "2026-12-06", "machine": {"cores": 2},
+        "metric": "accuracy", "runs": [{"seed": 0, "pool": 0, "labeled": 1300, "dev": 860,
+                                        "scores": {"off": 0.40, "tsdae": 0.42}, "pseudo_labels": {}}]}})
+    assert "### cfpb_payday_2023: 1 seed, pools of 0 texts, 1,300 labeled and 860 dev rows" in lines
+    assert "| tsdae | 42.0 | +2.0 | 1 / 0 | - | - |" in lines
+
+
 def test_the_endtoend_goal_reads_each_strategys_median_run():
     from benchmarks import endtoend
 
