@@ -21,6 +21,7 @@ import os
 import re
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -199,7 +200,10 @@ def aligned(probs: np.ndarray, have: list[str], want: list[str]) -> np.ndarray:
 
 
 class ExportedModel:
-    """An exported model: one classifier graph, or an auto model's weighted members and one temperature."""
+    """An exported model: one classifier graph, or an auto model's weighted members and one temperature.
+    The members of a portfolio read each batch side by side, each graph on its share of the cores: a graph reads a
+    single text as fast on one core as on two, so one after the other they took about twice as long (BENCHMARKS.md,
+    prediction runtimes)."""
 
     def __init__(self, folder: str | Path, threads: int | None = None):
         folder = Path(folder)
@@ -213,38 +217,57 @@ class ExportedModel:
         vectors = folder / spec["vectors"] if spec.get("vectors") else None
         graphs = [folder / member["folder"] for member in spec["members"]
                   if (folder / member["folder"] / GRAPH_FILE).is_file()] + [vectors] * bool(vectors)
+        # a lone graph's threads may spin after each run, waiting for the next batch; side by side they would
+        # take cores from the other graphs
+        share = max(1, (threads or len(os.sched_getaffinity(0))) // max(1, len(graphs)))
         spinning = len(graphs) == 1
-        self.vectors = Graph(vectors, threads, spinning) if vectors else None
+        self.vectors = Graph(vectors, share, spinning) if vectors else None
         self.members = []
         for member in spec["members"]:
             path = folder / member["folder"]
-            loaded = Graph(path, threads, spinning) if path in graphs else Learner(path)
+            loaded = Graph(path, share, spinning) if path in graphs else Learner(path)
             self.members.append((float(member["weight"]), loaded))
+        # what reads the texts themselves: every graph (onnxruntime lets go of Python while it runs) and the
+        # TF-IDF learners; an embedding learner reads the vectors graph's output
+        self.readers = [self.vectors] * bool(vectors) + [
+            member for _, member in self.members if not (isinstance(member, Learner) and member.kind == "embedding")]
+        self.pool = ThreadPoolExecutor(len(self.readers), thread_name_prefix="nichetune-onnx") \
+            if len(graphs) > 1 else None
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated probabilities, one row per text, columns in the order of `labels`."""
         texts = [str(text) for text in texts]
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        vectors = None
+        read = self.pool.map(self.read, self.readers, [texts] * len(self.readers)) if self.pool else \
+            [self.read(part, texts) for part in self.readers]
+        outputs = {id(part): out for part, out in zip(self.readers, read)}
         mixed = np.zeros((len(texts), len(self.labels)))
         for weight, member in self.members:
-            if isinstance(member, Learner) and member.kind == "embedding":
-                if vectors is None:
-                    raw = self.vectors.run(texts)
-                    vectors = raw / np.clip(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12, None)
+            if isinstance(member, Graph):
+                probs = softmax(outputs[id(member)] / member.temperature)
+            elif member.kind == "embedding":
+                raw = outputs[id(self.vectors)]
+                vectors = raw / np.clip(np.linalg.norm(raw, axis=1, keepdims=True), FLOOR, None)
                 probs = member.predict_proba(vectors=vectors)
             else:
-                probs = member.predict_proba(texts)
+                probs = outputs[id(member)]
             mixed += weight * aligned(probs, member.labels, self.labels)
         return apply_temperature(mixed, self.temperature).astype(np.float32)
+
+    @staticmethod
+    def read(part, texts: list[str]) -> np.ndarray:
+        """A graph's raw output, or a TF-IDF learner's probabilities."""
+        return part.run(texts) if isinstance(part, Graph) else part.predict_proba(texts)
+
 
     def predict(self, texts: list[str]) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
 
 def load(folder: str | Path, threads: int | None = None) -> ExportedModel:
-    """The exported model in `folder`; `threads`: cores each graph may use (default: all this process may)."""
+    """The exported model in `folder`; `threads`: cores it may use, shared among its graphs (default: all this
+    process may)."""
     return ExportedModel(folder, threads)
 
 

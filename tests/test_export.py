@@ -137,10 +137,11 @@ def spinning(graph: onnx_runtime.Graph) -> str:
     return graph.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
 
 
-def test_the_graphs_of_a_portfolio_do_not_spin_while_the_next_one_runs(tiny_backbone, tmp_path):
-    """A session's threads spin after each run by default; the graphs of a model of several run one after the
-    other and would wait on each other's threads (BENCHMARKS.md, runtime), so only a lone graph spins. Two copies
-    of one graph, half the weight each, predict what the one predicts."""
+def test_the_graphs_of_a_portfolio_share_the_cores_side_by_side_without_spinning(tiny_backbone, tmp_path):
+    """The graphs of a model of several read each batch side by side, each on its share of the cores, and do not
+    spin (a session's threads spin after each run by default, taking cores from the others: BENCHMARKS.md,
+    runtime); a lone graph gets every core and spins. Two copies of one graph, half the weight each, predict what
+    the one predicts, in the order of the texts, batch after batch."""
     cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="full", batch_size=8, max_length=32, epochs=1)
     model_dir = finetune(ten_rows_each(), cfg, seed=0, out_dir=tmp_path / "model").model_dir
     one = export_model(model_dir, tmp_path / "one", "none").folder
@@ -150,10 +151,16 @@ def test_the_graphs_of_a_portfolio_do_not_spin_while_the_next_one_runs(tiny_back
     spec = json.loads((two / "model.json").read_text())
     spec["members"] = [{**spec["members"][0], "weight": 0.5}, {"name": "twin", "weight": 0.5, "folder": "members/twin"}]
     (two / "model.json").write_text(json.dumps(spec))
-    alone, pair = onnx_runtime.load(one), onnx_runtime.load(two)
+    alone, pair = onnx_runtime.load(one, threads=4), onnx_runtime.load(two, threads=4)
     assert [spinning(m) for _, m in alone.members] == ["1"] and [spinning(m) for _, m in pair.members] == ["0", "0"]
+    assert [threads(m) for _, m in alone.members] == [4] and [threads(m) for _, m in pair.members] == [2, 2]
     texts = odd_texts() + ["where is my card?"]
-    assert np.allclose(alone.predict_proba(texts), pair.predict_proba(texts), atol=1e-6)
+    for batch in (texts, texts[:1], texts[::-1]):
+        assert np.allclose(alone.predict_proba(batch), pair.predict_proba(batch), atol=1e-6)
+
+
+def threads(graph: onnx_runtime.Graph) -> int:
+    return graph.session.get_session_options().intra_op_num_threads
 
 
 def test_tfidf_features_are_scikit_learns_on_real_texts(tmp_path):
