@@ -42,7 +42,8 @@ Every method of a seed gets the same sampled training rows (`train_sha` in each 
 Train seconds: wall time to fit on the training rows from an already loaded backbone; it excludes loading
 weights, saving the model and predicting the test set (for nichetune_*: FinetuneResult.seconds, which includes
 computing the frozen layers' outputs; for the tuned baselines, the search on every core, and for embeddings_lr
-embedding the training rows). A bar on the terminal counts the rows done (none with NICHETUNE_QUIET or
+embedding the training rows). A `+<objective>` row's domain adaptation comes before that, once per corpus: its
+seconds are the row's `adapt_s` (absent when the adapted backbone came from the cache). A bar on the terminal counts the rows done (none with NICHETUNE_QUIET or
 `nichetune --quiet`).
 
 A nichetune_* run keeps a checkpoint after every epoch in --work-dir (default <base.workdir>/bench), a SetFit
@@ -201,6 +202,7 @@ class MethodRun:
     chosen: dict | None = None  # tuned baselines: the settings cross-validation chose and their CV macro-F1
     kept: dict | None = None  # nichetune_auto: the candidates' weights, and those finetune.time_budget left out
     pseudo_labels: list[int] | None = None  # +self: the pseudo-labels each round of self-training added
+    adapt_seconds: float | None = None  # +<objective>: the domain adaptation before training (not in train_seconds)
 
 
 Method = Callable[[pd.DataFrame, pd.DataFrame, int], MethodRun]
@@ -355,9 +357,10 @@ def nichetune(train: pd.DataFrame, test: pd.DataFrame, seed: int, params=None,
     if result.choice:
         kept = {"weights": result.choice["weights"],
                 "left_out": [c["name"] for c in result.candidates if "left_out" in c]}
-    rounds = result.unlabeled.get("self_training")
+    rounds, adapted = result.unlabeled.get("self_training"), result.unlabeled.get("adapt")
     return MethodRun(predictions, result.seconds, result.resumed_from_epoch, kept=kept,
-                     pseudo_labels=rounds["pseudo_labels"] if rounds else None)
+                     pseudo_labels=rounds["pseudo_labels"] if rounds else None,
+                     adapt_seconds=adapted["seconds"] if adapted and not adapted["cached"] else None)
 
 
 def setfit(train: pd.DataFrame, test: pd.DataFrame, seed: int, num_iterations: int = 20,
@@ -551,6 +554,7 @@ def run_one(dataset: str, method: str, fn: Method, split: Split, seed: int) -> d
             **({"chosen": run.chosen} if run.chosen is not None else {}),
             **({"kept": run.kept} if run.kept is not None else {}),
             **({"pseudo_labels": run.pseudo_labels} if run.pseudo_labels is not None else {}),
+            **({"adapt_s": run.adapt_seconds} if run.adapt_seconds is not None else {}),
             **({"resumed_from_epoch": run.resumed_from_epoch} if run.resumed_from_epoch is not None else {}),
             **({"resumed_from_step": run.resumed_from_step} if run.resumed_from_step is not None else {})}
 

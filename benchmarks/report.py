@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 from collections import Counter
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def quality_section(results: dict | None, gpu: dict | None = None) -> list[str]:
     for dataset in datasets_in(results):
         rows = [row for row in results["rows"] if row["dataset"] == dataset]
         lines += [f"### {dataset}", "", quality.markdown_table({**results, "rows": rows}), "", *chosen_lines(rows),
-                  *kept_lines(rows)]
+                  *kept_lines(rows), *adapt_lines(rows)]
     measured = {(row["dataset"], row["method"]) for row in results["rows"]}
     measured_on_gpu = {(row["dataset"], row["method"]) for row in (gpu or {}).get("rows", [])}
 
@@ -184,6 +185,17 @@ def kept_lines(rows: list[dict]) -> list[str]:
                 f"{name} ({n} of {seeds} seeds)" for name, n in left[method].most_common())
         lines += [line + ".", ""]
     return lines
+
+
+def adapt_lines(rows: list[dict]) -> list[str]:
+    """How long each `+<objective>` method's domain adaptation took before its training (not in train s)."""
+    seconds: dict[str, list[float]] = {}
+    for row in rows:
+        if "adapt_s" in row:
+            seconds.setdefault(row["method"], []).append(row["adapt_s"])
+    return [line for method, values in seconds.items() for line in (
+        f"{method} adapted the backbone before training for {statistics.median(values):.0f} s (median of "
+        f"{len(values)} seed{'s' * (len(values) != 1)}), not counted in its train s.", "")]
 
 
 def quality_runs(results: dict | None) -> list[str]:

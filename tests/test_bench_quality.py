@@ -437,6 +437,21 @@ def test_the_report_lists_what_auto_kept_and_what_its_time_budget_left_out():
     assert report.kept_lines([{"method": "tfidf_lr"}]) == []
 
 
+def test_a_row_that_adapted_the_backbone_records_how_long_and_a_cached_one_does_not(tmp_path, tiny_backbone):
+    from tasks.config import AdaptParams, FinetuneParams, SelfTrainingParams
+    from tests.conftest import cfpb_sample
+
+    rows = cfpb_sample(per_class=6, classes=2).rename(columns={"issue": "label"})[["text", "label"]]
+    params = FinetuneParams(backbone=str(tiny_backbone), strategy="head", epochs=1, batch_size=8, max_length=32)
+    unlabeled = {"adapt": AdaptParams(objective="tsdae", steps=2, batch_size=4, max_length=32),
+                 "self_training": SelfTrainingParams()}
+    first, again = (quality.nichetune(rows, rows, 0, params, tmp_path, unlabeled=unlabeled) for _ in range(2))
+    assert first.adapt_seconds > 0 and again.adapt_seconds is None  # the second read the cache
+    lines = report.adapt_lines([{"method": "nichetune_head+tsdae", "adapt_s": s} for s in (30.0, 50.0, 40.0)])
+    assert lines == ["nichetune_head+tsdae adapted the backbone before training for 40 s (median of 3 seeds), not "
+                     "counted in its train s.", ""]
+
+
 class Terminal(io.StringIO):
     """A stderr that says it is a terminal and keeps what was written to it."""
 
