@@ -43,8 +43,8 @@ Train seconds: wall time to fit on the training rows from an already loaded back
 weights, saving the model and predicting the test set (for nichetune_*: FinetuneResult.seconds, which includes
 computing the frozen layers' outputs; for the tuned baselines, the search on every core, and for embeddings_lr
 embedding the training rows). A `+<objective>` row's domain adaptation comes before that, once per corpus: its
-seconds are the row's `adapt_s` (absent when the adapted backbone came from the cache). A bar on the terminal counts the rows done (none with NICHETUNE_QUIET or
-`nichetune --quiet`).
+seconds are the row's `adapt_s` (absent when the adapted backbone came from the cache). A bar on the terminal
+counts the rows done (none with NICHETUNE_QUIET or `nichetune --quiet`).
 
 A nichetune_* run keeps a checkpoint after every epoch in --work-dir (default <base.workdir>/bench), a SetFit
 run one every ten minutes: the same command run again after a kill (a closed laptop, a session's end) resumes

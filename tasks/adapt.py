@@ -9,8 +9,8 @@ any strategy starts from it, with one of three objectives (`adapt.objective`):
 
 The texts are the corpus tasks.finetune.Unlabeled.corpus gives: the unlabeled pool and, by default, the training
 rows' texts (never a holdout text). The result is an ordinary model folder (config, weights, tokenizer) of the
-backbone's architecture, cached under <cache>/adapted/<key> per backbone, corpus, adapt settings and seed. A model trained from it keeps a copy
-(`embed_base`), so a registered model never depends on the cache."""
+backbone's architecture, cached under <cache>/adapted/<key> per backbone, corpus, adapt settings and seed. A model
+trained from it keeps a copy (`embed_base`), so a registered model never depends on the cache."""
 
 from __future__ import annotations
 

@@ -300,7 +300,7 @@ class AdaptParams(Section):
     # pool+training: the training rows' texts join the pool (task-adaptive pretraining), so a dataset without
     # unlabeled texts adapts too; pool: the unlabeled texts alone, adapted again only when the pool changes
     corpus: Literal["pool+training", "pool"] = "pool+training"
-    steps: int = Field(500, ge=1)  # optimizer steps over the pool
+    steps: int = Field(500, ge=1)  # optimizer steps over the corpus
     batch_size: int = Field(16, ge=2)  # simcse's in-batch negatives need at least two texts
     learning_rate: float = Field(5e-5, gt=0)
     max_length: int = Field(128, ge=8)  # tokens per pool text

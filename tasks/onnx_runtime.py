@@ -202,8 +202,8 @@ def aligned(probs: np.ndarray, have: list[str], want: list[str]) -> np.ndarray:
 class ExportedModel:
     """An exported model: one classifier graph, or an auto model's weighted members and one temperature.
     The members of a portfolio read each batch side by side, each graph on its share of the cores: a graph reads a
-    single text as fast on one core as on two, so one after the other they took about twice as long (BENCHMARKS.md,
-    prediction runtimes)."""
+    single text about as fast on one core as on two, so one after the other each waited on thread hand-offs
+    (BENCHMARKS.md, prediction runtimes: 1.4x the single-text speed, 1.2x the throughput with int8 graphs)."""
 
     def __init__(self, folder: str | Path, threads: int | None = None):
         folder = Path(folder)
@@ -259,7 +259,6 @@ class ExportedModel:
     def read(part, texts: list[str]) -> np.ndarray:
         """A graph's raw output, or a TF-IDF learner's probabilities."""
         return part.run(texts) if isinstance(part, Graph) else part.predict_proba(texts)
-
 
     def predict(self, texts: list[str]) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
