@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import mlflow.pyfunc
 import pandas as pd
 
+from tasks import cores
 from tasks.errors import DataError, NichetuneError
 from tasks.progress import bar
 from tasks.spreadsheet import FORMULA_START, escape_formula, escape_frame  # noqa: F401 (also imported from here)
@@ -36,7 +37,9 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
         if "onnx_dir" in context.artifacts:  # register.runtime onnx: the exported graphs, no torch
             from tasks.onnx_runtime import load
 
-            self.classifier = load(context.artifacts["onnx_dir"])
+            # an onnxruntime session keeps the thread count it was made with: this process's share of the cores
+            # now (tasks.cores), as torch would take it
+            self.classifier = load(context.artifacts["onnx_dir"], threads=cores.share())
             return
         from tasks.portfolio import load_classifier
 
@@ -191,8 +194,6 @@ PROGRESS_CHUNK = 512  # rows per call to the model: a bar step every second or s
 
 def predict_in_chunks(pyfunc, texts: list[str]) -> pd.DataFrame:
     """The model's predictions for `texts`, `PROGRESS_CHUNK` rows at a time so that a bar can show the ETA."""
-    from tasks import cores
-
     parts = []
     with cores.claim(), bar(len(texts), "predicting", "row") as progress:
         for start in range(0, len(texts), PROGRESS_CHUNK):
@@ -212,8 +213,9 @@ def predict_file(source: Path, ingest: IngestParams, model: str, tracking: str,
     if output.resolve() == source.resolve():
         raise DataError(f"{output}: is the input file; pass another --output")
     frame = read_texts(source, ingest)
-    pyfunc, version = load_registered(model, tracking)
-    predictions = predict_in_chunks(pyfunc, frame[ingest.text_column].astype(str).tolist())
+    with cores.claim():  # before loading: an ONNX model takes its share of the cores when it loads
+        pyfunc, version = load_registered(model, tracking)
+        predictions = predict_in_chunks(pyfunc, frame[ingest.text_column].astype(str).tolist())
     clash = [c for c in predictions.columns if c in frame.columns]
     if clash:
         raise DataError(f"{source}: column {clash[0]!r} would be overwritten by the predictions; rename it")

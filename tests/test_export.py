@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -161,6 +162,38 @@ def test_the_graphs_of_a_portfolio_share_the_cores_side_by_side_without_spinning
 
 def threads(graph: onnx_runtime.Graph) -> int:
     return graph.session.get_session_options().intra_op_num_threads
+
+
+def test_an_onnx_model_loaded_to_predict_takes_this_process_share_of_the_cores(tiny_backbone, tmp_path, monkeypatch):
+    """A session keeps the thread count it was made with, so a predict beside a training (another claim) loads
+    its graphs with half the cores, not all of them (docs/service.md, several runs on one machine)."""
+    from types import SimpleNamespace
+
+    from tasks import cores
+    from tasks.predict import TextClassifierModel
+    from tests.test_cores import holder
+
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="full", batch_size=8, max_length=32, epochs=1)
+    model_dir = finetune(ten_rows_each(), cfg, seed=0, out_dir=tmp_path / "model").model_dir
+    folder = export_model(model_dir, tmp_path / "onnx", "none").folder
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # claims of this test's own (tests.test_cores.private_claims)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(cores.THREADS_ENV, raising=False)
+    monkeypatch.setattr(cores, "given", lambda: 4)
+    context = SimpleNamespace(artifacts={"onnx_dir": str(folder)})
+    alone = TextClassifierModel()
+    with cores.claim():
+        alone.load_context(context)
+    training = holder()
+    try:
+        beside = TextClassifierModel()
+        with cores.claim():
+            beside.load_context(context)
+    finally:
+        training.kill()
+        training.wait()
+    assert [threads(m) for _, m in alone.classifier.members] == [4]
+    assert [threads(m) for _, m in beside.classifier.members] == [2]
 
 
 def test_tfidf_features_are_scikit_learns_on_real_texts(tmp_path):
