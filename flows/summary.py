@@ -51,9 +51,9 @@ def unlabeled_lines(tags: dict) -> list[str]:
     parts = [f"{tags['unlabeled_texts']} texts in pool version `{tags.get('unlabeled_pool_version', '?')}`"] \
         if pooled else ["no unlabeled pool"]
     if "adapt_objective" in tags:
-        corpus = "the training rows" if tags.get("adapt_corpus") == "pool+training" else "the pool"
-        if pooled and tags.get("adapt_corpus") == "pool+training":
-            corpus = "the pool and the training rows"
+        corpus = "the pool"
+        if tags.get("adapt_corpus") == "pool+training":
+            corpus = "the pool and the training rows" if pooled else "the training rows"
         parts.append(f"domain adaptation `{tags['adapt_objective']}`, {tags.get('adapt_steps', '?')} steps on "
                      f"{tags.get('adapt_texts', '?')} texts from {corpus}")
     if "self_training_rounds" in tags:
