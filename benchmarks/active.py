@@ -103,16 +103,20 @@ def main(argv: list[str] | None = None) -> None:
     repo = Path(__file__).resolve().parents[1]
     settings = yaml.safe_load((repo / "params.yaml").read_text())["finetune"]
     settings.update({key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.finetune)})
+    overrides = {key: settings[key] for key in (item.split("=", 1)[0] for item in args.finetune)}
     cfg = FinetuneParams(**settings)
-    runs = [{"dataset": dataset, "strategy": strategy, "seed": seed,
-             "history": simulate(dataset, strategy, seed, args.rounds, args.step, cfg, args.data)}
-            for dataset in args.datasets for seed in range(args.seeds) for strategy in args.strategies]
     summary = {"command": "nichetune bench active " + " ".join(argv or []), "date": time.strftime("%Y-%m-%d"),
                "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
                "finetune": {k: v for k, v in settings.items() if k in ("strategy", "epochs", "learning_rate")},
-               "step": args.step, "runs": runs}
+               "overrides": overrides, "step": args.step, "runs": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    for dataset in args.datasets:
+        for seed in range(args.seeds):
+            for strategy in args.strategies:
+                history = simulate(dataset, strategy, seed, args.rounds, args.step, cfg, args.data)
+                summary["runs"].append({"dataset": dataset, "strategy": strategy, "seed": seed, "history": history})
+                # written after every run: an interrupted hour-long run keeps what it measured
+                args.out.write_text(json.dumps(summary, indent=2) + "\n")
     for dataset in args.datasets:
         plot(summary, dataset, args.out.parent / f"active_{dataset}.png")
 
@@ -151,6 +155,12 @@ def labels_to_reach(points: list[tuple[int, float, int]], accuracy: float) -> in
     return next((labels for labels, mean, _ in points if mean >= accuracy), None)
 
 
+def trained_with(results: dict) -> str:
+    """What the run changed from params.yaml's finetune section, as the section's and goal lines' reader needs."""
+    overrides = results.get("overrides") or {}
+    return (", with " + ", ".join(f"`{key}: {value}`" for key, value in overrides.items())) if overrides else ""
+
+
 def goal_lines(results: dict | None) -> list[str]:
     if not results:
         return []
@@ -166,7 +176,8 @@ def goal_lines(results: dict | None) -> list[str]:
             continue
         needed = labels_to_reach(found["diverse"], target[1])
         holds = needed is not None and needed <= GOAL_LABELS
-        lines.append(f"- Active learning on {dataset}: random reached {target[1] * 100:.1f}% at {target[0]} labels; "
+        lines.append(f"- Active learning on {dataset}{trained_with(results)}: random reached {target[1] * 100:.1f}% "
+                     f"at {target[0]} labels; "
                      f"diverse reached it at {needed if needed is not None else 'more than the run'} labels, goal at "
                      f"most {GOAL_LABELS}: {'holds' if holds else '**does not hold**'}")
     # a round: suggesting with one model, then training the next on the new labels
@@ -175,9 +186,9 @@ def goal_lines(results: dict | None) -> list[str]:
     if pairs:
         median, worst = statistics.median(s for s, _ in pairs), max(s for s, _ in pairs)
         labels = [n for _, n in pairs]
-        lines.append(f"- A round on banking77 (suggest, then retrain), rounds reaching {min(labels)} to {max(labels)} "
-                     f"labels: median {median:.0f} s, longest {worst:.0f} s, goal under {GOAL_ROUND_S}: "
-                     f"{'holds' if worst < GOAL_ROUND_S else '**does not hold**'}")
+        lines.append(f"- A round on banking77{trained_with(results)} (suggest, then retrain), rounds reaching "
+                     f"{min(labels)} to {max(labels)} labels: median {median:.0f} s, longest {worst:.0f} s, goal "
+                     f"under {GOAL_ROUND_S}: {'holds' if worst < GOAL_ROUND_S else '**does not hold**'}")
     return lines
 
 
@@ -186,7 +197,8 @@ def section(results: dict | None) -> list[str]:
         return []
     lines = ["## Active learning: accuracy against labels (active)", "",
              f"`{results['command']}` ({results['date']}, {results['machine']}); `benchmarks/results/active.json`; "
-             f"protocol in `benchmarks/active.py`. Strategy trained each round: {results['finetune']}; "
+             f"protocol in `benchmarks/active.py`. Strategy trained each round: {results['finetune']}"
+             f"{trained_with(results)}; "
              f"{results['step']} texts added per round.", ""]
     for dataset in dict.fromkeys(run["dataset"] for run in results["runs"]):
         found = curves(results, dataset)
