@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,16 +35,33 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         # Imported here: MLflow pickles this class, and the module-level state of tasks.model (the loaded
         # shared backbones, with their locks) must not travel with it.
-        if "onnx_dir" in context.artifacts:  # register.runtime onnx: the exported graphs, no torch
-            from tasks.onnx_runtime import load
-
-            # an onnxruntime session keeps the thread count it was made with: this process's share of the cores
-            # now (tasks.cores), as torch would take it
-            self.classifier = load(context.artifacts["onnx_dir"], threads=cores.share())
+        self.onnx_dir = context.artifacts.get("onnx_dir")  # register.runtime onnx: the exported graphs, no torch
+        if self.onnx_dir:
+            self.load_onnx(cores.share())
             return
         from tasks.portfolio import load_classifier
 
         self.classifier = load_classifier(context.artifacts["model_dir"])
+
+    def load_onnx(self, threads: int) -> None:
+        from tasks.onnx_runtime import load
+
+        before = getattr(self, "classifier", None)
+        self.classifier = load(self.onnx_dir, threads=threads)
+        self.threads, self.checked = threads, time.monotonic()
+        if before is not None and before.pool is not None:
+            before.pool.shutdown(wait=False)
+
+    def follow_cores(self) -> None:
+        """An onnxruntime session keeps the thread count it was made with, so when this process's share of the
+        cores changed (a training started or ended beside it, tasks.cores) the graphs are loaded again with the
+        new share, as torch would take it; looked at once a second at most, between batches."""
+        if not getattr(self, "onnx_dir", None) or time.monotonic() - self.checked < cores.REFRESH_S:
+            return
+        threads = cores.share()
+        if threads != self.threads:
+            self.load_onnx(threads)
+        self.checked = time.monotonic()
 
     def __getstate__(self) -> dict:
         # MLflow may load and run the model on the input example before pickling it: the loaded classifier
@@ -51,6 +69,7 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
         return {key: value for key, value in self.__dict__.items() if key != "classifier"}
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        self.follow_cores()
         return predict_frame(self.classifier, model_input["text"].astype(str).tolist())
 
 

@@ -164,9 +164,10 @@ def threads(graph: onnx_runtime.Graph) -> int:
     return graph.session.get_session_options().intra_op_num_threads
 
 
-def test_an_onnx_model_loaded_to_predict_takes_this_process_share_of_the_cores(tiny_backbone, tmp_path, monkeypatch):
+def test_an_onnx_model_predicts_with_this_process_share_of_the_cores(tiny_backbone, tmp_path, monkeypatch):
     """A session keeps the thread count it was made with, so a predict beside a training (another claim) loads
-    its graphs with half the cores, not all of them (docs/service.md, several runs on one machine)."""
+    its graphs with half the cores, not all of them, and a model already loaded follows the share as a training
+    starts and ends beside it, with the same predictions (docs/service.md, several runs on one machine)."""
     from types import SimpleNamespace
 
     from tasks import cores
@@ -180,20 +181,27 @@ def test_an_onnx_model_loaded_to_predict_takes_this_process_share_of_the_cores(t
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.delenv(cores.THREADS_ENV, raising=False)
     monkeypatch.setattr(cores, "given", lambda: 4)
+    monkeypatch.setattr(cores, "REFRESH_S", 0.0)  # every batch looks at the claims
     context = SimpleNamespace(artifacts={"onnx_dir": str(folder)})
+    texts = pd.DataFrame({"text": ten_rows_each()["text"].tolist()})
     alone = TextClassifierModel()
     with cores.claim():
         alone.load_context(context)
-    training = holder()
-    try:
-        beside = TextClassifierModel()
-        with cores.claim():
+        first = alone.predict(None, texts)
+        training = holder()
+        try:
+            beside = TextClassifierModel()
             beside.load_context(context)
-    finally:
-        training.kill()
-        training.wait()
-    assert [threads(m) for _, m in alone.classifier.members] == [4]
+            halved = alone.predict(None, texts)
+            halved_threads = [threads(m) for _, m in alone.classifier.members]
+        finally:
+            training.kill()
+            training.wait()
+        again = alone.predict(None, texts)
     assert [threads(m) for _, m in beside.classifier.members] == [2]
+    assert halved_threads == [2] and [threads(m) for _, m in alone.classifier.members] == [4]
+    pd.testing.assert_frame_equal(first, halved)
+    pd.testing.assert_frame_equal(first, again)
 
 
 def test_tfidf_features_are_scikit_learns_on_real_texts(tmp_path):
