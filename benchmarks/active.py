@@ -1,10 +1,10 @@
 """Benchmark: active learning as a simulation, accuracy against labels for each way of choosing what to label.
 
     nichetune bench active [--datasets banking77 cfpb_payday_2023] [--strategies diverse uncertainty random]
-                           [--seeds 5] [--rounds 17] [--step 50] [--finetune KEY=VALUE ...] [--data DIR]
+                           [--seeds 5] [--rounds 17] [--step 50] [--start 2] [--finetune KEY=VALUE ...] [--data DIR]
 
-Each seed starts from 2 labeled texts per class drawn from the training split (the rest of the split is the pool,
-its labels hidden), trains the default strategy (params.yaml's finetune section, or `--finetune` overrides) and
+Each seed starts from 2 labeled texts per class (`--start`) drawn from the training split (the rest of the split is
+the pool, its labels hidden), trains the default strategy (params.yaml's finetune section, or `--finetune` overrides) and
 scores accuracy on the test split. Each round, tasks.suggest.rank picks `--step` texts of the pool with the model
 just trained, exactly as `nichetune suggest` would (the labeled texts count as taken for `diverse`), their labels
 are revealed from the data, and the model is trained again from the backbone on every label so far. banking77:
@@ -47,14 +47,15 @@ def published(dataset: str, data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return split.train[["text", "label"]].reset_index(drop=True), split.test[["text", "label"]]
 
 
-def simulate(dataset: str, strategy: str, seed: int, rounds: int, step: int, cfg, data: Path) -> list[dict]:
+def simulate(dataset: str, strategy: str, seed: int, rounds: int, step: int, cfg, data: Path,
+             start: int = START_PER_CLASS) -> list[dict]:
     """One seed of one strategy: accuracy, labels and seconds after each round (round 0: the start)."""
     from tasks.finetune import finetune
     from tasks.portfolio import load_classifier
     from tasks.suggest import rank
 
     train, test = published(dataset, data)
-    labeled = train.groupby("label", group_keys=False).sample(START_PER_CLASS, random_state=seed).index.tolist()
+    labeled = train.groupby("label", group_keys=False).sample(start, random_state=seed).index.tolist()
     history = []
     for round_ in range(rounds + 1):
         rows = train.loc[labeled]
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=17, help="default: from 2 per class to past 1,000 labels")
     parser.add_argument("--step", type=int, default=50)
+    parser.add_argument("--start", type=int, default=START_PER_CLASS,
+                        help="labeled texts per class at the start; a later start times a round with more labels")
     parser.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE",
                         help="finetune settings instead of params.yaml's, e.g. strategy=head epochs=30")
     parser.add_argument("--out", type=Path, default=RESULTS / "active.json")
@@ -108,12 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     summary = {"command": "nichetune bench active " + " ".join(argv or []), "date": time.strftime("%Y-%m-%d"),
                "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
                "finetune": {k: v for k, v in settings.items() if k in ("strategy", "epochs", "learning_rate")},
-               "overrides": overrides, "step": args.step, "runs": []}
+               "overrides": overrides, "step": args.step,
+               "start_per_class": args.start, "runs": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for dataset in args.datasets:
         for seed in range(args.seeds):
             for strategy in args.strategies:
-                history = simulate(dataset, strategy, seed, args.rounds, args.step, cfg, args.data)
+                history = simulate(dataset, strategy, seed, args.rounds, args.step, cfg, args.data, args.start)
                 summary["runs"].append({"dataset": dataset, "strategy": strategy, "seed": seed, "history": history})
                 # written after every run: an interrupted hour-long run keeps what it measured
                 args.out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -192,7 +196,9 @@ def goal_lines(results: dict | None) -> list[str]:
     return lines
 
 
-def section(results: dict | None) -> list[str]:
+def section(results: dict | None, round_results: dict | None = None) -> list[str]:
+    """The BENCHMARKS.md section: the curves of `results`, and `round_results`, a run that times rounds of the
+    default strategy with more labels (`--start`), where there is one."""
     if not results:
         return []
     lines = ["## Active learning: accuracy against labels (active)", "",
@@ -215,7 +221,20 @@ def section(results: dict | None) -> list[str]:
     if trained and suggested:
         lines += [f"Per round, median: suggesting {statistics.median(suggested):.0f} s, then retraining "
                   f"{statistics.median(trained):.0f} s.", ""]
-    return lines + [line for note in results.get("notes", []) for line in (note, "")]
+    lines += [line for note in results.get("notes", []) for line in (note, "")]
+    return lines + round_lines(round_results)
+
+
+def round_lines(results: dict | None) -> list[str]:
+    if not results:
+        return []
+    rounds = [f"trained on {before['labels']} labels in {before['train_s']:.0f} s, suggested {results['step']} in "
+              f"{before['suggest_s']:.0f} s, trained again on {after['labels']} in {after['train_s']:.0f} s"
+              for run in results["runs"] for before, after in zip(run["history"], run["history"][1:])]
+    return [f"A round of the default strategy ({results['finetune']['strategy']}{trained_with(results)}) with more "
+            f"labels: `{results['command']}` ({results['date']}, {results['machine']}); "
+            f"`benchmarks/results/active_round.json`: " + "; ".join(rounds) + ".", ""] + [
+            line for note in results.get("notes", []) for line in (note, "")]
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def goals_section(quality_results: dict | None, speed: dict | None, gpu: dict | 
                          f"{verdict}{missing}{gpu_figure}")
         lines += auto_goal_lines(quality_results)
         lines += auto_goal_lines(quality_results, UNLABELED_TARGETS, UNLABELED_METHODS)
-    lines += endtoend.goal_lines(load("endtoend.json")) + active.goal_lines(load("active.json"))
+    lines += endtoend.goal_lines(load("endtoend.json")) + active.goal_lines(load("active.json")) + \
+        active.goal_lines(load("active_round.json"))
     if speed:
         ends, within = speed["median_overhead"], speed["median_within"]
         verdict = "holds" if max(ends, within) < OVERHEAD_GOAL else "**does not hold**"
@@ -397,7 +398,7 @@ def render() -> str:
              *speed_section(speed), *runtime.section(load("runtime.json")),
              *runtime.section(load("runtime-full.json")),
              *cores.section(load("cores.json")), *endtoend.section(load("endtoend.json")),
-             *active.section(load("active.json")), *memory.section(load("memory.json")),
+             *active.section(load("active.json"), load("active_round.json")), *memory.section(load("memory.json")),
              *privacy.section(load("privacy.json")),
              *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
