@@ -1,17 +1,20 @@
 """Benchmark: active learning as a simulation, accuracy against labels for each way of choosing what to label.
 
     nichetune bench active [--datasets banking77 cfpb_payday_2023] [--strategies diverse uncertainty random]
-                           [--seeds 5] [--rounds 17] [--step 50] [--start 2] [--finetune KEY=VALUE ...] [--data DIR]
+                           [--seeds 5] [--rounds 17] [--step 50] [--start 2] [--shortlist N] [--dev FRACTION]
+                           [--finetune KEY=VALUE ...] [--data DIR]
 
 Each seed starts from 2 labeled texts per class (`--start`) drawn from the training split (the rest of the split is
-the pool, its labels hidden), trains the default strategy (params.yaml's finetune section, or `--finetune` overrides) and
-scores accuracy on the test split. Each round, tasks.suggest.rank picks `--step` texts of the pool with the model
-just trained, exactly as `nichetune suggest` would (the labeled texts count as taken for `diverse`), their labels
-are revealed from the data, and the model is trained again from the backbone on every label so far. banking77:
-the published train and test splits; cfpb_payday_2023: January-June complaints as train, July-August as test
-(benchmarks/quality.py). Time per round (suggest, then retrain) is measured too; a round is what a user waits for
-between labeling sessions. Results: benchmarks/results/active.json and a PNG per dataset of mean accuracy against
-labels, one line per strategy."""
+the pool, its labels hidden), trains the default strategy (params.yaml's finetune section, or `--finetune`
+overrides) and scores accuracy on the test split. Each round, tasks.suggest.rank picks `--step` texts of the pool
+with the model just trained, exactly as `nichetune suggest` would (the labeled texts count as taken for `diverse`),
+their labels are revealed from the data, and the model is trained again from the backbone on every label so far.
+banking77: the published train and test splits; cfpb_payday_2023: January-June complaints as train, July-August as
+test (benchmarks/quality.py). Time per round (suggest, then retrain) is measured too; a round is what a user waits
+for between labeling sessions. `--dev 0.2` scores a fifth of each class of the training split instead of the test
+split (never labeled), to choose suggest's settings (`--shortlist`, params.yaml's by default) without the test
+split. Results: benchmarks/results/active.json and a PNG per dataset of mean accuracy against labels, one line per
+strategy."""
 
 from __future__ import annotations
 
@@ -20,12 +23,14 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from benchmarks.sources import add_data_option
 
@@ -34,6 +39,7 @@ DATASETS = {"banking77": "banking77_k8", "cfpb_payday_2023": "cfpb_payday_2023"}
 START_PER_CLASS = 2
 GOAL_LABELS, GOAL_RANDOM_LABELS = 600, 1000  # diverse reaches random's accuracy at 1,000 labels with at most 600
 GOAL_ROUND_S = 180
+SHORTLIST = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["suggest"]["shortlist"]
 
 
 def published(dataset: str, data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -48,13 +54,17 @@ def published(dataset: str, data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def simulate(dataset: str, strategy: str, seed: int, rounds: int, step: int, cfg, data: Path,
-             start: int = START_PER_CLASS) -> list[dict]:
-    """One seed of one strategy: accuracy, labels and seconds after each round (round 0: the start)."""
+             start: int = START_PER_CLASS, shortlist: int = SHORTLIST, dev: float = 0.0) -> list[dict]:
+    """One seed of one strategy: accuracy, labels and seconds after each round (round 0: the start). `dev` > 0:
+    that fraction of each class of the training split is scored instead of the test split, and never labeled."""
     from tasks.finetune import finetune
     from tasks.portfolio import load_classifier
     from tasks.suggest import rank
 
     train, test = published(dataset, data)
+    if dev > 0:  # to choose suggest's settings without looking at the test split
+        test = train.groupby("label", group_keys=False).sample(frac=dev, random_state=seed)
+        train = train.drop(index=test.index)
     labeled = train.groupby("label", group_keys=False).sample(start, random_state=seed).index.tolist()
     history = []
     for round_ in range(rounds + 1):
@@ -71,7 +81,7 @@ def simulate(dataset: str, strategy: str, seed: int, rounds: int, step: int, cfg
                 started = time.perf_counter()
                 pool = train.drop(index=labeled)
                 frame = pd.DataFrame({"nichetune_id": pool.index.astype(str), "text": pool["text"].astype(str)})
-                picked = rank(frame, rows["text"].astype(str).tolist(), classifier, strategy, step, 10,
+                picked = rank(frame, rows["text"].astype(str).tolist(), classifier, strategy, step, shortlist,
                               seed * 1000 + round_)
                 labeled += [int(i) for i in picked.frame["nichetune_id"]]
                 suggest_s = time.perf_counter() - started
@@ -92,13 +102,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step", type=int, default=50)
     parser.add_argument("--start", type=int, default=START_PER_CLASS,
                         help="labeled texts per class at the start; a later start times a round with more labels")
+    parser.add_argument("--shortlist", type=int, default=SHORTLIST, help="diverse: suggest.shortlist")
+    parser.add_argument("--dev", type=float, default=0.0,
+                        help="score on this fraction of the training split instead of the test split (0 to <1), to "
+                             "choose settings")
     parser.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE",
                         help="finetune settings instead of params.yaml's, e.g. strategy=head epochs=30")
     parser.add_argument("--out", type=Path, default=RESULTS / "active.json")
     add_data_option(parser)
     args = parser.parse_args(argv)
-    import yaml
-
+    if not 0 <= args.dev < 1:
+        parser.error(f"--dev {args.dev}: a fraction of the training split from 0 to below 1")
     from tasks.config import FinetuneParams
     from tasks.runtime import quiet_offline_defaults
 
@@ -108,16 +122,19 @@ def main(argv: list[str] | None = None) -> None:
     settings.update({key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.finetune)})
     overrides = {key: settings[key] for key in (item.split("=", 1)[0] for item in args.finetune)}
     cfg = FinetuneParams(**settings)
-    summary = {"command": "nichetune bench active " + " ".join(argv or []), "date": time.strftime("%Y-%m-%d"),
+    options = sys.argv[1:] if argv is None else argv  # `python -m benchmarks.active` passes none
+    summary = {"command": " ".join(["nichetune bench active", *options]), "date": time.strftime("%Y-%m-%d"),
                "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
                "finetune": {k: v for k, v in settings.items() if k in ("strategy", "epochs", "learning_rate")},
                "overrides": overrides, "step": args.step,
-               "start_per_class": args.start, "runs": []}
+               "start_per_class": args.start, "shortlist": args.shortlist, "scored_on": "dev" if args.dev else "test",
+               "runs": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for dataset in args.datasets:
         for seed in range(args.seeds):
             for strategy in args.strategies:
-                history = simulate(dataset, strategy, seed, args.rounds, args.step, cfg, args.data, args.start)
+                history = simulate(dataset, strategy, seed, args.rounds, args.step, cfg, args.data, args.start,
+                                   args.shortlist, args.dev)
                 summary["runs"].append({"dataset": dataset, "strategy": strategy, "seed": seed, "history": history})
                 # written after every run: an interrupted hour-long run keeps what it measured
                 args.out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -146,7 +163,7 @@ def plot(results: dict, dataset: str, path: Path) -> None:
     for strategy, points in curves(results, dataset).items():
         axes.plot([p[0] for p in points], [p[1] * 100 for p in points], marker="o", markersize=3, label=strategy)
     axes.set_xlabel("labeled texts")
-    axes.set_ylabel("test accuracy (%)")
+    axes.set_ylabel(f"{results.get('scored_on', 'test')} accuracy (%)")
     axes.set_title(f"{dataset}: active learning, {results['finetune'].get('strategy', 'default')} strategy")
     axes.grid(alpha=0.3)
     axes.legend()
@@ -166,7 +183,7 @@ def trained_with(results: dict) -> str:
 
 
 def goal_lines(results: dict | None) -> list[str]:
-    if not results:
+    if not results or results.get("scored_on") == "dev":  # the goals are read on the test split
         return []
     lines = []
     for dataset in dict.fromkeys(run["dataset"] for run in results["runs"]):
