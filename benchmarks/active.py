@@ -164,7 +164,10 @@ def plot(results: dict, dataset: str, path: Path) -> None:
         axes.plot([p[0] for p in points], [p[1] * 100 for p in points], marker="o", markersize=3, label=strategy)
     axes.set_xlabel("labeled texts")
     axes.set_ylabel(f"{results.get('scored_on', 'test')} accuracy (%)")
-    axes.set_title(f"{dataset}: active learning, {results['finetune'].get('strategy', 'default')} strategy")
+    changed = ", ".join(f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+                        for key, value in (results.get("overrides") or {}).items())
+    axes.set_title(f"{dataset}: active learning, {results['finetune'].get('strategy', 'default')} strategy"
+                   + (f"\n({changed})" if changed else ""), fontsize=11)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
