@@ -217,9 +217,13 @@ class ExportedModel:
         vectors = folder / spec["vectors"] if spec.get("vectors") else None
         graphs = [folder / member["folder"] for member in spec["members"]
                   if (folder / member["folder"] / GRAPH_FILE).is_file()] + [vectors] * bool(vectors)
+        # side by side only where each graph gets a core of its own: on fewer cores (a predict beside a training)
+        # the graphs take turns, or they would run more threads than the cores they were given
+        cores = threads or len(os.sched_getaffinity(0))
+        side_by_side = 1 < len(graphs) <= cores
+        share = cores // len(graphs) if side_by_side else cores
         # a lone graph's threads may spin after each run, waiting for the next batch; side by side they would
         # take cores from the other graphs
-        share = max(1, (threads or len(os.sched_getaffinity(0))) // max(1, len(graphs)))
         spinning = len(graphs) == 1
         self.vectors = Graph(vectors, share, spinning) if vectors else None
         self.members = []
@@ -232,7 +236,7 @@ class ExportedModel:
         self.readers = [self.vectors] * bool(vectors) + [
             member for _, member in self.members if not (isinstance(member, Learner) and member.kind == "embedding")]
         self.pool = ThreadPoolExecutor(len(self.readers), thread_name_prefix="nichetune-onnx") \
-            if len(graphs) > 1 else None
+            if side_by_side else None
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated probabilities, one row per text, columns in the order of `labels`."""

@@ -141,8 +141,9 @@ def spinning(graph: onnx_runtime.Graph) -> str:
 def test_the_graphs_of_a_portfolio_share_the_cores_side_by_side_without_spinning(tiny_backbone, tmp_path):
     """The graphs of a model of several read each batch side by side, each on its share of the cores, and do not
     spin (a session's threads spin after each run by default, taking cores from the others: BENCHMARKS.md,
-    runtime); a lone graph gets every core and spins. Two copies of one graph, half the weight each, predict what
-    the one predicts, in the order of the texts, batch after batch."""
+    runtime); a lone graph gets every core and spins. On fewer cores than graphs (a predict beside a training) they
+    take turns, each on every core given. Two copies of one graph, half the weight each, predict what the one
+    predicts, in the order of the texts, batch after batch."""
     cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="full", batch_size=8, max_length=32, epochs=1)
     model_dir = finetune(ten_rows_each(), cfg, seed=0, out_dir=tmp_path / "model").model_dir
     one = export_model(model_dir, tmp_path / "one", "none").folder
@@ -155,9 +156,12 @@ def test_the_graphs_of_a_portfolio_share_the_cores_side_by_side_without_spinning
     alone, pair = onnx_runtime.load(one, threads=4), onnx_runtime.load(two, threads=4)
     assert [spinning(m) for _, m in alone.members] == ["1"] and [spinning(m) for _, m in pair.members] == ["0", "0"]
     assert [threads(m) for _, m in alone.members] == [4] and [threads(m) for _, m in pair.members] == [2, 2]
+    in_turn = onnx_runtime.load(two, threads=1)
+    assert [threads(m) for _, m in in_turn.members] == [1, 1] and in_turn.pool is None
     texts = odd_texts() + ["where is my card?"]
     for batch in (texts, texts[:1], texts[::-1]):
         assert np.allclose(alone.predict_proba(batch), pair.predict_proba(batch), atol=1e-6)
+        assert np.allclose(alone.predict_proba(batch), in_turn.predict_proba(batch), atol=1e-6)
 
 
 def threads(graph: onnx_runtime.Graph) -> int:
