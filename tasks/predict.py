@@ -46,11 +46,10 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
     def load_onnx(self, threads: int) -> None:
         from tasks.onnx_runtime import load
 
-        before = getattr(self, "classifier", None)
+        # the model it replaces is left to the garbage collector, its thread pool with it: a request being served
+        # on another thread may still be reading it
         self.classifier = load(self.onnx_dir, threads=threads)
         self.threads, self.checked = threads, time.monotonic()
-        if before is not None and before.pool is not None:
-            before.pool.shutdown(wait=False)
 
     def follow_cores(self) -> None:
         """An onnxruntime session keeps the thread count it was made with, so when this process's share of the
