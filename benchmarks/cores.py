@@ -221,7 +221,8 @@ def predict_lines(results: dict) -> list[str]:
              "| runtime | predict alone | every core: predict × | every core: training × | shared: predict × | "
              "shared: training × |", "|---|---|---|---|---|---|"]
     for runtime, row in results["predict"].items():
-        name = f"onnx ({results['onnx_quantization']})" if runtime == "onnx" else runtime
+        quantization = {"none": "float"}.get(results.get("onnx_quantization"), results.get("onnx_quantization"))
+        name = f"onnx ({quantization} graphs)" if runtime == "onnx" else runtime
         lines.append(f"| {name} | {row['predict_alone_s']:.0f} s | {row['every_core_predict_ratio']:.2f} | "
                      f"{row['every_core_train_ratio']:.2f} | **{row['shared_predict_ratio']:.2f}** | "
                      f"**{row['shared_train_ratio']:.2f}** |")
