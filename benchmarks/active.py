@@ -210,7 +210,8 @@ def goal_lines(results: dict | None) -> list[str]:
     if pairs:
         median, worst = statistics.median(s for s, _ in pairs), max(s for s, _ in pairs)
         labels = [n for _, n in pairs]
-        lines.append(f"- A round on banking77{trained_with(results)} (suggest, then retrain), rounds reaching "
+        lines.append(f"- A round on banking77{trained_with(results) or ' with the default strategy'} (suggest, then "
+                     f"retrain), rounds reaching "
                      f"{min(labels)} to {max(labels)} labels: median {median:.0f} s, longest {worst:.0f} s, goal "
                      f"under {GOAL_ROUND_S}: {'holds' if worst < GOAL_ROUND_S else '**does not hold**'}")
     return lines
