@@ -39,7 +39,6 @@ DATASETS = {"banking77": "banking77_k8", "cfpb_payday_2023": "cfpb_payday_2023"}
 START_PER_CLASS = 2
 GOAL_LABELS, GOAL_RANDOM_LABELS = 600, 1000  # diverse reaches random's accuracy at 1,000 labels with at most 600
 GOAL_ROUND_S = 180
-SHORTLIST = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["suggest"]["shortlist"]
 
 
 def published(dataset: str, data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -54,7 +53,7 @@ def published(dataset: str, data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def simulate(dataset: str, strategy: str, seed: int, rounds: int, step: int, cfg, data: Path,
-             start: int = START_PER_CLASS, shortlist: int = SHORTLIST, dev: float = 0.0) -> list[dict]:
+             start: int, shortlist: int, dev: float) -> list[dict]:
     """One seed of one strategy: accuracy, labels and seconds after each round (round 0: the start). `dev` > 0:
     that fraction of each class of the training split is scored instead of the test split, and never labeled."""
     from tasks.finetune import finetune
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step", type=int, default=50)
     parser.add_argument("--start", type=int, default=START_PER_CLASS,
                         help="labeled texts per class at the start; a later start times a round with more labels")
-    parser.add_argument("--shortlist", type=int, default=SHORTLIST, help="diverse: suggest.shortlist")
+    parser.add_argument("--shortlist", type=int, help="diverse: suggest.shortlist (default: params.yaml's)")
     parser.add_argument("--dev", type=float, default=0.0,
                         help="score on this fraction of the training split instead of the test split (0 to <1), to "
                              "choose settings")
@@ -118,7 +117,9 @@ def main(argv: list[str] | None = None) -> None:
 
     quiet_offline_defaults()
     repo = Path(__file__).resolve().parents[1]
-    settings = yaml.safe_load((repo / "params.yaml").read_text())["finetune"]
+    project = yaml.safe_load((repo / "params.yaml").read_text())
+    settings = project["finetune"]
+    args.shortlist = args.shortlist or project["suggest"]["shortlist"]
     settings.update({key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.finetune)})
     overrides = {key: settings[key] for key in (item.split("=", 1)[0] for item in args.finetune)}
     cfg = FinetuneParams(**settings)
