@@ -35,21 +35,26 @@ RESULTS = Path(__file__).parent / "results"
 INTENTS, ROWS, EPOCHS = 20, 16, 2
 
 
-def job(banking77: Path, out: Path) -> None:
-    """One training (the process a benchmark run starts)."""
+def training_rows(banking77: Path):
+    """The rows every training of this benchmark reads: `ROWS` of each of the first `INTENTS` intents."""
     import pandas as pd
 
+    train = pd.read_csv(banking77 / "train.csv").rename(columns={"category": "label"})
+    intents = sorted(train["label"].unique())[:INTENTS]
+    rows = train[train["label"].isin(intents)].groupby("label", group_keys=False).sample(ROWS, random_state=0)
+    return rows[["text", "label"]]
+
+
+def job(banking77: Path, out: Path) -> None:
+    """One training (the process a benchmark run starts)."""
     from benchmarks import quality
     from tasks.config import FinetuneParams
     from tasks.finetune import finetune
     from tasks.runtime import quiet_offline_defaults
 
     quiet_offline_defaults()
-    train = pd.read_csv(banking77 / "train.csv").rename(columns={"category": "label"})
-    intents = sorted(train["label"].unique())[:INTENTS]
-    rows = train[train["label"].isin(intents)].groupby("label", group_keys=False).sample(ROWS, random_state=0)
     cfg = FinetuneParams(strategy=quality.tuned_strategy(), epochs=EPOCHS)
-    finetune(rows[["text", "label"]], cfg, seed=0, out_dir=out)
+    finetune(training_rows(banking77), cfg, seed=0, out_dir=out)
 
 
 def predict_job(banking77: Path, model: Path) -> None:
@@ -84,10 +89,7 @@ def prepare_models(banking77: Path, folder: Path) -> dict[str, Path]:
     from tasks.runtime import quiet_offline_defaults
 
     quiet_offline_defaults()
-    train = pd.read_csv(banking77 / "train.csv").rename(columns={"category": "label"})
-    intents = sorted(train["label"].unique())[:INTENTS]
-    rows = train[train["label"].isin(intents)].groupby("label", group_keys=False).sample(ROWS, random_state=0)
-    result = finetune(rows[["text", "label"]], FinetuneParams(**quality.project_finetune()), seed=0,
+    result = finetune(training_rows(banking77), FinetuneParams(**quality.project_finetune()), seed=0,
                       out_dir=folder / "trained")
     models = {runtime: folder / runtime for runtime in ("torch", "onnx")}
     for model in models.values():
