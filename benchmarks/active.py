@@ -112,12 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 0 <= args.dev < 1:
         parser.error(f"--dev {args.dev}: a fraction of the training split from 0 to below 1")
+    from benchmarks import quality
     from tasks.config import FinetuneParams
     from tasks.runtime import quiet_offline_defaults
 
     quiet_offline_defaults()
-    repo = Path(__file__).resolve().parents[1]
-    project = yaml.safe_load((repo / "params.yaml").read_text())
+    project = quality.project_params()
     settings = project["finetune"]
     args.shortlist = args.shortlist or project["suggest"]["shortlist"]
     settings.update({key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.finetune)})
