@@ -13,8 +13,8 @@ banking77: the published train and test splits; cfpb_payday_2023: January-June c
 test (benchmarks/quality.py). Time per round (suggest, then retrain) is measured too; a round is what a user waits
 for between labeling sessions. `--dev 0.2` scores a fifth of each class of the training split instead of the test
 split (never labeled), to choose suggest's settings (`--shortlist`, params.yaml's by default) without the test
-split. Results: benchmarks/results/active.json and a PNG per dataset of mean accuracy against labels, one line per
-strategy."""
+split. Results: benchmarks/results/active.json (`--out`) and beside it a PNG per dataset of mean accuracy against
+labels, one line per strategy."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                 # written after every run: an interrupted hour-long run keeps what it measured
                 args.out.write_text(json.dumps(summary, indent=2) + "\n")
     for dataset in args.datasets:
-        plot(summary, dataset, args.out.parent / f"active_{dataset}.png")
+        plot(summary, dataset, args.out.with_name(f"{args.out.stem}_{dataset}.png"))
 
 
 def curves(results: dict, dataset: str) -> dict[str, list[tuple[int, float, int]]]:
