@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Argilla exports as they come)")
     ingest.add_argument("--dataset", help="dataset (niche task) name; default: ingest.dataset from params")
     ingest.add_argument("--unlabeled", action="store_true", help="texts without labels, for the dataset's unlabeled "
-                        "pool (only ingest.text_column is read and kept); starts no training")
+                        "pool (ingest.text_column is needed; the timestamp, id and metadata columns are kept where the file has "
+                        "them, and a label column is not); starts no training")
     consent = commands.add_parser("consent", help="mark a dataset not for training, or lift the mark")
     consent.add_argument("dataset", help="the dataset (ingest.dataset) to mark")
     which = consent.add_mutually_exclusive_group(required=True)
@@ -287,7 +288,7 @@ def suggest_command(args: argparse.Namespace) -> None:
         return
     done = suggest(paths.root, dataset, model_uri(args.model, params.register.model_name), tracking_uri(paths),
                    args.strategy or params.suggest.strategy, args.n or params.suggest.n, params.suggest.shortlist,
-                   params.base.seed, paths.workdir / "suggestions")
+                   params.base.seed, paths.workdir / "suggestions", params.ingest)
     folder = done.files["csv"].parent
     print(f"{done.rows} of {done.pool_rows} unlabeled texts suggested by {done.model} ({done.strategy}) in {folder}:")
     print(f"  {done.files['csv'].name} (a spreadsheet), {done.files['label_studio'].name} with "

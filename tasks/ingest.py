@@ -101,20 +101,25 @@ class IngestResult:
     pool_version: str | None = None  # the DVC hash of data/unlabeled/<dataset>; None while it has no record
 
 
-def standard_columns(cfg: IngestParams, store: Store = LABELED) -> dict[str, str]:
-    """Pipeline column -> the export's column name, as params map them. Of unlabeled texts only the text is
-    kept: a label column there is not required, and not stored if present."""
-    if not store.labeled:
-        return {"text": cfg.text_column}
-    names = {"text": cfg.text_column, "label": cfg.label_column}
+def standard_columns(cfg: IngestParams, store: Store = LABELED, present=None) -> dict[str, str]:
+    """Pipeline column -> the export's column name, as params map them. Unlabeled texts need only the text; their
+    timestamp, id and metadata columns are kept where the file (columns `present`) has them, so that a suggestion
+    batch carries them to the labeling tool and its labeled export comes back as a labeled batch must be. A label
+    column there is not stored."""
+    names = {"text": cfg.text_column} if not store.labeled else {"text": cfg.text_column, "label": cfg.label_column}
     names.update({"timestamp": cfg.timestamp_column} if cfg.timestamp_column else {})
     names.update({"id": cfg.id_column} if cfg.id_column else {})
     names.update({column: column for column in cfg.metadata_columns})
+    if not store.labeled:
+        names = {name: column for name, column in names.items()
+                 if name == "text" or (present is not None and column in present)}
     return names
 
 
-def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], stored: pd.DataFrame) -> pd.Series:
-    """Why each row cannot be used (None: accept). The first failing check names the reason."""
+def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], stored: pd.DataFrame,
+                store: Store = LABELED) -> pd.Series:
+    """Why each row cannot be used (None: accept). The first failing check names the reason. A pool text needs no
+    timestamp (prepare has flagged one that is there but cannot be read)."""
     reason = pd.Series(frame[PROBLEM].to_numpy(), index=frame.index, dtype=object)
 
     def flag(mask: pd.Series, why: str) -> None:
@@ -123,7 +128,7 @@ def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], store
     flag(frame["text"].isna() | (frame["text"] == ""), "empty text")
     if "label" in frame:
         flag(frame["label"].isna() | (frame["label"] == ""), "missing label")
-    if "timestamp" in frame:
+    if "timestamp" in frame and store.labeled:
         flag(frame["timestamp"].isna(), "missing or unparseable timestamp")
     if labels and "label" in frame:
         flag(~frame["label"].isin(labels), "label outside the label set")
@@ -144,7 +149,7 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
             store: Store = LABELED) -> tuple[pd.DataFrame, Counter]:
     """Map columns, clean values, canonicalise label case, key each text and redact PII; keeps every input row.
     Masking is the slow part: a big file shows a bar over the values masked."""
-    names = standard_columns(cfg, store)
+    names = standard_columns(cfg, store, table_frame.columns)
     missing = [column for column in dict.fromkeys(names.values()) if column not in table_frame.columns]
     if missing:
         found = [c for c in table_frame.columns if not c.startswith("_")]
@@ -160,19 +165,23 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
     frame[KEY] = text_hash(frame["text"].fillna(""))  # before masking: two emails make two texts
     pii: Counter = Counter()
     if cfg.redact_pii:
-        columns = redacted_columns(cfg, store)
+        columns = redacted_columns(cfg, store, table_frame.columns)
         with bar(len(frame) * len(columns), "masking PII", "value", shown=big_file(path)) as progress:
             for column in columns:
                 frame[column], found = _redact_column(frame[column], identifier=column == "id", progress=progress)
                 pii += found
     frame[LINE] = table_frame[LINE].to_numpy()
     frame[PROBLEM] = table_frame[PROBLEM].to_numpy()
+    if "timestamp" in frame and not store.labeled:  # a pool text may have no time, but not one that cannot be read
+        raw = table_frame[names["timestamp"]]
+        garbled = frame["timestamp"].isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+        frame.loc[garbled & frame[PROBLEM].isna(), PROBLEM] = "unparseable timestamp"
     return frame, pii
 
 
-def redacted_columns(cfg: IngestParams, store: Store = LABELED) -> list[str]:
+def redacted_columns(cfg: IngestParams, store: Store = LABELED, present=None) -> list[str]:
     """The pipeline columns PII is masked in: the text, the id and every metadata column that is kept."""
-    kept = standard_columns(cfg, store)
+    kept = standard_columns(cfg, store, present)
     return [column for column in ["text", "id", *cfg.metadata_columns] if column in kept]
 
 
@@ -249,7 +258,7 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
     done(f"read {len(table.frame)} rows ({table.encoding})")
     frame, pii = prepare(table.frame, cfg, labels, source, store)
     done(f"prepared: PII masked ({_counts(pii) or 'none found'})" if cfg.redact_pii else "prepared (PII kept)")
-    reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset, store))
+    reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset, store), store)
     done(f"checked: {reasons.isna().sum()} rows pass, {reasons.notna().sum()} do not")
     batch_id = f"{next_sequence(root, dataset, store):06d}-{digest}"  # the same rows in the same order: same name
     accepted = frame[reasons.isna()].drop(columns=[PROBLEM]).assign(**{SOURCE: source.name, BATCH: batch_id})
@@ -277,8 +286,9 @@ def _quarantine_rows(original: pd.DataFrame, prepared: pd.DataFrame, reasons: pd
         rows = rows.drop(columns=[RAW])
     pii: Counter = Counter()
     if cfg.redact_pii:
-        names = standard_columns(cfg, store)
-        masked = {column: name for name, column in names.items() if name in redacted_columns(cfg, store)}
+        names = standard_columns(cfg, store, original.columns)
+        masked = {column: name for name, column in names.items()
+                  if name in redacted_columns(cfg, store, original.columns)}
         for column in rows.columns:
             if column in masked:  # exactly as in stored rows, counted there
                 rows[column] = prepared.loc[rows.index, masked[column]].astype(object)
@@ -352,13 +362,14 @@ def _labeled(cfg: IngestParams, root: Path) -> tuple[pd.DataFrame, dict]:
     return frame, version
 
 
-def assemble_pool(root: Path, dataset: str) -> tuple[pd.DataFrame, dict]:
-    """Every stored unlabeled text of the dataset (POOL_COLUMNS, in order of arrival; no rows without a pool),
-    and its version: DVC hash, batches, rows."""
+def assemble_pool(root: Path, dataset: str, every_column: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Every stored unlabeled text of the dataset (POOL_COLUMNS, or with `every_column` also the timestamps, ids
+    and metadata batches kept; in order of arrival; no rows without a pool), and its version: DVC hash, batches,
+    rows."""
     files = batch_files(root, dataset, UNLABELED)
     empty = pd.DataFrame({column: pd.Series(dtype=object) for column in POOL_COLUMNS})
-    pool = pd.concat([empty, *(pd.read_parquet(path, columns=list(POOL_COLUMNS)) for path in files)],
-                     ignore_index=True)
+    columns = None if every_column else list(POOL_COLUMNS)
+    pool = pd.concat([empty, *(pd.read_parquet(path, columns=columns) for path in files)], ignore_index=True)
     version = {"data_version": versioning.folder_version(root, str(POOL_DIR / dataset))["md5"],
                "batches": [path.stem for path in files], "rows": len(pool)}
     return pool, version
@@ -371,6 +382,14 @@ def run(cfg: IngestParams, labels: list[str], root: Path, out_dir: Path) -> Inge
         versioning.pull_if_missing(root, cfg.path)
         report = ingest_batch(cfg, labels, root, Path(root) / cfg.path, announce=False)  # this run trains on it
     return dataclasses.replace(assemble(cfg, root, out_dir), ingested=report)
+
+
+def same_text(rows: pd.DataFrame, known: pd.DataFrame) -> pd.Series:
+    """Which `rows` (columns text and KEY) hold a text of `known`: the same original, or the same text as stored.
+    A labeling tool sends back the stored text, PII masked, so its key is the masked text's."""
+    keys = set(known[KEY].dropna()) if KEY in known else set()
+    keys |= set(text_hash(known["text"]).dropna())
+    return rows[KEY].isin(keys) | text_hash(rows["text"]).isin(keys)
 
 
 def text_key(text: pd.Series) -> pd.Series:

@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from tasks.config import Params, Paths, SplitParams
-from tasks.ingest import KEY, POOL_COLUMNS, text_hash
+from tasks.ingest import KEY, POOL_COLUMNS, same_text
 from tasks.layout import DATASET_FILE, HOLDOUT_FILE, POOL_FILE, TRAIN_FILE
 
 
@@ -40,9 +40,9 @@ def split_frame(frame: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.Da
 
 
 def unlabeled_pool(pool: pd.DataFrame, labeled: pd.DataFrame) -> pd.DataFrame:
-    """The pool less every text that is labeled (by text key), each remaining text once."""
-    labeled_keys = labeled[KEY] if KEY in labeled else text_hash(labeled["text"])
-    kept = pool[~pool[KEY].isin(set(labeled_keys))]
+    """The pool less every text that is labeled (the same original, or the same text as stored: a suggested text
+    comes back from the labeling tool PII masked), each remaining text once."""
+    kept = pool[~same_text(pool, labeled)]
     return kept.drop_duplicates(subset=KEY, keep="first")
 
 

@@ -80,6 +80,21 @@ def test_unlabeled_rows_are_stored_in_their_own_folder_and_unusable_ones_quarant
     assert stat.S_IMODE((project / report.batch).stat().st_mode) & 0o222 == 0  # read-only, never rewritten
 
 
+def test_a_pool_file_keeps_its_timestamp_id_and_metadata_and_quarantines_only_a_garbled_time(project):
+    """What a suggestion batch must carry back to a labeled batch; a text without a time is still a pool text."""
+    source = write(project, "pool.csv", "complaint_id,date_received,text\n"
+                                        "c1,2023-07-03,my loan was renewed without asking me\n"
+                                        "c2,,the lender keeps charging me every two weeks\n"
+                                        "c3,last tuesday,they never answer the phone\n")
+    report = ingest_batch(CFG, [], project, source, store=UNLABELED)
+    assert (report.accepted, report.reasons) == (2, {"unparseable timestamp": 1})
+    stored = pd.read_parquet(project / report.batch)
+    assert stored["id"].tolist() == ["c1", "c2"]
+    assert stored["timestamp"].iloc[0] == pd.Timestamp("2023-07-03", tz="UTC") and pd.isna(stored["timestamp"].iloc[1])
+    quarantined = pd.read_csv(project / report.quarantine, dtype=str, keep_default_na=False)
+    assert quarantined["date_received"].tolist() == ["last tuesday"]  # the raw value, kept
+
+
 def test_unlabeled_texts_announce_nothing_so_no_training_starts(project):
     report = ingest_batch(CFG, [], project, write(project, "pool.csv", POOL_FILE_TEXT), store=UNLABELED)
     assert report.accepted == 3 and report.events == ()

@@ -117,6 +117,18 @@ def test_the_pool_loses_every_labeled_text_and_repeats_and_keeps_the_rest_in_ord
     assert split.unlabeled_pool(pool, labeled.drop(columns=[KEY]))["text"].tolist() == ["new one", "other"]
 
 
+def test_a_pool_text_labeled_as_stored_pii_masked_leaves_the_pool():
+    """A suggested text comes back from the labeling tool as the pool stored it, email masked: the same text, though
+    its key (of the text as given) differs from the pool's (of the original)."""
+    from tasks.ingest import KEY, text_hash
+
+    given = pd.Series(["write to ana@example.com please", "other"])
+    pool = pd.DataFrame({"text": ["write to [EMAIL] please", "other"], KEY: text_hash(given), "_batch": "b"})
+    labeled = pd.DataFrame({"text": ["write to [EMAIL] please"], "label": ["a"]})
+    labeled[KEY] = text_hash(labeled["text"])
+    assert split.unlabeled_pool(pool, labeled)["text"].tolist() == ["other"]
+
+
 def test_a_dataset_without_a_pool_file_splits_with_an_empty_pool(tmp_path, timed):
     timed.to_parquet(tmp_path / "dataset.parquet")
     result = split.run(SplitParams(holdout_fraction=0.25), 0, tmp_path / "dataset.parquet", tmp_path / "split")
