@@ -174,7 +174,7 @@ def suggest_task(params: Params, paths: Paths) -> str | None:
     try:
         done = suggest(paths.root, dataset, model_uri(None, params.register.model_name),
                        register.tracking_uri(paths), cfg.strategy, cfg.n, cfg.shortlist, params.base.seed,
-                       paths.workdir / "suggestions")
+                       paths.workdir / "suggestions", params.ingest)
     except NichetuneError as err:  # no pool, no champion, nothing left: the flow's outcome stands
         print(f"no texts suggested to label next: {err}")
         return None

@@ -9,8 +9,11 @@ Strategies (params `suggest.strategy`):
   labeled or picked (core-set selection on an uncertainty shortlist);
 - `random`: a seeded sample, the control that active learning must beat.
 
-Never suggested: texts already labeled (any stored batch, the holdout included), texts quarantined from a labeled
-file, and texts of earlier suggestion batches (they are with the labelers). Each batch is recorded in
+The files use the dataset's column names and carry the timestamp, id and metadata the pool kept with each text, so
+that a labeled export comes back through `nichetune ingest` as it is. Never suggested: texts already labeled (any
+stored batch, the holdout included, also as stored with PII masked, which is how a labeling tool sends a suggested
+text back), texts quarantined from a labeled file, and texts of earlier suggestion batches (they are with the
+labelers). Each batch is recorded in
 data/suggestions/<dataset>/<number>.json (git-tracked, no texts: their hashes, the pool's DVC version, the model
 version and the strategy), so that an audit can tell which labels were asked for and why."""
 
@@ -24,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks.config import IngestParams
 from tasks.errors import DataError
 
 RECORDS_DIR = Path("data/suggestions")  # one JSON per batch and dataset, in git
 STRATEGIES = ("uncertainty", "diverse", "random")
-FROM_NAME, TO_NAME = "label", "text"  # the Label Studio Choices and Text tags the export and its config use
+TO_NAME = "text"  # the Label Studio Text tag; its Choices tag is named like the label column, the export's column
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,29 @@ class Ranked:
     """One batch: the chosen texts in the order to label them, with the model's label, its probability and the
     margin that made each uncertain."""
 
-    frame: pd.DataFrame  # nichetune_id, text, suggested_label, score, margin
+    frame: pd.DataFrame  # nichetune_id, text, suggested_label, score, margin, then the pool's timestamp, id, ...
     strategy: str
+
+    def kept(self, names: dict[str, str]) -> list[dict]:
+        """Per text, the timestamp, id and metadata the pool kept with it, under the dataset's column names (`names`:
+        pipeline column -> export column, as tasks.ingest.standard_columns), as JSON values; missing ones left out."""
+        extra = self.frame.drop(columns=list(RANKED_COLUMNS))
+        return [{names.get(column, column): _json_value(value) for column, value in values.items()
+                 if not _missing(value)} for values in extra.to_dict("records")]
+
+
+RANKED_COLUMNS = ("nichetune_id", "text", "suggested_label", "score", "margin")
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NaT or (isinstance(value, float) and value != value)
+
+
+def _json_value(value):
+    """A timestamp as UTC ISO 8601 (what ingest parses back), a NumPy scalar as Python's."""
+    if isinstance(value, pd.Timestamp):
+        return value.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ") if value.tzinfo else value.isoformat()
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def margins(probs: np.ndarray) -> np.ndarray:
@@ -93,42 +118,55 @@ def rank(pool: pd.DataFrame, labeled_texts: list[str], classifier, strategy: str
         "nichetune_id": pool["nichetune_id"].to_numpy()[chosen], "text": [texts[i] for i in chosen],
         "suggested_label": labels[chosen_probs.argmax(axis=1)], "score": chosen_probs.max(axis=1).round(4),
         "margin": margins(chosen_probs).round(4)})
-    return Ranked(frame.reset_index(drop=True), strategy)
+    kept = pool.drop(columns=["nichetune_id", "text", "key"], errors="ignore").iloc[chosen].reset_index(drop=True)
+    return Ranked(pd.concat([frame, kept], axis=1), strategy)  # the timestamp, id and metadata kept with a text
 
 
 # ---------------------------------------------------------------- what the labeling tools import
 
 
-def label_studio_tasks(ranked: Ranked, model_version: str) -> list[dict]:
+def label_studio_tasks(ranked: Ranked, model_version: str, names: dict[str, str]) -> list[dict]:
     """Label Studio tasks with the model's label as a prediction (pre-annotation) and its probability as the
-    score, for a project whose labeling config is `label_studio_config`."""
-    return [{"data": {"text": row.text, "nichetune_id": row.nichetune_id},
+    score, for a project whose labeling config is `label_studio_config`. Each task's data holds the text and what
+    the pool kept with it under the dataset's column names (`names`), which Label Studio's export gives back."""
+    return [{"data": {names["text"]: row.text, "nichetune_id": row.nichetune_id, **kept},
              "predictions": [{"model_version": model_version, "score": float(row.score),
-                              "result": [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
+                              "result": [{"from_name": names["label"], "to_name": TO_NAME, "type": "choices",
                                           "value": {"choices": [row.suggested_label]}}]}]}
-            for row in ranked.frame.itertuples()]
+            for row, kept in zip(ranked.frame.itertuples(), ranked.kept(names))]
 
 
-def label_studio_config(labels: list[str]) -> str:
-    """The labeling config (XML) of a Label Studio project that takes these tasks: one text, one choice."""
+def label_studio_config(labels: list[str], names: dict[str, str]) -> str:
+    """The labeling config (XML) of a Label Studio project that takes these tasks: one text, one choice, named so
+    that the export's columns are the dataset's (`names`)."""
     from xml.sax.saxutils import quoteattr
 
     choices = "\n".join(f"    <Choice value={quoteattr(label)}/>" for label in labels)
-    return (f'<View>\n  <Text name="{TO_NAME}" value="$text"/>\n  <Choices name="{FROM_NAME}" toName="{TO_NAME}" '
-            f'choice="single" showInLine="true">\n{choices}\n  </Choices>\n</View>\n')
+    return (f'<View>\n  <Text name="{TO_NAME}" value={quoteattr("$" + names["text"])}/>\n  <Choices '
+            f'name={quoteattr(names["label"])} toName="{TO_NAME}" choice="single" showInLine="true">\n{choices}\n'
+            f'  </Choices>\n</View>\n')
 
 
-def argilla_records(ranked: Ranked, model_version: str) -> list[dict]:
-    """Records for `dataset.records.log(records, mapping=ARGILLA_MAPPING)` in Argilla 2.x: the text field, the
-    model's label as the `label` question's suggestion with its score and agent, the id kept as the record id."""
-    return [{"id": row.nichetune_id, "text": row.text, "label": row.suggested_label, "score": float(row.score),
-             "agent": model_version} for row in ranked.frame.itertuples()]
+SCORE, AGENT = "suggestion_score", "suggestion_agent"  # record keys the mapping sends to the label's suggestion
 
 
-ARGILLA_MAPPING = {"label": "label.suggestion", "score": "label.suggestion.score", "agent": "label.suggestion.agent"}
+def argilla_records(ranked: Ranked, model_version: str, names: dict[str, str]) -> list[dict]:
+    """Records for `dataset.records.log(records, mapping=argilla_mapping(names))` in Argilla 2.x: the text field,
+    the model's label as the label question's suggestion with its score and agent, the id kept as the record id,
+    and what the pool kept with the text as metadata (an id column named `id` is the record id)."""
+    label = names["label"]
+    return [{"id": row.nichetune_id, **kept, names["text"]: row.text, label: row.suggested_label,
+             SCORE: float(row.score), AGENT: model_version}
+            for row, kept in zip(ranked.frame.itertuples(), ranked.kept(names))]
 
 
-def argilla_script(labels: list[str], records_file: str, dataset: str) -> str:
+def argilla_mapping(names: dict[str, str]) -> dict[str, str]:
+    label = names["label"]
+    return {label: f"{label}.suggestion", SCORE: f"{label}.suggestion.score", AGENT: f"{label}.suggestion.agent"}
+
+
+def argilla_script(labels: list[str], records_file: str, dataset: str, names: dict[str, str],
+                   metadata: list[str]) -> str:
     """A script that creates the Argilla dataset (settings) and logs the records with their suggestions."""
     return f'''"""Log the suggested texts into Argilla 2.x: ARGILLA_API_URL and ARGILLA_API_KEY name your server."""
 import json
@@ -137,8 +175,9 @@ import argilla as rg
 
 client = rg.Argilla()
 settings = rg.Settings(
-    fields=[rg.TextField(name="text")],
-    questions=[rg.LabelQuestion(name="label", labels={labels!r})],
+    fields=[rg.TextField(name={names["text"]!r})],
+    questions=[rg.LabelQuestion(name={names["label"]!r}, labels={labels!r})],
+    metadata=[rg.TermsMetadataProperty(name=name) for name in {metadata!r}],
 )
 dataset = rg.Dataset(name={dataset!r}, settings=settings, client=client)
 if client.datasets(name={dataset!r}) is None:
@@ -147,26 +186,34 @@ else:
     dataset = client.datasets(name={dataset!r})
 with open({records_file!r}, encoding="utf-8") as handle:
     records = [json.loads(line) for line in handle]
-dataset.records.log(records, mapping={ARGILLA_MAPPING!r})
+dataset.records.log(records, mapping={argilla_mapping(names)!r})
 '''
 
 
-def write_batch(ranked: Ranked, labels: list[str], out_dir: Path, model_version: str, dataset: str) -> dict[str, Path]:
-    """The batch as CSV (id, text, the model's label and score), Label Studio tasks and config, Argilla records
-    and the script that logs them; returns each file by kind."""
+def write_batch(ranked: Ranked, labels: list[str], out_dir: Path, model_version: str, dataset: str,
+                names: dict[str, str]) -> dict[str, Path]:
+    """The batch as CSV (id, text, what the pool kept with it, the model's label and score, and an empty label
+    column to fill in), Label Studio tasks and config, Argilla records and the script that logs them; returns each
+    file by kind. Columns carry the dataset's names (`names`: pipeline column -> export column, as
+    tasks.ingest.standard_columns), so that every labeled export comes back through `nichetune ingest` as is."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"csv": out_dir / "suggestions.csv", "label_studio": out_dir / "label_studio_tasks.json",
              "label_studio_config": out_dir / "label_studio_config.xml", "argilla": out_dir / "argilla_records.jsonl",
              "argilla_script": out_dir / "log_to_argilla.py"}
     from tasks.spreadsheet import escape_frame
 
-    escape_frame(ranked.frame.drop(columns=["margin"])).to_csv(files["csv"], index=False)
-    files["label_studio"].write_text(json.dumps(label_studio_tasks(ranked, model_version), ensure_ascii=False,
+    kept = pd.DataFrame(ranked.kept(names), index=ranked.frame.index)
+    table = pd.concat([ranked.frame[["nichetune_id"]], ranked.frame[["text"]].rename(columns={"text": names["text"]}),
+                       kept, ranked.frame[["suggested_label", "score"]]], axis=1).assign(**{names["label"]: ""})
+    escape_frame(table).to_csv(files["csv"], index=False)
+    files["label_studio"].write_text(json.dumps(label_studio_tasks(ranked, model_version, names), ensure_ascii=False,
                                                 indent=1) + "\n", encoding="utf-8")
-    files["label_studio_config"].write_text(label_studio_config(labels), encoding="utf-8")
+    files["label_studio_config"].write_text(label_studio_config(labels, names), encoding="utf-8")
     files["argilla"].write_text("".join(json.dumps(record, ensure_ascii=False) + "\n"
-                                        for record in argilla_records(ranked, model_version)), encoding="utf-8")
-    files["argilla_script"].write_text(argilla_script(labels, files["argilla"].name, dataset), encoding="utf-8")
+                                        for record in argilla_records(ranked, model_version, names)), encoding="utf-8")
+    metadata = [column for column in kept.columns if column != "id"]
+    files["argilla_script"].write_text(argilla_script(labels, files["argilla"].name, dataset, names, metadata),
+                                       encoding="utf-8")
     return files
 
 
@@ -178,41 +225,52 @@ def earlier_batches(root: Path, dataset: str) -> list[dict]:
     return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.json"))]
 
 
-def history(root: Path, dataset: str) -> list[dict]:
-    """Each recorded batch (number, date, model, strategy, pool version) with how many of its texts have come back
-    labeled: stored since in a labeled batch, judged on the text as the user gave it."""
+def labeled_texts(root: Path, dataset: str) -> pd.DataFrame:
+    """Every stored labeled text of the dataset (columns text and its key), the holdout's among them."""
     from tasks.ingest import KEY, batch_files
 
-    labeled = set()
-    for path in batch_files(root, dataset):
-        labeled |= set(pd.read_parquet(path, columns=[KEY])[KEY].dropna())
+    frames = [pd.read_parquet(path, columns=["text", KEY]) for path in batch_files(root, dataset)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"text": [], KEY: []}, dtype=object)
+
+
+def history(root: Path, dataset: str) -> list[dict]:
+    """Each recorded batch (number, date, model, strategy, pool version) with how many of its texts have come back
+    labeled: stored since in a labeled batch, as the user gave it or as it was stored (PII masked)."""
+    from tasks.ingest import KEY, assemble_pool, same_text
+
+    pool, _ = assemble_pool(root, dataset)
+    back = set(pool.loc[same_text(pool, labeled_texts(root, dataset)).to_numpy(), KEY])
     return [{"batch": batch["batch"], "created_at": batch["created_at"], "model": batch["model"],
              "strategy": batch["strategy"], "pool_version": batch["pool_version"], "asked": len(batch["text_keys"]),
-             "labeled": len(set(batch["text_keys"]) & labeled)} for batch in earlier_batches(root, dataset)]
+             "labeled": len(set(batch["text_keys"]) & back)} for batch in earlier_batches(root, dataset)]
 
 
-def candidates(root: Path, dataset: str) -> tuple[pd.DataFrame, dict, list[str]]:
-    """The pool's texts that may be suggested (columns nichetune_id, text), its version, and the labeled texts
-    (the diverse strategy's centers)."""
+def candidates(root: Path, dataset: str, text_column: str) -> tuple[pd.DataFrame, dict, list[str]]:
+    """The pool's texts that may be suggested (columns nichetune_id, text, key, then the timestamp, id and
+    metadata kept with them), its version, and the labeled texts (the diverse strategy's centers). A quarantined
+    row's text is in its file's `text_column`."""
     from tasks.batches import QUARANTINE_DIR
-    from tasks.ingest import KEY, assemble_pool, batch_files, text_hash
+    from tasks.ingest import KEY, assemble_pool, same_text, text_hash
 
-    pool, version = assemble_pool(root, dataset)
+    pool, version = assemble_pool(root, dataset, every_column=True)
     if pool.empty:
         raise DataError(f"no unlabeled texts stored for dataset {dataset!r}; store some with `nichetune ingest FILE "
                         f"--unlabeled --dataset {dataset}`")
-    labeled = [pd.read_parquet(path, columns=["text", KEY]) for path in batch_files(root, dataset)]
-    labeled = pd.concat(labeled, ignore_index=True) if labeled else pd.DataFrame({"text": [], KEY: []})
-    excluded = set(labeled[KEY].dropna())
+    labeled = labeled_texts(root, dataset)
+    taken = same_text(pool, labeled)
+    quarantined = set()
     for path in sorted((root / QUARANTINE_DIR / dataset).glob("*.csv")):
-        quarantined = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if "text" in quarantined:
-            excluded |= set(text_hash(quarantined["text"]).dropna())
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if text_column in rows:
+            quarantined |= set(text_hash(rows[text_column]).dropna())
+    taken |= pool[KEY].isin(quarantined) | text_hash(pool["text"]).isin(quarantined)
     for batch in earlier_batches(root, dataset):
-        excluded |= set(batch["text_keys"])
-    keep = pool[~pool[KEY].isin(excluded)].drop_duplicates(KEY)
+        taken |= pool[KEY].isin(set(batch["text_keys"]))
+    keep = pool[~taken].drop_duplicates(KEY)
+    other = keep[[column for column in keep.columns if column != "text" and not column.startswith("_")]]
     frame = pd.DataFrame({"nichetune_id": keep[KEY].str[:16].to_numpy(), "text": keep["text"].to_numpy(),
                           "key": keep[KEY].to_numpy()})
+    frame = pd.concat([frame, other.reset_index(drop=True)], axis=1)
     return frame, version, labeled["text"].astype(str).tolist()
 
 
@@ -244,14 +302,18 @@ class Suggestion:
 
 
 def suggest(root: Path, dataset: str, uri: str, tracking: str, strategy: str, n: int, shortlist: int, seed: int,
-            out_root: Path) -> Suggestion:
-    """Rank the dataset's pool with the registered model `uri` and write the next batch to label."""
+            out_root: Path, ingest: IngestParams) -> Suggestion:
+    """Rank the dataset's pool with the registered model `uri` and write the next batch to label, its files in
+    the dataset's column names (`ingest`'s)."""
     import tempfile
 
     from tasks.portfolio import load_classifier
     from tasks.predict import download_registered
 
-    pool, version, labeled = candidates(root, dataset)
+    from tasks.ingest import standard_columns
+
+    names = standard_columns(ingest)
+    pool, version, labeled = candidates(root, dataset, names["text"])
     if pool.empty:
         raise DataError(f"every unlabeled text of dataset {dataset!r} is labeled, quarantined or already suggested; "
                         f"store more with `nichetune ingest FILE --unlabeled --dataset {dataset}`")
@@ -262,7 +324,7 @@ def suggest(root: Path, dataset: str, uri: str, tracking: str, strategy: str, n:
         ranked = rank(pool, labeled, classifier, strategy, n, shortlist, seed + number)
         model = f"{name}/{model_version}"
         out_dir = out_root / dataset / f"{number:04d}"
-        files = write_batch(ranked, list(classifier.labels), out_dir, model, dataset)
+        files = write_batch(ranked, list(classifier.labels), out_dir, model, dataset, names)
     keys = pool.set_index("nichetune_id").loc[ranked.frame["nichetune_id"], "key"].tolist()
     record = record_batch(root, dataset, ranked, keys, version, model, out_dir,
                           {"n": n, "shortlist": shortlist, "seed": seed + number})

@@ -65,8 +65,8 @@ def project(tmp_path, tiny_backbone) -> Path:
     root = make_project(tmp_path / "project", LABELED, project_params(str(tiny_backbone)))
     cfg = IngestParams(**{**project_params("unused")["ingest"], "path": None})
     ingest_batch(cfg, [], root, root / "data" / "labeled.csv", announce=False)
-    pool_file = root / "pool.csv"
-    pd.concat([POOL[["text"]], LABELED[["text"]].head(2)]).to_csv(pool_file, index=False)
+    pool_file = root / "pool.csv"  # as a CRM exports them: with their ids and dates, which labeled rows need
+    pd.concat([POOL, LABELED.head(2)]).drop(columns=["issue"]).to_csv(pool_file, index=False)
     ingest_batch(cfg, [], root, pool_file, store=UNLABELED)
     paths = Paths.of(root, load_params(root / "params.yaml"))
     train = LABELED.rename(columns={"issue": "label"})[["text", "label"]]
@@ -87,22 +87,28 @@ def test_suggest_writes_files_the_tools_import_and_records_the_batch(project, mo
     assert code == 0, err
     assert f"6 of {len(POOL)} unlabeled texts suggested by complaints/1 (diverse)" in out  # labeled repeats left out
     folder = project / "outputs" / "suggestions" / "complaints" / "0001"
-    table = pd.read_csv(folder / "suggestions.csv")
+    table = pd.read_csv(folder / "suggestions.csv", dtype={"complaint_id": str})
     assert len(table) == 6 and set(table["text"]) <= set(POOL["text"]) and not set(table["text"]) & set(LABELED["text"])
     labels = sorted(LABELED["issue"].unique())
+    assert table["issue"].isna().all()  # the dataset's label column, to fill in
+    by_text = POOL.set_index("text")
+    assert table["complaint_id"].tolist() == by_text.loc[table["text"], "complaint_id"].astype(str).tolist()
+    assert table["date_received"].str[:10].tolist() == by_text.loc[table["text"], "date_received"].tolist()
     tasks = json.loads((folder / "label_studio_tasks.json").read_text())
     assert [task["data"]["text"] for task in tasks] == table["text"].tolist()
-    for task in tasks:  # Label Studio's pre-annotation: the Choices tag `label` on the Text tag `text`
+    assert [task["data"]["complaint_id"] for task in tasks] == table["complaint_id"].tolist()
+    for task in tasks:  # Label Studio's pre-annotation: the Choices tag `issue` (the label column) on the Text tag
         (prediction,) = task["predictions"]
         (result,) = prediction["result"]
-        assert (result["from_name"], result["to_name"], result["type"]) == ("label", "text", "choices")
+        assert (result["from_name"], result["to_name"], result["type"]) == ("issue", "text", "choices")
         assert result["value"]["choices"][0] in labels and 0 < prediction["score"] <= 1
         assert prediction["model_version"] == "complaints/1"
     config = ET.fromstring((folder / "label_studio_config.xml").read_text())
     assert [choice.get("value") for choice in config.iter("Choice")] == labels
-    assert config.find("Text").get("value") == "$text"
+    assert config.find("Text").get("value") == "$text" and config.find("Choices").get("name") == "issue"
     records = [json.loads(line) for line in (folder / "argilla_records.jsonl").read_text().splitlines()]
-    assert [r["text"] for r in records] == table["text"].tolist() and all(r["label"] in labels for r in records)
+    assert [r["text"] for r in records] == table["text"].tolist() and all(r["issue"] in labels for r in records)
+    assert [r["complaint_id"] for r in records] == table["complaint_id"].tolist()
     compile((folder / "log_to_argilla.py").read_text(), "log_to_argilla.py", "exec")  # valid Python
     record = json.loads((project / "data" / "suggestions" / "complaints" / "0001.json").read_text())
     assert record["model"] == "complaints/1" and record["strategy"] == "diverse" and len(record["text_keys"]) == 6
@@ -114,16 +120,28 @@ def test_suggest_writes_files_the_tools_import_and_records_the_batch(project, mo
     code, _, err = nichetune(project, monkeypatch, capsys, "suggest")
     assert code == 2 and err.count("\n") == 1 and "already suggested" in err
 
-    # two of the first batch come back labeled, as a labeler's export: the audit counts them against that batch
-    returned = table.head(2).assign(issue=table["suggested_label"].head(2), complaint_id=["s1", "s2"],
-                                    date_received="2023-09-01")[["complaint_id", "date_received", "text", "issue"]]
-    returned.to_csv(project / "returned.csv", index=False)
+    # two of the first batch come back labeled in Label Studio's export and one in the filled-in CSV, as they
+    # come: the labeled batch takes them, and the audit counts them against that batch
+    export = [{"id": number, "data": task["data"], "predictions": [], "annotations": [{
+        "id": 10 + number, "was_cancelled": False, "updated_at": "2026-12-06T10:00:00Z",
+        "result": [{**task["predictions"][0]["result"][0], "origin": "manual"}]}]}
+        for number, task in enumerate(tasks[:2], 1)]
+    (project / "project-1-at-2026-12-06.json").write_text(json.dumps(export))
     cfg = IngestParams(**{**project_params("unused")["ingest"], "path": None})
-    ingest_batch(cfg, [], project, project / "returned.csv", announce=False)
+    report = ingest_batch(cfg, [], project, project / "project-1-at-2026-12-06.json", announce=False)
+    assert (report.accepted, report.quarantined) == (2, 0)
+    stored = pd.read_parquet(project / report.batch)
+    assert stored["id"].tolist() == table["complaint_id"].head(2).tolist()
+    assert stored["timestamp"].dt.strftime("%Y-%m-%d").tolist() == table["date_received"].str[:10].head(2).tolist()
+    filled = pd.read_csv(folder / "suggestions.csv", dtype=str, keep_default_na=False)
+    filled.loc[2, "issue"] = labels[0]
+    filled.to_csv(project / "filled.csv", index=False)
+    report = ingest_batch(cfg, [], project, project / "filled.csv", announce=False)
+    assert (report.accepted, report.reasons) == (1, {"missing label": 5})  # the rows left empty: quarantined
     code, out, _ = nichetune(project, monkeypatch, capsys, "suggest", "--list")
     lines = out.splitlines()
     assert code == 0 and lines[0] == "suggestion batches of complaints (data/suggestions/complaints):"
-    assert "0001" in lines[1] and "complaints/1  diverse: 2 of 6 labeled since" in lines[1]
+    assert "0001" in lines[1] and "complaints/1  diverse: 3 of 6 labeled since" in lines[1]
     assert "0002" in lines[2] and f"random: 0 of {len(POOL) - 6} labeled since" in lines[2]
     assert f"{len(POOL) + 2} texts" in lines[1]
 
