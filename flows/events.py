@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -29,7 +30,15 @@ def emit_labeled(report: BatchReport) -> str:
                        resource={"prefect.resource.id": resource_id(payload["dataset"]),
                                  "prefect.resource.name": payload["dataset"]})
             for payload in payloads]
-    EventsWorker.drain_all(timeout=30)  # delivered before the command returns, not in an exit hook
+    # delivered before the command returns, not in an exit hook; the worker's "Still processing items" warning
+    # would only say that this wait has begun
+    draining = logging.getLogger(EventsWorker.__name__)
+    level = draining.level
+    draining.setLevel(logging.ERROR)
+    try:
+        EventsWorker.drain_all(timeout=30)
+    finally:
+        draining.setLevel(level)
     for path, event in zip(outbox, sent):
         if event:
             path.unlink(missing_ok=True)
