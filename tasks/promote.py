@@ -125,11 +125,16 @@ def check_gate(cfg: RegisterParams, comparison: Comparison, validation: str, dri
     if comparison.baseline is not None and new <= comparison.baseline[metric] + 1e-12:
         reasons.append(f"{metric} {new:.4f} is no better than always predicting the majority class "
                        f"({comparison.baseline[metric]:.4f})")
-    if comparison.delta is not None and comparison.delta < cfg.min_improvement - 1e-12:
-        reasons.append(f"{metric} {new:.4f} vs champion v{comparison.champion_version} "
-                       f"{comparison.champion[metric]:.4f}: {comparison.delta:+.4f}, below the required "
-                       f"{cfg.min_improvement:+.4f}")
     paired = (comparison.paired or {}).get(metric)
+    if comparison.delta is not None and comparison.delta < cfg.min_improvement - 1e-12:
+        noise = ""
+        if paired:  # a reviewer reads a small loss on few rows very differently from a real one
+            verdict = "within noise" if paired["within_noise"] else "beyond noise"
+            noise = (f" ({verdict}: {CONFIDENCE:.0%} CI {paired['ci_low']:+.4f} to {paired['ci_high']:+.4f} on "
+                     f"{comparison.rows} rows)")
+        reasons.append(f"{metric} {new:.4f} vs champion v{comparison.champion_version} "
+                       f"{comparison.champion[metric]:.4f}: {comparison.delta:+.4f}{noise}, below the required "
+                       f"{cfg.min_improvement:+.4f}")
     if cfg.require_significant and paired and paired["within_noise"]:
         reasons.append(f"{metric} difference from champion v{comparison.champion_version} "
                        f"{paired['difference']:+.4f} is within noise ({CONFIDENCE:.0%} CI {paired['ci_low']:+.4f} to "

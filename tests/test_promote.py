@@ -55,7 +55,8 @@ def paired() -> dict:
     noise) and one trained on all rows against one trained on 8 per intent (better beyond noise)."""
     truth, strong, weak = banking77("test")["label"].tolist(), predictions(1000), predictions(8)
     return {"same": paired_bootstrap(truth, weak, weak, seed=7),
-            "better": paired_bootstrap(truth, strong, weak, seed=7)}
+            "better": paired_bootstrap(truth, strong, weak, seed=7),
+            "worse": paired_bootstrap(truth, weak, strong, seed=7)}
 
 
 @pytest.mark.parametrize("found, required, passes", [
@@ -75,6 +76,16 @@ def test_a_gain_within_noise_fails_the_gate_only_when_a_significant_gain_is_requ
     words = tested.noise()
     assert ("within noise" in words) is (found == "same")
     assert found == "same" or words.startswith("The challenger is better than the champion on macro_f1 beyond noise")
+
+
+@pytest.mark.parametrize("found, needed, verdict", [("worse", 0.0, "beyond noise"), ("same", 0.01, "within noise")])
+def test_a_challenger_short_of_the_champion_is_rejected_saying_whether_the_rows_can_tell(paired, found, needed,
+                                                                                       verdict):
+    scored = {metric: paired[found][metric]["difference"] + 0.8 for metric in ("accuracy", "macro_f1")}
+    tested = replace(comparison(0.8, 0.8), challenger=scored, paired=paired[found], rows=400)
+    (reason,) = check_gate(RegisterParams(min_improvement=needed), tested, "passed", "ok").reasons
+    low, high = paired[found]["macro_f1"]["ci_low"], paired[found]["macro_f1"]["ci_high"]
+    assert f"({verdict}: 95% CI {low:+.4f} to {high:+.4f} on 400 rows), below the required {needed:+.4f}" in reason
 
 
 def test_blocking_drift_and_failed_validation_fail_the_gate_even_when_better():
