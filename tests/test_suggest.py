@@ -59,6 +59,54 @@ def test_each_strategy_picks_what_it_says(classifier):
     assert first.frame.equals(again.frame) and first.frame["nichetune_id"].is_unique
 
 
+def test_a_batch_comes_back_from_label_studio_and_argilla_in_the_dataset_columns(tmp_path):
+    """The README's tickets: text in `body`, label in `queue`, `created` and `ticket_id`, a `channel` column; one
+    pool text had no time. What each tool exports of the batch reads back under those names."""
+    from tasks.ingest import prepare
+    from tasks.readers import read_table
+    from tasks.suggest import Ranked, write_batch
+
+    ingest_cfg = IngestParams(dataset="tickets", text_column="body", label_column="queue", timestamp_column="created",
+                              id_column="ticket_id", metadata_columns=["channel"])
+    names = {"text": "body", "label": "queue", "timestamp": "created", "id": "ticket_id", "channel": "channel"}
+    texts = POOL["text"].head(2).tolist()
+    frame = pd.DataFrame({"nichetune_id": ["a1", "b2"], "text": texts, "suggested_label": ["x", "y"],
+                          "score": [0.6, 0.5], "margin": [0.2, 0.1],
+                          "timestamp": [pd.Timestamp("2023-07-03 10:00", tz="UTC"), pd.NaT], "id": ["T-1", "T-2"],
+                          "channel": ["email", "chat"]})
+    files = write_batch(Ranked(frame, "diverse"), ["x", "y"], tmp_path / "0001", "tickets/3", "tickets", names)
+    table = pd.read_csv(files["csv"], dtype=str, keep_default_na=False)
+    assert table.columns.tolist() == ["nichetune_id", "body", "created", "ticket_id", "channel", "suggested_label",
+                                      "score", "queue"]
+    assert table["created"].tolist() == ["2023-07-03T10:00:00Z", ""]
+    config = ET.fromstring(files["label_studio_config"].read_text())
+    assert config.find("Text").get("value") == "$body" and config.find("Choices").get("name") == "queue"
+
+    tasks = json.loads(files["label_studio"].read_text())
+    export = [{"id": 7 + number, "data": task["data"], "predictions": [], "annotations": [
+        {"id": 1, "was_cancelled": False, "result": [{**task["predictions"][0]["result"][0], "origin": "manual"}]}]}
+        for number, task in enumerate(tasks)]
+    (tmp_path / "label_studio.json").write_text(json.dumps(export))
+    records = [json.loads(line) for line in files["argilla"].read_text().splitlines()]
+    script = files["argilla_script"].read_text()
+    assert "TextField(name='body')" in script and "LabelQuestion(name='queue'" in script
+    assert "['created', 'ticket_id', 'channel']" in script and "'queue': 'queue.suggestion'" in script
+    metadata = ["created", "ticket_id", "channel"]  # as Argilla's records.to_json gives the logged records back
+    nested = [{"id": r["id"], "status": "completed", "fields": {"body": r["body"]},
+               "metadata": {key: r[key] for key in metadata if key in r}, "suggestions": {},
+               "responses": {"queue": [{"value": r["queue"], "user_id": "u1", "status": "submitted"}]}}
+              for r in records]
+    (tmp_path / "argilla.json").write_text(json.dumps(nested))
+    for export_file in ("label_studio.json", "argilla.json"):
+        read = read_table(tmp_path / export_file, label_column="queue").frame
+        assert read["body"].tolist() == texts and read["queue"].tolist() == ["x", "y"]
+        assert read["ticket_id"].tolist() == ["T-1", "T-2"] and read["channel"].tolist() == ["email", "chat"]
+        assert read["created"].iloc[0] == "2023-07-03T10:00:00Z" and read["created"].iloc[1] in ("", None)
+        prepared, _ = prepare(read, ingest_cfg, ["x", "y"], tmp_path / export_file)  # what ingest stores
+        assert prepared["timestamp"].iloc[0] == pd.Timestamp("2023-07-03 10:00", tz="UTC")
+        assert pd.isna(prepared["timestamp"].iloc[1])  # quarantined there: "missing or unparseable timestamp"
+
+
 @pytest.fixture
 def project(tmp_path, tiny_backbone) -> Path:
     """A project with the labeled complaints stored, a pool that repeats two labeled texts, and a champion."""
