@@ -218,9 +218,9 @@ def goal_lines(results: dict | None) -> list[str]:
     return lines
 
 
-def section(results: dict | None, round_results: dict | None = None) -> list[str]:
-    """The BENCHMARKS.md section: the curves of `results`, and `round_results`, a run that times rounds of the
-    default strategy with more labels (`--start`), where there is one."""
+def section(results: dict | None, round_results: dict | None = None, dev_runs: list[dict] | None = None) -> list[str]:
+    """The BENCHMARKS.md section: the curves of `results`, `round_results`, a run that times rounds of the
+    default strategy with more labels (`--start`), and `dev_runs`, settings compared on dev rows, where there are."""
     if not results:
         return []
     lines = ["## Active learning: accuracy against labels (active)", "",
@@ -244,7 +244,36 @@ def section(results: dict | None, round_results: dict | None = None) -> list[str
         lines += [f"Per round, median: suggesting {statistics.median(suggested):.0f} s, then retraining "
                   f"{statistics.median(trained):.0f} s.", ""]
     lines += [line for note in results.get("notes", []) for line in (note, "")]
-    return lines + round_lines(round_results)
+    return lines + round_lines(round_results) + dev_lines(dev_runs or [])
+
+
+DEV_LABELS = (404, 604, 804, 1004)  # the label counts the dev table shows
+
+
+def dev_lines(runs: list[dict]) -> list[str]:
+    """Settings chosen on dev rows (`--dev`): per strategy and shortlist, dev accuracy at a few label counts and
+    its mean over every round after the start (the area under the learning curve, which the choice reads)."""
+    if not runs:
+        return []
+    curves_by = {}
+    for results in runs:
+        for dataset in dict.fromkeys(run["dataset"] for run in results["runs"]):
+            for strategy, points in curves(results, dataset).items():
+                shortlist = f", shortlist {results['shortlist']}" if strategy == "diverse" else ""
+                curves_by[(dataset, f"{strategy}{shortlist}")] = (points, results)
+    lines = ["Chosen on dev rows (`--dev`: a fifth of each class of the training split, never labeled, scored "
+             "instead of the test split): " + "; ".join(sorted({f"`{r['command']}` ({r['date']})"
+                                                              for _, r in curves_by.values()})) + ".", "",
+             "| dataset | strategy | " + " | ".join(f"{n} labels" for n in DEV_LABELS) + " | mean over rounds |",
+             "|---|---|" + "---|" * (len(DEV_LABELS) + 1)]
+    for (dataset, name), (points, _) in curves_by.items():
+        at = {labels: mean for labels, mean, _ in points}
+        cells = [f"{at[n] * 100:.1f}" if n in at else "-" for n in DEV_LABELS]
+        after_start = [mean for _, mean, _ in points[1:]]
+        seeds = min(count for _, _, count in points)
+        lines.append(f"| {dataset} | {name} ({seeds} seeds) | " + " | ".join(cells)
+                     + f" | {statistics.mean(after_start) * 100:.1f} |")
+    return lines + [""] + [line for results in runs for note in results.get("notes", []) for line in (note, "")]
 
 
 def round_lines(results: dict | None) -> list[str]:

@@ -42,6 +42,11 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def dev_results() -> list[dict]:
+    """`bench active --dev` runs, written with --out active_dev_<what they compare>.json."""
+    return [json.loads(path.read_text()) for path in sorted(RESULTS.glob("active_dev*.json"))]
+
+
 # What strategy auto, the default, must reach on the quality table's rows (issue 52): at least every tuned
 # baseline, with these floors (dataset, metric, at least %)
 AUTO_METHOD = "nichetune_auto"
@@ -398,7 +403,7 @@ def render() -> str:
              *speed_section(speed), *runtime.section(load("runtime.json")),
              *runtime.section(load("runtime-full.json")),
              *cores.section(load("cores.json")), *endtoend.section(load("endtoend.json")),
-             *active.section(load("active.json"), load("active_round.json")), *memory.section(load("memory.json")),
+             *active.section(load("active.json"), load("active_round.json"), dev_results()), *memory.section(load("memory.json")),
              *privacy.section(load("privacy.json")),
              *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
