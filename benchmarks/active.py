@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE",
                         help="finetune settings instead of params.yaml's, e.g. strategy=head epochs=30")
     parser.add_argument("--out", type=Path, default=RESULTS / "active.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep --out's other runs: these replace only its runs of the same dataset, strategy and "
+                             "seed (the same finetune settings, step, start and split are required)")
     add_data_option(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.dev < 1:
@@ -131,12 +134,23 @@ def main(argv: list[str] | None = None) -> None:
                "start_per_class": args.start, "shortlist": args.shortlist, "scored_on": "dev" if args.dev else "test",
                "runs": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and args.out.is_file():
+        earlier = json.loads(args.out.read_text())
+        same = ("finetune", "overrides", "step", "start_per_class", "scored_on")
+        if any(earlier.get(key) != summary[key] for key in same):
+            parser.error(f"--merge: {args.out} was measured with other settings ({', '.join(same)}); write a new --out")
+        planned = {(d, st, seed) for d in args.datasets for st in args.strategies for seed in range(args.seeds)}
+        summary["runs"] = [{"shortlist": earlier["shortlist"], "command": earlier["command"], **run}
+                           for run in earlier["runs"] if (run["dataset"], run["strategy"], run["seed"]) not in planned]
+        summary["notes"] = earlier.get("notes", [])
     for dataset in args.datasets:
         for seed in range(args.seeds):
             for strategy in args.strategies:
                 history = simulate(dataset, strategy, seed, args.rounds, args.step, cfg, args.data, args.start,
                                    args.shortlist, args.dev)
-                summary["runs"].append({"dataset": dataset, "strategy": strategy, "seed": seed, "history": history})
+                summary["runs"].append({"dataset": dataset, "strategy": strategy, "seed": seed,
+                                        "shortlist": args.shortlist, "command": summary["command"],
+                                        "history": history})
                 # written after every run: an interrupted hour-long run keeps what it measured
                 args.out.write_text(json.dumps(summary, indent=2) + "\n")
     for dataset in args.datasets:
@@ -223,11 +237,17 @@ def section(results: dict | None, round_results: dict | None = None, dev_runs: l
     default strategy with more labels (`--start`), and `dev_runs`, settings compared on dev rows, where there are."""
     if not results:
         return []
+    commands = "; ".join(f"`{command}`" for command in dict.fromkeys(run.get("command", results["command"])
+                                                                     for run in results["runs"]))
+    shortlists = sorted({run.get("shortlist", results["shortlist"]) for run in results["runs"]
+                         if run["strategy"] == "diverse"})
     lines = ["## Active learning: accuracy against labels (active)", "",
-             f"`{results['command']}` ({results['date']}, {results['machine']}); `benchmarks/results/active.json`; "
+             f"{commands} ({results['date']}, {results['machine']}); `benchmarks/results/active.json`; "
              f"protocol in `benchmarks/active.py`. Strategy trained each round: {results['finetune']}"
              f"{trained_with(results)}; "
-             f"{results['step']} texts added per round.", ""]
+             f"{results['step']} texts added per round"
+             + (f"; diverse with `suggest.shortlist` {', '.join(map(str, shortlists))}" if shortlists else "") + ".",
+             ""]
     for dataset in dict.fromkeys(run["dataset"] for run in results["runs"]):
         found = curves(results, dataset)
         lines += [f"![{dataset}](benchmarks/results/active_{dataset}.png)", "",
