@@ -30,11 +30,12 @@ from tasks.layout import DATASET_FILE, POOL_FILE, VERSION_FILE
 from tasks.pii import redact
 from tasks.progress import bar, say
 from tasks.readers import LINE, PROBLEM, RAW, big_file, read_table
-from tasks.spreadsheet import escape_frame
+from tasks.spreadsheet import escape_frame, unescape_formula
 
 REASON = "_reason"
 SOURCE = "_source_file"
 BATCH = "_batch"
+SUGGESTED_ID = "nichetune_id"  # the column of a suggestion batch (tasks.suggest) that names its pool text
 KEY = "_text_key"  # a hash of the text as the user gave it, before PII masking: duplicates are judged on it
 POOL_COLUMNS = ("text", KEY, BATCH)  # the assembled pool (layout.POOL_FILE), which finetune reads
 
@@ -253,6 +254,8 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
     done = _stage_lines(source)
     # a labeling tool's export: only the label column's answers must be one label (a comment may differ)
     table = read_table(source, cfg.encoding, cfg.delimiter, cfg.label_column)
+    if table.delimiter is not None and SUGGESTED_ID in table.frame:  # a suggestion batch's CSV, filled in
+        table = dataclasses.replace(table, frame=_unescaped(table.frame))
     if table.frame.empty:
         raise DataError(f"{source}: the file has a header but no rows; export the {store.kind} rows too")
     done(f"read {len(table.frame)} rows ({table.encoding})")
@@ -275,6 +278,13 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
     return BatchReport(str(source), dataset, len(frame), len(accepted), len(rejected),
                        dict(Counter(reasons.dropna())), dict(pii), table.encoding,
                        relative(batch_path), relative(quarantine_path), earlier, None, seen, kind=store.kind)
+
+
+def _unescaped(frame: pd.DataFrame) -> pd.DataFrame:
+    """The cells of the file's own columns with the formula escape nichetune wrote them with taken off: the texts
+    as the pool stored them."""
+    own = [column for column in frame.columns if not str(column).startswith("_")]
+    return frame.assign(**{column: frame[column].map(unescape_formula) for column in own})
 
 
 def _quarantine_rows(original: pd.DataFrame, prepared: pd.DataFrame, reasons: pd.Series, source: Path,

@@ -1,5 +1,6 @@
 """CSV cells that a spreadsheet would run as formulas (OWASP CSV injection), escaped in every CSV nichetune writes
-for people to open: predictions and the ingest quarantine."""
+for people to open: predictions, suggestion batches and the ingest quarantine; and the escape taken off again
+where such a file comes back to be ingested (a suggestion batch filled in)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ def escape_formula(value):
     """A text cell a spreadsheet would run as a formula, with a leading apostrophe (numbers stay as they are)."""
     if isinstance(value, str) and value.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(value):
         return "'" + value
+    return value
+
+
+def unescape_formula(value):
+    """`escape_formula` undone: the apostrophe it put before a formula's first character taken off."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_START):
+        return value[1:]
     return value
 
 

@@ -107,6 +107,25 @@ def test_a_batch_comes_back_from_label_studio_and_argilla_in_the_dataset_columns
         assert pd.isna(prepared["timestamp"].iloc[1])  # quarantined there: "missing or unparseable timestamp"
 
 
+def test_a_filled_in_batch_csv_stores_its_texts_as_the_pool_did_not_as_escaped_for_spreadsheets(tmp_path):
+    """The CSV escapes a text a spreadsheet would run as a formula; ingest takes the escape off again."""
+    from tasks.suggest import Ranked, write_batch
+
+    root = make_project(tmp_path / "project", LABELED, project_params("unused"))
+    texts = ["-the lender took $300 twice", "=HYPERLINK(\"x\") in my statement", "'quoted' fees"]
+    frame = pd.DataFrame({"nichetune_id": ["a", "b", "c"], "text": texts, "suggested_label": ["x"] * 3,
+                          "score": [0.5] * 3, "margin": [0.1] * 3, "timestamp": pd.Timestamp("2023-07-03", tz="UTC"),
+                          "id": ["s1", "s2", "s3"]})
+    cfg = IngestParams(**{**project_params("unused")["ingest"], "path": None})
+    names = {"text": "text", "label": "issue", "timestamp": "date_received", "id": "complaint_id"}
+    files = write_batch(Ranked(frame, "diverse"), ["x"], tmp_path / "0001", "complaints/1", "complaints", names)
+    filled = pd.read_csv(files["csv"], dtype=str, keep_default_na=False)
+    assert filled["text"].tolist() == ["'" + texts[0], "'" + texts[1], texts[2]]  # safe to open
+    filled.assign(issue="x").to_csv(root / "filled.csv", index=False)
+    report = ingest_batch(cfg, [], root, root / "filled.csv", announce=False)
+    assert pd.read_parquet(root / report.batch)["text"].tolist() == texts
+
+
 @pytest.fixture
 def project(tmp_path, tiny_backbone) -> Path:
     """A project with the labeled complaints stored, a pool that repeats two labeled texts, and a champion."""
