@@ -250,20 +250,19 @@ def candidates(root: Path, dataset: str, text_column: str) -> tuple[pd.DataFrame
     metadata kept with them), its version, and the labeled texts (the diverse strategy's centers). A quarantined
     row's text is in its file's `text_column`."""
     from tasks.batches import QUARANTINE_DIR
-    from tasks.ingest import KEY, assemble_pool, same_text, text_hash
+    from tasks.ingest import KEY, assemble_pool, same_text
 
     pool, version = assemble_pool(root, dataset, every_column=True)
     if pool.empty:
         raise DataError(f"no unlabeled texts stored for dataset {dataset!r}; store some with `nichetune ingest FILE "
                         f"--unlabeled --dataset {dataset}`")
     labeled = labeled_texts(root, dataset)
-    taken = same_text(pool, labeled)
-    quarantined = set()
+    quarantined = [pd.DataFrame({"text": pd.Series(dtype=object)})]
     for path in sorted((root / QUARANTINE_DIR / dataset).glob("*.csv")):
         rows = pd.read_csv(path, dtype=str, keep_default_na=False)
         if text_column in rows:
-            quarantined |= set(text_hash(rows[text_column]).dropna())
-    taken |= pool[KEY].isin(quarantined) | text_hash(pool["text"]).isin(quarantined)
+            quarantined.append(pd.DataFrame({"text": rows[text_column]}))
+    taken = same_text(pool, labeled) | same_text(pool, pd.concat(quarantined, ignore_index=True))
     for batch in earlier_batches(root, dataset):
         taken |= pool[KEY].isin(set(batch["text_keys"]))
     keep = pool[~taken].drop_duplicates(KEY)
