@@ -248,9 +248,10 @@ def history(root: Path, dataset: str) -> list[dict]:
 def candidates(root: Path, dataset: str, text_column: str) -> tuple[pd.DataFrame, dict, list[str]]:
     """The pool's texts that may be suggested (columns nichetune_id, text, key, then the timestamp, id and
     metadata kept with them), its version, and the labeled texts (the diverse strategy's centers). A quarantined
-    row's text is in its file's `text_column`."""
+    row's text is in its file's `text_column`, escaped as for a spreadsheet."""
     from tasks.batches import QUARANTINE_DIR
     from tasks.ingest import KEY, assemble_pool, same_text
+    from tasks.spreadsheet import unescape_formula
 
     pool, version = assemble_pool(root, dataset, every_column=True)
     if pool.empty:
@@ -261,7 +262,7 @@ def candidates(root: Path, dataset: str, text_column: str) -> tuple[pd.DataFrame
     for path in sorted((root / QUARANTINE_DIR / dataset).glob("*.csv")):
         rows = pd.read_csv(path, dtype=str, keep_default_na=False)
         if text_column in rows:
-            quarantined.append(pd.DataFrame({"text": rows[text_column]}))
+            quarantined.append(pd.DataFrame({"text": rows[text_column].map(unescape_formula)}))
     taken = same_text(pool, labeled) | same_text(pool, pd.concat(quarantined, ignore_index=True))
     for batch in earlier_batches(root, dataset):
         taken |= pool[KEY].isin(set(batch["text_keys"]))

@@ -126,6 +126,26 @@ def test_a_filled_in_batch_csv_stores_its_texts_as_the_pool_did_not_as_escaped_f
     assert pd.read_parquet(root / report.batch)["text"].tolist() == texts
 
 
+def test_a_quarantined_text_is_never_suggested_though_its_file_escapes_it_for_spreadsheets(tmp_path):
+    """Labeled rows sent to quarantine (no label) whose texts a spreadsheet would run as formulas, and the same
+    texts in the pool: the quarantine file stores them with an apostrophe, and they are still recognised."""
+    from tasks.suggest import candidates
+
+    risky = pd.DataFrame({"complaint_id": ["q1", "q2"], "date_received": ["2023-06-30", "2023-06-30"],
+                          "text": ["-the lender took $300 twice", "=HYPERLINK(\"x\") in my statement"], "issue": ""})
+    root = make_project(tmp_path / "project", pd.concat([LABELED, risky]), project_params("unused"))
+    cfg = IngestParams(**{**project_params("unused")["ingest"], "path": None})
+    report = ingest_batch(cfg, [], root, root / "data" / "labeled.csv", announce=False)
+    assert report.reasons == {"missing label": 2}
+    quarantined = pd.read_csv(root / report.quarantine, dtype=str, keep_default_na=False)
+    assert quarantined["text"].str.startswith("'").all()  # safe to open in a spreadsheet
+    pool = pd.concat([POOL.head(3), risky]).drop(columns=["issue"])
+    pool.to_csv(root / "pool.csv", index=False)
+    ingest_batch(cfg, [], root, root / "pool.csv", store=UNLABELED, announce=False)
+    frame, _, _ = candidates(root, "complaints", "text")
+    assert sorted(frame["text"]) == sorted(POOL["text"].head(3))
+
+
 @pytest.fixture
 def project(tmp_path, tiny_backbone) -> Path:
     """A project with the labeled complaints stored, a pool that repeats two labeled texts, and a champion."""
