@@ -316,7 +316,7 @@ def list_suggestions(root: Path, dataset: str) -> None:
 
 def export_command(args: argparse.Namespace) -> None:
     """Export a registered model; say where, how it was quantized and how closely it follows the torch model."""
-    from tasks.export import export_registered
+    from tasks.export import export_registered, verdict
     from tasks.predict import model_uri
     from tasks.register import tracking_uri
 
@@ -325,10 +325,9 @@ def export_command(args: argparse.Namespace) -> None:
     done = export_registered(model_uri(args.model, params.register.model_name), tracking_uri(paths), paths.workdir,
                              args.quantize, output)
     for how, parity in done.tried.items():
-        verdict = "kept" if how == done.quantization else "not kept"
         speed = f", {parity['rows_per_s']:.0f} rows/s here" if "rows_per_s" in parity else ""
         print(f"{how}: same label on {parity['agreement']:.2%} of {parity['rows']} holdout rows, probabilities "
-              f"within {parity['p99_diff']:.3f} on 99% of them{speed} ({verdict})")
+              f"within {parity['p99_diff']:.3f} on 99% of them{speed} ({verdict(how, done.tried, done.quantization)})")
     print(f"exported ({done.quantization}, {done.megabytes:.0f} MB) to {done.folder}; see its README.md")
 
 

@@ -295,6 +295,18 @@ def choose_quantization(tried: dict[str, dict]) -> str:
     return chosen
 
 
+def verdict(how: str, tried: dict[str, dict], chosen: str) -> str:
+    """Why quantization `how` was kept or not, in a few words (`tried` and `chosen` as choose_quantization's)."""
+    if how == chosen:
+        return "kept"
+    if not tried[how]["holds"]:
+        return (f"not kept: parity needs the same label on {MIN_AGREEMENT:.1%} of rows and probabilities within "
+                f"{MAX_DIFF:g}")
+    if LADDER.index(how) < LADDER.index(chosen):
+        return f"not kept: {chosen} ran at least {FASTER:g}x as fast"
+    return f"not kept: not {FASTER:g}x as fast as {chosen}"
+
+
 def _write_graphs(graphs: dict, floats: Path, building: Path, spec: dict, how: str) -> None:
     """The folder's transformer graphs quantized `how`, and a model file naming it."""
     for target, made in graphs.items():

@@ -19,7 +19,8 @@ from mlflow import MlflowClient
 
 from tasks import learners, onnx_runtime
 from tasks.config import FinetuneParams, Paths, load_params
-from tasks.export import MAX_DIFF, MIN_AGREEMENT, ExportError, choose_quantization, export_model, measure
+from tasks.export import (MAX_DIFF, MIN_AGREEMENT, ExportError, choose_quantization, export_model, measure,
+                          verdict)
 from tasks.finetune import finetune
 from tasks.layout import HOLDOUT_ARTIFACT
 from tasks.portfolio import load_classifier
@@ -84,6 +85,12 @@ def test_auto_keeps_the_more_exact_graphs_unless_a_quantized_one_is_clearly_fast
     assert choose_quantization(tried(300, 320, 600, (True, True, False))) == "none"  # within 10%: the exact one
     assert choose_quantization(tried(300, 600, 620)) == "int8-weights"
     assert choose_quantization(tried(300, 600, 620, (False, False, False))) == "none"
+    # and export says why each one was passed over
+    measured = tried(155, 122, 287, (True, True, False))
+    assert [verdict(how, measured, "none") for how in measured] == [
+        "kept", "not kept: not 1.1x as fast as none",
+        "not kept: parity needs the same label on 99.5% of rows and probabilities within 0.02"]
+    assert verdict("none", tried(300, 320, 600), "int8") == "not kept: int8 ran at least 1.1x as fast"
 
 
 def test_the_folder_predicts_without_torch_scikit_learn_or_nichetune(minilm_model, tmp_path):
