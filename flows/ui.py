@@ -16,6 +16,12 @@ from tasks.errors import NichetuneError
 
 HOST = "127.0.0.1"  # never exposed beyond this machine unless the user asks
 START_TIMEOUT = 180  # seconds for both servers to answer their health checks (a first start migrates databases)
+MLFLOW_WORKERS = 2  # one user's UI and runs; MLflow's default of 4 costs about 180 MB more each
+# MLflow 3's server also starts a job runner and seven queue consumers for its GenAI jobs (online scoring, trace
+# archival), 1.4 GB in all, which nichetune never uses; an MLFLOW_SERVER_ENABLE_JOB_EXECUTION set by the user wins
+QUIET_MLFLOW = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# one line per worker at its start, about an import inside MLflow that a user can do nothing about
+MLFLOW_WARNINGS = "ignore:starlette.middleware.wsgi is deprecated"
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
@@ -39,6 +45,8 @@ def server_commands(paths: Paths, prefect_port: int, mlflow_port: int) -> dict[s
             str(bin_dir / "mlflow"), "server", "--host", HOST, "--port", str(mlflow_port),
             "--backend-store-uri", f"sqlite:///{paths.mlflow_db}",
             "--default-artifact-root", paths.mlflow_artifacts.as_uri(),
+            # no line per request: a training run makes over a hundred, and they buried the flow's own lines
+            "--workers", str(MLFLOW_WORKERS), "--uvicorn-opts", "--no-access-log",
         ],
     }
 
@@ -55,7 +63,8 @@ class Servers:
         self.mlflow = f"http://{HOST}:{mlflow_port}"
         paths.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
         # The Prefect UI asks the API at PREFECT_UI_API_URL, which otherwise assumes port 4200
-        env = {**os.environ, "PREFECT_UI_API_URL": f"{self.prefect}/api"}
+        env = {**QUIET_MLFLOW, **os.environ, "PREFECT_UI_API_URL": f"{self.prefect}/api",
+               "PYTHONWARNINGS": ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), MLFLOW_WARNINGS]))}
         # Each in its own process group: `mlflow server` runs uvicorn as a child of its own, which must stop too
         self.children = [subprocess.Popen(cmd, env=env, start_new_session=True)
                          for cmd in server_commands(paths, prefect_port, mlflow_port).values()]
