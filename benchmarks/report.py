@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import (active, adapt, choice, cores, endtoend, folds, memory, privacy, quality, refit, runtime,
-                        selftrain, temperature, tfidf, truncation)
+                        selftrain, servers, temperature, tfidf, truncation)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -404,6 +404,7 @@ def render() -> str:
              *runtime.section(load("runtime-full.json")),
              *cores.section(load("cores.json")), *endtoend.section(load("endtoend.json")),
              *active.section(load("active.json"), load("active_round.json"), dev_results()), *memory.section(load("memory.json")),
+             *servers.section(load("servers.json")),
              *privacy.section(load("privacy.json")),
              *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),

@@ -129,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("which", choices=list(BENCHMARKS),
                        help="quality, speed, growth, gpu, runtime (ONNX against torch), cores (two trainings on one "
                        "machine), memory (training memory), endtoend (time to a registered model), active (active "
-                       "learning simulation), privacy (accuracy under differential privacy), or report (only "
-                       "regenerate)")
+                       "learning simulation), privacy (accuracy under differential privacy), servers (memory of "
+                       "the servers `nichetune up` starts), or report (only regenerate)")
     bench.add_argument("options", nargs=argparse.REMAINDER,
                        help="the benchmark's own options (--help lists them), e.g. --data DIR: the folder holding "
                             "the datasets (default ../shared/data beside the checkout)")
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 BENCHMARKS = {"quality": "benchmarks.quality", "speed": "benchmarks.speed", "growth": "benchmarks.growth",
               "gpu": "benchmarks.gpu", "runtime": "benchmarks.runtime", "cores": "benchmarks.cores",
               "memory": "benchmarks.memory", "endtoend": "benchmarks.endtoend", "active": "benchmarks.active",
-              "privacy": "benchmarks.privacy", "report": "benchmarks.report"}
+              "privacy": "benchmarks.privacy", "servers": "benchmarks.servers", "report": "benchmarks.report"}
 
 
 def bench_command(args: argparse.Namespace) -> None:
