@@ -269,7 +269,13 @@ def predict_command(args: argparse.Namespace) -> None:
     output = args.output if args.output is None or args.output.is_absolute() else Path.cwd() / args.output
     written = predict_file(source, params.ingest, model_uri(args.model, params.register.model_name),
                            tracking_uri(paths), output)
-    print(f"{written.rows} predictions by {written.model_uri} (version {written.version}) written to {written.output}")
+    predicted = written.rows - len(written.blank_lines)
+    print(f"{predicted} predictions by {written.model_uri} (version {written.version}) written to {written.output}")
+    if written.blank_lines:
+        count, shown = len(written.blank_lines), ", ".join(str(line) for line in written.blank_lines[:5])
+        print(f"{count} row{'s have' if count > 1 else ' has'} an empty text and no prediction (line{'s' * (count > 1)} "
+              f"{shown}{', ...' if count > 5 else ''}); fill in {params.ingest.text_column!r} to have "
+              f"{'them' if count > 1 else 'it'} predicted")
 
 
 def suggest_command(args: argparse.Namespace) -> None:

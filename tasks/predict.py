@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
 from tasks import cores
@@ -21,11 +22,19 @@ if TYPE_CHECKING:  # the served model imports this module: keep its imports to w
 
 
 def predict_frame(classifier, texts: list[str]) -> pd.DataFrame:
-    """One row per text: the predicted label, its probability, and one `prob_<label>` column per class."""
-    probs = classifier.predict_proba(texts)
-    frame = pd.DataFrame(probs, columns=[f"prob_{label}" for label in classifier.labels])
-    frame.insert(0, "probability", probs.max(axis=1))
-    frame.insert(0, "prediction", [classifier.labels[i] for i in probs.argmax(axis=1)])
+    """One row per text: the predicted label, its probability, and one `prob_<label>` column per class. A text
+    that is empty or only whitespace gets none of them (empty cells): there is nothing to read, and a label the
+    model would give it is the classes' prior, not an answer (ingest quarantines such rows for the same reason)."""
+    readable = [i for i, text in enumerate(texts) if text.strip()]
+    probs = np.asarray(classifier.predict_proba([texts[i] for i in readable])) if readable else None
+    every = np.full((len(texts), len(classifier.labels)), np.nan, dtype=np.float32 if probs is None else probs.dtype)
+    best, labels = np.full(len(texts), np.nan, dtype=every.dtype), np.full(len(texts), None, dtype=object)
+    if probs is not None:
+        every[readable], best[readable] = probs, probs.max(axis=1)
+        labels[readable] = [classifier.labels[i] for i in probs.argmax(axis=1)]
+    frame = pd.DataFrame(every, columns=[f"prob_{label}" for label in classifier.labels])
+    frame.insert(0, "probability", best)
+    frame.insert(0, "prediction", labels)
     return frame
 
 
@@ -90,6 +99,7 @@ class PredictionFile:
     rows: int
     model_uri: str
     version: str
+    blank_lines: list = field(default_factory=list)  # lines whose text is empty: no prediction there
 
 
 def model_uri(spec: str | None, default_name: str) -> str:
@@ -184,7 +194,8 @@ def download_registered(uri: str, tracking: str, dst: str | Path) -> tuple[str, 
 
 
 def read_texts(source: Path, ingest: IngestParams) -> pd.DataFrame:
-    """The file's rows as strings, with a text column named by `ingest.text_column` (missing text: "")."""
+    """The file's rows as strings, with a text column named by `ingest.text_column` (missing text: ""), indexed by
+    their line (or record) in the file."""
     from tasks.readers import LINE, PROBLEM, RAW, read_table
 
     table = read_table(source, ingest.encoding, ingest.delimiter)
@@ -197,7 +208,7 @@ def read_texts(source: Path, ingest: IngestParams) -> pd.DataFrame:
         first = broken.iloc[0]
         raise DataError(f"{source}: line {first[LINE]}: {first[PROBLEM]} ({len(broken)} such rows); fix them "
                         "(quote fields that hold the delimiter) and run predict again")
-    frame = frame.drop(columns=[LINE, PROBLEM, RAW])
+    frame = frame.set_index(LINE, drop=True).drop(columns=[PROBLEM, RAW])
     frame[ingest.text_column] = frame[ingest.text_column].fillna("")
     return frame
 
@@ -240,4 +251,5 @@ def predict_file(source: Path, ingest: IngestParams, model: str, tracking: str,
     result = pd.concat([frame.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
     output.parent.mkdir(parents=True, exist_ok=True)
     escape_frame(result).to_csv(output, index=False)
-    return PredictionFile(output, len(result), model, version)
+    blank = frame.index[predictions["prediction"].isna().to_numpy()].tolist()
+    return PredictionFile(output, len(result), model, version, blank)
