@@ -34,6 +34,7 @@ from tasks.config import Params, Paths, TrialsParams, load_params, trial_params
 from tasks.errors import ParamsError
 from tasks.layout import LOG_FILE, MODEL_DIR
 from tasks.register import Registration
+from tasks.strategies import unread_keys
 from tasks.training import carve_validation
 
 TRIALS_DIR = "trials"  # under base.workdir: one folder per trial, the carved rows and trials.json
@@ -54,15 +55,33 @@ class Trial:
     params: Params  # the project's params with the overrides applied
 
 
-def expand(params: Params) -> list[Trial]:
-    """One trial per combination of `trials.grid` (already checked when the params were loaded); none with
-    finetune.privacy, whose budget is for one training."""
+def expand(params: Params, say=lambda line: None) -> list[Trial]:
+    """One trial per combination of `trials.grid` (already checked when the params were loaded), but none that
+    would train the same model as an earlier one (it differs only in keys its strategy never reads: `say` is told
+    which); none with finetune.privacy, whose budget is for one training."""
     if any(trial_params(params, overrides).finetune.privacy.enabled for overrides in params.trials.combinations()):
         raise ParamsError("nichetune trials: finetune.privacy is on, but every trial trains on the same rows (the "
                           "trials together spend the budget once each) and the best is chosen on validation rows "
                           "outside it; choose settings on public data, then `nichetune run` once")
-    return [Trial(f"trial-{i:02d}", overrides, trial_params(params, overrides))
-            for i, overrides in enumerate(params.trials.combinations(), start=1)]
+    kept, seen = [], {}
+    for overrides in params.trials.combinations():
+        trial = trial_params(params, overrides)
+        name = trial.finetune.strategy
+        unread = unread_keys(name)
+        same = (name, tuple(sorted((key, str(value)) for key, value in overrides.items()
+                                   if key.split(".", 1)[1] not in unread)))
+        if same in seen:
+            ignored = sorted(key for key in overrides if key.split(".", 1)[1] in unread)
+            say(f"trials: {_named(overrides)} left out: it would train the same model as {_named(seen[same])} "
+                f"(strategy {name} does not read {', '.join(ignored)})")
+            continue
+        seen[same] = overrides
+        kept.append(Trial(f"trial-{len(kept) + 1:02d}", overrides, trial))
+    return kept
+
+
+def _named(overrides: dict[str, Any]) -> str:
+    return " ".join(f"{key}={value}" for key, value in overrides.items())
 
 
 def carve(train_path: Path, fraction: float, seed: int, out_dir: Path) -> dict:
@@ -268,7 +287,7 @@ def trials_pipeline(root: str = ".", params_file: str = "params.yaml", overrides
     rows -> evaluation on the holdout -> registered challenger -> gate -> the reviewer's decision."""
     params = load_params(Path(root) / params_file, overrides)
     paths = Paths.of(Path(root), params)
-    trials = expand(params)
+    trials = expand(params, say=print)
     workers_can_report(params.trials)
     splits = prepare_data(params, paths)
     carved = carve_task(params, splits.train, paths)

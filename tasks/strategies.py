@@ -70,6 +70,25 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
 ]}
 
 
+AUTO_KEYS = {"candidates", "choice_metric", "refit", "time_budget"}
+LORA_KEYS = {"lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"}
+IA3_KEYS = {"ia3_target_modules", "ia3_feedforward_modules"}
+
+
+def unread_keys(name: str) -> set[str]:
+    """The finetune keys that strategy `name` never reads: two trainings that differ only in them are the same.
+    `auto` reads what its fine-tuning candidate reads, so it is taken to read every key."""
+    if name == "auto":
+        return set()
+    entry = strategy(name)
+    unread = AUTO_KEYS | ({"freeze_layers"} if entry.caches != "freeze_layers" else set())
+    unread |= (LORA_KEYS if entry.adapter != "lora" else set()) | (IA3_KEYS if entry.adapter != "ia3" else set())
+    unread |= {"layer_lr_decay"} if entry.optimizes != "layers" else set()
+    unread |= {"learning_rate"} if entry.optimizes == "head" else set()
+    unread |= {"pair_loss_weight"} if not entry.pair_loss else set()
+    return unread
+
+
 def strategy(name: str) -> Strategy:
     """The table entry for `name`; an unknown name lists the known ones."""
     try:

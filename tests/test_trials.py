@@ -27,13 +27,32 @@ def test_the_grid_expands_to_its_cartesian_product_in_order(tmp_path):
 
     grid = {"finetune.learning_rate": [0.001, 0.003], "finetune.strategy": ["lora", "head", "full"]}
     params = load_params(params_with(tmp_path, {"grid": grid}))
-    trials = expand(params)
-    assert [t.trial_id for t in trials] == [f"trial-{i:02d}" for i in range(1, 7)]
+    said = []
+    trials = expand(params, say=said.append)
+    assert [t.trial_id for t in trials] == [f"trial-{i:02d}" for i in range(1, 6)]
     assert trials[1].overrides == {"finetune.learning_rate": 0.001, "finetune.strategy": "head"}
     assert trials[1].params.finetune.strategy == "head" and trials[1].params.finetune.learning_rate == 0.001
-    assert trials[5].params.finetune.learning_rate == 0.003 and trials[5].params.finetune.strategy == "full"
-    assert trials[5].params.trials.grid == grid  # a trial's params still show the whole search
+    assert trials[4].params.finetune.learning_rate == 0.003 and trials[4].params.finetune.strategy == "full"
+    assert trials[4].params.trials.grid == grid  # a trial's params still show the whole search
     assert trials[0].params.finetune.epochs == params.finetune.epochs  # other keys are the project's
+    # the head trains the same model at any learning_rate (it reads head_learning_rate): trained once
+    assert said == ["trials: finetune.learning_rate=0.003 finetune.strategy=head left out: it would train the same "
+                    "model as finetune.learning_rate=0.001 finetune.strategy=head (strategy head does not read "
+                    "finetune.learning_rate)"]
+
+
+def test_each_strategy_reads_the_keys_it_is_said_not_to_ignore():
+    """unread_keys against what the training code reads: the adapters' keys, freezing, layer-wise rates."""
+    from tasks.strategies import STRATEGIES, unread_keys
+
+    assert unread_keys("auto") == set()
+    assert {"learning_rate", "lora_r", "freeze_layers", "layer_lr_decay", "pair_loss_weight"} <= unread_keys("head")
+    assert "lora_r" not in unread_keys("lora") and "lora_r" in unread_keys("ia3")
+    assert "ia3_target_modules" not in unread_keys("ia3")
+    assert "freeze_layers" not in unread_keys("freeze") and "freeze_layers" in unread_keys("full")
+    assert "layer_lr_decay" in unread_keys("lora") and "layer_lr_decay" not in unread_keys("gradual_unfreeze")
+    for name in STRATEGIES:  # every strategy reads the keys every training reads
+        assert not {"epochs", "batch_size", "head_learning_rate"} & unread_keys(name)
 
 
 @pytest.mark.parametrize("grid, message", [
