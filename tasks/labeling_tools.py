@@ -55,8 +55,9 @@ def rows(records: list[dict]) -> list[Row]:
 
 def label_studio_rows(tasks: list[dict]) -> list[Row]:
     """Label Studio's JSON export: per task its data keys, `ls_task_id`, and per Choices control (its `from_name`)
-    the choice of the task's latest annotation that was not cancelled; empty where there is none. A control that
-    only a prediction answers still gets its column, empty."""
+    the choice its annotators agree on, each annotator's latest annotation that was not cancelled counting (only
+    those marked ground truth, where one is); empty where there is none. A control that only a prediction answers
+    still gets its column, empty."""
     controls = list(dict.fromkeys(name for task in tasks for name in _choice_controls(task)))
     return [_task_row(task, controls) for task in tasks]
 
@@ -66,22 +67,33 @@ def _task_row(task: dict, controls: list[str]) -> Row:
     if not isinstance(data, dict):
         return Row({}, "a Label Studio task without a data object; export the project again as JSON")
     values = {LS_TASK_ID: task.get("id"), **data}
-    chosen = _choices(_latest(_listed_or_empty(task.get("annotations"))))
+    given = [_choices(note) for note in _counted(_listed_or_empty(task.get("annotations")))]
     answers = {}
     for name in controls:  # a data key of the same name gives way to the annotation
-        picked = chosen.get(name, [])
-        values[name] = picked[0] if len(picked) == 1 else None
-        if len(picked) > 1:
-            answers[name] = several_choices(name, picked, "Label Studio")
+        picks = [choices[name] for choices in given if choices.get(name)]
+        several = next((picked for picked in picks if len(picked) > 1), None)
+        distinct = list(dict.fromkeys(picked[0] for picked in picks))
+        values[name] = distinct[0] if len(distinct) == 1 and several is None else None
+        if several is not None:
+            answers[name] = several_choices(name, several, "Label Studio")
+        elif len(distinct) > 1:
+            answers[name] = (f"annotators disagree on {name!r}: {', '.join(map(str, distinct))}; mark one annotation "
+                             "as ground truth in Label Studio (or keep one) and export again")
     return Row(values, None, answers)
 
 
-def _latest(annotations: list) -> dict | None:
-    """The latest annotation not cancelled (skipped), by updated_at, else created_at, else position. Label Studio
-    writes both as UTC ISO 8601, which sort as text."""
-    kept = [(str(note.get("updated_at") or note.get("created_at") or ""), position)
-            for position, note in enumerate(annotations) if isinstance(note, dict) and not note.get("was_cancelled")]
-    return annotations[max(kept)[1]] if kept else None
+def _counted(annotations: list) -> list[dict]:
+    """The annotations that give the task's label: those marked ground truth if any is, else every annotator's
+    latest (by updated_at, else created_at, else position) that was not cancelled (skipped). Label Studio writes
+    both times as UTC ISO 8601, which sort as text."""
+    kept = [note for note in annotations if isinstance(note, dict) and not note.get("was_cancelled")]
+    kept = [note for note in kept if note.get("ground_truth")] or kept
+    latest: dict[str, tuple[str, int]] = {}
+    for position, note in enumerate(kept):
+        who = json.dumps(note.get("completed_by", f"annotation {position}"), sort_keys=True, default=str)
+        when = (str(note.get("updated_at") or note.get("created_at") or ""), position)
+        latest[who] = max(latest.get(who, when), when)
+    return [kept[position] for _, position in sorted(latest.values(), key=lambda when: when[1])]
 
 
 def _choices(annotation: dict | None) -> dict[str, list]:

@@ -50,9 +50,10 @@ def choices(*picked: str, control: str = "label") -> list[dict]:
              "type": "choices", "origin": "manual"}]
 
 
-def annotation(task: int, result: list[dict], at: str, cancelled: bool = False) -> dict:
+def annotation(task: int, result: list[dict], at: str, cancelled: bool = False, by: int = 3,
+               truth: bool = False) -> dict:
     """One annotation as Label Studio's JSON export writes it."""
-    return {"id": next(_ids), "completed_by": 3, "result": result, "was_cancelled": cancelled, "ground_truth": False,
+    return {"id": next(_ids), "completed_by": by, "result": result, "was_cancelled": cancelled, "ground_truth": truth,
             "created_at": at, "updated_at": at, "draft_created_at": None, "lead_time": 6.2, "prediction": {},
             "result_count": 0, "unique_id": f"a-{task}-{at}", "import_id": None, "last_action": None, "task": task,
             "project": 2, "updated_by": 3, "parent_prediction": None, "parent_annotation": None,
@@ -75,7 +76,8 @@ def task(number: int, annotations: list[dict], predicted: str | None = None) -> 
 
 
 def label_studio_export() -> list[dict]:
-    """Tasks 0-2 are labeled; 3 has only a cancelled annotation, 4 only a prediction, 5 two choices."""
+    """Tasks 0-2 are labeled; 3 has only a cancelled annotation, 4 only a prediction, 5 two choices; on 6 two
+    annotators agree, on 7 they disagree, on 8 they disagree and a reviewer marked one as ground truth."""
     return [
         task(0, [annotation(0, choices(INTENTS[0]), "2026-11-03T10:00:00.000000Z")]),
         task(1, [annotation(1, choices(INTENTS[1]), "2026-11-03T11:00:00.000000Z"),  # relabeled: the later one
@@ -85,24 +87,35 @@ def label_studio_export() -> list[dict]:
         task(3, [annotation(3, [], "2026-11-03T10:00:00.000000Z", cancelled=True)]),
         task(4, [], predicted=INTENTS[4]),
         task(5, [annotation(5, choices(INTENTS[5], INTENTS[6]), "2026-11-03T10:00:00.000000Z")]),
+        task(6, [annotation(6, choices(INTENTS[6]), "2026-11-03T10:00:00.000000Z"),
+                 annotation(6, choices(INTENTS[6]), "2026-11-03T09:00:00.000000Z", by=4)]),
+        task(7, [annotation(7, choices(INTENTS[7]), "2026-11-03T10:00:00.000000Z"),
+                 annotation(7, choices(INTENTS[3]), "2026-11-03T11:00:00.000000Z", by=4)]),
+        task(8, [annotation(8, choices(INTENTS[8]), "2026-11-03T10:00:00.000000Z", truth=True),
+                 annotation(8, choices(INTENTS[3]), "2026-11-03T11:00:00.000000Z", by=4)]),
     ]
 
 
 SEVERAL = (f"several choices for 'label' ({INTENTS[5]}, {INTENTS[6]}): nichetune takes one label per text; keep one "
            "in Label Studio and export again")
+LS_DISAGREE = (f"annotators disagree on 'label': {INTENTS[7]}, {INTENTS[3]}; mark one annotation as ground truth "
+               "in Label Studio (or keep one) and export again")
 
 
-def test_a_label_studio_export_is_a_row_per_task_labeled_by_its_latest_annotation_not_cancelled(tmp_path):
+def test_a_label_studio_export_is_a_row_per_task_labeled_by_what_its_annotators_agree_on(tmp_path):
+    """Each annotator's latest annotation not cancelled counts; annotators who disagree are a problem to resolve
+    in Label Studio, unless one annotation is marked ground truth."""
     tasks = label_studio_export()
     frame = read_table(write_json(tmp_path / "project-2-at-2026-11-03.json", tasks)).frame
     assert data_columns(frame).columns.tolist() == ["ls_task_id", "text", "channel", "label"]
-    assert frame["ls_task_id"].tolist() == ["0", "1", "2", "3", "4", "5"]
-    assert frame["text"].tolist() == TEXTS[:6]
-    assert frame["label"].tolist() == [INTENTS[0], INTENTS[1], INTENTS[2], None, None, None]  # never a prediction
-    assert frame[LINE].tolist() == [1, 2, 3, 4, 5, 6]  # a record's position in the array
-    assert frame[PROBLEM].tolist() == [None] * 5 + [SEVERAL]
+    assert frame["ls_task_id"].tolist() == [str(n) for n in range(9)]
+    assert frame["text"].tolist() == TEXTS[:9]
+    assert frame["label"].tolist() == [INTENTS[0], INTENTS[1], INTENTS[2], None, None, None,  # never a prediction
+                                       INTENTS[6], None, INTENTS[8]]
+    assert frame[LINE].tolist() == list(range(1, 10))  # a record's position in the array
+    assert frame[PROBLEM].tolist() == [None] * 5 + [SEVERAL, None, LS_DISAGREE, None]
     assert json.loads(frame[RAW].iloc[5]) == tasks[5]  # the task as exported, so that it can be repaired
-    assert frame[RAW].iloc[:5].isna().all()
+    assert frame[RAW].iloc[[0, 1, 2, 3, 4, 6, 8]].isna().all()
 
 
 def test_label_studio_json_min_and_any_json_array_of_flat_objects_read_as_rows(tmp_path):
@@ -272,13 +285,14 @@ def quarantined(project: Path, report) -> list[dict]:
 @pytest.mark.slow
 def test_ingest_stores_label_studios_labeled_tasks_and_quarantines_the_rest_with_the_reason(project, tmp_path):
     report = ingest(project, write_json(tmp_path / "project-2.json", label_studio_export()))
-    assert (report.rows_read, report.accepted, report.quarantined) == (6, 3, 3)
-    assert report.reasons == {"missing label": 2, SEVERAL: 1}
+    assert (report.rows_read, report.accepted, report.quarantined) == (9, 5, 4)
+    assert report.reasons == {"missing label": 2, SEVERAL: 1, LS_DISAGREE: 1}
     stored = pd.read_parquet(project / report.batch)
-    assert stored["label"].tolist() == INTENTS[:3] and stored["id"].tolist() == ["0", "1", "2"]
+    assert stored["label"].tolist() == [*INTENTS[:3], INTENTS[6], INTENTS[8]]
+    assert stored["id"].tolist() == ["0", "1", "2", "6", "8"]
     rows = quarantined(project, report)
     assert [(row["ls_task_id"], row["_source_line"], row["_reason"]) for row in rows] == [
-        ("3", "4", "missing label"), ("4", "5", "missing label"), ("5", "6", SEVERAL)]
+        ("3", "4", "missing label"), ("4", "5", "missing label"), ("5", "6", SEVERAL), ("7", "8", LS_DISAGREE)]
     assert json.loads(rows[2]["_raw_record"])["id"] == 5
 
 
@@ -310,7 +324,7 @@ def test_nichetune_ingest_takes_a_label_studio_export_as_it_comes(tmp_path):
                           env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"{source}: 6 rows read = 3 accepted + 3 quarantined (decoded as utf-8)" in done.stdout
+    assert f"{source}: 9 rows read = 5 accepted + 4 quarantined (decoded as utf-8)" in done.stdout
     assert "  quarantined, missing label: 2" in done.stdout
     assert f"  quarantined, {SEVERAL}: 1" in done.stdout
 
