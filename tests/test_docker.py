@@ -174,6 +174,7 @@ def test_servers_use_postgres_and_minio():
     assert mlflow["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://mlflow:")
     assert mlflow["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
     assert mlflow["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert mlflow["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] is False  # as nichetune up starts it
     assert env["prefect-server"]["command"][-4:] == ["--host", "0.0.0.0", "--port", "4200"]
     init = (DOCKER / "postgres" / "init-databases.sh").read_text()
     assert "create_role_and_databases prefect" in init and "create_role_and_databases mlflow" in init
