@@ -364,7 +364,7 @@ def readme(manifest: dict) -> str:
     model.predict(["where is my card?"])         # one label per text
     model.predict_proba(["where is my card?"])   # calibrated probabilities, columns in model.labels order
 
-or, one text per line: `python nichetune_onnx.py . < texts.txt > predictions.csv`
+or, one text per line (an empty line gets no label): `python nichetune_onnx.py . < texts.txt > predictions.csv`
 
 `model.json` holds the labels, the members with their weights and the mixture's temperature; each folder under
 `members/` holds an ONNX graph with its tokenizer, or a linear learner's weights (`learner.json`, `learner.npz`).

@@ -281,12 +281,14 @@ def main(argv: list[str]) -> int:
         print("usage: python nichetune_onnx.py FOLDER < texts.txt > predictions.csv", file=sys.stderr)
         return 2
     model = load(argv[0])
-    texts = [line.rstrip("\n") for line in sys.stdin]
-    probs = model.predict_proba(texts)
+    texts = [line.rstrip("\r\n") for line in sys.stdin]
+    readable = [text for text in texts if text.strip()]  # an empty line has nothing to read: no label made up
+    probs = iter(model.predict_proba(readable)) if readable else iter(())
     writer = csv.writer(sys.stdout)
     writer.writerow(["text", "prediction", "probability"])
-    for text, row in zip(texts, probs):
-        writer.writerow([text, model.labels[int(row.argmax())], f"{row.max():.4f}"])
+    for text in texts:
+        row = next(probs) if text.strip() else None
+        writer.writerow([text, "", ""] if row is None else [text, model.labels[int(row.argmax())], f"{row.max():.4f}"])
     return 0
 
 
