@@ -78,8 +78,9 @@ def measure_mlflow_defaults(paths) -> tuple[float, int]:
     from flows.ui import HOST, _answers, _signal_group
 
     port = free_port()
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", HOST, "--port", str(port), "--backend-store-uri",
-               f"sqlite:///{paths.mlflow_db}", "--default-artifact-root", paths.mlflow_artifacts.as_uri()]
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", HOST, "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{paths.mlflow_db}",
+               "--default-artifact-root", paths.mlflow_artifacts.as_uri()]
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"}
     child = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)

@@ -273,9 +273,9 @@ def predict_command(args: argparse.Namespace) -> None:
     print(f"{predicted} predictions by {written.model_uri} (version {written.version}) written to {written.output}")
     if written.blank_lines:
         count, shown = len(written.blank_lines), ", ".join(str(line) for line in written.blank_lines[:5])
-        print(f"{count} row{'s have' if count > 1 else ' has'} an empty text and no prediction (line{'s' * (count > 1)} "
-              f"{shown}{', ...' if count > 5 else ''}); fill in {params.ingest.text_column!r} to have "
-              f"{'them' if count > 1 else 'it'} predicted")
+        rows, them = ("rows have", "them") if count > 1 else ("row has", "it")
+        print(f"{count} {rows} an empty text and no prediction (line{'s' * (count > 1)} {shown}"
+              f"{', ...' if count > 5 else ''}); fill in {params.ingest.text_column!r} to have {them} predicted")
 
 
 def suggest_command(args: argparse.Namespace) -> None:

@@ -118,8 +118,8 @@ def test_mlflow_models_serve_answers_with_the_same_predictions(project, new_rows
     assert answer["prediction"].tolist() == written["prediction"].map(unescape).replace("", None).tolist()
     assert answer.iloc[9].isna().all()  # the empty text: null in JSON, as empty cells in the CSV
     numbers = [c for c in answer.columns if c != "prediction"]  # float32 in both; the CSV keeps every digit
-    assert np.array_equal(answer[numbers].to_numpy(np.float32), written[numbers].replace("", np.nan).to_numpy(np.float32),
-                          equal_nan=True)
+    expected = written[numbers].replace("", np.nan).to_numpy(np.float32)
+    assert np.array_equal(answer[numbers].to_numpy(np.float32), expected, equal_nan=True)
 
 
 @contextmanager
