@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tasks.config import Params, Paths, load_params
-from tasks.errors import NichetuneError
+from tasks.errors import NichetuneError, ValidationFailed
 from tasks.progress import QUIET_ENV
 from tasks.runtime import quiet_offline_defaults
 
@@ -211,7 +211,12 @@ def validate_command(args: argparse.Namespace) -> None:
 
     params, paths = _project(args)
     dataset = ingest.run_stage(params, paths)  # what `dvc repro` runs before validating: the batches assembled
-    result = validate.run(params.validate, dataset.dataset, paths.stage("validate"), source=dataset.version["path"])
+    try:
+        result = validate.run(params.validate, dataset.dataset, paths.stage("validate"),
+                              source=dataset.version["path"])
+    except ValidationFailed as failed:
+        print(failed.result.text())  # every check, as when it passes; the error line names the failed ones
+        raise
     print(result.text())
     print(f"Data Docs: {result.data_docs}")
 

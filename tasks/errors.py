@@ -14,7 +14,11 @@ class DataError(NichetuneError):
 
 
 class ValidationFailed(NichetuneError):
-    """The Great Expectations suite failed; the message is the readable summary."""
+    """The Great Expectations suite failed; the message names the failed checks, `result` holds every check."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
 
 
 class ModelLoadError(NichetuneError):

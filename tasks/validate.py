@@ -51,6 +51,14 @@ class ValidationResult:
         head += f" ({warned} warning{'s' * (warned != 1)})" if warned else ""
         return "\n".join([f"{head} on {self.rows} rows", *(check.line() for check in self.checks)])
 
+    def failures(self) -> str:
+        """The summary's first line and the failed checks that stop a run; the rest counted, not listed."""
+        failed = [check.line() for check in self.checks if not check.success and check.severity == "fail"]
+        warned = sum(not check.success and check.severity == "warn" for check in self.checks)
+        rest = len(self.checks) - len(failed)
+        others = f"{rest} other checks ({warned} warning{'s' * (warned != 1)})" if warned else f"{rest} other checks"
+        return "\n".join([self.text().splitlines()[0], *failed, f"{others}: `nichetune validate` lists every one"])
+
     def markdown(self) -> str:
         """The same summary as a markdown table, for the Prefect UI."""
         rows = [f"| {c.line()[:4].strip()} | {c.name} | {'' if c.observed is None else c.observed} | "
@@ -152,8 +160,9 @@ def run(cfg: ValidateParams, dataset: Path, out_dir: Path, source: str | None = 
     result.summary.write_text(json.dumps(record, indent=2, default=str))
     (out_dir / MARKDOWN_FILE).write_text(result.markdown())
     if not result.success:
-        raise ValidationFailed(f"{source or dataset}: {result.text()}\n"
-                               f"fix the data or the validate section of params.yaml; details: {result.summary}")
+        raise ValidationFailed(f"{source or dataset}: {result.failures()}\n"
+                               f"fix the data or the validate section of params.yaml; details: {result.summary}",
+                               result)
     return result
 
 

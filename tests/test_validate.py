@@ -125,9 +125,10 @@ def test_run_fails_with_the_failing_check_lines_after_writing_summary_and_docs(t
         validate.run(ValidateParams(min_examples_per_class=4), dataset, tmp_path / "out")
     message = str(caught.value)
     assert message.startswith(f"{dataset}: validation FAILED: 9 of 10 checks passed on 7 rows\n")
-    assert "FAIL at least 4 examples of 'billing' (found 3)" in message.splitlines()
-    assert "ok   at least 4 examples of 'delivery' (found 4)" in message.splitlines()
+    assert message.splitlines()[1:3] == ["FAIL at least 4 examples of 'billing' (found 3)",
+                                         "9 other checks: `nichetune validate` lists every one"]
     assert "fix the data or the validate section of params.yaml" in message.splitlines()[-1]
+    assert "ok   at least 4 examples of 'delivery' (found 4)" in caught.value.result.text().splitlines()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["success"] is False
     assert {c["name"]: c["observed"] for c in summary["checks"]}["at least 4 examples of 'billing'"] == 3
@@ -192,3 +193,22 @@ def test_a_warning_check_reports_without_stopping_and_a_failing_one_stops(tmp_pa
     strict = ValidateParams(min_examples_per_class=2, severity={"duplicates": "fail"})
     with pytest.raises(ValidationFailed, match="FAIL at most 1% of rows repeat a text"):
         validate.run(strict, dataset, tmp_path / "out2")
+
+
+def test_nichetune_validate_lists_every_check_and_its_error_names_the_failed_ones(tmp_path, monkeypatch, capsys):
+    """Real complaints, 6 of each of four issues against a floor of 8: four checks of twelve fail."""
+    from tasks.config import IngestParams
+    from tasks.ingest import ingest_batch
+    from tests.conftest import cfpb_sample, make_project, nichetune, project_params
+
+    params = project_params("minilm", validate={"labels": [], "min_examples_per_class": 8})
+    root = make_project(tmp_path / "project", cfpb_sample(per_class=6), params)
+    ingest_batch(IngestParams(**params["ingest"]), [], root, root / "data" / "labeled.csv", announce=False)
+    code, out, err = nichetune(root, monkeypatch, capsys, "validate")
+    assert code == 2 and "ok   text is present" in out.splitlines(), err
+    lines = err.splitlines()
+    assert lines[0].startswith("error: data/raw/complaints: validation FAILED: ")
+    failed = [line for line in lines if line.startswith("FAIL at least 8 examples of ")]
+    assert len(failed) == 4 and not [line for line in lines if line.startswith("ok ")], err
+    assert lines[-2] == "8 other checks: `nichetune validate` lists every one"
+    assert lines[-1].startswith("fix the data or the validate section of params.yaml; details: ")
