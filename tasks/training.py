@@ -480,7 +480,7 @@ def checkpoint_layers(setup: Setup, rows: Rows) -> bool:
         if largest <= CHECKPOINT_TOKENS:
             return False
         log.info("gradient checkpointing on: a batch can hold %d tokens (finetune.gradient_checkpointing)", largest)
-    setup.model.bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    setup.model.bert.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return True
 
 
