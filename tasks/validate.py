@@ -51,6 +51,11 @@ class ValidationResult:
         head += f" ({warned} warning{'s' * (warned != 1)})" if warned else ""
         return "\n".join([f"{head} on {self.rows} rows", *(check.line() for check in self.checks)])
 
+    def warnings(self) -> str:
+        """The summary's first line and the checks that failed as warnings only (they do not stop a run)."""
+        warned = [check.line() for check in self.checks if not check.success and check.severity == "warn"]
+        return "\n".join([self.text().splitlines()[0], *warned])
+
     def failures(self) -> str:
         """The summary's first line and the failed checks that stop a run; the rest counted, not listed."""
         failed = [check.line() for check in self.checks if not check.success and check.severity == "fail"]

@@ -116,6 +116,17 @@ def test_run_passes_and_writes_summary_and_data_docs(tmp_path):
     assert summary["success"] is True and summary["rows"] == 7
     assert [c["name"] for c in summary["checks"]][-1] == "at least 3 examples of 'delivery'"
     assert result.text().splitlines()[0] == "validation passed: 10 of 10 checks passed on 7 rows"
+    assert result.warnings() == "validation passed: 10 of 10 checks passed on 7 rows"  # nothing to warn of
+
+
+def test_a_run_that_passes_with_warnings_names_them(tmp_path):
+    """A check whose severity is warn fails without stopping the run; the run's log still says which."""
+    dataset = tmp_path / "dataset.parquet"
+    GOOD.astype("string").to_parquet(dataset)
+    params = ValidateParams(min_examples_per_class=4, severity={"class_count": "warn"})
+    result = validate.run(params, dataset, tmp_path / "out")
+    assert result.success and result.warnings().splitlines() == [
+        "validation passed: 9 of 10 checks passed (1 warning) on 7 rows", "warn at least 4 examples of 'billing' (found 3)"]
 
 
 def test_run_fails_with_the_failing_check_lines_after_writing_summary_and_docs(tmp_path):
