@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from tasks.config import EvaluateParams, Params, Paths
 from tasks.layout import HOLDOUT_FILE, METRICS_FILE, MODEL_DIR, PER_CLASS_FILE, REPORTS_DIR, TRAIN_FILE
 from tasks.metrics import bootstrap_ci, drift_by_column, evidently_report, safe_report, score
 from tasks.portfolio import load_classifier
+from tasks.progress import say
 
 DRIFT_HTML = "evidently_report.html"
 DRIFT_JSON = "drift.json"
@@ -90,7 +93,8 @@ def run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Pa
     metrics, confusion matrix, reliability diagram, segments, drift over time windows, explanations."""
     classifier = load_classifier(model_dir, batch_size=cfg.batch_size)
     train, holdout = pd.read_parquet(train_path), pd.read_parquet(holdout_path)
-    probs = classifier.predict_proba(holdout["text"].tolist())
+    with step(f"{len(holdout)} holdout rows predicted"):
+        probs = classifier.predict_proba(holdout["text"].tolist())
     holdout["prediction"] = [classifier.labels[i] for i in probs.argmax(axis=1)]
     majority = train["label"].value_counts().idxmax()
     metrics, per_class = score(holdout["label"].tolist(), holdout["prediction"].tolist(), majority)
@@ -104,15 +108,26 @@ def run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Pa
         segments = segment_table(holdout, cfg.segment_column, cfg.segment_margin, metrics["macro_f1"])
         segments.to_csv(reports / SEGMENTS_FILE)
         metrics["segments_flagged"] = segments.index[segments["flagged"]].tolist()
-    train["prediction"] = classifier.predict(train["text"].tolist())
+    with step(f"{len(train)} training rows predicted, the reference of the drift reports"):
+        train["prediction"] = classifier.predict(train["text"].tolist())
     if cfg.drift_report:
-        drift = safe_report(drift_report, train, holdout, reports / DRIFT_HTML, what="Evidently report")
+        with step("Evidently report of the holdout against the training rows"):
+            drift = safe_report(drift_report, train, holdout, reports / DRIFT_HTML, what="Evidently report")
         (reports / DRIFT_JSON).write_text(json.dumps(drift, indent=2))
     windows = monitor.run(cfg, classifier, train, holdout, reports)
     metrics["drift_status"] = windows["status"]
-    explain.explain(classifier, holdout, cfg.explain_samples, seed, reports / EXPLAIN_HTML)
+    with step(f"explanations of up to {2 * cfg.explain_samples} holdout rows"):
+        explain.explain(classifier, holdout, cfg.explain_samples, seed, reports / EXPLAIN_HTML)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return EvalResult(metrics, out_dir / METRICS_FILE, reports)
+
+
+@contextmanager
+def step(what: str):
+    """A line once `what` is done, with its seconds: the stage's parts take minutes on long texts."""
+    started = time.perf_counter()
+    yield
+    say(f"evaluate: {what}, {time.perf_counter() - started:.0f} s")
 
 
 def calibration(probs: np.ndarray, correct: np.ndarray, temperature: float) -> dict:

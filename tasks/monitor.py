@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ import pandas as pd
 
 from tasks.config import DriftThresholds, EvaluateParams, parse_window
 from tasks.metrics import drift_by_column, evidently_report, safe_report, score
+from tasks.progress import say
 
 if TYPE_CHECKING:
     from tasks.model import Classifier
@@ -130,7 +132,13 @@ def run(cfg: EvaluateParams, classifier: Classifier, train: pd.DataFrame, later:
     if split.windows:
         reference = _with_vectors(train, classifier)
         majority = train["label"].value_counts().idxmax()
-        records = [_window_record(cfg, classifier, reference, window, majority, out_dir) for window in split.windows]
+        records = []
+        for number, window in enumerate(split.windows, start=1):  # a drift report takes seconds: say each one
+            started = time.perf_counter()
+            records.append(_window_record(cfg, classifier, reference, window, majority, out_dir))
+            if records[-1]["status"] != "empty":
+                say(f"evaluate: drift window {window.name} ({number} of {len(split.windows)}): {len(window.rows)} "
+                    f"rows, {records[-1]['status']}, {time.perf_counter() - started:.0f} s")
         graded = [r["status"] for r in records if r["status"] in LEVELS]
         summary.update(status=worst(graded) if graded else UNMEASURED, windows=records,
                        reason=None if graded else "every window with rows was skipped or its drift test failed "

@@ -136,6 +136,16 @@ def test_each_window_gets_quality_drift_or_a_reason(monitored):
     assert summary["status"] == worst(record["status"] for record in summary["windows"])
 
 
+def test_each_window_is_said_when_it_is_done(predicted, tmp_path, capsys):
+    """A drift report takes seconds to minutes: the log says which window is done, of how many (not empty ones)."""
+    classifier, train, later = predicted
+    run(EvaluateParams(window="1M", min_window_rows=10), classifier, train, later, tmp_path)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluate: drift window")]
+    assert [line.split(": ")[1] for line in lines] == [
+        "drift window 2023-02-01 (1 of 4)", "drift window 2023-03-01 (2 of 4)", "drift window 2023-05-01 (4 of 4)"]
+    assert lines[2].split(", ")[1] == "skipped" and lines[2].endswith(" s")
+
+
 def test_html_per_window_plot_and_json_are_written(monitored):
     summary, out = monitored
     reports = sorted((out / "windows").glob("*.html"))
