@@ -116,18 +116,19 @@ def run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Pa
         (reports / DRIFT_JSON).write_text(json.dumps(drift, indent=2))
     windows = monitor.run(cfg, classifier, train, holdout, reports)
     metrics["drift_status"] = windows["status"]
-    with step(f"explanations of up to {2 * cfg.explain_samples} holdout rows"):
+    with step(f"explanations of up to {2 * cfg.explain_samples} holdout rows" if cfg.explain_samples else None):
         explain.explain(classifier, holdout, cfg.explain_samples, seed, reports / EXPLAIN_HTML)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return EvalResult(metrics, out_dir / METRICS_FILE, reports)
 
 
 @contextmanager
-def step(what: str):
-    """A line once `what` is done, with its seconds: the stage's parts take minutes on long texts."""
+def step(what: str | None):
+    """A line once `what` is done, with its seconds: the stage's parts take minutes on long texts. None: no line."""
     started = time.perf_counter()
     yield
-    say(f"evaluate: {what}, {time.perf_counter() - started:.0f} s")
+    if what:
+        say(f"evaluate: {what}, {time.perf_counter() - started:.0f} s")
 
 
 def calibration(probs: np.ndarray, correct: np.ndarray, temperature: float) -> dict:
