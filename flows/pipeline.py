@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -123,11 +124,28 @@ def training_turn(dataset: str):
         yield
 
 
+# Set by `nichetune up` for the runs it serves: the project folders it serves (os.pathsep between them)
+SERVED_ROOTS_ENV = "NICHETUNE_SERVED_ROOTS"
+
+
+def check_served_root(root: str, dataset: str | None = None) -> None:
+    """A run of the deployment `nichetune-train/train-<dataset>` carries the project folder it was triggered for.
+    Two projects on one Prefect server whose datasets share a name share that deployment, so a run triggered for
+    one (while its `nichetune up` was stopped) can be picked up by the other's: it must not train there."""
+    served = [folder for folder in os.environ.get(SERVED_ROOTS_ENV, "").split(os.pathsep) if folder]
+    if served and str(Path(root).resolve()) not in served:
+        raise NichetuneError(f"this run was triggered for the project in {Path(root).resolve()}, but the "
+                             f"`nichetune up` that picked it up serves {', '.join(served)} (both name their "
+                             f"deployment nichetune-train/train-{dataset or '<dataset>'}); start `nichetune up` in "
+                             f"{Path(root).resolve()} to train it, or give one project another ingest.dataset")
+
+
 @flow(name="nichetune-train", log_prints=True)
 def train_pipeline(root: str = ".", params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
     """Labeled file -> validated data -> fine-tuned model -> evaluation -> registered challenger -> gate ->
     the reviewer's decision (or the automatic one)."""
     params = load_params(Path(root) / params_file, overrides)
+    check_served_root(root, params.ingest.dataset)
     paths = Paths.of(Path(root), params)
     with training_turn(params.ingest.dataset):
         splits = prepare_data(params, paths)

@@ -84,6 +84,10 @@ def up(projects: list[tuple[Params, Paths, Path]], overrides: list[str], prefect
         from prefect.runner import Runner
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
+        from flows.pipeline import SERVED_ROOTS_ENV
+
+        os.environ[SERVED_ROOTS_ENV] = os.pathsep.join(sorted({str(paths.root) for _, paths, _ in projects}))
+
         with temporary_settings(updates={PREFECT_API_URL: f"{servers.prefect}/api"}):
             # What `prefect.serve` does, with the ready line in between: the deployments and their triggers exist
             # before anything is ingested, so the first file's event already finds its trigger.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import mlflow
@@ -12,7 +13,7 @@ import yaml
 from mlflow import MlflowClient
 
 from flows.pipeline import train_pipeline
-from tasks.errors import ValidationFailed
+from tasks.errors import NichetuneError, ValidationFailed
 from tasks.model import Classifier
 from tasks.predict import predict_frame
 from tests.conftest import cfpb_sample, make_project, project_params
@@ -134,6 +135,24 @@ def test_a_failed_validation_stops_the_flow_before_training(tmp_path, tiny_backb
         train_pipeline(root=str(root))
     assert not (root / "outputs" / "finetune").exists()
     assert not (root / "outputs" / "mlflow").exists()
+
+
+def test_a_run_triggered_for_another_project_is_refused_by_the_up_that_picked_it_up(tmp_path, tiny_backbone,
+                                                                                      prefect_harness, monkeypatch):
+    """Two clones with the demo's dataset name share nichetune-train/train-demo on one Prefect server: a run
+    triggered for the first while its `nichetune up` was stopped was trained by the second's on the first's
+    data and registered in the second's MLflow. It stops before touching either project now."""
+    from flows.pipeline import SERVED_ROOTS_ENV, check_served_root
+
+    root = make_project(tmp_path / "first", cfpb_sample(), project_params(str(tiny_backbone)))
+    monkeypatch.setenv(SERVED_ROOTS_ENV, str(tmp_path / "second"))
+    with pytest.raises(NichetuneError, match=rf"triggered for the project in {root}, but the `nichetune up` that "
+                                             rf"picked it up serves {tmp_path / 'second'} \(both name their "
+                                             r"deployment nichetune-train/train-complaints\)"):
+        train_pipeline(root=str(root))
+    assert not (root / "outputs").exists() and not (root / "data" / "raw").exists()
+    monkeypatch.setenv(SERVED_ROOTS_ENV, os.pathsep.join([str(tmp_path / "second"), str(root)]))
+    check_served_root(str(root), "complaints")  # one of the projects this up serves: it trains
 
 
 def test_a_version_worse_than_the_champion_ends_rejected_with_the_reason(trained):
