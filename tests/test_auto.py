@@ -173,6 +173,21 @@ def test_a_saved_portfolio_predicts_like_any_model(auto_model):
     assert model.embed(texts).shape[0] == 12
 
 
+def test_the_same_rows_are_embedded_once_in_a_row(auto_model, monkeypatch):
+    """Evaluate predicts the training rows, then embeds them again for drift: the second costs nothing."""
+    import tasks.portfolio
+
+    result, _ = auto_model
+    texts = cfpb_sample(per_class=25).tail(6)["text"].tolist()
+    calls = []
+    real = tasks.portfolio.sentence_vectors
+    monkeypatch.setattr(tasks.portfolio, "sentence_vectors", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    model = load_classifier(result.model_dir)
+    first = model.embed(texts)
+    assert model.embed(list(texts)) is first and len(calls) == 1
+    assert model.embed(texts[:3]).shape[0] == 3 and len(calls) == 2  # other rows: computed
+
+
 def test_a_portfolio_serves_through_the_registered_pyfunc(auto_model, tmp_path):
     from tasks.register import _log_model
 
