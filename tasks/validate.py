@@ -165,9 +165,11 @@ def run(cfg: ValidateParams, dataset: Path, out_dir: Path, source: str | None = 
     result.summary.write_text(json.dumps(record, indent=2, default=str))
     (out_dir / MARKDOWN_FILE).write_text(result.markdown())
     if not result.success:
+        keys = sorted({f"validate.severity.{check.group}" for check in checks
+                       if not check.success and check.severity == "fail"})
         raise ValidationFailed(f"{source or dataset}: {result.failures()}\n"
-                               f"fix the data or the validate section of params.yaml; details: {result.summary}",
-                               result)
+                               f"fix the data or the validate section of params.yaml (set {' and '.join(keys)} to "
+                               f"warn to train anyway); details: {result.summary}", result)
     return result
 
 

@@ -222,4 +222,5 @@ def test_nichetune_validate_lists_every_check_and_its_error_names_the_failed_one
     failed = [line for line in lines if line.startswith("FAIL at least 8 examples of ")]
     assert len(failed) == 4 and not [line for line in lines if line.startswith("ok ")], err
     assert lines[-2] == "8 other checks: `nichetune validate` lists every one"
-    assert lines[-1].startswith("fix the data or the validate section of params.yaml; details: ")
+    assert lines[-1].startswith("fix the data or the validate section of params.yaml (set "
+                                "validate.severity.class_count to warn to train anyway); details: ")
