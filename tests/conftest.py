@@ -22,6 +22,9 @@ from tests.data.cut_slices import CFPB_ISSUES, CFPB_PER_ISSUE
 REPO = Path(__file__).resolve().parents[1]
 SLICES = REPO / "tests" / "data"  # small slices of banking77 and the CFPB complaints, cut by tests/data/cut_slices.py
 quiet_offline_defaults()
+# DVC binds its log handlers to sys.stdout and sys.stderr when it is first imported. Imported inside a test that
+# uses capsys, they would write to that test's streams, closed after it, and every later DVC log line would fail.
+import dvc.repo  # noqa: E402, F401
 
 
 def needs_full_data(*folders: str) -> pytest.MarkDecorator:
