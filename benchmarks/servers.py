@@ -8,7 +8,7 @@ with MLFLOW_WORKERS workers and without MLflow's job execution), then, after the
 same stores and MLflow's defaults (4 workers, job execution on). Each is measured SETTLE seconds after it answers
 its health check (MLflow starts its workers and job consumers after that), as the proportional set size (PSS:
 a page shared by several processes is split between them) summed over the server's process tree (Linux, from
-/proc/PID/smaps_rollup). Linux only."""
+psutil's memory_full_info). Linux only."""
 
 from __future__ import annotations
 
@@ -35,29 +35,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def tree(pid: int) -> list[int]:
-    """`pid` and every process below it."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            children = (task / "children").read_text().split() if (task / "children").exists() else []
-            todo += [int(child) for child in children]
-    return found
-
-
 def pss_mb(pid: int) -> tuple[float, int]:
     """PSS summed over `pid`'s process tree, in MB, and how many processes it holds."""
+    import psutil
+
+    root = psutil.Process(pid)
     total, processes = 0, 0
-    for member in tree(pid):
+    for member in [root, *root.children(recursive=True)]:
         try:
-            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
-        except (FileNotFoundError, ProcessLookupError):
+            total += member.memory_full_info().pss
+        except psutil.NoSuchProcess:
             continue  # ended while the tree was read
-        total += next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
         processes += 1
-    return total / 1024, processes
+    return total / 2**20, processes
 
 
 def measure_nichetune(paths) -> dict:

@@ -16,9 +16,9 @@ from tasks.errors import NichetuneError
 
 HOST = "127.0.0.1"  # never exposed beyond this machine unless the user asks
 START_TIMEOUT = 180  # seconds for both servers to answer their health checks (a first start migrates databases)
-MLFLOW_WORKERS = 2  # one user's UI and runs; MLflow's default of 4 costs about 180 MB more each
+MLFLOW_WORKERS = 2  # one user's UI and runs; each more of MLflow's default 4 holds memory (bench servers)
 # MLflow 3's server also starts a job runner and seven queue consumers for its GenAI jobs (online scoring, trace
-# archival), 1.4 GB in all, which nichetune never uses; an MLFLOW_SERVER_ENABLE_JOB_EXECUTION set by the user wins
+# archival), which nichetune never uses (bench servers); an MLFLOW_SERVER_ENABLE_JOB_EXECUTION set by the user wins
 QUIET_MLFLOW = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 # one line per worker at its start, about an import inside MLflow that a user can do nothing about
 MLFLOW_WARNINGS = "ignore:starlette.middleware.wsgi is deprecated"

@@ -66,8 +66,8 @@ class Portfolio:
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         """The base backbone's sentence vectors of `texts`. The last call's are kept: evaluate asks for the same
-        rows twice (the embedding member's prediction, then the drift reports' reference), which on long
-        texts cost 80 s each time (2,257 CFPB complaints on 2 cores)."""
+        rows twice (the embedding member's prediction, then the drift reports' reference), a minute or more
+        each time on long texts."""
         key = tuple(texts)
         if self._last is not None and self._last[0] == key:
             return self._last[1]

@@ -139,9 +139,9 @@ def test_a_failed_validation_stops_the_flow_before_training(tmp_path, tiny_backb
 
 def test_a_run_triggered_for_another_project_is_refused_by_the_up_that_picked_it_up(tmp_path, tiny_backbone,
                                                                                       prefect_harness, monkeypatch):
-    """Two clones with the demo's dataset name share nichetune-train/train-demo on one Prefect server: a run
-    triggered for the first while its `nichetune up` was stopped was trained by the second's on the first's
-    data and registered in the second's MLflow. It stops before touching either project now."""
+    """Two clones with one dataset name share nichetune-train/train-<dataset> on one Prefect server: a run
+    triggered for the first while its `nichetune up` was stopped, and picked up by the second's, stops before
+    it reads or writes either project."""
     from flows.pipeline import SERVED_ROOTS_ENV, check_served_root
 
     root = make_project(tmp_path / "first", cfpb_sample(), project_params(str(tiny_backbone)))
