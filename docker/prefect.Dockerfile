@@ -13,4 +13,6 @@ RUN pip install -c /tmp/requirements.lock prefect==3.9.1
 RUN useradd --create-home --uid 1000 prefect
 USER 1000
 WORKDIR /home/prefect
+# PREFECT_HOME, owned by the server's user: compose mounts a volume here, which starts with this ownership
+RUN mkdir /home/prefect/.prefect
 CMD ["prefect", "server", "start", "--host", "0.0.0.0", "--port", "4200"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow
 
 from flows import summary
 from flows.review import compare_task, decide
+from flows.slots import training_turn
 from flows.stage import stage
 from tasks import evaluate, finetune, ingest, register, split, validate
 from tasks.batches import RAW_DIR
@@ -92,36 +92,6 @@ def evaluate_task(params: Params, model_dir: Path, splits: split.SplitResult, pa
 def register_task(params: Params, paths: Paths) -> register.Registration:
     """Log the run to MLflow and register the model version under the `challenger` alias."""
     return register.run(params, paths)
-
-
-def training_slot(dataset: str) -> str:
-    """The global concurrency limit (one slot) that `nichetune up` creates for each dataset it serves."""
-    return f"nichetune-train-{dataset}"
-
-
-@contextmanager
-def training_turn(dataset: str):
-    """One training of `dataset` at a time wherever the server has its slot (`nichetune up` creates it; with
-    no slot, as under `nichetune run`, there is nobody to wait for). The slot covers every stage that writes
-    or reads the workdir; the wait for a reviewer comes after it, so a paused run holds no slot, queued runs
-    train meanwhile, and the paused run keeps its whole review_timeout."""
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectNotFound
-
-    name = training_slot(dataset)
-    try:
-        with get_client(sync_client=True) as client:
-            limit = client.read_global_concurrency_limit_by_name(name)
-    except ObjectNotFound:
-        yield
-        return
-    if limit.active_slots >= limit.limit:
-        print(f"another run of dataset {dataset} is training; this run waits for its turn")
-    # A failed lease renewal (a server restart) must not abort an hour of training: it only risks a second
-    # training of the same dataset starting meanwhile.
-    with concurrency(name, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
-        yield
 
 
 # Set by `nichetune up` for the runs it serves: the project folders it serves (os.pathsep between them)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tasks.config import Paths
 from tasks.errors import NichetuneError
+from tasks.runtime import SERVER_DEFAULTS
 
 HOST = "127.0.0.1"  # never exposed beyond this machine unless the user asks
 START_TIMEOUT = 180  # seconds for both servers to answer their health checks (a first start migrates databases)
@@ -63,7 +64,7 @@ class Servers:
         self.mlflow = f"http://{HOST}:{mlflow_port}"
         paths.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
         # The Prefect UI asks the API at PREFECT_UI_API_URL, which otherwise assumes port 4200
-        env = {**QUIET_MLFLOW, **os.environ, "PREFECT_UI_API_URL": f"{self.prefect}/api",
+        env = {**QUIET_MLFLOW, **SERVER_DEFAULTS, **os.environ, "PREFECT_UI_API_URL": f"{self.prefect}/api",
                "PYTHONWARNINGS": ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), MLFLOW_WARNINGS]))}
         # Each in its own process group: `mlflow server` runs uvicorn as a child of its own, which must stop too
         self.children = [subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -113,9 +114,12 @@ def _answers(url: str) -> bool:
 
 
 def stop_on_signals() -> None:
-    """SIGTERM (a service manager, `kill`) ends the process through the same cleanup as Ctrl-C; Ctrl-C works
-    even when started from a shell's background job, which starts it with SIGINT ignored."""
+    """SIGTERM (a service manager, `kill`) and SIGHUP (its terminal closed) end the process through the same
+    cleanup as Ctrl-C, which stops the servers: they run in sessions of their own, which no signal to this one
+    reaches. Ctrl-C works even when started from a shell's background job, which starts it with SIGINT
+    ignored."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 
 from flows.incoming import INCOMING, UNLABELED_DIR, IncomingWatcher
+from flows.slots import create_training_slots
 from flows.ui import Servers, stop_on_signals
 from tasks.config import Params, Paths
 from tasks.errors import NichetuneError
@@ -38,24 +40,6 @@ def deployment_for(params: Params, paths: Paths, params_file: Path, overrides: l
         tags=["nichetune", dataset],
         entrypoint_type=EntrypointType.MODULE_PATH,  # the installed package, wherever the project lives
     )
-
-
-def create_training_slots(projects: list[tuple[Params, Paths, Path]]) -> None:
-    """One slot per dataset (see flows.pipeline.training_turn); an existing one is reset to one slot."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-    from prefect.exceptions import ObjectNotFound
-
-    from flows.pipeline import training_slot
-
-    with get_client(sync_client=True) as client:
-        for params, _, _ in projects:
-            name = training_slot(params.ingest.dataset)
-            try:
-                client.read_global_concurrency_limit_by_name(name)
-                client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
-            except ObjectNotFound:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
 def check_projects(projects: list[tuple[Params, Paths, Path]]) -> None:
@@ -91,13 +75,14 @@ def up(projects: list[tuple[Params, Paths, Path]], overrides: list[str], prefect
         with temporary_settings(updates={PREFECT_API_URL: f"{servers.prefect}/api"}):
             # What `prefect.serve` does, with the ready line in between: the deployments and their triggers exist
             # before anything is ingested, so the first file's event already finds its trigger.
-            create_training_slots(projects)
+            create_training_slots([params.ingest.dataset for params, _, _ in projects])
             # No cap on runs: queued runs wait for their training slot, paused ones for their reviewer.
             runner = Runner(limit=None)
             for params, paths, file in projects:
                 runner.add_deployment(deployment_for(params, paths, file, overrides))
             watcher = IncomingWatcher([(params, paths) for params, paths, _ in projects], interval)
             watcher.start()
+            stop_runner_on_signals(runner)
             print(ready_message(servers, projects), flush=True)
             asyncio.run(runner.start())
     except KeyboardInterrupt:
@@ -107,6 +92,21 @@ def up(projects: list[tuple[Params, Paths, Path]], overrides: list[str], prefect
             watcher.stop()
         servers.stop()
         print("nichetune up: stopped the servers, the deployments and the incoming-folder watcher", flush=True)
+
+
+def stop_runner_on_signals(runner) -> None:
+    """Ctrl-C and a closed terminal stop the runner the way Prefect's runner stops on SIGTERM: the runs in
+    progress are cancelled, and their processes end (freeing their training slots) while the servers still
+    answer. Interrupted at once instead, a run would leave its slot taken and show as running for good. A second
+    Ctrl-C stops at once."""
+    def stop(signum, _frame) -> None:
+        if not runner.stopping:
+            print(f"nichetune up: {signal.Signals(signum).name} received; cancelling the runs in progress, then "
+                  "stopping the servers (Ctrl-C again to stop at once)", flush=True)
+        runner.handle_sigterm()
+
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
 
 
 def ready_message(servers: Servers, projects: list[tuple[Params, Paths, Path]]) -> str:

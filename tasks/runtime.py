@@ -20,9 +20,18 @@ OFFLINE_DEFAULTS = {  # telemetry off and no model-hub calls: these machines and
 }
 
 
+# Prefect servers this process starts (a run's temporary one, `nichetune up`'s) keep concurrency leases on disk,
+# under PREFECT_HOME, instead of in memory: a slot whose holder was killed is then freed when its lease expires,
+# even after the server restarted (flows/slots.py)
+SERVER_DEFAULTS = {
+    "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
+}
+
+
 def quiet_offline_defaults() -> None:
-    """Set the offline, telemetry and log-noise switches, keeping any value the user already set."""
-    for key, value in OFFLINE_DEFAULTS.items():
+    """Set the offline, telemetry and log-noise switches and the servers' lease storage, keeping any value the
+    user already set."""
+    for key, value in {**OFFLINE_DEFAULTS, **SERVER_DEFAULTS}.items():
         os.environ.setdefault(key, value)
     # peft calls a transformers helper that transformers 5 deprecates; nothing for a user to act on
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

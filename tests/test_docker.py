@@ -315,6 +315,27 @@ def test_prefect_reads_the_auth_settings_compose_sets(monkeypatch):
     assert settings.api.auth_string.get_secret_value() == env_example()["PREFECT_AUTH_STRING"]
 
 
+def test_the_prefect_server_keeps_its_concurrency_leases_on_a_volume(monkeypatch):
+    """In the server's memory, leases die with a restart, and the training slot of a run killed meanwhile stays
+    taken: the same lease storage as the servers nichetune starts on one machine, on a volume it can write."""
+    import importlib
+
+    from prefect.server.concurrency.lease_storage import filesystem
+    from prefect.settings import Settings
+
+    from tasks.runtime import SERVER_DEFAULTS
+
+    server = services()["prefect-server"]
+    key = "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"
+    assert server["environment"][key] == SERVER_DEFAULTS[key]
+    monkeypatch.setenv(key, server["environment"][key])
+    storage = importlib.import_module(Settings().server.concurrency.lease_storage)
+    assert storage.ConcurrencyLeaseStorage is filesystem.ConcurrencyLeaseStorage
+    assert "prefect-home:/home/prefect/.prefect" in server["volumes"]
+    dockerfile = (DOCKER / "prefect.Dockerfile").read_text()
+    assert dockerfile.index("USER 1000") < dockerfile.index("RUN mkdir /home/prefect/.prefect")
+
+
 def test_mlflow_and_dvc_use_separate_s3_users():
     env, example = services(), env_example()
     mlflow, worker = env["mlflow"]["environment"], env["worker"]["environment"]

@@ -122,7 +122,7 @@ def approve(prefect: str, run, reviewer: str) -> None:
 def test_runs_train_one_at_a_time_and_wait_for_their_reviewer_holding_no_slot(stack):
     from mlflow import MlflowClient
 
-    from flows.pipeline import training_slot
+    from flows.slots import training_slot
 
     incoming, log, prefect = stack["root"] / "data" / "incoming", stack["log"], stack["prefect"]
     stack["rows"].iloc[:100].to_csv(incoming / "first.csv", index=False)
@@ -216,14 +216,34 @@ def test_the_log_shows_the_runs_not_each_request_and_mlflow_starts_no_job_runner
     assert not [command for command in commands if "huey" in command or "_job_runner" in command]
 
 
-def test_ctrl_c_stops_everything_it_started(stack):
-    process = stack["process"]
+def test_ctrl_c_cancels_the_run_in_progress_and_stops_everything_it_started(stack):
+    """Ctrl-C while a run trains: the run is cancelled and frees its training slot before the servers stop, or
+    the next `nichetune up` or `nichetune run` of the dataset would wait for it for good."""
+    from flows.slots import training_slot
+    from tests.test_slots import slot
+
+    process, log, prefect = stack["process"], stack["log"], stack["prefect"]
+    stack["rows"].iloc[:60].assign(text=lambda rows: rows["text"] + " (again)").to_csv(
+        stack["root"] / "data" / "incoming" / "third.csv", index=False)
+
+    def training() -> bool:
+        with prefect_client(prefect) as client:
+            return client.read_global_concurrency_limit_by_name(training_slot("complaints")).active_slots == 1
+
+    wait_for(training, 180, "the third run to take the training slot", log)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=90) == 0
-    assert "stopped the servers" in stack["log"].read_text()
+    text = log.read_text()
+    assert "SIGINT received; cancelling the runs in progress" in text and "Cancelled flow run" in text
+    assert "stopped the servers" in text
     for url in (stack["prefect"], stack["mlflow"]):
         port = int(url.rsplit(":", 1)[1])
         wait_for(lambda: _free(port), 30, f"the server on port {port} to stop")
+    env = {key: value for key, value in os.environ.items() if key not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    lines = slot({**env, "PREFECT_HOME": str(stack["root"].parent / "prefect-home")}, dataset="complaints")
+    assert lines[0] == "0"  # the slot is free ...
+    assert sum(line.endswith(" CANCELLED") for line in lines) == 1  # ... and the run shows as cancelled
+    assert not [line for line in lines[1:] if line.endswith(" RUNNING")]
 
 
 def _free(port: int) -> bool:
