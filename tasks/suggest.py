@@ -116,8 +116,8 @@ def rank(pool: pd.DataFrame, labeled_texts: list[str], classifier, strategy: str
     labels = np.asarray(classifier.labels)
     frame = pd.DataFrame({
         "nichetune_id": pool["nichetune_id"].to_numpy()[chosen], "text": [texts[i] for i in chosen],
-        "suggested_label": labels[chosen_probs.argmax(axis=1)], "score": chosen_probs.max(axis=1).round(4),
-        "margin": margins(chosen_probs).round(4)})
+        "suggested_label": labels[chosen_probs.argmax(axis=1)], "score": chosen_probs.max(axis=1).astype(float).round(4),
+        "margin": margins(chosen_probs).astype(float).round(4)})
     kept = pool.drop(columns=["nichetune_id", "text", "key"], errors="ignore").iloc[chosen].reset_index(drop=True)
     return Ranked(pd.concat([frame, kept], axis=1), strategy)  # the timestamp, id and metadata kept with a text
 

@@ -189,6 +189,7 @@ def test_suggest_writes_files_the_tools_import_and_records_the_batch(project, mo
         (result,) = prediction["result"]
         assert (result["from_name"], result["to_name"], result["type"]) == ("issue", "text", "choices")
         assert result["value"]["choices"][0] in labels and 0 < prediction["score"] <= 1
+        assert prediction["score"] == round(prediction["score"], 4)  # the CSV's figure, not float32 noise
         assert prediction["model_version"] == "complaints/1"
     config = ET.fromstring((folder / "label_studio_config.xml").read_text())
     assert [choice.get("value") for choice in config.iter("Choice")] == labels
