@@ -37,6 +37,7 @@ SOURCE = "_source_file"
 BATCH = "_batch"
 SUGGESTED_ID = "nichetune_id"  # the column of a suggestion batch (tasks.suggest) that names its pool text
 KEY = "_text_key"  # a hash of the text as the user gave it, before PII masking: duplicates are judged on it
+ALREADY_STORED = "already stored by an earlier batch"  # the same text (and label) as a stored row
 POOL_COLUMNS = ("text", KEY, BATCH)  # the assembled pool (layout.POOL_FILE), which finetune reads
 
 
@@ -141,7 +142,10 @@ def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], store
     repeated = seen["key"].duplicated(keep="first").iloc[len(stored):].to_numpy()
     first_label.index = candidates.index
     same = (first_label == label).to_numpy()
-    reason[candidates.index[repeated & same]] = "exact duplicate"
+    # a labeling tool's export holds every row labeled so far: the rows an earlier batch stored are no problem
+    before = candidates[KEY].isin(set(stored["key"])).to_numpy()
+    reason[candidates.index[repeated & same & before]] = ALREADY_STORED
+    reason[candidates.index[repeated & same & ~before]] = "exact duplicate"
     reason[candidates.index[repeated & ~same]] = "same text already labeled differently"
     return reason
 

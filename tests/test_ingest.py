@@ -16,7 +16,7 @@ import yaml
 from tasks import ingest
 from tasks.config import IngestParams, ValidateParams
 from tasks.errors import DataError
-from tasks.ingest import assemble, ingest_batch
+from tasks.ingest import ALREADY_STORED, assemble, ingest_batch
 from tests.conftest import cfpb_sample, make_project, project_params
 
 LABELS = ValidateParams(labels=["account_access", "billing", "delivery"]).labels
@@ -171,11 +171,11 @@ def test_duplicates_and_conflicts_are_found_against_an_earlier_batch(project):
         "a2,I was billed twice,billing,2023-01-01,chat\n")))
     assert first.accepted == 2
     second = ingest_batch(CFG, LABELS, project, write(project, "second.csv", HEADER + (
-        "b1,  the parcel   never arrived ,Delivery,2023-02-01,email\n"  # same text and label: a duplicate
+        "b1,  the parcel   never arrived ,Delivery,2023-02-01,email\n"  # same text and label: stored already
         "b2,I was billed twice,account_access,2023-02-01,email\n"  # same text, another label: a conflict
         "b3,The parcel never arrived,delivery,2023-02-01,email\n")))  # case differs: a new text
     assert {row["message_id"]: (row["_source_line"], row["_reason"]) for row in quarantined(project, second)} == {
-        "b1": ("2", "exact duplicate"), "b2": ("3", "same text already labeled differently")}
+        "b1": ("2", ALREADY_STORED), "b2": ("3", "same text already labeled differently")}
     assert stored(project, second)["id"].tolist() == ["b3"]
 
 

@@ -19,7 +19,7 @@ from tasks import ingest, split
 from tasks.batches import OUTBOX, UNLABELED
 from tasks.config import IngestParams, SplitParams
 from tasks.errors import DataError
-from tasks.ingest import POOL_COLUMNS, assemble, ingest_batch
+from tasks.ingest import ALREADY_STORED, POOL_COLUMNS, assemble, ingest_batch
 from tasks.layout import POOL_FILE, VERSION_FILE
 from tests.conftest import REPO, cfpb_sample, make_project, project_params
 
@@ -109,7 +109,7 @@ def test_the_same_file_again_adds_nothing_and_a_repeat_of_a_stored_text_is_a_dup
     assert (again.accepted, again.data_version) == (0, first.data_version)
     later = ingest_batch(CFG, [], project, write(project, "later.csv", "text\nthe lender keeps charging me every "
                                                                       "two weeks\na new complaint\n"), store=UNLABELED)
-    assert (later.accepted, later.reasons) == (1, {"exact duplicate": 1})
+    assert (later.accepted, later.reasons) == (1, {ALREADY_STORED: 1})
     assert later.text().splitlines()[0].endswith("2 rows read = 1 accepted + 1 quarantined (decoded as utf-8)")
 
 
