@@ -39,6 +39,7 @@ DATASETS = {"banking77": "banking77_k8", "cfpb_payday_2023": "cfpb_payday_2023"}
 START_PER_CLASS = 2
 GOAL_LABELS, GOAL_RANDOM_LABELS = 600, 1000  # diverse reaches random's accuracy at 1,000 labels with at most 600
 GOAL_ROUND_S = 180
+DIVERSE_PICK = "k-means"  # how tasks.suggest's diverse strategy chooses among its shortlist (earlier results: k-center)
 
 
 def published(dataset: str, data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -80,7 +81,7 @@ def simulate(dataset: str, strategy: str, seed: int, rounds: int, step: int, cfg
                 started = time.perf_counter()
                 pool = train.drop(index=labeled)
                 frame = pd.DataFrame({"nichetune_id": pool.index.astype(str), "text": pool["text"].astype(str)})
-                picked = rank(frame, rows["text"].astype(str).tolist(), classifier, strategy, step, shortlist,
+                picked = rank(frame, classifier, strategy, step, shortlist,
                               seed * 1000 + round_)
                 labeled += [int(i) for i in picked.frame["nichetune_id"]]
                 suggest_s = time.perf_counter() - started
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
                "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
                "finetune": {k: v for k, v in settings.items() if k in ("strategy", "epochs", "learning_rate")},
                "overrides": overrides, "step": args.step,
-               "start_per_class": args.start, "shortlist": args.shortlist, "scored_on": "dev" if args.dev else "test",
+               "start_per_class": args.start, "shortlist": args.shortlist, "pick": DIVERSE_PICK,
+               "scored_on": "dev" if args.dev else "test",
                "runs": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.merge and args.out.is_file():
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         if any(earlier.get(key) != summary[key] for key in same):
             parser.error(f"--merge: {args.out} was measured with other settings ({', '.join(same)}); write a new --out")
         planned = {(d, st, seed) for d in args.datasets for st in args.strategies for seed in range(args.seeds)}
-        summary["runs"] = [{"shortlist": earlier["shortlist"], "command": earlier["command"], **run}
+        summary["runs"] = [{"shortlist": earlier["shortlist"], "pick": pick(earlier), "command": earlier["command"],
+                            **run}
                            for run in earlier["runs"] if (run["dataset"], run["strategy"], run["seed"]) not in planned]
         summary["notes"] = earlier.get("notes", [])
     for dataset in args.datasets:
@@ -149,12 +152,18 @@ def main(argv: list[str] | None = None) -> None:
                 history = simulate(dataset, strategy, seed, args.rounds, args.step, cfg, args.data, args.start,
                                    args.shortlist, args.dev)
                 summary["runs"].append({"dataset": dataset, "strategy": strategy, "seed": seed,
-                                        "shortlist": args.shortlist, "command": summary["command"],
+                                        "shortlist": args.shortlist, "pick": DIVERSE_PICK,
+                                        "command": summary["command"],
                                         "history": history})
                 # written after every run: an interrupted hour-long run keeps what it measured
                 args.out.write_text(json.dumps(summary, indent=2) + "\n")
     for dataset in args.datasets:
         plot(summary, dataset, args.out.with_name(f"{args.out.stem}_{dataset}.png"))
+
+
+def pick(results: dict) -> str:
+    """How `diverse` chose among its shortlist in a run: results from before the k-means pick used k-center."""
+    return results.get("pick", "k-center")
 
 
 def curves(results: dict, dataset: str) -> dict[str, list[tuple[int, float, int]]]:
@@ -239,14 +248,15 @@ def section(results: dict | None, round_results: dict | None = None, dev_runs: l
         return []
     commands = "; ".join(f"`{command}`" for command in dict.fromkeys(run.get("command", results["command"])
                                                                      for run in results["runs"]))
-    shortlists = sorted({run.get("shortlist", results["shortlist"]) for run in results["runs"]
+    shortlists = sorted({f"{run.get('pick', pick(results))}, `suggest.shortlist` "
+                         f"{run.get('shortlist', results['shortlist'])}" for run in results["runs"]
                          if run["strategy"] == "diverse"})
     lines = ["## Active learning: accuracy against labels (active)", "",
              f"{commands} ({results['date']}, {results['machine']}); `benchmarks/results/active.json`; "
              f"protocol in `benchmarks/active.py`. Strategy trained each round: {results['finetune']}"
              f"{trained_with(results)}; "
              f"{results['step']} texts added per round"
-             + (f"; diverse with `suggest.shortlist` {', '.join(map(str, shortlists))}" if shortlists else "") + ".",
+             + (f"; diverse with {'; '.join(shortlists)}" if shortlists else "") + ".",
              ""]
     for dataset in dict.fromkeys(run["dataset"] for run in results["runs"]):
         found = curves(results, dataset)
@@ -279,7 +289,7 @@ def dev_lines(runs: list[dict]) -> list[str]:
     for results in runs:
         for dataset in dict.fromkeys(run["dataset"] for run in results["runs"]):
             for strategy, points in curves(results, dataset).items():
-                shortlist = f", shortlist {results['shortlist']}" if strategy == "diverse" else ""
+                shortlist = f" ({pick(results)}), shortlist {results['shortlist']}" if strategy == "diverse" else ""
                 curves_by[(dataset, f"{strategy}{shortlist}")] = (points, results)
     lines = ["Chosen on dev rows (`--dev`: a fifth of each class of the training split, never labeled, scored "
              "instead of the test split): " + "; ".join(sorted({f"`{r['command']}` ({r['date']})"

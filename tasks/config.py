@@ -322,7 +322,7 @@ class SuggestParams(Section):
 
     strategy: Literal["uncertainty", "diverse", "random"] = "diverse"
     n: int = Field(50, ge=1)  # texts per batch
-    shortlist: int = Field(3, ge=1)  # diverse: spread over the n x shortlist least sure texts (3: chosen on dev rows)
+    shortlist: int = Field(10, ge=1)  # diverse: n clusters of the n x shortlist least sure texts (chosen on dev rows)
     after_review: bool = False  # every training flow ends with the next batch for the champion (nichetune up)
 
 

@@ -4,9 +4,9 @@ Label Studio and Argilla import with the model's label and score as pre-annotati
 
 Strategies (params `suggest.strategy`):
 - `uncertainty`: the smallest margins between the model's two most probable labels (calibrated probabilities);
-- `diverse`: of the `n x shortlist` least sure texts, a greedy k-center pick in the base backbone's sentence
-  space, with the labeled texts as centers already taken: each next text is the one farthest from everything
-  labeled or picked (core-set selection on an uncertainty shortlist);
+- `diverse`: the `n x shortlist` least sure texts, clustered into `n` groups in the base backbone's sentence
+  space (k-means, each text weighted by how unsure the model is of it), and from each group the text nearest its
+  center (diverse mini-batch selection);
 - `random`: a seeded sample, the control that active learning must beat.
 
 The files use the dataset's column names and carry the timestamp, id and metadata the pool kept with each text, so
@@ -73,23 +73,32 @@ def margins(probs: np.ndarray) -> np.ndarray:
     return top[:, 1] - top[:, 0]
 
 
-def k_center(candidates: np.ndarray, centers: np.ndarray, n: int) -> list[int]:
-    """Greedy k-center: `n` rows of `candidates` (unit vectors), each the farthest (cosine distance) from the
-    `centers` and the rows picked before it; the first is the farthest from the centers (or row 0 without any)."""
-    if len(candidates) == 0 or n <= 0:
+def cluster_picks(vectors: np.ndarray, unsure: np.ndarray, n: int, seed: int) -> list[int]:
+    """Diverse mini-batch selection (Zhdanov, 2019): k-means of the candidates (unit vectors) into `n` clusters,
+    each candidate weighted by how unsure the model is of it (`unsure`, higher is less sure), and from each
+    cluster the candidate nearest its center. The batch covers where the model is unsure rather than the
+    outliers there, which a farthest-first (k-center) pick favours. Most unsure first."""
+    import warnings
+
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    k = min(n, len(vectors))
+    if k == 0:
         return []
-    nearest = (1.0 - candidates @ centers.T).min(axis=1) if len(centers) else np.full(len(candidates), np.inf)
-    picked: list[int] = []
-    for _ in range(min(n, len(candidates))):
-        index = int(np.argmax(nearest)) if len(picked) or len(centers) else 0
-        picked.append(index)
-        nearest = np.minimum(nearest, 1.0 - candidates @ candidates[index])
-        nearest[picked] = -np.inf
-    return picked
+    with warnings.catch_warnings():  # fewer distinct texts than clusters: handled below
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(vectors,
+                                                                    sample_weight=np.maximum(unsure, 1e-6))
+    distance = ((vectors - fit.cluster_centers_[fit.labels_]) ** 2).sum(axis=1)
+    picks = {int(members[np.argmin(distance[members])])
+             for members in (np.flatnonzero(fit.labels_ == cluster) for cluster in range(k)) if len(members)}
+    # identical candidates can leave a cluster empty: the next most unsure fill its place
+    by_doubt = [int(i) for i in np.argsort(-unsure, kind="stable")]
+    return ([i for i in by_doubt if i in picks] + [i for i in by_doubt if i not in picks])[:k]
 
 
-def rank(pool: pd.DataFrame, labeled_texts: list[str], classifier, strategy: str, n: int, shortlist: int,
-         seed: int) -> Ranked:
+def rank(pool: pd.DataFrame, classifier, strategy: str, n: int, shortlist: int, seed: int) -> Ranked:
     """`n` texts of `pool` (columns nichetune_id, text) chosen by `strategy` with `classifier` (a loaded model:
     predict_proba, embed, labels)."""
     from tasks.portfolio import unit_rows
@@ -109,9 +118,7 @@ def rank(pool: pd.DataFrame, labeled_texts: list[str], classifier, strategy: str
         else:
             short = by_margin[: n * shortlist]
             vectors = unit_rows(classifier.embed([texts[i] for i in short]))
-            centers = (unit_rows(classifier.embed(labeled_texts)) if labeled_texts
-                       else np.zeros((0, vectors.shape[1])))
-            chosen = short[k_center(vectors, centers, n)]
+            chosen = short[cluster_picks(vectors, 1.0 - margins(probs[short]), n, seed)]
         chosen_probs = probs[chosen]
     labels = np.asarray(classifier.labels)
     frame = pd.DataFrame({
@@ -245,10 +252,10 @@ def history(root: Path, dataset: str) -> list[dict]:
              "labeled": len(set(batch["text_keys"]) & back)} for batch in earlier_batches(root, dataset)]
 
 
-def candidates(root: Path, dataset: str, text_column: str) -> tuple[pd.DataFrame, dict, list[str]]:
+def candidates(root: Path, dataset: str, text_column: str) -> tuple[pd.DataFrame, dict]:
     """The pool's texts that may be suggested (columns nichetune_id, text, key, then the timestamp, id and
-    metadata kept with them), its version, and the labeled texts (the diverse strategy's centers). A quarantined
-    row's text is in its file's `text_column`, escaped as for a spreadsheet."""
+    metadata kept with them) and its version. A quarantined row's text is in its file's `text_column`, escaped as
+    for a spreadsheet."""
     from tasks.batches import QUARANTINE_DIR
     from tasks.ingest import KEY, assemble_pool, same_text
     from tasks.spreadsheet import unescape_formula
@@ -271,7 +278,7 @@ def candidates(root: Path, dataset: str, text_column: str) -> tuple[pd.DataFrame
     frame = pd.DataFrame({"nichetune_id": keep[KEY].str[:16].to_numpy(), "text": keep["text"].to_numpy(),
                           "key": keep[KEY].to_numpy()})
     frame = pd.concat([frame, other.reset_index(drop=True)], axis=1)
-    return frame, version, labeled["text"].astype(str).tolist()
+    return frame, version
 
 
 def record_batch(root: Path, dataset: str, ranked: Ranked, keys: list[str], pool_version: dict, model: str,
@@ -313,7 +320,7 @@ def suggest(root: Path, dataset: str, uri: str, tracking: str, strategy: str, n:
     from tasks.ingest import standard_columns
 
     names = standard_columns(ingest)
-    pool, version, labeled = candidates(root, dataset, names["text"])
+    pool, version = candidates(root, dataset, names["text"])
     if pool.empty:
         raise DataError(f"every unlabeled text of dataset {dataset!r} is labeled, quarantined or already suggested; "
                         f"store more with `nichetune ingest FILE --unlabeled --dataset {dataset}`")
@@ -321,7 +328,7 @@ def suggest(root: Path, dataset: str, uri: str, tracking: str, strategy: str, n:
     with tempfile.TemporaryDirectory(prefix="nichetune-suggest-") as scratch:
         name, model_version, _, model_dir = download_registered(uri, tracking, scratch)
         classifier = load_classifier(model_dir)
-        ranked = rank(pool, labeled, classifier, strategy, n, shortlist, seed + number)
+        ranked = rank(pool, classifier, strategy, n, shortlist, seed + number)
         model = f"{name}/{model_version}"
         out_dir = out_root / dataset / f"{number:04d}"
         files = write_batch(ranked, list(classifier.labels), out_dir, model, dataset, names)

@@ -20,7 +20,7 @@ from tasks.finetune import finetune
 from tasks.ingest import ingest_batch
 from tasks.portfolio import load_classifier
 from tasks.register import _experiment_id, _log_model, _tracking, tracking_uri
-from tasks.suggest import k_center, margins, rank
+from tasks.suggest import cluster_picks, margins, rank
 from tests.conftest import cfpb_sample, make_project, nichetune, project_params
 
 LABELED = cfpb_sample(per_class=6)  # 24 real complaints of four issues
@@ -28,14 +28,18 @@ _MORE = cfpb_sample(per_class=20)
 POOL = _MORE[~_MORE["text"].isin(LABELED["text"])].drop_duplicates("text")  # other complaints, labels dropped
 
 
-def test_margins_and_k_center():
+def test_margins_and_cluster_picks():
     probs = np.array([[0.5, 0.4, 0.1], [0.9, 0.05, 0.05], [0.34, 0.33, 0.33]])
     assert margins(probs) == pytest.approx([0.1, 0.85, 0.01])
-    points = np.array([[1.0, 0.0], [0.99, 0.141], [0.0, 1.0], [-1.0, 0.0]])
+    groups = [(1.0, 0.0), (0.0, 1.0), (-1.0, 0.0)]  # three topics, each a center and two texts beside it
+    points = np.array([point for x, y in groups for point in ((x, y), (x - 0.2 * y, y + 0.2 * x),
+                                                              (x + 0.2 * y, y - 0.2 * x))])
     points /= np.linalg.norm(points, axis=1, keepdims=True)
-    assert k_center(points, np.zeros((0, 2)), 3) == [0, 3, 2]  # the first, then the farthest, then the next
-    assert k_center(points, np.array([[1.0, 0.0]]), 1) == [3]  # a labeled center counts as taken
-    assert k_center(points, np.zeros((0, 2)), 9) == [0, 3, 2, 1]  # no more than there are
+    unsure = np.array([0.5, 0.5, 0.5, 0.2, 0.2, 0.2, 0.9, 0.9, 0.9])
+    assert cluster_picks(points, unsure, 3, seed=0) == [6, 0, 3]  # each topic's center, the least sure first
+    assert sorted(cluster_picks(points, unsure, 20, seed=0)) == list(range(9))  # no more than there are
+    same = np.repeat(points[:1], 4, axis=0)  # four copies of one text: one cluster; the most unsure fills the other
+    assert cluster_picks(same, np.array([0.1, 0.4, 0.3, 0.2]), 2, seed=0) == [0, 1]
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +53,13 @@ def test_each_strategy_picks_what_it_says(classifier):
     pool = pd.DataFrame({"nichetune_id": [f"id{i}" for i in range(len(POOL))], "text": POOL["text"].tolist()})
     probs = classifier.predict_proba(pool["text"].tolist())
     order = np.argsort(margins(probs), kind="stable")
-    uncertain = rank(pool, [], classifier, "uncertainty", 5, 1, seed=0)
+    uncertain = rank(pool, classifier, "uncertainty", 5, 1, seed=0)
     assert uncertain.frame["nichetune_id"].tolist() == [f"id{i}" for i in order[:5]]
     assert uncertain.frame["suggested_label"].tolist() == [classifier.labels[probs[i].argmax()] for i in order[:5]]
-    diverse = rank(pool, LABELED["text"].tolist(), classifier, "diverse", 5, 3, seed=0)
+    diverse = rank(pool, classifier, "diverse", 5, 3, seed=0)
     assert set(diverse.frame["nichetune_id"]) <= {f"id{i}" for i in order[:15]}  # from the shortlist only
     assert diverse.frame["nichetune_id"].is_unique and len(diverse.frame) == 5
-    first, again = (rank(pool, [], classifier, "random", 5, 1, seed=3) for _ in range(2))
+    first, again = (rank(pool, classifier, "random", 5, 1, seed=3) for _ in range(2))
     assert first.frame.equals(again.frame) and first.frame["nichetune_id"].is_unique
 
 
@@ -142,7 +146,7 @@ def test_a_quarantined_text_is_never_suggested_though_its_file_escapes_it_for_sp
     pool = pd.concat([POOL.head(3), risky]).drop(columns=["issue"])
     pool.to_csv(root / "pool.csv", index=False)
     ingest_batch(cfg, [], root, root / "pool.csv", store=UNLABELED, announce=False)
-    frame, _, _ = candidates(root, "complaints", "text")
+    frame, _ = candidates(root, "complaints", "text")
     assert sorted(frame["text"]) == sorted(POOL["text"].head(3))
 
 
