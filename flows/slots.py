@@ -157,8 +157,10 @@ def _revoke_expired_leases(limit_id: UUID) -> list[UUID]:
     """Revoke the limit's expired leases; the flow runs that held them."""
     from prefect.utilities.asyncutils import run_coro_as_sync
 
-    storage, holders = _storage(), []
+    storage, holders, now = _storage(), [], datetime.now(timezone.utc)
     for lease in _leases(limit_id) or []:
+        if lease.expiration > now:
+            continue
         run_coro_as_sync(storage.revoke_lease(lease.id))
         holder = lease.metadata.holder if lease.metadata else None
         if holder is not None and holder.type == "flow_run":
@@ -172,27 +174,27 @@ def _holder_names(client, limit_id: UUID) -> str:
     for lease in _live_leases(limit_id) or []:
         holder = lease.metadata.holder if lease.metadata else None
         if holder is not None and holder.type == "flow_run":
-            names.append(_run_name(client, holder.id))
+            run = _read_run(client, holder.id)
+            names.append(f"'{run.name}'" if run else str(holder.id))
     return f" (flow run {', '.join(names)})" if names else ""
 
 
-def _run_name(client, run_id: UUID) -> str:
+def _read_run(client, run_id: UUID):
+    """The flow run, or None where Prefect has no such run (its database was reset)."""
     from prefect.exceptions import ObjectNotFound
 
     try:
-        return f"'{client.read_flow_run(run_id).name}'"
+        return client.read_flow_run(run_id)
     except ObjectNotFound:
-        return str(run_id)
+        return None
 
 
 def _crash(client, run_id: UUID) -> str | None:
     """Mark a run that Prefect still shows running as crashed; its name, or None if Prefect has no such run."""
-    from prefect.exceptions import ObjectNotFound
     from prefect.states import Crashed
 
-    try:
-        run = client.read_flow_run(run_id)
-    except ObjectNotFound:
+    run = _read_run(client, run_id)
+    if run is None:
         return None
     if run.state is not None and not run.state.is_final():
         client.set_flow_run_state(run_id, Crashed(message="its process stopped without reporting (killed, or its "
