@@ -99,14 +99,12 @@ def free_stale_slot(client, dataset: str) -> bool:
     would otherwise free the slot a second time) and their runs, if Prefect still shows them running, marked
     crashed. Only for a server on this machine, whose leases are under this PREFECT_HOME."""
     name = training_slot(dataset)
-    limit = client.read_global_concurrency_limit_by_name(name)
-    if limit.active_slots == 0 or _live_leases(limit.id) is None:
-        return False
     for look in range(2):
         if look:
             time.sleep(RECHECK_SECONDS)
-            limit = client.read_global_concurrency_limit_by_name(name)
-        if limit.active_slots == 0 or _live_leases(limit.id):
+        limit = client.read_global_concurrency_limit_by_name(name)
+        live = _live_leases(limit.id) if limit.active_slots else []
+        if not limit.active_slots or live is None or live:
             return False
     holders = _revoke_expired_leases(limit.id)
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
