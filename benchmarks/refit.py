@@ -65,14 +65,25 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def section(results: dict | None) -> list[str]:
+def section(*results: dict | None) -> list[str]:
+    """One table per size measured (`--k`), each with its command and the paired differences per seed."""
+    results = [one for one in results if one]
     if not results:
         return []
-    lines = ["## Auto's refit: the fine-tuned member trained again on every row", "",
-             f"`{results['command']}` ({results['date']}); `benchmarks/results/refit.json`; protocol in "
-             f"`benchmarks/refit.py`. banking77, {results['k']} training rows per intent (what 8 per intent leave "
-             f"after the pipeline's 20% holdout); {results['dev_rows']} dev rows from the training split, the same "
-             "for both settings of a seed.", "",
+    lines = ["## Auto's refit: the fine-tuned member trained again on every row", ""]
+    for one in results:
+        lines += size_lines(one)
+    return lines
+
+
+def size_lines(results: dict) -> list[str]:
+    k = results["k"]
+    why = (" (what 8 per intent leave after the pipeline's 20% holdout)" if k == 6 else
+           " (the size of an active-learning round near 1,000 labels)" if k == 13 else "")
+    out = "refit.json" if k == 6 else f"refit_k{k}.json"
+    lines = [f"`{results['command']}` ({results['date']}); `benchmarks/results/{out}`; protocol in "
+             f"`benchmarks/refit.py`. banking77, {k} training rows per intent{why}; {results['dev_rows']} dev rows "
+             "from the training split, the same for both settings of a seed.", "",
              "| refit | dev accuracy (mean) | dev macro-F1 (mean) | seconds (median) | seeds |", "|---|---|---|---|---|"]
     for refit in (True, False):
         mine = [row for row in results["rows"] if row["refit"] is refit]
