@@ -11,8 +11,8 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from benchmarks import (active, adapt, choice, cores, endtoend, folds, memory, privacy, quality, refit, runtime,
-                        selftrain, servers, temperature, tfidf, truncation)
+from benchmarks import (active, adapt, choice, cores, endtoend, folds, memory, privacy, quality, refit,
+                        runtime, selftrain, servers, temperature, tfidf, trainspeed, truncation)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -404,12 +404,13 @@ def render() -> str:
              *runtime.section(load("runtime-full.json")),
              *cores.section(load("cores.json")), *endtoend.section(load("endtoend.json")),
              *active.section(load("active.json"), load("active_round.json"), dev_results()), *memory.section(load("memory.json")),
+             *trainspeed.section(load("trainspeed.json")),
              *servers.section(load("servers.json")),
              *privacy.section(load("privacy.json")),
              *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
              *truncation.section(load("truncation.json")), *choice.section(load("choice.json")),
-             *folds.section(load("folds.json")), *refit.section(load("refit.json")),
+             *folds.section(load("folds.json")), *refit.section(load("refit.json"), load("refit_k13.json")),
              *tfidf.section(load("tfidf.json")), *temperature.section(load("temperature.json")),
              *adapt.section(load("adapt.json")), *selftrain.section(load("selftrain.json")),
              *run_log(quality_results, gpu_quality, settings)]

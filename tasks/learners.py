@@ -16,6 +16,12 @@ LEARNER_FILE = "learner.json"
 ARRAYS_FILE = "learner.npz"
 C_GRID = (1.0, 10.0, 100.0)  # TF-IDF and unit-length sentence vectors both want weak regularisation at few rows
 MAX_FOLDS = 5
+# The cross-validation's folds in worker processes (joblib's), as many as this process's share of the cores: a
+# logistic regression fit holds the GIL and keeps about one core busy. Every fit computes with one BLAS thread:
+# lbfgs's many small products ran 5x slower on two OpenBLAS threads than on one (BENCHMARKS.md, "Training speed
+# on the CPU")
+CV_WORKERS = True
+BLAS_THREADS = 1  # None: the library's own count
 
 # TF-IDF reads words and word pairs, and characters inside word boundaries (robust to typos and inflection in short
 # messages), side by side. Choosing one of the two or both per dataset by cross-validation took twice as long and
@@ -88,23 +94,41 @@ def _logistic(C: float):
 
 
 def _fit_linear(features, labels: list[str], C: float) -> Linear:
-    model = _logistic(C).fit(features, labels)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        model = _logistic(C).fit(features, labels)
     return Linear([str(c) for c in model.classes_], model.coef_.astype(np.float32),
                   model.intercept_.astype(np.float64))
 
 
 def _cv_scores(features, labels: np.ndarray, folds) -> dict[float, float]:
     """Mean macro-F1 over the folds of each C in C_GRID; `features(fold, train_index, test_index)` returns the
-    fold's two feature matrices, built once for the whole grid."""
+    fold's two feature matrices, built once for the whole grid. With CV_WORKERS the folds run side by side in
+    worker processes, as many as this process's share of the cores (tasks.cores)."""
+    import multiprocessing
+
+    from joblib import Parallel, delayed
     from sklearn.metrics import f1_score
 
-    scores = {C: [] for C in C_GRID}
-    for fold, (train_index, test_index) in enumerate(folds.split(np.zeros(len(labels)), labels)):
+    from tasks import cores
+
+    def fold_scores(fold: int, train_index: np.ndarray, test_index: np.ndarray) -> list[float]:
+        from threadpoolctl import threadpool_limits
+
         train_x, test_x = features(fold, train_index, test_index)
-        for C in C_GRID:
-            predicted = _logistic(C).fit(train_x, labels[train_index]).predict(test_x)
-            scores[C].append(f1_score(labels[test_index], predicted, average="macro"))
-    return {C: float(np.mean(scores[C])) for C in C_GRID}
+        with threadpool_limits(limits=blas_threads, user_api="blas"):
+            return [f1_score(labels[test_index], _logistic(C).fit(train_x, labels[train_index]).predict(test_x),
+                             average="macro") for C in C_GRID]
+
+    blas_threads = BLAS_THREADS  # read here: a worker process imports this module afresh
+    splits = list(folds.split(np.zeros(len(labels)), labels))
+    # a daemonic process (a Dask worker of `nichetune trials`) may not start children: there one after the other
+    parallel = CV_WORKERS and not multiprocessing.current_process().daemon
+    jobs = min(cores.share(), len(splits)) if parallel else 1
+    per_fold = Parallel(n_jobs=jobs, prefer="processes")(
+        delayed(fold_scores)(fold, train_index, test_index) for fold, (train_index, test_index) in enumerate(splits))
+    return {C: float(np.mean([scores[i] for scores in per_fold])) for i, C in enumerate(C_GRID)}
 
 
 def _choose_c(features, labels: list[str], seed: int) -> dict:

@@ -42,6 +42,10 @@ PIECE_TOKENS = 512
 # finetune.gradient_checkpointing auto: on the CPU, keep layer activations only for batches up to this many tokens
 # (about 0.3 MB per token for MiniLM); more is recomputed in the backward pass
 CHECKPOINT_TOKENS = 2048
+# AdamW's fused kernel: one pass over each weight per step instead of one per operation. On 2 CPU cores the
+# per-tensor update took a third of `full`'s training time (BENCHMARKS.md, "Training speed on the CPU"); on CUDA
+# it is the fused optimizer of the GPU path
+FUSED_ADAMW = True
 PSEUDO = "_pseudo"  # a training frame's column that marks rows self-training labeled (tasks.selftrain)
 # A run with a time limit times PROBE_SHARE of its first epoch's batches (at least PROBE_BATCHES) after the first,
 # which pays for warm-up: a few percent of the rows sample their lengths well enough to project the run's time
@@ -490,7 +494,7 @@ def optimization(setup: Setup, rows: Rows, seed: int) -> Optimization:
 
     cfg = setup.cfg
     groups = param_groups(setup.model, cfg)
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=FUSED_ADAMW)
     batches = math.ceil(len(epoch_order(rows, cfg, seed, 0)) / cfg.batch_size)
     steps = cfg.epochs * math.ceil(batches / cfg.gradient_accumulation)
     schedule = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
