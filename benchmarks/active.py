@@ -7,7 +7,9 @@
 Each seed starts from 2 labeled texts per class (`--start`) drawn from the training split (the rest of the split is
 the pool, its labels hidden), trains the default strategy (params.yaml's finetune section, or `--finetune`
 overrides) and scores accuracy on the test split. Each round, tasks.suggest.rank picks `--step` texts of the pool
-with the model just trained, exactly as `nichetune suggest` would (the labeled texts count as taken for `diverse`),
+with the model just trained, exactly as `nichetune suggest` would (the labeled texts count as taken for `diverse`;
+the pool's sentence vectors are computed once, before the first round's suggestion is timed, and kept, as
+`nichetune suggest` keeps them in outputs/cache; that one pass is recorded as `pool_vectors_s`),
 their labels are revealed from the data, and the model is trained again from the backbone on every label so far.
 banking77: the published train and test splits; cfpb_payday_2023: January-June complaints as train, July-August as
 test (benchmarks/quality.py). Time per round (suggest, then retrain) is measured too; a round is what a user waits
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -59,7 +62,7 @@ def simulate(dataset: str, strategy: str, seed: int, rounds: int, step: int, cfg
     that fraction of each class of the training split is scored instead of the test split, and never labeled."""
     from tasks.finetune import finetune
     from tasks.portfolio import load_classifier
-    from tasks.suggest import rank
+    from tasks.suggest import needs_vectors, pool_vectors, rank
 
     train, test = published(dataset, data)
     if dev > 0:  # to choose suggest's settings without looking at the test split
@@ -67,6 +70,7 @@ def simulate(dataset: str, strategy: str, seed: int, rounds: int, step: int, cfg
         train = train.drop(index=test.index)
     labeled = train.groupby("label", group_keys=False).sample(start, random_state=seed).index.tolist()
     history = []
+    cache = Path(tempfile.mkdtemp(prefix="nichetune-active-cache-"))  # outputs/cache of a user's project
     for round_ in range(rounds + 1):
         rows = train.loc[labeled]
         started = time.perf_counter()
@@ -76,19 +80,28 @@ def simulate(dataset: str, strategy: str, seed: int, rounds: int, step: int, cfg
             train_s = time.perf_counter() - started
             predicted = classifier.predict(test["text"].astype(str).tolist())
             accuracy = float(np.mean(np.asarray(predicted) == test["label"].to_numpy()))
-            suggest_s = 0.0
+            suggest_s, vectors_s = 0.0, None
             if round_ < rounds:
-                started = time.perf_counter()
                 pool = train.drop(index=labeled)
-                frame = pd.DataFrame({"nichetune_id": pool.index.astype(str), "text": pool["text"].astype(str)})
+                frame = pd.DataFrame({"nichetune_id": pool.index.astype(str), "text": pool["text"].astype(str),
+                                      "key": pool.index.astype(str)})
+                reads = needs_vectors(classifier, strategy)
+                if reads and round_ == 0:  # once per pool: the first suggestion on it computes and keeps them
+                    started = time.perf_counter()
+                    pool_vectors(frame, classifier, cache)
+                    vectors_s = round(time.perf_counter() - started, 1)
+                started = time.perf_counter()
+                vectors = pool_vectors(frame, classifier, cache) if reads else None
                 picked = rank(frame, classifier, strategy, step, shortlist,
-                              seed * 1000 + round_)
+                              seed * 1000 + round_, vectors)
                 labeled += [int(i) for i in picked.frame["nichetune_id"]]
                 suggest_s = time.perf_counter() - started
         history.append({"round": round_, "labels": len(rows), "accuracy": round(accuracy, 4),
-                        "train_s": round(train_s, 1), "suggest_s": round(suggest_s, 1)})
+                        "train_s": round(train_s, 1), "suggest_s": round(suggest_s, 1),
+                        **({"pool_vectors_s": vectors_s} if vectors_s is not None else {})})
         print(f"{dataset} {strategy} seed {seed} round {round_}: {len(rows)} labels, accuracy {accuracy:.3f}, "
               f"train {train_s:.0f} s, suggest {suggest_s:.0f} s", flush=True)
+    shutil.rmtree(cache, ignore_errors=True)
     return history
 
 
@@ -309,8 +322,11 @@ def dev_lines(runs: list[dict]) -> list[str]:
 def round_lines(results: dict | None) -> list[str]:
     if not results:
         return []
-    rounds = [f"trained on {before['labels']} labels in {before['train_s']:.0f} s, suggested {results['step']} in "
-              f"{before['suggest_s']:.0f} s, trained again on {after['labels']} in {after['train_s']:.0f} s"
+    rounds = [f"trained on {before['labels']} labels in {before['train_s']:.0f} s, "
+              + (f"computed the pool's sentence vectors once in {before['pool_vectors_s']:.0f} s (kept for every "
+                 "later suggestion), " if "pool_vectors_s" in before else "")
+              + f"suggested {results['step']} in {before['suggest_s']:.0f} s, trained again on {after['labels']} in "
+              f"{after['train_s']:.0f} s"
               for run in results["runs"] for before, after in zip(run["history"], run["history"][1:])]
     return [f"A round of the default strategy ({results['finetune']['strategy']}{trained_with(results)}) with more "
             f"labels: `{results['command']}` ({results['date']}, {results['machine']}); "

@@ -286,6 +286,7 @@ def predict_command(args: argparse.Namespace) -> None:
 def suggest_command(args: argparse.Namespace) -> None:
     """Write the next batch of texts to label; say where, from how many, and by which model."""
     from tasks.batches import checked_dataset_name
+    from tasks.layout import CACHE_DIR
     from tasks.predict import model_uri
     from tasks.register import tracking_uri
     from tasks.suggest import suggest
@@ -299,7 +300,7 @@ def suggest_command(args: argparse.Namespace) -> None:
         return
     done = suggest(paths.root, dataset, model_uri(args.model, params.register.model_name), tracking_uri(paths),
                    args.strategy or params.suggest.strategy, args.n or params.suggest.n, params.suggest.shortlist,
-                   params.base.seed, paths.workdir / "suggestions", params.ingest)
+                   params.base.seed, paths.workdir / "suggestions", params.ingest, paths.workdir / CACHE_DIR)
     folder = done.files["csv"].parent
     print(f"{done.rows} of {done.pool_rows} unlabeled texts suggested by {done.model} ({done.strategy}) in {folder}:")
     print(f"  {done.files['csv'].name} (a spreadsheet), {done.files['label_studio'].name} with "

@@ -16,7 +16,7 @@ from tasks import evaluate, finetune, ingest, register, split, validate
 from tasks.batches import RAW_DIR
 from tasks.config import Params, Paths, load_params
 from tasks.errors import NichetuneError
-from tasks.layout import MARKDOWN_FILE
+from tasks.layout import CACHE_DIR, MARKDOWN_FILE
 
 
 class _UserErrorsWithoutTraceback(logging.Filter):
@@ -164,7 +164,7 @@ def suggest_task(params: Params, paths: Paths) -> str | None:
     try:
         done = suggest(paths.root, dataset, model_uri(None, params.register.model_name),
                        register.tracking_uri(paths), cfg.strategy, cfg.n, cfg.shortlist, params.base.seed,
-                       paths.workdir / "suggestions", params.ingest)
+                       paths.workdir / "suggestions", params.ingest, paths.workdir / CACHE_DIR)
     except NichetuneError as err:  # no pool, no champion, nothing left: the flow's outcome stands
         print(f"no texts suggested to label next: {err}")
         return None

@@ -25,7 +25,7 @@ PER_CLASS_FILE = "per_class.csv"  # evaluate, inside REPORTS_DIR: precision, rec
 REGISTERED_FILE = "registered.json"  # register: the model version it registered
 
 # Directly under base.workdir, outside every stage's outputs: kept across runs, never tracked by DVC.
-CACHE_DIR = "cache"  # finetune: frozen layers' outputs per dataset version
+CACHE_DIR = "cache"  # finetune: frozen layers' outputs per dataset version; suggest: the pool's sentence vectors
 CHECKPOINT_DIR = "checkpoints"  # finetune: the last finished epoch, for a retried run to resume from
 
 

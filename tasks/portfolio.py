@@ -76,6 +76,17 @@ class Portfolio:
         self._last = (key, vectors)
         return vectors
 
+    def remember_vectors(self, texts: list[str], vectors: np.ndarray) -> None:
+        """Take `vectors` as the base backbone's sentence vectors of `texts` (a caller's cache of them), for the
+        next call on these texts."""
+        self._last = (tuple(texts), vectors)
+
+    @property
+    def reads_vectors(self) -> bool:
+        """Whether a member predicts from the base backbone's sentence vectors."""
+        return any(isinstance(member, learners.Learner) and member.kind == "embedding"
+                   for _, _, member in self.members)
+
     def member_probabilities(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Each member's probabilities over the model's labels (before mixing and the mixture's temperature)."""
         out, vectors = {}, None

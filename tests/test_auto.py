@@ -171,6 +171,13 @@ def test_a_saved_portfolio_predicts_like_any_model(auto_model):
     mixed = sum(w * model.member_probabilities(texts)[name] for name, w, _ in model.members)
     np.testing.assert_allclose(probs, apply_temperature(mixed, model.temperature), atol=1e-5)
     assert model.embed(texts).shape[0] == 12
+    # a caller's own copy of the sentence vectors (suggest keeps the pool's) replaces a pass of the backbone
+    assert model.reads_vectors == ("embedding" in result.choice["weights"])
+    model.remember_vectors(texts, model.embed(texts))
+    np.testing.assert_allclose(model.predict_proba(texts), probs, atol=1e-6)
+    other = np.random.default_rng(0).normal(size=model.embed(texts).shape).astype(np.float32)
+    model.remember_vectors(texts, other)
+    assert np.allclose(model.predict_proba(texts), probs, atol=1e-4) != model.reads_vectors
 
 
 def test_the_same_rows_are_embedded_once_in_a_row(auto_model, monkeypatch):

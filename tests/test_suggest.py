@@ -20,7 +20,7 @@ from tasks.finetune import finetune
 from tasks.ingest import ingest_batch
 from tasks.portfolio import load_classifier
 from tasks.register import _experiment_id, _log_model, _tracking, tracking_uri
-from tasks.suggest import cluster_picks, margins, rank
+from tasks.suggest import cluster_picks, margins, pool_vectors, rank
 from tests.conftest import cfpb_sample, make_project, nichetune, project_params
 
 LABELED = cfpb_sample(per_class=6)  # 24 real complaints of four issues
@@ -61,6 +61,37 @@ def test_each_strategy_picks_what_it_says(classifier):
     assert diverse.frame["nichetune_id"].is_unique and len(diverse.frame) == 5
     first, again = (rank(pool, classifier, "random", 5, 1, seed=3) for _ in range(2))
     assert first.frame.equals(again.frame) and first.frame["nichetune_id"].is_unique
+
+
+class CountingEmbed:
+    """The classifier, counting the texts it embeds."""
+
+    def __init__(self, classifier):
+        self.classifier, self.embedded = classifier, 0
+
+    def __getattr__(self, name):
+        return getattr(self.classifier, name)
+
+    def embed(self, texts):
+        self.embedded += len(texts)
+        return self.classifier.embed(texts)
+
+
+def test_the_pools_sentence_vectors_are_kept_and_only_new_texts_embedded(classifier, tmp_path):
+    pool = pd.DataFrame({"nichetune_id": [f"id{i}" for i in range(len(POOL))], "text": POOL["text"].tolist(),
+                         "key": [f"key{i}" for i in range(len(POOL))]})
+    first, later = pool.iloc[: len(pool) // 2], pool.iloc[::-1]  # a later batch: more texts, in another order
+    counting = CountingEmbed(classifier)
+    vectors = pool_vectors(first, counting, tmp_path)
+    assert counting.embedded == len(first)
+    np.testing.assert_allclose(vectors, classifier.embed(first["text"].tolist()), atol=1e-5)
+    again = pool_vectors(later, counting, tmp_path)
+    assert counting.embedded == len(pool)  # the first half came from the file
+    np.testing.assert_allclose(again, classifier.embed(later["text"].tolist()), atol=1e-5)
+    ranked = rank(later, classifier, "diverse", 5, 3, seed=0, vectors=again)
+    assert ranked.frame.equals(rank(later, classifier, "diverse", 5, 3, seed=0).frame)
+    (tmp_path / next(tmp_path.glob("*.npz")).name).write_bytes(b"cut short")  # a damaged file: computed again
+    assert len(pool_vectors(first, counting, tmp_path)) == len(first) and counting.embedded == len(pool) + len(first)
 
 
 def test_a_batch_comes_back_from_label_studio_and_argilla_in_the_dataset_columns(tmp_path):
@@ -205,6 +236,8 @@ def test_suggest_writes_files_the_tools_import_and_records_the_batch(project, mo
     record = json.loads((project / "data" / "suggestions" / "complaints" / "0001.json").read_text())
     assert record["model"] == "complaints/1" and record["strategy"] == "diverse" and len(record["text_keys"]) == 6
     assert record["pool_version"]["rows"] == len(POOL) + 2
+    (cached,) = (project / "outputs" / "cache").glob("suggest-vectors-*.npz")  # the pool's vectors, for the next
+    assert len(np.load(cached)["keys"]) == len(POOL)
     code, out, _ = nichetune(project, monkeypatch, capsys, "suggest", "--n", "100", "--strategy", "random")
     assert code == 0 and f"{len(POOL) - 6} of {len(POOL) - 6} unlabeled texts" in out  # the first batch is out
     second = pd.read_csv(project / "outputs" / "suggestions" / "complaints" / "0002" / "suggestions.csv")
