@@ -145,7 +145,9 @@ def needs_vectors(classifier, strategy: str) -> bool:
 
 def vector_space(classifier) -> str:
     """A name for the sentence vectors `classifier.embed` gives: its base backbone's weights and configuration,
-    and how many tokens of a text it reads, cut how. Models built on the same base share it."""
+    and how many tokens of a text it reads, cut how. Models built on the same base share it. By the files'
+    contents, not their names and times (tasks.features.backbone_fingerprint): each suggestion downloads the model
+    afresh, and an adapted backbone copied inside it gets new times every time."""
     import hashlib
 
     from tasks.model import base_folder
