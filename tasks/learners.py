@@ -22,6 +22,9 @@ MAX_FOLDS = 5
 # on the CPU")
 CV_WORKERS = True
 BLAS_THREADS = 1  # None: the library's own count
+# seconds the idle worker processes (about 200 MB each) wait for the next search: auto's two searches, seconds apart,
+# share them, and they do not hold memory through the fine-tuned candidate's training (joblib's default: 5 minutes)
+CV_WORKERS_IDLE_S = 30
 
 # TF-IDF reads words and word pairs, and characters inside word boundaries (robust to typos and inflection in short
 # messages), side by side. Choosing one of the two or both per dataset by cross-validation took twice as long and
@@ -126,7 +129,7 @@ def _cv_scores(features, labels: np.ndarray, folds) -> dict[float, float]:
     # a daemonic process (a Dask worker of `nichetune trials`) may not start children: there one after the other
     parallel = CV_WORKERS and not multiprocessing.current_process().daemon
     jobs = min(cores.share(), len(splits)) if parallel else 1
-    per_fold = Parallel(n_jobs=jobs, prefer="processes")(
+    per_fold = Parallel(n_jobs=jobs, prefer="processes", idle_worker_timeout=CV_WORKERS_IDLE_S)(
         delayed(fold_scores)(fold, train_index, test_index) for fold, (train_index, test_index) in enumerate(splits))
     return {C: float(np.mean([scores[i] for scores in per_fold])) for i, C in enumerate(C_GRID)}
 
