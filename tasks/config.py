@@ -183,6 +183,11 @@ class FinetuneParams(Section):
     # or 0, over every pair of rows in the batch, added to the cross-entropy with this weight; 0: off
     pair_loss_weight: float = Field(10.0, ge=0)
     class_balance: Literal["none", "weights", "oversample"] = "none"  # for imbalanced labels
+    # full, gradual_unfreeze: the word vectors (MiniLM: 30,522 x 384, half its weights) stay as pretrained or
+    # train; the position vectors, the embeddings' LayerNorm and every layer above train either way. Frozen,
+    # fine-tuning ran 1.15x the samples per second on 2 CPU cores and scored the same on dev rows within noise
+    # (BENCHMARKS.md, "Fine-tuning with the word vectors frozen")
+    word_embeddings: Literal["freeze", "train"] = "freeze"
     # strategy freeze: the embeddings and this many lowest layers stay fixed; at most the backbone's layers
     freeze_layers: int = Field(4, ge=0, validate_default=True)
     lora_r: int = Field(8, ge=1)

@@ -59,7 +59,8 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
              "learning rates", "the whole backbone", "the changed backbone", backbone_trains=False,
              unfreezes_each_epoch=True,
              benchmarked={"epochs": 8, "learning_rate": 1e-4, "layer_lr_decay": 0.8, "pair_loss_weight": 0.0}),
-    Strategy("full", "every weight, layer-wise rates when `layer_lr_decay` < 1", "the whole backbone",
+    Strategy("full", "every weight (the word vectors as `word_embeddings` says), layer-wise rates when "
+             "`layer_lr_decay` < 1", "the whole backbone",
              "the changed backbone (about 90 MB)", backbone_trains=True,
              benchmarked={"epochs": 8, "learning_rate": 1e-4, "pair_loss_weight": 10.0}),
     Strategy("auto", "each of `candidates` (TF-IDF + logistic regression, sentence vectors + logistic "
@@ -85,6 +86,8 @@ def unread_keys(name: str) -> set[str]:
     unread |= (LORA_KEYS if entry.adapter != "lora" else set()) | (IA3_KEYS if entry.adapter != "ia3" else set())
     unread |= {"layer_lr_decay"} if entry.optimizes != "layers" else set()
     unread |= {"learning_rate"} if entry.optimizes == "head" else set()
+    # only a strategy that trains the backbone's own embeddings has word vectors to train or keep
+    unread |= {"word_embeddings"} if entry.optimizes != "layers" or entry.caches == "freeze_layers" else set()
     unread |= {"pair_loss_weight"} if not entry.pair_loss else set()
     return unread
 

@@ -97,6 +97,8 @@ def build_model(cfg: FinetuneParams, labels: list[str]) -> SentenceClassifier:
         encoder.embeddings.requires_grad_(False)
         for block in encoder.encoder.layer[: cfg.freeze_layers]:
             block.requires_grad_(False)
+    if cfg.word_embeddings == "freeze":
+        encoder.embeddings.word_embeddings.requires_grad_(False)
     if plan.adapter is not None:
         encoder = _with_adapters(encoder, cfg, plan.adapter)
     return SentenceClassifier(encoder, len(labels), cfg.dropout)
@@ -149,12 +151,15 @@ def param_groups(model: SentenceClassifier, cfg: FinetuneParams) -> list[dict]:
     return groups
 
 
-def unfreeze_for_epoch(model: SentenceClassifier, epoch: int) -> None:
-    """gradual_unfreeze: in epoch e (0-based) the head and the top e layers train; the embeddings join last."""
+def unfreeze_for_epoch(model: SentenceClassifier, epoch: int, word_embeddings: str = "train") -> None:
+    """gradual_unfreeze: in epoch e (0-based) the head and the top e layers train; the embeddings join last,
+    less the word vectors when `finetune.word_embeddings` freezes them."""
     depth = model.depth
     for i, block in enumerate(model.bert.encoder.layer):
         block.requires_grad_(i >= depth - epoch)
     model.bert.embeddings.requires_grad_(epoch > depth)
+    if word_embeddings == "freeze":
+        model.bert.embeddings.word_embeddings.requires_grad_(False)
 
 
 # ---------------------------------------------------------------- inputs
@@ -585,7 +590,7 @@ def train_epochs(setup: Setup, opt: Optimization, rows: Rows, held: Rows | None,
         epoch_started = time.perf_counter()
         progress.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
         if setup.plan.unfreezes_each_epoch:
-            unfreeze_for_epoch(setup.model, epoch)
+            unfreeze_for_epoch(setup.model, epoch, cfg.word_embeddings)
         watch = None
         if limit is not None and epoch == state["epoch"] and opt.private is None:
             watch = Projection(limit, rows, epoch_order(rows, cfg, seed, epoch), opt.batches,
@@ -674,7 +679,7 @@ def train_strategy(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir:
     result = FinetuneResult(
         model_dir, setup.labels, cfg.strategy, setup.device.name, earlier + this_run,
         seen / this_run if this_run else 0.0, state["losses"], state["validation"], state["best_epoch"],
-        sum(p.numel() for group in opt.groups for p in group["params"]),
+        sum(p.numel() for group in opt.groups for p in group["params"] if p.requires_grad),
         bool(rows.features is not None and rows.features.from_cache), resumed, temperature, privacy=spent)
     (out_dir / LOG_FILE).write_text(json.dumps({**asdict(result), "model_dir": str(model_dir)}, indent=2))
     if checkpoint is not None:

@@ -111,11 +111,32 @@ def test_freeze_trains_only_the_layers_above_freeze_layers(trained, tiny_backbon
     assert all(changed(before, after, "encoder.layer.1.attention.self."))
 
 
-def test_full_changes_every_layer_and_the_embeddings(trained, tiny_backbone):
-    before, after = encoder_weights(trained["full"], tiny_backbone)
+def test_full_changes_every_layer_and_the_embeddings_but_the_word_vectors(trained, tiny_backbone):
+    before, after = encoder_weights(trained["full"], tiny_backbone)  # finetune.word_embeddings: freeze
+    for prefix in ("embeddings.position_embeddings", "embeddings.LayerNorm", "encoder.layer.0.attention.self.",
+                   "encoder.layer.1.output."):
+        assert all(changed(before, after, prefix)), prefix
+    assert not any(changed(before, after, "embeddings.word_embeddings"))
+    assert not any(changed(before, after, "pooler."))  # mean pooling: BERT's pooler never runs
+
+
+def test_full_trains_the_word_vectors_too_when_asked(trained, train, tiny_backbone, tmp_path):
+    result = finetune(train, params(tiny_backbone, word_embeddings="train"), seed=11, out_dir=tmp_path)
+    before, after = encoder_weights(result, tiny_backbone)
     for prefix in ("embeddings.word_embeddings", "encoder.layer.0.attention.self.", "encoder.layer.1.output."):
         assert all(changed(before, after, prefix)), prefix
-    assert not any(changed(before, after, "pooler."))  # mean pooling: BERT's pooler never runs
+    words = before["embeddings.word_embeddings.weight"].numel()
+    assert result.trainable_parameters - trained["full"].trainable_parameters == words
+
+
+def test_gradual_unfreeze_thaws_the_embeddings_but_not_frozen_word_vectors(tiny_backbone):
+    model = build_model(params(tiny_backbone, strategy="gradual_unfreeze"), ["a", "b"])
+    finetune_module.unfreeze_for_epoch(model, model.depth + 1, "freeze")
+    embeddings = model.bert.embeddings
+    assert not embeddings.word_embeddings.weight.requires_grad
+    assert embeddings.position_embeddings.weight.requires_grad and embeddings.LayerNorm.weight.requires_grad
+    finetune_module.unfreeze_for_epoch(model, model.depth + 1, "train")
+    assert embeddings.word_embeddings.weight.requires_grad
 
 
 def test_gradual_unfreeze_reaches_only_the_top_layer_in_two_epochs(trained, tiny_backbone):

@@ -50,6 +50,8 @@ def test_each_strategy_reads_the_keys_it_is_said_not_to_ignore():
     assert "lora_r" not in unread_keys("lora") and "lora_r" in unread_keys("ia3")
     assert "ia3_target_modules" not in unread_keys("ia3")
     assert "freeze_layers" not in unread_keys("freeze") and "freeze_layers" in unread_keys("full")
+    assert "word_embeddings" not in unread_keys("full") and "word_embeddings" not in unread_keys("gradual_unfreeze")
+    assert {"word_embeddings"} <= unread_keys("freeze") & unread_keys("lora") & unread_keys("head")
     assert "layer_lr_decay" in unread_keys("lora") and "layer_lr_decay" not in unread_keys("gradual_unfreeze")
     for name in STRATEGIES:  # every strategy reads the keys every training reads
         assert not {"epochs", "batch_size", "head_learning_rate"} & unread_keys(name)
