@@ -554,8 +554,8 @@ def train_epoch(setup: Setup, opt: Optimization, rows: Rows, seed: int, epoch: i
                 _step(opt.optimizer, opt.schedule)
                 progress.update()
                 continue
-        vectors = vectors_for(model, rows, index, setup.tokenizer, cfg, device)
-        with device.autocast():
+        with device.autocast():  # one context per step: the weights are cast to its precision once
+            vectors = vectors_for(model, rows, index, setup.tokenizer, cfg, device)
             logits = model.classify(vectors)
         targets = rows.targets[index].to(device.device)
         loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=opt.weights,
