@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from functools import partial
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_offline_defaults()
     rows = [row for seed in range(args.seeds)
             for row in run_seed(args.k, seed, args.thresholds, args.dev_rows, args.data)]
-    summary = {"command": "python -m benchmarks.folds " + " ".join(argv or []),
+    summary = {"command": "python -m benchmarks.folds " + " ".join(argv if argv is not None else sys.argv[1:]),
                "date": time.strftime("%Y-%m-%d"), "machine": machine(), "k": args.k, "rows": rows}
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     return summary

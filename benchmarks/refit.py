@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     quiet_offline_defaults()
     rows = [row for seed in range(args.seeds) for row in run_seed(args.k, seed, args.dev_rows, args.data)]
-    summary = {"command": " ".join(["python -m benchmarks.refit", *(argv or [])]),
+    summary = {"command": " ".join(["python -m benchmarks.refit", *(argv if argv is not None else sys.argv[1:])]),
                "date": time.strftime("%Y-%m-%d"), "machine": machine(), "k": args.k,
                "dev_rows": args.dev_rows, "rows": rows}
     args.out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
             updates[name].append(fine_tune(train, args.epochs, fused))
         for name, setting in SEARCHES.items():
             searches[name].append(fast_learners(texts, labels, vectors, setting))
-    summary = {"command": " ".join(["python -m benchmarks.trainspeed", *(argv or [])]),
+    summary = {"command": " ".join(["python -m benchmarks.trainspeed", *(argv if argv is not None else sys.argv[1:])]),
                "date": time.strftime("%Y-%m-%d"), "machine": machine(), "k": args.k, "rows": len(train),
                "epochs": args.epochs, "updates": updates, "searches": searches}
     args.out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         name, k = one.split(":")
         for seed in range(args.seeds):
             rows += run_seed(name, int(k), seed, args.dev_rows, args.data)
-    summary = {"command": " ".join(["python -m benchmarks.words", *(argv or [])]),
+    summary = {"command": " ".join(["python -m benchmarks.words", *(argv if argv is not None else sys.argv[1:])]),
                "date": time.strftime("%Y-%m-%d"), "machine": machine(), "dev_rows": args.dev_rows, "rows": rows}
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(section(summary)))
