@@ -11,8 +11,8 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from benchmarks import (active, adapt, choice, cores, endtoend, folds, memory, privacy, quality, refit,
-                        runtime, selftrain, servers, temperature, tfidf, trainspeed, truncation, words)
+from benchmarks import (active, adapt, choice, cores, endtoend, folds, memory, precision, privacy, quality,
+                        refit, runtime, selftrain, servers, temperature, tfidf, trainspeed, truncation, words)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -406,6 +406,7 @@ def render() -> str:
              *active.section(load("active.json"), load("active_round.json"), dev_results()), *memory.section(load("memory.json")),
              *trainspeed.section(load("trainspeed.json")),
              *words.section(load("words.json"), load("words_k13.json")),
+             *precision.section(load("precision.json")),
              *servers.section(load("servers.json")),
              *privacy.section(load("privacy.json")),
              *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),

@@ -238,7 +238,7 @@ class Candidates:
         self.held = [i for _, held in self.folds for i in held]
         self.targets = np.array([self.labels.index(self.names[i]) for i in self.held])
         self.folder = stage_dir / CANDIDATES_DIR
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, cfg.precision)
         self.vectors = None
         self.probs, self.report, self.settings = {}, [], {}
         self.result: FinetuneResult | None = None  # the fine-tuned candidate's record (one carve: its first run)

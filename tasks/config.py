@@ -214,7 +214,10 @@ class FinetuneParams(Section):
     # recompute each layer's activations in the backward pass instead of keeping them: auto on the CPU when a batch
     # can hold more than CHECKPOINT_TOKENS tokens (long texts), where it cut peak memory 2.6x for 17% more time
     gradient_checkpointing: Literal["auto", "always", "never"] = "auto"
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA with bf16 when present, else the CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present, else the CPU
+    # auto: bf16 autocast where the hardware runs it fast (CUDA with bf16, a CPU with AMX), else fp32; fp32: never.
+    # Prediction follows the machine it runs on (NICHETUNE_PRECISION=fp32 keeps a process in fp32)
+    precision: Literal["auto", "fp32"] = "auto"
     privacy: PrivacyParams = PrivacyParams()  # differential privacy; epsilon null: off
 
     @property

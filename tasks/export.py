@@ -124,7 +124,7 @@ def _classifier(model_dir: Path, card: dict):
 
     from tasks.model import Classifier, mean_pool, resolve_device
 
-    classifier = Classifier(model_dir, resolve_device("cpu"))
+    classifier = Classifier(model_dir, resolve_device("cpu", "fp32"))  # the graph is traced in fp32
     if classifier.own_encoder is not None:
         encoder = classifier.own_encoder
     else:
@@ -227,6 +227,7 @@ def export_model(model_dir: Path, out: Path, quantization: str = "auto", check_t
                  source: dict | None = None) -> Export:
     """Write `model_dir` (a saved nichetune model) to `out` as an ONNX folder; `check_texts` (real rows, e.g. the
     holdout's) measure parity with the torch model and let `auto` choose the quantization."""
+    from tasks.model import resolve_device
     from tasks.portfolio import load_classifier
 
     if quantization not in QUANTIZATIONS:
@@ -239,7 +240,9 @@ def export_model(model_dir: Path, out: Path, quantization: str = "auto", check_t
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out}: already exists and is not empty; pass another --output or remove it")
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    reference = load_classifier(model_dir).predict_proba(check_texts) if check_texts else None
+    # parity against the fp32 network, as any machine computes it (a CPU with AMX would otherwise run bf16)
+    reference = (load_classifier(model_dir, resolve_device("cpu", "fp32")).predict_proba(check_texts)
+                 if check_texts else None)
     spec, graphs = _networks(Path(model_dir))
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as scratch:

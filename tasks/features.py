@@ -52,9 +52,12 @@ def backbone_fingerprint(path: str) -> str:
 
 
 def cache_key(backbone: str, layer: int, pooled: bool, max_length: int, truncation: str,
-              texts: list[str]) -> str:
+              texts: list[str], precision: str = "fp32") -> str:
     digest = hashlib.sha256()
-    for part in (backbone_fingerprint(backbone), str(layer), str(pooled), str(max_length), truncation, *texts):
+    # bf16's outputs differ in their last digits: kept apart (fp32's keys are those from before precisions)
+    parts = [] if precision == "fp32" else [precision]
+    for part in (backbone_fingerprint(backbone), str(layer), str(pooled), str(max_length), truncation, *parts,
+                 *texts):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
     return digest.hexdigest()[:24]
@@ -88,7 +91,8 @@ def frozen_features(model: SentenceClassifier, tokenizer, texts: list[str], laye
     pooled = layer == model.depth
     if cache_dir is None:
         return compute(model, tokenizer, texts, layer, pooled, max_length, device, truncation)
-    path = cache_dir / f"{cache_key(backbone, layer, pooled, max_length, truncation, texts)}.pt"
+    key = cache_key(backbone, layer, pooled, max_length, truncation, texts, device.precision)
+    path = cache_dir / f"{key}.pt"
     if path.is_file():
         stored = torch.load(path, weights_only=True)
         return Features(layer, pooled=stored.get("pooled"), tokens=stored.get("tokens"), from_cache=True)

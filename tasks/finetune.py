@@ -79,7 +79,7 @@ def _finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path
 
         cache = (work_dir or out_dir) / CACHE_DIR
         adapted = adapted_backbone(corpus, text_digest(corpus), unlabeled.adapt, cfg.backbone, seed, cache,
-                                   resolve_device(cfg.device))
+                                   resolve_device(cfg.device, cfg.precision))
         cfg = cfg.model_copy(update={"backbone": str(adapted.path)})
         record["adapt"] = {**adapted.provenance, "corpus": unlabeled.adapt.corpus}
     if self_training:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,12 +31,15 @@ class Device:
     """Device and precision, resolved in one place for training and prediction."""
 
     device: torch.device
-    autocast_dtype: torch.dtype | None  # bf16 on CUDA; None: plain fp32
+    autocast_dtype: torch.dtype | None  # bf16 where the hardware runs it fast (resolve_device); None: plain fp32
 
     @property
     def name(self) -> str:
-        precision = "bf16" if self.autocast_dtype is torch.bfloat16 else "fp32"
-        return f"{self.device.type}/{precision}"
+        return f"{self.device.type}/{self.precision}"
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.autocast_dtype is torch.bfloat16 else "fp32"
 
     def autocast(self):
         """A context that runs the forward pass in the resolved precision."""
@@ -43,15 +47,37 @@ class Device:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled)
 
 
-def resolve_device(preference: str = "auto") -> Device:
-    """CUDA with bf16 when present (or asked for), else the CPU with this process's share of its cores."""
+# fp32: this process never runs bf16, whatever the hardware (training and prediction alike); auto: as below
+PRECISION_ENV = "NICHETUNE_PRECISION"
+PRECISIONS = ("auto", "fp32")
+
+
+def cpu_runs_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX with AVX-512 BF16). There a bf16 product
+    of MiniLM's sizes ran 8x fp32's, training 1.25x and prediction 2x (BENCHMARKS.md, "bf16 on the CPU");
+    elsewhere bf16 is emulated and slower than fp32. torch names these probes privately: without them, fp32."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    try:
+        return all(probe is not None and probe() for probe in probes)
+    except RuntimeError:
+        return False
+
+
+def resolve_device(preference: str = "auto", precision: str = "auto") -> Device:
+    """CUDA when present (or asked for), else the CPU with this process's share of its cores; bf16 autocast
+    where the hardware runs it fast (CUDA with bf16, a CPU with AMX), unless `precision` or NICHETUNE_PRECISION
+    says fp32."""
+    chosen = os.environ.get(PRECISION_ENV, "auto")
+    if chosen not in PRECISIONS:
+        raise ParamsError(f"{PRECISION_ENV}={chosen!r}: use {' or '.join(PRECISIONS)} (or leave it unset)")
+    fast = precision != "fp32" and chosen != "fp32"
     if preference in ("auto", "cuda") and torch.cuda.is_available():
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        dtype = torch.bfloat16 if fast and torch.cuda.is_bf16_supported() else None
         return Device(torch.device("cuda"), dtype)
     if preference == "cuda":
         raise ParamsError("finetune.device = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
     torch.set_num_threads(cores.share())
-    return Device(torch.device("cpu"), None)
+    return Device(torch.device("cpu"), torch.bfloat16 if fast and cpu_runs_bf16() else None)
 
 
 def load_encoder(path: str):

@@ -153,7 +153,9 @@ def vector_space(classifier) -> str:
     from tasks.model import base_folder
 
     folder = Path(base_folder(classifier.model_dir, classifier.base_name))
-    digest = hashlib.sha256(f"{classifier.max_length}/{classifier.truncation}".encode())
+    # bf16's vectors differ in their last digits: a space of their own (fp32 keeps the name it had before)
+    precision = "" if classifier.device.precision == "fp32" else f"/{classifier.device.precision}"
+    digest = hashlib.sha256(f"{classifier.max_length}/{classifier.truncation}{precision}".encode())
     for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + [folder / "config.json"]:
         if path.is_file():
             with path.open("rb") as handle:

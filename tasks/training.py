@@ -428,7 +428,7 @@ def prepare(train: pd.DataFrame, cfg: FinetuneParams, seed: int) -> Setup:
     from transformers import AutoTokenizer
 
     seed_everything(seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, cfg.precision)
     if cfg.privacy.enabled:  # Opacus multiplies activations by gradients: both in one precision
         device = Device(device.device, None)
     base = backbone_path(cfg.backbone)

@@ -1,0 +1,76 @@
+"""Precision: bf16 autocast where the hardware runs it fast, fp32 where asked, and what must stay fp32 whatever
+the machine (the ONNX export's parity reference). The rest of the suite runs in fp32 (tests/conftest.py); here
+the CPU is taken to have AMX, so the bf16 path runs on any CPU (emulated where it has none: slower, the same
+numbers to bf16's precision)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tasks import model as model_module
+from tasks.config import FinetuneParams
+from tasks.errors import ParamsError
+from tasks.export import export_model
+from tasks.finetune import finetune
+from tasks.model import PRECISION_ENV, Classifier, forget_bases, resolve_device
+from tasks.suggest import vector_space
+from tests.conftest import cfpb_sample
+
+
+@pytest.fixture
+def amx(monkeypatch):
+    """This process on a CPU with AMX and no NICHETUNE_PRECISION: resolve_device's auto picks bf16."""
+    monkeypatch.delenv(PRECISION_ENV)
+    monkeypatch.setattr(model_module, "cpu_runs_bf16", lambda: True)
+    forget_bases()
+    yield
+    forget_bases()
+
+
+@pytest.fixture(scope="module")
+def train():
+    return cfpb_sample(per_class=6).rename(columns={"issue": "label"})[["text", "label"]]
+
+
+def params(tiny_backbone, **values) -> FinetuneParams:
+    defaults = dict(backbone=str(tiny_backbone), strategy="full", epochs=2, batch_size=8, max_length=32,
+                    learning_rate=5e-3)
+    return FinetuneParams(**{**defaults, **values})
+
+
+def test_the_cpu_runs_bf16_only_where_it_has_the_units_and_fp32_is_not_asked_for(amx, monkeypatch):
+    assert resolve_device("cpu").name == "cpu/bf16" and resolve_device("auto").autocast_dtype is torch.bfloat16
+    assert resolve_device("cpu", "fp32").name == "cpu/fp32"
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    assert resolve_device("cpu").name == "cpu/fp32"
+    monkeypatch.setenv(PRECISION_ENV, "fast")
+    with pytest.raises(ParamsError, match=f"{PRECISION_ENV}='fast': use auto or fp32"):
+        resolve_device("cpu")
+    monkeypatch.delenv(PRECISION_ENV)
+    monkeypatch.setattr(model_module, "cpu_runs_bf16", lambda: False)
+    assert resolve_device("cpu").name == "cpu/fp32"
+
+
+def test_the_hardware_probe_answers_on_any_cpu():
+    assert isinstance(model_module.cpu_runs_bf16(), bool)
+
+
+def test_a_model_trained_in_bf16_predicts_as_in_fp32_to_bf16s_precision(amx, train, tiny_backbone, tmp_path):
+    result = finetune(train, params(tiny_backbone), seed=3, out_dir=tmp_path)
+    assert result.device == "cpu/bf16" and np.isfinite(result.losses).all()
+    fp32 = finetune(train, params(tiny_backbone, precision="fp32"), seed=3, out_dir=tmp_path / "fp32")
+    assert fp32.device == "cpu/fp32"
+    texts = train["text"].tolist()
+    fast, exact = Classifier(result.model_dir), Classifier(result.model_dir, resolve_device("cpu", "fp32"))
+    assert fast.device.name == "cpu/bf16"
+    np.testing.assert_allclose(fast.predict_proba(texts), exact.predict_proba(texts), atol=0.02)
+    # each precision keeps its own suggestion vectors: the two differ in their last digits
+    assert vector_space(fast) != vector_space(exact)
+
+
+def test_the_export_checks_parity_against_fp32_where_prediction_runs_bf16(amx, train, tiny_backbone, tmp_path):
+    result = finetune(train, params(tiny_backbone, precision="fp32"), seed=3, out_dir=tmp_path / "model")
+    done = export_model(result.model_dir, tmp_path / "onnx", "none", train["text"].tolist())
+    assert done.parity.agreement == 1.0 and done.parity.p99_diff < 1e-4, done.parity
