@@ -57,11 +57,17 @@ def test_the_hardware_probe_answers_on_any_cpu():
     assert isinstance(model_module.cpu_runs_bf16(), bool)
 
 
-def test_a_model_trained_in_bf16_predicts_as_in_fp32_to_bf16s_precision(amx, train, tiny_backbone, tmp_path):
-    result = finetune(train, params(tiny_backbone), seed=3, out_dir=tmp_path)
+@pytest.mark.parametrize("strategy", ["full", "freeze", "head", "lora"])
+def test_a_model_trained_in_bf16_predicts_as_in_fp32_to_bf16s_precision(amx, train, tiny_backbone, tmp_path,
+                                                                         strategy):
+    """Each way a strategy runs the backbone: all of it, from cached lower layers, from cached sentence vectors,
+    through adapters."""
+    cfg = params(tiny_backbone, strategy=strategy, freeze_layers=1, validation_fraction=0.25)
+    result = finetune(train, cfg, seed=3, out_dir=tmp_path, work_dir=tmp_path / "work")  # work: the feature cache
     assert result.device == "cpu/bf16" and np.isfinite(result.losses).all()
-    fp32 = finetune(train, params(tiny_backbone, precision="fp32"), seed=3, out_dir=tmp_path / "fp32")
-    assert fp32.device == "cpu/fp32"
+    fp32 = finetune(train, cfg.model_copy(update={"precision": "fp32"}), seed=3, out_dir=tmp_path / "fp32",
+                    work_dir=tmp_path / "work")
+    assert fp32.device == "cpu/fp32" and not fp32.features_cached  # bf16's cached features are not fp32's
     texts = train["text"].tolist()
     fast, exact = Classifier(result.model_dir), Classifier(result.model_dir, resolve_device("cpu", "fp32"))
     assert fast.device.name == "cpu/bf16"
