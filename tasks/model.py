@@ -54,8 +54,9 @@ PRECISIONS = ("auto", "fp32")
 
 def cpu_runs_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX with AVX-512 BF16). There a bf16 product
-    of MiniLM's sizes ran 8x fp32's, training 1.25x and prediction 2x (BENCHMARKS.md, "bf16 on the CPU");
-    elsewhere bf16 is emulated and slower than fp32. torch names these probes privately: without them, fp32."""
+    of MiniLM's sizes ran 8x fp32's, fine-tuning 1.1x to 1.2x and prediction 1.6x to 2.1x (BENCHMARKS.md, "bf16
+    on the CPU"); elsewhere bf16 is emulated and slower than fp32. torch names these probes privately: without
+    them, fp32."""
     probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     try:
         return all(probe is not None and probe() for probe in probes)
