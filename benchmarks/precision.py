@@ -15,19 +15,15 @@ agree on. The precisions alternate within each seed, in one process."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from sklearn.metrics import matthews_corrcoef
 
-from benchmarks.quality import RESULTS, machine, strategy_params
-from benchmarks.sources import add_data_option
-from benchmarks.words import JUDGED_BY, rows_and_dev
+from benchmarks.quality import RESULTS, strategy_params
+from benchmarks.words import JUDGED_BY, measure_sets, rows_and_dev
 
 OUT = RESULTS / "precision.json"
 PRECISIONS = ("fp32", "auto")  # auto: bf16 on this CPU (checked before any run)
@@ -64,32 +60,15 @@ def run_seed(name: str, k: int, seed: int, dev_count: int, data: Path) -> list[d
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.precision", description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--dev-rows", type=int, default=2000)
-    parser.add_argument("--sets", nargs="+", default=["banking77:6", "amazon_counterfactual_en:64"],
-                        metavar="DATASET:K")
-    parser.add_argument("--out", type=Path, default=OUT)
-    add_data_option(parser)
-    args = parser.parse_args(argv)
+    return measure_sets("python -m benchmarks.precision", __doc__, OUT, run_seed, section, argv, require_amx)
+
+
+def require_amx() -> None:
     from tasks.model import cpu_runs_bf16
-    from tasks.runtime import quiet_offline_defaults
 
     if not cpu_runs_bf16():
         raise SystemExit("this CPU has no AMX: precision auto stays fp32 here, so there is nothing to compare; run "
                          "this benchmark on a CPU with AMX (Intel Xeon 4th generation or later)")
-    quiet_offline_defaults()
-    rows = []
-    for one in args.sets:
-        name, k = one.split(":")
-        for seed in range(args.seeds):
-            rows += run_seed(name, int(k), seed, args.dev_rows, args.data)
-    summary = {"command": " ".join(["python -m benchmarks.precision",
-                                    *(argv if argv is not None else sys.argv[1:])]),
-               "date": time.strftime("%Y-%m-%d"), "machine": machine(), "dev_rows": args.dev_rows, "rows": rows}
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print("\n".join(section(summary)))
-    return summary
 
 
 def section(results: dict | None) -> list[str]:

@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sklearn.metrics import matthews_corrcoef
@@ -71,23 +72,33 @@ def run_seed(name: str, k: int, seed: int, dev_count: int, data: Path) -> list[d
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.words", description=__doc__.splitlines()[0])
+    return measure_sets("python -m benchmarks.words", __doc__, OUT, run_seed, section, argv)
+
+
+def measure_sets(prog: str, doc: str, out: Path, run_seed: Callable, section: Callable, argv: list[str] | None,
+                 check: Callable[[], None] | None = None) -> dict:
+    """The command line of the benchmarks that compare two settings on dev rows, seed by seed (words,
+    precision): `run_seed` for each set and seed, the rows written to `--out` with the command, then `section`
+    printed. `check` runs after the options are read, before any training."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--dev-rows", type=int, default=2000)
     parser.add_argument("--sets", nargs="+", default=["banking77:6", "amazon_counterfactual_en:64"],
                         metavar="DATASET:K")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=out)
     add_data_option(parser)
     args = parser.parse_args(argv)
     from tasks.runtime import quiet_offline_defaults
 
+    if check is not None:
+        check()
     quiet_offline_defaults()
     rows = []
     for one in args.sets:
         name, k = one.split(":")
         for seed in range(args.seeds):
             rows += run_seed(name, int(k), seed, args.dev_rows, args.data)
-    summary = {"command": " ".join(["python -m benchmarks.words", *(argv if argv is not None else sys.argv[1:])]),
+    summary = {"command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])]),
                "date": time.strftime("%Y-%m-%d"), "machine": machine(), "dev_rows": args.dev_rows, "rows": rows}
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(section(summary)))
