@@ -36,8 +36,8 @@ from tasks.layout import LOG_FILE, MODEL_DIR
 from tasks.model import MODEL_CARD, Classifier, backbone_path, read_card, resolve_device, sentence_vectors
 from tasks.portfolio import AUTO, MEMBERS_DIR, aligned, unit_rows
 from tasks.progress import say
-from tasks.training import (FinetuneResult, OverTime, carve_validation, labeled_rows, run_fingerprint,
-                            train_strategy)
+from tasks.training import (WEIGHTS_FILE, FinetuneResult, OverTime, carve_validation, labeled_rows,
+                            run_fingerprint, train_strategy)
 
 CANDIDATES_DIR = "candidates"  # inside the stage folder while candidates train; removed once the model is saved
 VALIDATION_FRACTION = 0.2  # when finetune.validation_fraction is 0: auto cannot choose without held-out rows
@@ -260,8 +260,15 @@ class Candidates:
 
     def runs(self) -> float:
         """What the fine-tuned candidate costs in all, in units of its first run: once per fold, and once on
-        every row (more rows) after cross-fitting or with refit. Refit's fewer epochs are not counted."""
-        again = len(self.texts) / len(self.folds[0][0]) if (self.cross_fitted or self.cfg.refit) else 0.0
+        every row (more rows) after cross-fitting or with refit retrain (its fewer epochs are not counted), or
+        refit_epochs of its epochs with refit continue."""
+        more_rows = len(self.texts) / len(self.folds[0][0])
+        if self.cross_fitted or self.cfg.refit == "retrain":
+            again = more_rows
+        elif self.cfg.refit == "continue":
+            again = more_rows * min(self.cfg.refit_epochs / self.cfg.epochs, 1.0)
+        else:
+            again = 0.0
         return len(self.folds) + again
 
     def _fold_probs(self, name: str, fit: list[int], held: list[int], fold: int,
@@ -281,7 +288,8 @@ class Candidates:
         if not self.cross_fitted:  # trained on all rows; it carves the same validation rows itself
             update = {"strategy": name, "validation_fraction": self.fraction}
             self.result = train_strategy(self.train, self.cfg.model_copy(update=update), self.seed,
-                                         self.folder / name, self.work_dir, limit)
+                                         self.folder / name, self.work_dir, limit,
+                                         keep_weights=self.cfg.refit == "continue")
             self.settings[name] = {"best_epoch": self.result.best_epoch, "temperature": self.result.temperature}
             model_dir = self.result.model_dir
         else:  # too few rows to stop early on: the set epochs, no checkpoints for a model trained in seconds
@@ -317,17 +325,23 @@ class Candidates:
             f"{self.report[-1]['macro_f1']:.3f} ({self.report[-1]['seconds']:.0f} s)")
 
     def on_every_row(self, name: str) -> Path:
-        """The fine-tuned candidate trained on every training row: for the epochs early stopping kept, with
-        the temperature the first run was calibrated to (none is left to fit one on), or after
-        cross-fitting for the set epochs. Without refit, the first run itself (one carve only)."""
+        """The fine-tuned candidate trained on every training row, with the temperature the first run was
+        calibrated to (none is left to fit one on): with refit retrain from the backbone for the epochs early
+        stopping kept, with continue from the first run's weights for refit_epochs; after cross-fitting, from
+        the backbone for the set epochs. With refit off, the first run itself (one carve only)."""
         first = self.result
-        if first is not None and not self.cfg.refit:
+        if first is not None and self.cfg.refit == "off":
             return first.model_dir
-        epochs = (first.best_epoch if first is not None else None) or self.cfg.epochs
-        say(f"auto: training {name} on all {len(self.texts)} training rows, {epochs} epochs")
+        start = None
+        if first is not None and self.cfg.refit == "continue":
+            start, epochs = first.model_dir.parent / WEIGHTS_FILE, self.cfg.refit_epochs
+            say(f"auto: training {name} on all {len(self.texts)} training rows, {epochs} more epochs")
+        else:
+            epochs = (first.best_epoch if first is not None else None) or self.cfg.epochs
+            say(f"auto: training {name} on all {len(self.texts)} training rows, {epochs} epochs")
         update = {"strategy": name, "validation_fraction": 0.0, "epochs": epochs}
         again = self.final = train_strategy(self.train, self.cfg.model_copy(update=update), self.seed,
-                                            self.folder / f"{name}-all", self.work_dir)
+                                            self.folder / f"{name}-all", self.work_dir, start=start)
         if first is not None:
             card_path = again.model_dir / MODEL_CARD
             card = json.loads(card_path.read_text())
@@ -361,12 +375,7 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
     if not candidates.probs:
         raise ParamsError(f"finetune.time_budget: {cfg.time_budget:g} min is too short for every candidate of "
                           f"finetune.candidates; raise it, or add tfidf or embedding (they train in minutes)")
-    weights, chosen = choose_shrunk(candidates.probs, candidates.targets, cfg.choice_metric, seed,
-                                    few_rows=FEW_ROWS, scaled=True)
-    mixed = sum(w * candidates.probs[name] for name, w in weights.items())
-    temperature = fit_temperature(mixed, candidates.targets)
-    chosen.update(temperature=temperature,
-                  log_loss_calibrated=log_loss(apply_temperature(mixed, temperature), candidates.targets))
+    weights, chosen, temperature = choose_mixture(candidates)
     model_dir = save_portfolio(candidates, weights, temperature, out_dir, run_fingerprint(train, cfg, seed))
     shutil.rmtree(candidates.folder, ignore_errors=True)
     rows = len(candidates.targets)
@@ -391,6 +400,18 @@ def train_auto(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Pat
         {"weights": weights, "validation_rows": len(candidates.held), "folds": len(candidates.folds), **chosen})
     (out_dir / LOG_FILE).write_text(json.dumps({**asdict(result), "model_dir": str(model_dir)}, indent=2))
     return result
+
+
+def choose_mixture(candidates: Candidates) -> tuple[dict[str, float], dict, float]:
+    """The scored candidates' weights, what chose them, and the temperature that calibrates their mixture on
+    the validation rows."""
+    weights, chosen = choose_shrunk(candidates.probs, candidates.targets, candidates.cfg.choice_metric,
+                                    candidates.seed, few_rows=FEW_ROWS, scaled=True)
+    mixed = sum(w * candidates.probs[name] for name, w in weights.items())
+    temperature = fit_temperature(mixed, candidates.targets)
+    chosen.update(temperature=temperature,
+                  log_loss_calibrated=log_loss(apply_temperature(mixed, temperature), candidates.targets))
+    return weights, chosen, temperature
 
 
 def save_portfolio(candidates: Candidates, weights: dict[str, float], temperature: float, out_dir: Path,

@@ -201,7 +201,11 @@ class FinetuneParams(Section):
     # strategy auto: what it trains and mixes (tfidf, embedding, and fine-tuning strategies), and how it chooses
     candidates: list[str] = Field(["tfidf", "embedding", "full"], min_length=1)
     choice_metric: Literal["accuracy", "macro_f1"] = "macro_f1"
-    refit: bool = True  # strategy auto: train the chosen fine-tuned candidate again on every training row
+    # strategy auto: after the carve that chose it, the fine-tuned candidate trains on every training row: retrain
+    # (from the backbone, for the epochs early stopping kept), continue (from the carve's weights, for refit_epochs)
+    # or off (the carve's model is kept). true and false read as retrain and off
+    refit: Literal["retrain", "continue", "off"] = "retrain"
+    refit_epochs: int = Field(1, ge=1)  # refit continue: epochs over every row
     # strategy auto: minutes its training may take; a fine-tuned candidate projected (from its first batches) past
     # what is left is left out. The fast learners always train. None: no limit. 10: a candidate in about 15
     # minutes end to end on a laptop's CPU (BENCHMARKS.md, endtoend)
@@ -236,6 +240,12 @@ class FinetuneParams(Section):
         except BackboneError as err:
             raise ValueError(err.reason) from None
         return value
+
+    @field_validator("refit", mode="before")
+    @classmethod
+    def _refit_from_boolean(cls, value: Any) -> Any:
+        # YAML reads `off` as false, and params from before `continue` existed say true or false
+        return {True: "retrain", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("candidates")
     @classmethod

@@ -71,7 +71,7 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
 ]}
 
 
-AUTO_KEYS = {"candidates", "choice_metric", "refit", "time_budget"}
+AUTO_KEYS = {"candidates", "choice_metric", "refit", "refit_epochs", "time_budget"}
 LORA_KEYS = {"lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"}
 IA3_KEYS = {"ia3_target_modules", "ia3_feedforward_modules"}
 

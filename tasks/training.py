@@ -42,6 +42,8 @@ PIECE_TOKENS = 512
 # finetune.gradient_checkpointing auto: on the CPU, keep layer activations only for batches up to this many tokens
 # (about 0.3 MB per token for MiniLM); more is recomputed in the backward pass
 CHECKPOINT_TOKENS = 2048
+# a run's trained weights by parameter name (train_strategy's keep_weights), for a later run to start from
+WEIGHTS_FILE = "trainable.pt"
 # AdamW's fused kernel: one pass over each weight per step instead of one per operation. On 2 CPU cores the
 # per-tensor update took a third of `full`'s training time (BENCHMARKS.md, "Training speed on the CPU"); on CUDA
 # it is the fused optimizer of the GPU path
@@ -354,12 +356,15 @@ def score_rows(model, rows: Rows, tokenizer, cfg: FinetuneParams, device: Device
 # ---------------------------------------------------------------- checkpoints
 
 
-def run_fingerprint(train: pd.DataFrame, cfg: FinetuneParams, seed: int) -> str:
-    """What a checkpoint belongs to: the params (except the device), the seed and the training rows."""
+def run_fingerprint(train: pd.DataFrame, cfg: FinetuneParams, seed: int, start: Path | None = None) -> str:
+    """What a checkpoint belongs to: the params (except the device), the seed, the training rows and the
+    weights the run starts from (`start`; None: the backbone's)."""
     digest = hashlib.sha256(json.dumps({**cfg.model_dump(exclude={"device"}), "seed": seed},
                                        sort_keys=True).encode())
     for text, label in zip(train["text"], train["label"]):
         digest.update(f"{label}\t{text}\x00".encode("utf-8", "surrogatepass"))
+    if start is not None:
+        digest.update(hashlib.sha256(start.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
@@ -648,18 +653,24 @@ def save_model(setup: Setup, fingerprint: str, out_dir: Path, temperature: float
 
 
 def train_strategy(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path,
-                   work_dir: Path | None = None, limit: float | None = None) -> FinetuneResult:
+                   work_dir: Path | None = None, limit: float | None = None, start: Path | None = None,
+                   keep_weights: bool = False) -> FinetuneResult:
     """Train on the training rows (columns text, label) and save the classifier to `out_dir`/model.
     `work_dir` holds the feature cache and the checkpoints; None keeps neither. With a `limit` in seconds, a run
-    projected (early in its first epoch) to take longer raises OverTime instead of spending the time."""
+    projected (early in its first epoch) to take longer raises OverTime instead of spending the time. `start`: a
+    WEIGHTS_FILE from an earlier run of the same strategy and labels to continue from, where `keep_weights`
+    saved it (`out_dir`/WEIGHTS_FILE)."""
     setup = prepare(train, cfg, seed)
     cfg = setup.cfg
+    if start is not None:
+        setup.model.load_state_dict(torch.load(start, map_location=setup.device.device, weights_only=True),
+                                    strict=False)
     rows, held = split_rows(train, cfg, setup.labels, seed)
     started = time.perf_counter()
     precompute(setup, [part for part in (rows, held) if part is not None], work_dir)
     checkpoint_layers(setup, rows)
     opt = optimization(setup, rows, seed)
-    fingerprint = run_fingerprint(train, cfg, seed)
+    fingerprint = run_fingerprint(train, cfg, seed, start)
     checkpoint = work_dir / CHECKPOINT_DIR / f"finetune-{fingerprint}.pt" if work_dir is not None else None
     state, resumed = resume(checkpoint, setup, opt)
     earlier = state.get("seconds", 0.0)  # spent by the runs before this one, up to their last checkpoint
@@ -676,6 +687,8 @@ def train_strategy(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir:
         setup.model.load_state_dict(state["best_state"], strict=False)
     temperature = calibrate(setup, held)
     model_dir = save_model(setup, fingerprint, out_dir, temperature)
+    if keep_weights:
+        torch.save(all_trainable_state(setup.model, opt.groups), out_dir / WEIGHTS_FILE)
     result = FinetuneResult(
         model_dir, setup.labels, cfg.strategy, setup.device.name, earlier + this_run,
         seen / this_run if this_run else 0.0, state["losses"], state["validation"], state["best_epoch"],

@@ -139,7 +139,7 @@ def adapted_models(pool, tiny_backbone, tmp_path_factory) -> dict:
     train = cfpb_sample(per_class=6, classes=2).rename(columns={"issue": "label"})[["text", "label"]]
     texts = cfpb_sample(per_class=2, classes=2)["text"].tolist()
     settings = {"head": {}, "lora": {}, "full": {},
-                "auto": {"candidates": ["tfidf", "embedding", "head"], "refit": False}}
+                "auto": {"candidates": ["tfidf", "embedding", "head"], "refit": "off"}}
     models = {}
     for strategy, extra in settings.items():
         cfg = FinetuneParams(backbone=str(adapted.path), strategy=strategy, epochs=2, batch_size=8, max_length=32,

@@ -54,7 +54,7 @@ def test_the_learners_weigh_classes_as_the_baselines_do_which_changes_nothing_on
     train = banking("train").groupby("label").head(80).reset_index(drop=True)  # 80 rows of each intent
     texts, names = train["text"].tolist(), train["label"].tolist()
     features = learners._vectorizers()[0].fit_transform(texts)
-    plain = LogisticRegression(C=10.0, max_iter=3000).fit(features, names)
+    plain = LogisticRegression(C=10.0, max_iter=3000, solver=learners.solver_for(features)).fit(features, names)
     balanced = learners._fit_linear(features, names, 10.0)
     np.testing.assert_allclose(balanced.coef, plain.coef_, rtol=1e-5, atol=1e-6)
     # one intent cut to 4 rows: weighed, it keeps more of its probability on its own rows than unweighed
@@ -62,7 +62,8 @@ def test_the_learners_weigh_classes_as_the_baselines_do_which_changes_nothing_on
     keep = (train["label"] != small) | (train.groupby("label").cumcount() < 4)
     few = train[keep]
     features = learners._vectorizers()[0].fit_transform(few["text"].tolist())
-    plain = LogisticRegression(C=10.0, max_iter=3000).fit(features, few["label"])
+    plain = LogisticRegression(C=10.0, max_iter=3000, solver=learners.solver_for(features)).fit(features,
+                                                                                               few["label"])
     balanced = learners._fit_linear(features, few["label"].tolist(), 10.0)
     mine = (few["label"] == small).to_numpy()
     column = balanced.labels.index(small)
@@ -115,6 +116,8 @@ def test_the_choice_takes_the_best_mixture_and_prefers_fewer_members_on_ties():
     ({"candidates": ["tfidf", "svm"]}, "svm"),
     ({"candidates": ["full", "lora"]}, "at most one fine-tuning strategy"),
     ({"time_budget": 0}, "time_budget"),
+    ({"refit": "sometimes"}, "refit"),
+    ({"refit_epochs": 0}, "refit_epochs"),
 ])
 def test_bad_auto_settings_fail_at_load_in_one_line(raw, message):
     with pytest.raises(ParamsError) as caught:
@@ -159,6 +162,49 @@ def test_with_enough_validation_rows_one_carve_is_scored_and_the_fine_tuned_memb
     if "head" in result.choice["weights"]:  # trained again on all rows, keeping the first run's temperature
         card = json.loads((result.model_dir / "members" / "head" / MODEL_CARD).read_text())
         assert card["temperature"] == pytest.approx(result.candidates[0]["settings"]["temperature"])
+
+
+def test_refit_continue_trains_the_carves_weights_for_refit_epochs_more_on_every_row(tiny_backbone, tmp_path,
+                                                                                     monkeypatch):
+    from tasks import auto
+
+    monkeypatch.setattr(auto, "MIN_HELD_ROWS", 10)
+    train = cfpb_sample(per_class=20).rename(columns={"issue": "label"})[["text", "label"]]
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="auto", candidates=["full"], refit="continue",
+                         refit_epochs=1, epochs=3, batch_size=8, max_length=64, word_embeddings="train")
+    result = finetune(train, cfg, seed=3, out_dir=tmp_path)
+    first = result.candidates[0]["settings"]
+    assert result.choice["weights"] == {"full": 1.0}
+    # the member's record is the refit's: one epoch over all 80 rows, after the carve's early-stopped epochs
+    assert len(result.losses) == 1 and result.best_epoch is None
+    card = json.loads((result.model_dir / "members" / "full" / MODEL_CARD).read_text())
+    assert card["temperature"] == pytest.approx(first["temperature"])
+    assert not (tmp_path / "candidates").exists()  # the carve's kept weights go with the candidates
+
+
+def test_a_run_started_from_kept_weights_continues_from_them(tiny_backbone, tmp_path):
+    from tasks.training import WEIGHTS_FILE, run_fingerprint, train_strategy
+
+    train = cfpb_sample(per_class=10).rename(columns={"issue": "label"})[["text", "label"]]
+    texts = train["text"].tolist()
+    cfg = FinetuneParams(backbone=str(tiny_backbone), strategy="full", epochs=2, batch_size=8, max_length=64,
+                         word_embeddings="train")
+    first = train_strategy(train, cfg, 0, tmp_path / "first", keep_weights=True)
+    kept = tmp_path / "first" / WEIGHTS_FILE
+    # with learning rates too small to move a weight, a continued run predicts as the run it continues
+    still = cfg.model_copy(update={"epochs": 1, "learning_rate": 1e-12, "head_learning_rate": 1e-12})
+    continued = train_strategy(train, still, 1, tmp_path / "continued", start=kept)
+    fresh = train_strategy(train, still, 1, tmp_path / "fresh")
+    expected = Classifier(first.model_dir).predict_proba(texts)
+    assert np.allclose(Classifier(continued.model_dir).predict_proba(texts), expected, atol=1e-5)
+    assert not np.allclose(Classifier(fresh.model_dir).predict_proba(texts), expected, atol=1e-3)
+    # a checkpoint of one never resumes the other
+    assert run_fingerprint(train, still, 1, kept) != run_fingerprint(train, still, 1)
+
+
+@pytest.mark.parametrize("raw, read", [(True, "retrain"), (False, "off"), ("continue", "continue")])
+def test_refit_reads_true_and_false_as_retrain_and_off(raw, read):
+    assert parse_params({"finetune": {"refit": raw}}).finetune.refit == read
 
 
 def test_a_saved_portfolio_predicts_like_any_model(auto_model):

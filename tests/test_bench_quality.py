@@ -489,16 +489,32 @@ def test_auto_goal_lines_say_reached_not_reached_or_not_measured():
     assert all("**not measured**" in line for line in lines[2:])
 
 
-def test_the_refit_section_pairs_each_seeds_two_runs():
+def test_the_refit_section_pairs_each_variant_with_off_seed_by_seed():
     from benchmarks import refit
 
-    rows = [{"seed": seed, "refit": on, "dev_accuracy": accuracy, "dev_macro_f1": accuracy, "seconds": seconds}
-            for seed, on, accuracy, seconds in [(0, True, 0.81, 150), (0, False, 0.80, 100),
-                                                (1, True, 0.78, 120), (1, False, 0.79, 80)]]
+    rows = [{"seed": seed, "refit": variant, "dev_accuracy": accuracy, "dev_macro_f1": accuracy, "seconds": seconds}
+            for seed, variant, accuracy, seconds in [
+                (0, "retrain", 0.81, 150), (0, "continue:1", 0.805, 110), (0, "off", 0.80, 100),
+                (1, "retrain", 0.78, 120), (1, "continue:1", 0.80, 88), (1, "off", 0.79, 80)]]
+    lines = refit.section({"command": "python -m benchmarks.refit", "date": "2026-12-07", "k": 13, "dev_rows": 2000,
+                           "rows": rows})
+    assert "| retrain | 79.5 | 79.5 | 135 | 2 |" in lines and "| off | 79.5 | 79.5 | 90 | 2 |" in lines
+    assert "| continue:1 | 80.2 | 80.2 | 99 | 2 |" in lines
+    assert any(line.startswith("Per seed, retrain minus off") and "+1.0, -1.0 points; time 1.50x, 1.50x" in line
+               for line in lines)
+    assert any(line.startswith("Per seed, continue:1 minus off") and "+0.5, +1.0 points; time 1.10x, 1.10x" in line
+               for line in lines)
+
+
+def test_the_refit_section_reads_rows_from_before_continue():
+    from benchmarks import refit
+
+    rows = [{"seed": 0, "refit": on, "dev_accuracy": accuracy, "dev_macro_f1": accuracy, "seconds": seconds}
+            for on, accuracy, seconds in [(True, 0.81, 150), (False, 0.80, 100)]]
     lines = refit.section({"command": "python -m benchmarks.refit", "date": "2026-12-05", "k": 6, "dev_rows": 2000,
                            "rows": rows})
-    assert "| true | 79.5 | 79.5 | 135 | 2 |" in lines and "| false | 79.5 | 79.5 | 90 | 2 |" in lines
-    assert any("+1.0, -1.0 points; time 1.50x, 1.50x" in line for line in lines)
+    assert "| retrain | 81.0 | 81.0 | 150 | 1 |" in lines and "| off | 80.0 | 80.0 | 100 | 1 |" in lines
+    assert any("retrain minus off: dev accuracy +1.0 points; time 1.50x" in line for line in lines)
 
 
 def test_the_temperature_section_counts_the_seeds_whose_temperature_sits_at_a_limit():
