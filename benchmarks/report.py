@@ -12,7 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import (active, adapt, choice, cores, endtoend, folds, memory, precision, privacy, quality,
-                        refit, runtime, selftrain, servers, temperature, tfidf, trainspeed, truncation, words)
+                        refit, runtime, selftrain, servers, solvers, temperature, tfidf, trainspeed, truncation,
+                        words)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -413,7 +414,8 @@ def render() -> str:
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
              *truncation.section(load("truncation.json")), *choice.section(load("choice.json")),
              *folds.section(load("folds.json")), *refit.section(load("refit.json"), load("refit_k13.json")),
-             *tfidf.section(load("tfidf.json")), *temperature.section(load("temperature.json")),
+             *tfidf.section(load("tfidf.json")), *solvers.section(load("solvers.json")),
+             *temperature.section(load("temperature.json")),
              *adapt.section(load("adapt.json")), *selftrain.section(load("selftrain.json")),
              *run_log(quality_results, gpu_quality, settings)]
     return "\n".join(parts).rstrip() + "\n"
