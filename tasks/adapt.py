@@ -72,7 +72,7 @@ def adapted_backbone(texts: list[str], corpus_version: str, cfg: AdaptParams, ba
     if not texts:
         raise DataError(f"adapt.objective = {cfg.objective!r} but the corpus {corpus_version!r} holds no texts; "
                         "add some with `nichetune ingest FILE --unlabeled` or set adapt.objective: none")
-    key = cache_key(base, corpus_version, cfg, seed)
+    key = cache_key(base, corpus_version, cfg, seed, device.precision)
     folder = Path(cache_root) / ADAPTED_DIR / key
     if (folder / PROVENANCE_FILE).is_file():
         say(f"adapt {cfg.objective}: reusing the backbone adapted on corpus {corpus_version} ({folder})")
@@ -83,15 +83,18 @@ def adapted_backbone(texts: list[str], corpus_version: str, cfg: AdaptParams, ba
     return Adapted(folder, {**train_and_save(base, sample, cfg, seed, device, folder, about), "cached": False})
 
 
-def cache_key(base: str, corpus_version: str, cfg: AdaptParams, seed: int) -> str:
+def cache_key(base: str, corpus_version: str, cfg: AdaptParams, seed: int, precision: str = "fp32") -> str:
     """What decides the adapted weights: the backbone (its path, config and weight files' size and time), the
-    corpus version, every adapt setting and the seed."""
+    corpus version, every adapt setting, the seed and the precision it trains in (bf16 where the machine runs
+    it fast: the same settings adapt to other weights there)."""
     folder = Path(base)
     config = (folder / "config.json").read_text() if (folder / "config.json").is_file() else ""
     weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*.safetensors")) \
         if folder.is_dir() else []
     payload = {"format": FORMAT, "backbone": base, "config": config, "weights": weights,
                "corpus_version": corpus_version, "adapt": cfg.model_dump(), "seed": seed}
+    if precision != "fp32":  # fp32 keeps the keys its folders were cached under
+        payload["precision"] = precision
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -80,3 +80,15 @@ def test_the_export_checks_parity_against_fp32_where_prediction_runs_bf16(amx, t
     result = finetune(train, params(tiny_backbone, precision="fp32"), seed=3, out_dir=tmp_path / "model")
     done = export_model(result.model_dir, tmp_path / "onnx", "none", train["text"].tolist())
     assert done.parity.agreement == 1.0 and done.parity.p99_diff < 1e-4, done.parity
+
+
+def test_a_backbone_adapted_in_bf16_is_cached_apart_from_fp32s(tiny_backbone):
+    """The same adapt settings train other weights in bf16: an fp32 run never reuses them, nor the reverse; fp32
+    keeps the keys it had."""
+    from tasks.adapt import cache_key
+    from tasks.config import AdaptParams
+
+    cfg = AdaptParams(objective="mlm", steps=10)
+    fp32 = cache_key(str(tiny_backbone), "v1", cfg, 0)
+    assert cache_key(str(tiny_backbone), "v1", cfg, 0, "bf16") != fp32
+    assert cache_key(str(tiny_backbone), "v1", cfg, 0, "fp32") == fp32
