@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 from flows.incoming import INCOMING, UNLABELED_DIR, IncomingWatcher
@@ -18,6 +19,11 @@ from flows.slots import create_training_slots
 from flows.ui import Servers, stop_on_signals
 from tasks.config import Params, Paths
 from tasks.errors import NichetuneError
+
+HEARTBEAT_SECONDS = 30  # how often a served run tells the server it lives (Prefect's shortest interval)
+# A run silent this long is marked crashed: five missed heartbeats, room for a busy 2-core machine to send them late
+SILENT_FOR = timedelta(seconds=150)
+SILENT_RUNS_AUTOMATION = "nichetune: mark runs that stopped sending heartbeats as crashed"
 
 
 def deployment_for(params: Params, paths: Paths, params_file: Path, overrides: list[str]):
@@ -76,6 +82,8 @@ def up(projects: list[tuple[Params, Paths, Path]], overrides: list[str], prefect
             # What `prefect.serve` does, with the ready line in between: the deployments and their triggers exist
             # before anything is ingested, so the first file's event already finds its trigger.
             create_training_slots([params.ingest.dataset for params, _, _ in projects])
+            crash_silent_runs()
+            os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)  # the served runs' processes
             # No cap on runs: queued runs wait for their training slot, paused ones for their reviewer.
             runner = Runner(limit=None)
             for params, paths, file in projects:
@@ -92,6 +100,37 @@ def up(projects: list[tuple[Params, Paths, Path]], overrides: list[str], prefect
             watcher.stop()
         servers.stop()
         print("nichetune up: stopped the servers, the deployments and the incoming-folder watcher", flush=True)
+
+
+def crash_silent_runs(within: timedelta = SILENT_FOR) -> None:
+    """Prefect's automation for zombie runs ("Detect zombie flows" in its docs), created once per server: a run
+    that sent a heartbeat and then nothing, neither another heartbeat nor a final state, for `within`, is marked
+    crashed. Its process died without a word (killed with `nichetune up` itself, or the machine lost power);
+    without this the Prefect UI would show it running for good. A run waiting for its reviewer keeps sending
+    heartbeats from its live process."""
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    with get_client(sync_client=True) as client:
+        if client.read_automations_by_name(SILENT_RUNS_AUTOMATION):
+            return
+    finals = ("Completed", "Failed", "Cancelled", "Crashed")
+    Automation(
+        name=SILENT_RUNS_AUTOMATION,
+        description="A flow run that stopped sending heartbeats: its process died without reporting.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{state}" for state in finals)},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1, within=within),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {within.total_seconds():.0f} s: its process stopped "
+                                            "without reporting (killed, or the machine stopped)")],
+    ).create()
 
 
 def stop_runner_on_signals(runner) -> None:

@@ -75,3 +75,38 @@ def test_a_batch_the_pipeline_ingests_itself_is_not_announced_later(tmp_path):
     cfg = IngestParams(path="data/labeled.csv", dataset="pipeline")
     result = run(cfg, [], project, tmp_path / "out")
     assert result.ingested.batch and result.ingested.events == ()  # the run trains on it: nothing to trigger
+
+
+def test_a_run_that_stops_sending_heartbeats_is_marked_crashed_and_a_finished_one_is_not(prefect_harness):
+    """`nichetune up`'s automation on Prefect's own heartbeat events, with a short silence to wait for."""
+    from datetime import timedelta
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+    from prefect.states import Completed, Running
+
+    from flows.up import SILENT_RUNS_AUTOMATION, crash_silent_runs
+
+    @flow
+    def served() -> None:
+        pass
+
+    crash_silent_runs(within=timedelta(seconds=10))  # the least Prefect takes
+    crash_silent_runs()  # a second start of `up` on the same server adds none
+    with get_client(sync_client=True) as client:
+        assert len(client.read_automations_by_name(SILENT_RUNS_AUTOMATION)) == 1
+        silent, finished = client.create_flow_run(served), client.create_flow_run(served)
+        for run in (silent, finished):
+            client.set_flow_run_state(run.id, Running(), force=True)
+            emit_event("prefect.flow-run.heartbeat", resource={"prefect.resource.id": f"prefect.flow-run.{run.id}"})
+        EventsWorker.drain_all(timeout=30)
+        client.set_flow_run_state(finished.id, Completed(), force=True)  # the server emits its final state's event
+        deadline = time.monotonic() + 90
+        while client.read_flow_run(silent.id).state.type != StateType.CRASHED and time.monotonic() < deadline:
+            time.sleep(1)
+        crashed = client.read_flow_run(silent.id).state
+        assert crashed.type == StateType.CRASHED and "no heartbeat for 10 s" in crashed.message
+        assert client.read_flow_run(finished.id).state.type == StateType.COMPLETED

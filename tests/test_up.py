@@ -150,6 +150,28 @@ def test_runs_train_one_at_a_time_and_wait_for_their_reviewer_holding_no_slot(st
     stack["waiting"] = second
 
 
+def heartbeats(prefect: str, run) -> int:
+    import httpx
+
+    query = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
+                        "any_resource": {"id": [f"prefect.flow-run.{run.id}"]}}}
+    answer = httpx.post(f"{prefect}/api/events/filter", json=query)
+    answer.raise_for_status()
+    return answer.json()["total"]
+
+
+def test_a_run_waiting_for_its_reviewer_sends_heartbeats_that_the_silent_runs_automation_watches(stack):
+    from flows.up import SILENT_RUNS_AUTOMATION
+
+    prefect, waiting = stack["prefect"], stack["waiting"]
+    with prefect_client(prefect) as client:
+        assert len(client.read_automations_by_name(SILENT_RUNS_AUTOMATION)) == 1
+    sent = heartbeats(prefect, waiting)
+    assert sent >= 1
+    wait_for(lambda: heartbeats(prefect, waiting) > sent, 75, "another heartbeat from the paused run", stack["log"])
+    assert state_of(prefect, waiting).is_paused()
+
+
 def test_the_prefect_and_mlflow_uis_show_the_run_its_summary_and_the_model(stack):
     from playwright.sync_api import sync_playwright
 
