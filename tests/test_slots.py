@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,7 +66,20 @@ def home(tmp_path):
            "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PYTHONPATH": str(REPO)}
     assert slot(env, "create")[0] == "0"
-    return {"env": env, "folder": tmp_path}
+    yield {"env": env, "folder": tmp_path}
+    stop_servers_of(env["PREFECT_HOME"])
+
+
+def stop_servers_of(prefect_home: str) -> None:
+    """Stop what is left running on this Prefect home: the temporary server of a run killed outright outlives the
+    run (its parent), as it would on a user's machine."""
+    needle = f"PREFECT_HOME={prefect_home}\0".encode()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (entry / "environ").read_bytes() + b"\0":
+                os.kill(int(entry.name), signal.SIGTERM)
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
 
 
 def slot(env: dict, action: str = "read", dataset: str = "tickets") -> list[str]:
