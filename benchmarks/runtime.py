@@ -8,7 +8,9 @@ read every text; `full` is its fine-tuned network alone) is trained on 8 rows pe
 the test split). On the 3,080 test texts, each repeat runs every runtime in turn: batch
 throughput in `nichetune predict`'s chunks of 512 rows, and single-text latency (median and 95th percentile of 200
 calls). Figures are medians over the repeats, in one process, so that the runtimes share the machine's state; each
-also comes as a ratio to torch. Label agreement with torch and test accuracy come from the same predictions. Then
+also comes as a ratio to torch. Label agreement with torch (fp32: the exports' parity reference) and test accuracy
+come from the same predictions; on a CPU that runs bf16 fast (AMX), torch in bf16, prediction's default there, is
+timed beside it. Then
 `nichetune predict` itself is timed end to end (a new process: imports, loading, CSV in and out) with the model
 registered in a temporary MLflow store, once per runtime. The installed size of the folder's runtime (onnxruntime,
 tokenizers, NumPy in a new virtual environment) is measured with pip from the package index."""
@@ -158,7 +160,10 @@ def section(results: dict | None) -> list[str]:
              f"banking77 ({results['train_s']:.0f} s), on the {results['rows']} test texts; medians over the repeats, "
              f"all runtimes in one process. `auto` (params `register.quantize`, `nichetune export`: the fastest that "
              f"keeps parity) chooses **{results['auto_choice']}** here (parity on {results['check_rows']} "
-             "training-split check rows, speed as below).", "",
+             "training-split check rows, speed as below). `torch` is the model in fp32, the reference of every 'same "
+             "label' figure"
+             + (f"; `torch {results['predict_precision']}` is how `nichetune predict` runs it on this CPU"
+                if results.get("predict_precision", "fp32") != "fp32" else "") + ".", "",
              "| runtime | rows/s (chunks of 512) | × torch | single text median ms | p95 ms | test accuracy % | "
              "same label as torch % | p99 probability difference | folder MB |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -166,7 +171,9 @@ def section(results: dict | None) -> list[str]:
         lines.append(f"| {name} | {row['rows_per_s']:.0f} | {row['speedup']:.2f} | {row['single_ms_median']:.1f} | "
                      f"{row['single_ms_p95']:.1f} | {row['accuracy']:.1f} | {row['agreement']:.1f} | "
                      f"{row['p99_diff']:.3f} | {row.get('megabytes', '')} |")
-    command = ", ".join(f"{name} {seconds:.1f} s ({results['rows'] / seconds:.0f} rows/s)"
+    precision = results.get("predict_precision", "fp32")
+    command = ", ".join(f"{name}{f' ({precision})' if name == 'torch' and precision != 'fp32' else ''} {seconds:.1f} s "
+                        f"({results['rows'] / seconds:.0f} rows/s)"
                         for name, seconds in results["predict_command_s"].items())
     lines += ["", f"`nichetune predict` on the test file end to end, as a new process (imports, model loading, CSV "
               f"in and out): {command}."]
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from tasks import onnx_runtime
     from tasks.export import choose_quantization, export_model, measure
+    from tasks.model import resolve_device
     from tasks.portfolio import load_classifier
     from tasks.runtime import quiet_offline_defaults
 
@@ -199,7 +207,11 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         model_dir, check = train_model(banking77, args.strategy, scratch / "model")
         train_s = time.perf_counter() - started
-        runtimes, exports, export_s = {"torch": load_classifier(model_dir)}, {}, {}
+        # torch in fp32 is what the exports' parity is held to; where the CPU runs bf16 fast (AMX), prediction's
+        # default precision there, as `nichetune predict` runs it, is a row of its own
+        runtimes, exports, export_s = {"torch": load_classifier(model_dir, resolve_device("cpu", "fp32"))}, {}, {}
+        if resolve_device("cpu").precision != "fp32":
+            runtimes[f"torch {resolve_device('cpu').precision}"] = load_classifier(model_dir)
         for how in QUANTIZATIONS:
             started = time.perf_counter()
             exports[how] = export_model(model_dir, scratch / f"onnx-{how}", how, check)
@@ -236,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores", "rows": len(texts),
         "train_s": round(train_s, 1), "check_rows": len(check), "auto_choice": auto, "runtimes": rows,
         "predict_command_s": {name: round(seconds, 2) for name, seconds in command.items()},
-        "runtime_installed_mb": size, "repeats": runs,
+        "runtime_installed_mb": size, "predict_precision": resolve_device("cpu").precision, "repeats": runs,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / results_file(args.strategy)).write_text(json.dumps(summary, indent=2) + "\n")
