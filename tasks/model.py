@@ -81,6 +81,18 @@ def resolve_device(preference: str = "auto", precision: str = "auto") -> Device:
     return Device(torch.device("cpu"), torch.bfloat16 if fast and cpu_runs_bf16() else None)
 
 
+def for_prediction(module: torch.nn.Module, device: Device) -> torch.nn.Module:
+    """`module` in eval mode, its matrix products' weights cast to bf16 once where a CPU predicts in bf16. Autocast
+    would cast the same weights to the same bf16 on every call, and on a single text that took longer than the
+    products themselves. Embeddings and LayerNorms stay fp32, as autocast keeps them."""
+    module.eval()
+    if device.device.type == "cpu" and device.autocast_dtype is torch.bfloat16:
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.to(torch.bfloat16)
+    return module
+
+
 def load_encoder(path: str):
     """A pretrained backbone without any head, in fp32 (transformers 5 otherwise keeps the checkpoint dtype)."""
     from transformers import AutoModel
@@ -184,7 +196,7 @@ class SharedBase:
     use it as it is, adapter models switch to their own adapter (peft's multi-adapter model) under a lock."""
 
     def __init__(self, path: str, device: Device):
-        self.encoder = load_encoder(path).to(device.device).eval()
+        self.encoder = for_prediction(load_encoder(path).to(device.device), device)
         self.peft = None  # the peft wrapper, once the first adapter is loaded
         self.lock = threading.Lock()
 
@@ -221,7 +233,8 @@ def shared_base(path: str, device_name: str, adapter_kind: str | None = None) ->
                 return base
     key = (path, device_name, adapter_kind)
     if key not in _BASES:
-        _BASES[key] = SharedBase(path, resolve_device(device_name.split("/")[0]))
+        kind, precision = device_name.split("/")
+        _BASES[key] = SharedBase(path, resolve_device(kind, "fp32" if precision == "fp32" else "auto"))
     return _BASES[key]
 
 
@@ -320,7 +333,7 @@ class Classifier:
         if card["encoder"] == ENCODER_DIR:  # its own backbone: nothing to share
             with loading(model_dir / ENCODER_DIR, "the fine-tuned backbone"):
                 self.own_encoder = load_encoder(str(model_dir / ENCODER_DIR))
-            self.own_encoder.to(self.device.device).eval()
+            for_prediction(self.own_encoder.to(self.device.device), self.device)
             return
         try:
             base = base_folder(model_dir, card["base"])

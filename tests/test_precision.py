@@ -92,3 +92,24 @@ def test_a_backbone_adapted_in_bf16_is_cached_apart_from_fp32s(tiny_backbone):
     fp32 = cache_key(str(tiny_backbone), "v1", cfg, 0)
     assert cache_key(str(tiny_backbone), "v1", cfg, 0, "bf16") != fp32
     assert cache_key(str(tiny_backbone), "v1", cfg, 0, "fp32") == fp32
+
+
+@pytest.mark.parametrize("strategy", ["full", "head"])
+def test_a_model_predicting_in_bf16_keeps_its_matrix_weights_in_bf16_and_predicts_as_autocast_alone(
+        amx, train, tiny_backbone, tmp_path, strategy, monkeypatch):
+    """Its own backbone (full) and a shared base (head) alike: the weights cast once at loading, not on each call;
+    fp32's copy of the same base, the export's reference, stays fp32 beside it."""
+    result = finetune(train, params(tiny_backbone, strategy=strategy), seed=3, out_dir=tmp_path)
+    texts = train["text"].tolist()
+    fast, exact = Classifier(result.model_dir), Classifier(result.model_dir, resolve_device("cpu", "fp32"))
+
+    def matrices(classifier) -> set:
+        encoder = classifier.own_encoder if classifier.own_encoder is not None else classifier.base.encoder
+        return {m.weight.dtype for m in encoder.modules() if isinstance(m, torch.nn.Linear)}
+
+    assert matrices(fast) == {torch.bfloat16} and matrices(exact) == {torch.float32}
+    cast_once = fast.predict_proba(texts)
+    monkeypatch.setattr(model_module, "for_prediction", lambda module, device: module.eval())
+    forget_bases()
+    autocast_alone = Classifier(result.model_dir).predict_proba(texts)
+    np.testing.assert_allclose(cast_once, autocast_alone, atol=1e-3)
