@@ -10,6 +10,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from flows.signals import exit_on_signals, mark_servers_started_here, stop_orphaned_servers, stopped_by_ctrl_c
 from tasks.config import Params, Paths, load_params
 from tasks.errors import NichetuneError, ValidationFailed
 from tasks.progress import QUIET_ENV
@@ -436,6 +437,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `nichetune` console command."""
     args = build_parser().parse_args(argv)
     quiet_offline_defaults()
+    mark_servers_started_here()
+    stop_orphaned_servers()
+    exit_on_signals()
     if args.quiet:  # an environment variable, so that DVC stages and Prefect runs started from here are quiet too
         os.environ[QUIET_ENV] = "1"
     try:
@@ -448,6 +452,8 @@ def main(argv: list[str] | None = None) -> None:
     except NichetuneError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Prefect has marked the run crashed; its traceback tells the user nothing
+        stopped_by_ctrl_c()
 
 
 if __name__ == "__main__":

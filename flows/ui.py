@@ -117,9 +117,10 @@ def stop_on_signals() -> None:
     """SIGTERM (a service manager, `kill`) and SIGHUP (its terminal closed) end the process through the same
     cleanup as Ctrl-C, which stops the servers: they run in sessions of their own, which no signal to this one
     reaches. Ctrl-C works even when started from a shell's background job, which starts it with SIGINT
-    ignored."""
+    ignored; SIGHUP ignored at the start (`nohup`) stays ignored, as the user asked."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -188,3 +189,85 @@ def test_no_temporary_server_is_started_where_a_prefect_server_is_configured():
 
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert start_temporary_prefect_server() is None
+
+
+SERVER_THEN = """
+import os, signal, sys, time
+from flows.cli import start_temporary_prefect_server
+from flows.signals import exit_on_signals, mark_servers_started_here, stopped_by_ctrl_c
+from prefect import flow
+from prefect.server.api.server import SubprocessASGIServer
+
+mark_servers_started_here()
+exit_on_signals()
+start_temporary_prefect_server().join()
+
+@flow
+def train(then: str):
+    print(SubprocessASGIServer().server_process.pid, flush=True)
+    if then == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(120)
+
+try:  # as flows.cli.main
+    train(sys.argv[1])
+except KeyboardInterrupt:
+    stopped_by_ctrl_c()
+"""
+
+
+def start_with_server(tmp_path: Path, name: str, then: str) -> tuple[subprocess.Popen, int]:
+    """A process as `nichetune run` is while it trains: its temporary Prefect server started, a flow running;
+    returns it and its server's process id."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / name), DO_NOT_TRACK="true", PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PYTHONPATH=str(REPO))
+    process = subprocess.Popen([sys.executable, "-c", SERVER_THEN, then], cwd=REPO, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return process, int(process.stdout.readline())
+
+
+def gone(pid: int, within_s: float = 10) -> bool:
+    deadline = time.monotonic() + within_s
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not Path(f"/proc/{pid}").exists()
+
+
+@pytest.mark.slow  # starts Prefect's temporary server in a subprocess
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="finds processes through /proc")
+@pytest.mark.parametrize("sig, aborted, said", [
+    (signal.SIGTERM, "aborted by a termination signal", "SIGTERM"),
+    (signal.SIGINT, "aborted by an interrupt signal", "Ctrl-C")])
+def test_a_signal_crashes_the_flow_run_and_stops_the_temporary_server(tmp_path, sig, aborted, said):
+    """Python's default for SIGTERM ends the process at once, leaving the server running; Ctrl-C used to end
+    in a page of traceback."""
+    process, server = start_with_server(tmp_path, "home", "wait")
+    process.send_signal(sig)
+    assert process.wait(timeout=60) == 128 + sig
+    err = process.stderr.read()
+    assert f"Execution was {aborted}" in err  # Prefect marked the run crashed first
+    assert f"nichetune: stopped by {said}\n" in err
+    assert "KeyboardInterrupt" not in err
+    assert gone(server), f"the temporary server {server} outlived its command"
+
+
+@pytest.mark.slow  # starts two of Prefect's temporary servers
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="finds processes through /proc")
+def test_the_next_command_stops_the_server_of_one_killed_outright_and_no_other(tmp_path):
+    live, live_server = start_with_server(tmp_path, "live", "wait")
+    try:
+        killed, orphan = start_with_server(tmp_path, "killed", "die")
+        assert killed.wait(timeout=60) == -signal.SIGKILL
+        assert not gone(orphan, within_s=2)  # nothing ran to stop it
+        sweep = subprocess.run([sys.executable, "-c", "from flows.signals import stop_orphaned_servers\n"
+                                "print(stop_orphaned_servers())"], cwd=REPO, capture_output=True, text=True,
+                               timeout=60)
+        assert sweep.stdout.split() == [f"[{orphan}]"], sweep.stdout + sweep.stderr
+        assert f"stopped Prefect's temporary server (process {orphan})" in sweep.stderr
+        assert gone(orphan)
+        assert Path(f"/proc/{live_server}").exists()  # a live command's server is left alone
+    finally:
+        live.send_signal(signal.SIGTERM)
+        live.wait(timeout=60)
+    assert gone(live_server)
