@@ -98,6 +98,9 @@ class IngestParams(Section):
     metadata_columns: list[str] = []  # other columns to keep (e.g. channel), stored beside text and label
     encoding: Encoding = "auto"  # auto: UTF-8 with or without BOM, else the detected encoding (reported)
     delimiter: Delimiter = "auto"  # auto: sniffed among , ; tab and |
+    # numeric dates such as 07/09/2026: auto reads the order from the file's own dates (a first number over 12 is
+    # a day, a second one a month) and stops where nothing tells; day_first (07/09 is 7 September) | month_first
+    date_order: Literal["auto", "day_first", "month_first"] = "auto"
     max_text_chars: int = Field(100_000, ge=1)  # longer texts are quarantined: a guard against absurd sizes only
     redact_pii: bool = True  # emails, phone, card, account numbers and IBANs are masked before storage
     dvc_lock_wait: int = Field(600, ge=1)  # seconds to wait for another DVC command to release the repository

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -166,7 +167,8 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
         canonical = {label.casefold(): label for label in labels}
         frame["label"] = frame["label"].map(lambda v: canonical.get(v.casefold(), v) if isinstance(v, str) else v)
     if "timestamp" in frame:
-        frame["timestamp"] = parse_timestamps(frame["timestamp"])
+        frame["timestamp"] = parse_timestamps(frame["timestamp"], cfg.date_order,
+                                              f"{path}: column {names['timestamp']!r}")
     frame[KEY] = text_hash(frame["text"].fillna(""))  # before masking: two emails make two texts
     pii: Counter = Counter()
     if cfg.redact_pii:
@@ -190,13 +192,45 @@ def redacted_columns(cfg: IngestParams, store: Store = LABELED, present=None) ->
     return [column for column in ["text", "id", *cfg.metadata_columns] if column in kept]
 
 
-def parse_timestamps(values: pd.Series) -> pd.Series:
-    """UTC timestamps; ISO 8601 fast, anything else through the slower mixed parser; failures become NaT."""
+# a date of numbers that starts with its day or its month, as spreadsheets write them: 07/09/2026, 7.9.26, 07-09-2026
+NUMERIC_DATE = re.compile(r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{2}|\d{4})(?!\d)")
+
+
+def parse_timestamps(values: pd.Series, date_order: str = "auto", where: str = "") -> pd.Series:
+    """UTC timestamps; ISO 8601 fast, anything else through the slower mixed parser; failures become NaT.
+    Numeric dates are read in `date_order` (ingest.date_order); one the order makes impossible (a month of 13)
+    fails, where the mixed parser would silently swap its day and month."""
     parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
     retry = parsed.isna() & values.notna() & (values != "")
-    if retry.any():
-        parsed[retry] = pd.to_datetime(values[retry], errors="coerce", utc=True, format="mixed")
+    if not retry.any():
+        return parsed
+    parts = values[retry].astype(str).str.extract(NUMERIC_DATE).dropna().astype(int)
+    dayfirst = reads_day_first(parts, date_order, values, where)
+    parsed[retry] = pd.to_datetime(values[retry], errors="coerce", utc=True, format="mixed", dayfirst=dayfirst)
+    day = parts[0] if dayfirst else parts[1]
+    parsed[day.index[parsed[day.index].dt.day.to_numpy() != day.to_numpy()]] = pd.NaT
     return parsed
+
+
+def reads_day_first(parts: pd.DataFrame, date_order: str, values: pd.Series, where: str) -> bool:
+    """Whether numeric dates (their first two numbers in `parts`) start with the day. With date_order auto, a
+    first number over 12 says day first and a second one month first; a file that says both, or neither while
+    its dates differ by the order (07/09), stops with a DataError naming an example: read in the wrong order,
+    every such date would be stored months off and move rows between the holdout and the training rows."""
+    if date_order != "auto":
+        return date_order == "day_first"
+    days_first, months_first = parts.index[parts[0] > 12], parts.index[parts[1] > 12]
+    if len(days_first) and len(months_first):
+        raise DataError(f"{where}: dates in both orders, {values[days_first[0]]!r} (day first) and "
+                        f"{values[months_first[0]]!r} (month first); correct the file, or set ingest.date_order "
+                        f"to the right one to quarantine the others")
+    if len(days_first) or len(months_first):
+        return bool(len(days_first))
+    either = parts.index[parts[0] != parts[1]]
+    if len(either):
+        raise DataError(f"{where}: dates such as {values[either[0]]!r} ({len(either)} in the file) read as day/month "
+                        f"or month/day alike, and none tells which; set ingest.date_order: day_first or month_first")
+    return False
 
 
 def ingest_batch(cfg: IngestParams, labels: list[str], root: Path, source: Path,

@@ -389,6 +389,43 @@ def test_every_row_rejected_is_a_data_error_and_the_quarantine_is_still_written(
     assert not (project / "data" / "raw" / "support").exists()
 
 
+# --- dates as spreadsheets write them ----------------------------------------------------------------------------
+
+def dated(project: Path, name: str, *dates: str) -> Path:
+    return write(project, name, HEADER + "".join(f"d{i},parcel {name} {i} is late,delivery,{date},chat\n"
+                                                  for i, date in enumerate(dates)))
+
+
+def test_numeric_dates_are_read_in_the_order_the_files_own_dates_show(project):
+    """A European export: 13/09 can only start with its day, so 07/09 is 7 September, not 9 July (the mixed
+    parser alone read each date by itself, month first where it could)."""
+    report = ingest_batch(CFG, LABELS, project, dated(project, "eu.csv", "07/09/2026 10:15", "13/09/2026", "7.9.26"))
+    assert stored(project, report)["timestamp"].tolist() == pd.to_datetime(
+        ["2026-09-07 10:15", "2026-09-13 00:00", "2026-09-07 00:00"], utc=True).tolist()
+    report = ingest_batch(CFG, LABELS, project, dated(project, "us.csv", "07/09/2025", "09/13/2025"))
+    assert stored(project, report)["timestamp"].tolist() == pd.to_datetime(["2025-07-09", "2025-09-13"],
+                                                                          utc=True).tolist()
+
+
+def test_dates_that_read_either_way_stop_the_ingest_with_one_line_and_store_nothing(project):
+    source = dated(project, "unclear.csv", "2026-09-01", "07/09/2026", "03/04/2026")
+    message = one_line_error(lambda: ingest_batch(CFG, LABELS, project, source))
+    assert message == (f"{source}: column 'created_at': dates such as '07/09/2026' (2 in the file) read as day/month "
+                       "or month/day alike, and none tells which; set ingest.date_order: day_first or month_first")
+    assert not (project / "data" / "raw" / "support").exists()
+    both = dated(project, "both.csv", "13/09/2026", "09/14/2026")
+    assert "dates in both orders, '13/09/2026' (day first) and '09/14/2026' (month first)" in one_line_error(
+        lambda: ingest_batch(CFG, LABELS, project, both))
+
+
+def test_with_a_date_order_set_a_date_impossible_in_it_is_quarantined_not_swapped(project):
+    cfg = CFG.model_copy(update={"date_order": "month_first"})
+    report = ingest_batch(cfg, LABELS, project, dated(project, "set.csv", "07/09/2026", "13/09/2026"))
+    assert stored(project, report)["timestamp"].tolist() == [pd.Timestamp("2026-07-09", tz="UTC")]
+    assert [(row["created_at"], row["_reason"]) for row in quarantined(project, report)] == [
+        ("13/09/2026", "missing or unparseable timestamp")]
+
+
 # --- assemble ---------------------------------------------------------------------------------------------------
 
 def test_assemble_returns_every_batch_with_its_batch_column_and_the_data_version(project, tmp_path):
