@@ -103,6 +103,7 @@ class IngestParams(Section):
     date_order: Literal["auto", "day_first", "month_first"] = "auto"
     max_text_chars: int = Field(100_000, ge=1)  # longer texts are quarantined: a guard against absurd sizes only
     redact_pii: bool = True  # emails, phone, card, account numbers and IBANs are masked before storage
+    repair_encoding: bool = True  # text an earlier system decoded wrong ("KÃ¶ln") is repaired (ftfy) and counted
     dvc_lock_wait: int = Field(600, ge=1)  # seconds to wait for another DVC command to release the repository
     incoming_max_mb: float = Field(500, gt=0)  # the incoming watcher refuses (moves to failed/) larger files
 

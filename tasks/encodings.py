@@ -1,5 +1,7 @@
 """Which encoding a labeled file is in. Detection runs before any fallback, because a single-byte code page such
-as cp1252 accepts almost any bytes: tried first, it would store Russian, Chinese or Greek text as mojibake."""
+as cp1252 accepts almost any bytes: tried first, it would store Russian, Chinese or Greek text as mojibake.
+A file decoded right can still hold text a system before it decoded wrong ("KÃ¶ln" for "Köln"): `repair_texts`
+undoes that with ftfy."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import re
 import unicodedata
 from collections import Counter
 from pathlib import Path
+
+import pandas as pd
 
 from tasks.errors import DataError
 
@@ -159,3 +163,16 @@ def _fit(text: str) -> float:
         return 0.0
     held = max(sum(count for char, count in accented.items() if char in letters) for letters in ALPHABETS)
     return held / sum(accented.values())
+
+
+def repair_texts(texts: pd.Series) -> tuple[pd.Series, pd.Index]:
+    """The texts with mojibake undone (UTF-8 read as cp1252 or Latin-1 somewhere upstream, once or more:
+    "KÃ¶ln", "donâ€™t") by ftfy's `fix_encoding`, which changes only text it recognises as such and nothing else
+    (no quotes, widths or HTML); returns them and the index of those it changed. ASCII text cannot hold mojibake
+    and is not looked at."""
+    from ftfy import fix_encoding
+
+    suspects = texts[texts.map(lambda text: isinstance(text, str) and not text.isascii())]
+    fixed = suspects.map(fix_encoding)
+    changed = fixed.index[(fixed != suspects).to_numpy()]
+    return (texts.where(~texts.index.isin(changed), fixed) if len(changed) else texts), changed

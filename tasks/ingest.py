@@ -26,6 +26,7 @@ from tasks import consent, versioning
 from tasks.batches import (LABELED, POOL_DIR, RAW_DIR, UNLABELED, Store, batch_files, batch_with_digest,
                            checked_dataset_name, content_digests, next_sequence, pending_events, post_event)
 from tasks.config import IngestParams, Params, Paths
+from tasks.encodings import repair_texts
 from tasks.errors import DataError
 from tasks.layout import DATASET_FILE, POOL_FILE, VERSION_FILE
 from tasks.pii import redact
@@ -38,6 +39,7 @@ SOURCE = "_source_file"
 BATCH = "_batch"
 SUGGESTED_ID = "nichetune_id"  # the column of a suggestion batch (tasks.suggest) that names its pool text
 KEY = "_text_key"  # a hash of the text as the user gave it, before PII masking: duplicates are judged on it
+REPAIRED_SHOWN = 5  # lines of repaired texts the report names
 ALREADY_STORED = "already stored by an earlier batch"  # the same text (and label) as a stored row
 POOL_COLUMNS = ("text", KEY, BATCH)  # the assembled pool (layout.POOL_FILE), which finetune reads
 
@@ -63,6 +65,7 @@ class BatchReport:
     events: tuple[str, ...] = ()  # outbox files of stored batches whose event is still to be sent
     kind: str = LABELED.kind  # labeled rows, or unlabeled texts for the pool (which announce nothing)
     not_for_training: str | None = None  # the dataset's consent mark, as a line: stored, but never trained on
+    repaired: tuple[int, ...] = ()  # the lines whose text was mojibake, repaired (ingest.repair_encoding)
 
     def text(self) -> str:
         """The lines `nichetune ingest` prints."""
@@ -75,6 +78,11 @@ class BatchReport:
         lines += [f"  quarantined, {reason}: {count}" for reason, count in sorted(self.reasons.items())]
         if self.pii_redacted:
             lines.append(f"  PII redacted: {_counts(self.pii_redacted)}")
+        if self.repaired:
+            shown = ", ".join(map(str, self.repaired[:REPAIRED_SHOWN]))
+            more = ", ..." if len(self.repaired) > REPAIRED_SHOWN else ""
+            lines.append(f"  text repaired, decoded wrong by an earlier system (KÃ¶ln for Köln): {len(self.repaired)} "
+                         f"(line{'s' if len(self.repaired) > 1 else ''} {shown}{more})")
         lines += [f"  stored: {self.batch}"] if self.batch else []
         lines += [f"  quarantine: {self.quarantine}"] if self.quarantine else []
         if self.data_version:
@@ -152,9 +160,10 @@ def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], store
 
 
 def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], path: Path,
-            store: Store = LABELED) -> tuple[pd.DataFrame, Counter]:
-    """Map columns, clean values, canonicalise label case, key each text and redact PII; keeps every input row.
-    Masking is the slow part: a big file shows a bar over the values masked."""
+            store: Store = LABELED) -> tuple[pd.DataFrame, Counter, tuple[int, ...]]:
+    """Map columns, clean values, canonicalise label case, repair mojibake, key each text and redact PII; keeps
+    every input row. Returns the rows, the PII found and the lines of the texts repaired. Masking is the slow
+    part: a big file shows a bar over the values masked."""
     names = standard_columns(cfg, store, table_frame.columns)
     missing = [column for column in dict.fromkeys(names.values()) if column not in table_frame.columns]
     if missing:
@@ -169,6 +178,9 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
     if "timestamp" in frame:
         frame["timestamp"] = parse_timestamps(frame["timestamp"], cfg.date_order,
                                               f"{path}: column {names['timestamp']!r}")
+    repaired = pd.Index([])
+    if cfg.repair_encoding:  # before the key: the same text repaired upstream later is the same text
+        frame["text"], repaired = repair_texts(frame["text"])
     frame[KEY] = text_hash(frame["text"].fillna(""))  # before masking: two emails make two texts
     pii: Counter = Counter()
     if cfg.redact_pii:
@@ -183,7 +195,7 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
         raw = table_frame[names["timestamp"]]
         garbled = frame["timestamp"].isna() & raw.notna() & (raw.astype(str).str.strip() != "")
         frame.loc[garbled & frame[PROBLEM].isna(), PROBLEM] = "unparseable timestamp"
-    return frame, pii
+    return frame, pii, tuple(int(line) for line in table_frame.loc[repaired, LINE])
 
 
 def redacted_columns(cfg: IngestParams, store: Store = LABELED, present=None) -> list[str]:
@@ -297,7 +309,7 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
     if table.frame.empty:
         raise DataError(f"{source}: the file has a header but no rows; export the {store.kind} rows too")
     done(f"read {len(table.frame)} rows ({table.encoding})")
-    frame, pii = prepare(table.frame, cfg, labels, source, store)
+    frame, pii, repaired = prepare(table.frame, cfg, labels, source, store)
     done(f"prepared: PII masked ({_counts(pii) or 'none found'})" if cfg.redact_pii else "prepared (PII kept)")
     reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset, store), store)
     done(f"checked: {reasons.isna().sum()} rows pass, {reasons.notna().sum()} do not")
@@ -315,7 +327,8 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
     relative = lambda path: str(path.relative_to(root)) if path else None  # noqa: E731
     return BatchReport(str(source), dataset, len(frame), len(accepted), len(rejected),
                        dict(Counter(reasons.dropna())), dict(pii), table.encoding,
-                       relative(batch_path), relative(quarantine_path), earlier, None, seen, kind=store.kind)
+                       relative(batch_path), relative(quarantine_path), earlier, None, seen, kind=store.kind,
+                       repaired=repaired)
 
 
 def _unescaped(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from tasks import cores
+from tasks.encodings import repair_texts
 from tasks.errors import DataError, NichetuneError
 from tasks.progress import bar
 from tasks.spreadsheet import FORMULA_START, escape_formula, escape_frame  # noqa: F401 (also imported from here)
@@ -237,14 +238,18 @@ def predict_in_chunks(pyfunc, texts: list[str]) -> pd.DataFrame:
 def predict_file(source: Path, ingest: IngestParams, model: str, tracking: str,
                  output: Path | None = None) -> PredictionFile:
     """Predict every row of `source` with the registered `model` (a `models:/` URI) and write a CSV: the
-    input columns, `prediction`, `probability` and one `prob_<label>` per class, formulas escaped."""
+    input columns, `prediction`, `probability` and one `prob_<label>` per class, formulas escaped. The model
+    reads each text with mojibake repaired, as ingest stores them (ingest.repair_encoding)."""
     output = Path(output) if output is not None else default_output(source)
     if output.resolve() == source.resolve():
         raise DataError(f"{output}: is the input file; pass another --output")
     frame = read_texts(source, ingest)
     with cores.claim():  # before loading: an ONNX model takes its share of the cores when it loads
         pyfunc, version = load_registered(model, tracking)
-        predictions = predict_in_chunks(pyfunc, frame[ingest.text_column].astype(str).tolist())
+        texts = frame[ingest.text_column].astype(str)
+        if ingest.repair_encoding:  # as ingest stored the texts the model learned from; the output keeps the file's
+            texts, _ = repair_texts(texts)
+        predictions = predict_in_chunks(pyfunc, texts.tolist())
     clash = [c for c in predictions.columns if c in frame.columns]
     if clash:
         raise DataError(f"{source}: column {clash[0]!r} would be overwritten by the predictions; rename it")

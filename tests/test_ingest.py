@@ -426,6 +426,34 @@ def test_with_a_date_order_set_a_date_impossible_in_it_is_quarantined_not_swappe
         ("13/09/2026", "missing or unparseable timestamp")]
 
 
+# --- text an earlier system decoded wrong ----------------------------------------------------------------------
+
+# real: a review of the Amazon counterfactual training split (EN_train.tsv) holds "Chaiâ€™s Choice" for "Chai’s Choice"
+MOJIBAKE = [("Equal in quality with the Chaiâ€™s Choice", "Equal in quality with the Chai’s Choice"),
+            ("Lieferung nach KÃ¶ln fehlt", "Lieferung nach Köln fehlt")]
+
+
+def test_mojibake_is_repaired_counted_and_the_right_text_later_is_the_same_row(project):
+    legit = "Paket beschädigt: café « naïve » – ok"  # accented text a right decoding gives stays as it is
+    rows = [f"m{i},{text},delivery,2026-10-01,chat\n" for i, (text, _) in enumerate(MOJIBAKE)]
+    source = write(project, "wrong.csv", HEADER + "".join(rows) + f"m9,{legit},delivery,2026-10-01,chat\n")
+    report = ingest_batch(CFG, LABELS, project, source)
+    assert stored(project, report)["text"].tolist() == [right for _, right in MOJIBAKE] + [legit]
+    assert "  text repaired, decoded wrong by an earlier system (KÃ¶ln for Köln): 2 (lines 2, 3)" in report.text()
+    again = write(project, "right.csv", HEADER + "".join(f"r{i},{right},delivery,2026-10-01,chat\n"
+                                                        for i, (_, right) in enumerate(MOJIBAKE)))
+    with pytest.raises(DataError, match="already stored by an earlier batch \\(2\\)"):
+        ingest_batch(CFG, LABELS, project, again)
+
+
+def test_with_repair_encoding_false_the_text_is_stored_as_given(project):
+    cfg = CFG.model_copy(update={"repair_encoding": False})
+    report = ingest_batch(cfg, LABELS, project, write(project, "as-given.csv", HEADER + "".join(
+        f"m{i},{text},delivery,2026-10-01,chat\n" for i, (text, _) in enumerate(MOJIBAKE))))
+    assert stored(project, report)["text"].tolist() == [text for text, _ in MOJIBAKE]
+    assert "repaired" not in report.text()
+
+
 # --- assemble ---------------------------------------------------------------------------------------------------
 
 def test_assemble_returns_every_batch_with_its_batch_column_and_the_data_version(project, tmp_path):

@@ -102,6 +102,21 @@ def test_cells_a_spreadsheet_would_run_get_a_leading_apostrophe(project, new_row
     assert [escape_formula(v) for v in ("\rx", "ok", "-", "+1e5", 3)] == ["'\rx", "ok", "'-", "+1e5", 3]
 
 
+def test_the_model_reads_a_text_decoded_wrong_upstream_as_ingest_stored_it(project, monkeypatch, capsys):
+    """A spreadsheet round trip that read UTF-8 as cp1252 ("don’t" as "donâ€™t"): predicted as the text itself, as
+    ingest would have stored it; the output keeps the cell as the file has it."""
+    root, _ = project
+    right = cfpb_sample(per_class=1)[["complaint_id", "text"]].head(3).assign(text=lambda f: f["text"] + " Don’t.")
+    wrong = right.assign(text=right["text"].map(lambda text: text.encode("utf-8").decode("cp1252")))
+    for name, frame in (("decoded-right", right), ("decoded-twice", wrong)):
+        frame.to_csv(root / "data" / f"{name}.csv", index=False)
+        assert nichetune(root, monkeypatch, capsys, "predict", f"data/{name}.csv")[0] == 0
+    right_out, wrong_out = (read_output(root / "data" / f"{name}.predictions.csv")
+                            for name in ("decoded-right", "decoded-twice"))
+    assert wrong_out["text"].str.endswith(" Donâ€™t.").all()
+    assert wrong_out.drop(columns="text").equals(right_out.drop(columns="text"))
+
+
 @pytest.mark.slow  # starts mlflow models serve
 def test_mlflow_models_serve_answers_with_the_same_predictions(project, new_rows, monkeypatch, capsys, tmp_path):
     root, uri = project
