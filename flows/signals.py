@@ -49,8 +49,8 @@ def mark_servers_started_here() -> None:
 
 def stop_orphaned_servers() -> list[int]:
     """Stop every temporary Prefect server of this user whose starting nichetune command is gone (its process no
-    longer runs); returns their process ids. A server a live command
-    uses is left alone. Reads /proc: elsewhere than Linux it finds none."""
+    longer runs); returns their process ids. A server a live command uses is left alone. Reads /proc: elsewhere
+    than Linux it finds none."""
     stopped = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:

@@ -171,6 +171,9 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
         raise DataError(f"{path}: column(s) {', '.join(map(repr, missing))} not found; the file has "
                         f"{', '.join(map(repr, found))}; set ingest.*_column in params.yaml")
     frame = pd.DataFrame({name: table_frame[column] for name, column in names.items()})
+    repaired = pd.Index([])
+    if cfg.repair_encoding:  # before the key: the same text repaired upstream later is the same text
+        frame["text"], repaired = repair_texts(frame["text"])
     frame = frame.apply(lambda column: column.str.strip() if column.dtype == object else column)
     if labels:  # "Billing" and "billing " are the label billing
         canonical = {label.casefold(): label for label in labels}
@@ -178,9 +181,6 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
     if "timestamp" in frame:
         frame["timestamp"] = parse_timestamps(frame["timestamp"], cfg.date_order,
                                               f"{path}: column {names['timestamp']!r}")
-    repaired = pd.Index([])
-    if cfg.repair_encoding:  # before the key: the same text repaired upstream later is the same text
-        frame["text"], repaired = repair_texts(frame["text"])
     frame[KEY] = text_hash(frame["text"].fillna(""))  # before masking: two emails make two texts
     pii: Counter = Counter()
     if cfg.redact_pii:
