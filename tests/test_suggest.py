@@ -137,7 +137,7 @@ def test_a_batch_comes_back_from_label_studio_and_argilla_in_the_dataset_columns
         assert read["body"].tolist() == texts and read["queue"].tolist() == ["x", "y"]
         assert read["ticket_id"].tolist() == ["T-1", "T-2"] and read["channel"].tolist() == ["email", "chat"]
         assert read["created"].iloc[0] == "2023-07-03T10:00:00Z" and read["created"].iloc[1] in ("", None)
-        prepared, _ = prepare(read, ingest_cfg, ["x", "y"], tmp_path / export_file)  # what ingest stores
+        prepared, _, _ = prepare(read, ingest_cfg, ["x", "y"], tmp_path / export_file)  # what ingest stores
         assert prepared["timestamp"].iloc[0] == pd.Timestamp("2023-07-03 10:00", tz="UTC")
         assert pd.isna(prepared["timestamp"].iloc[1])  # quarantined there: "missing or unparseable timestamp"
 
