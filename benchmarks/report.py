@@ -11,9 +11,9 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from benchmarks import (active, adapt, choice, cores, endtoend, folds, memory, precision, privacy, quality,
-                        refit, runtime, selftrain, servers, solvers, temperature, tfidf, trainspeed, truncation,
-                        words)
+from benchmarks import (active, adapt, choice, cores, endtoend, folds, memory, pieces, precision, privacy,
+                        quality, refit, runtime, selftrain, servers, solvers, temperature, tfidf, trainspeed,
+                        truncation, words)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -405,7 +405,7 @@ def render() -> str:
              *runtime.section(load("runtime-full.json")),
              *cores.section(load("cores.json")), *endtoend.section(load("endtoend.json")),
              *active.section(load("active.json"), load("active_round.json"), dev_results()), *memory.section(load("memory.json")),
-             *trainspeed.section(load("trainspeed.json")),
+             *trainspeed.section(load("trainspeed.json")), *pieces.section(load("pieces.json"), load("pieces_pair.json")),
              *words.section(load("words.json"), load("words_k13.json")),
              *precision.section(load("precision.json")),
              *servers.section(load("servers.json")),
