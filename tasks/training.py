@@ -42,6 +42,9 @@ PIECE_TOKENS = 512
 # finetune.gradient_checkpointing auto: on the CPU, keep layer activations only for batches up to this many tokens
 # (about 0.3 MB per token for MiniLM); more is recomputed in the backward pass
 CHECKPOINT_TOKENS = 2048
+# A checkpoint no run has written for this long belongs to a run given up on (killed, then its params or data changed,
+# so no run has its fingerprint again): a finished run removes it, or killed runs fill the disk (270 MB for MiniLM)
+STALE_CHECKPOINT_DAYS = 7
 # a run's trained weights by parameter name (train_strategy's keep_weights), for a later run to start from
 WEIGHTS_FILE = "trainable.pt"
 # AdamW's fused kernel: one pass over each weight per step instead of one per operation. On 2 CPU cores the
@@ -697,7 +700,25 @@ def train_strategy(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir:
     (out_dir / LOG_FILE).write_text(json.dumps({**asdict(result), "model_dir": str(model_dir)}, indent=2))
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)  # finished: the model is saved, the checkpoint has done its job
+        remove_stale_checkpoints(checkpoint.parent)
     return result
+
+
+def remove_stale_checkpoints(folder: Path) -> None:
+    """Remove the checkpoints in `folder` (and what a killed save or a refused load left) that no run has written
+    for STALE_CHECKPOINT_DAYS; a live run writes its own after every epoch."""
+    cutoff, freed, count = time.time() - STALE_CHECKPOINT_DAYS * 86_400, 0, 0
+    for path in folder.glob("finetune-*"):
+        try:
+            stat = path.stat()
+            if stat.st_mtime < cutoff:
+                path.unlink()
+                freed, count = freed + stat.st_size, count + 1
+        except OSError:  # another run removed it meanwhile
+            continue
+    if count:
+        say(f"removed {count} checkpoint{'s' * (count > 1)} ({freed / 2**20:.0f} MB) in {folder} that no run had "
+            f"written for {STALE_CHECKPOINT_DAYS} days")
 
 
 def calibrate(setup: Setup, held: Rows | None) -> float:

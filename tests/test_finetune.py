@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -384,6 +385,22 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_result(train,
     np.testing.assert_array_equal(Classifier(resumed.model_dir).predict_proba(texts),
                                   Classifier(straight.model_dir).predict_proba(texts))
     assert not any((work / CHECKPOINT_DIR).glob("*.pt"))  # a finished run removes its checkpoint
+
+
+def test_a_finished_run_removes_checkpoints_no_run_wrote_for_a_week(train, tiny_backbone, tmp_path, capsys):
+    """A run killed and never run again with its params leaves a checkpoint no fingerprint reaches again."""
+    folder = tmp_path / "work" / CHECKPOINT_DIR
+    folder.mkdir(parents=True)
+    week = finetune_module.STALE_CHECKPOINT_DAYS * 86_400
+    files = {"finetune-abandoned.pt": week + 3600, "finetune-abandoned.unreadable": week + 3600,
+             "finetune-recent.pt": week - 3600}
+    for name, age in files.items():
+        (folder / name).write_bytes(b"x" * 2**20)
+        os.utime(folder / name, (time.time() - age, time.time() - age))
+    finetune(train, params(tiny_backbone, strategy="head", epochs=1), seed=5, out_dir=tmp_path / "out",
+             work_dir=tmp_path / "work")
+    assert sorted(path.name for path in folder.iterdir()) == ["finetune-recent.pt"]
+    assert f"removed 2 checkpoints (2 MB) in {folder} that no run had written for 7 days" in capsys.readouterr().out
 
 
 class RunsCode:
