@@ -231,14 +231,17 @@ def reads_day_first(parts: pd.DataFrame, date_order: str, values: pd.Series, whe
     every such date would be stored months off and move rows between the holdout and the training rows."""
     if date_order != "auto":
         return date_order == "day_first"
-    days_first, months_first = parts.index[parts[0] > 12], parts.index[parts[1] > 12]
+    first, second = parts[0], parts[1]
+    # a number over 31 is no day either way: such a date says nothing about the order (and will not parse)
+    days_first = parts.index[first.between(13, 31) & (second <= 12)]
+    months_first = parts.index[second.between(13, 31) & (first <= 12)]
     if len(days_first) and len(months_first):
         raise DataError(f"{where}: dates in both orders, {values[days_first[0]]!r} (day first) and "
                         f"{values[months_first[0]]!r} (month first); correct the file, or set ingest.date_order "
                         f"to the right one to quarantine the others")
     if len(days_first) or len(months_first):
         return bool(len(days_first))
-    either = parts.index[parts[0] != parts[1]]
+    either = parts.index[(first != second) & (first <= 12) & (second <= 12)]
     if len(either):
         raise DataError(f"{where}: dates such as {values[either[0]]!r} ({len(either)} in the file) read as day/month "
                         f"or month/day alike, and none tells which; set ingest.date_order: day_first or month_first")

@@ -418,6 +418,11 @@ def test_dates_that_read_either_way_stop_the_ingest_with_one_line_and_store_noth
         lambda: ingest_batch(CFG, LABELS, project, both))
 
 
+def test_a_number_over_31_says_nothing_about_the_order_and_does_not_parse():
+    parsed = ingest.parse_timestamps(pd.Series(["45/12/2026", "09/13/2026", "07/09/2026"]), "auto", "f: column 'c'")
+    assert parsed.tolist() == [pd.NaT, pd.Timestamp("2026-09-13", tz="UTC"), pd.Timestamp("2026-07-09", tz="UTC")]
+
+
 def test_with_a_date_order_set_a_date_impossible_in_it_is_quarantined_not_swapped(project):
     cfg = CFG.model_copy(update={"date_order": "month_first"})
     report = ingest_batch(cfg, LABELS, project, dated(project, "set.csv", "07/09/2026", "13/09/2026"))
