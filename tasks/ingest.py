@@ -226,9 +226,9 @@ def parse_timestamps(values: pd.Series, date_order: str = "auto", where: str = "
 
 def reads_day_first(parts: pd.DataFrame, date_order: str, values: pd.Series, where: str) -> bool:
     """Whether numeric dates (their first two numbers in `parts`) start with the day. With date_order auto, a
-    first number over 12 says day first and a second one month first; a file that says both, or neither while
-    its dates differ by the order (07/09), stops with a DataError naming an example: read in the wrong order,
-    every such date would be stored months off and move rows between the holdout and the training rows."""
+    first number from 13 to 31 says day first and a second one month first; a file that says both, or neither
+    while its dates differ by the order (07/09), stops with a DataError naming an example: read in the wrong
+    order, every such date would be stored months off and move rows between the holdout and the training rows."""
     if date_order != "auto":
         return date_order == "day_first"
     first, second = parts[0], parts[1]
