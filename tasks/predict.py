@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import codecs
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,9 +195,26 @@ def download_registered(uri: str, tracking: str, dst: str | Path) -> tuple[str, 
     return name, version, run_id, model_dir
 
 
-def read_texts(source: Path, ingest: IngestParams) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Dialect:
+    """How a prediction file is written: in its input's delimiter, and in UTF-8 with a BOM when the input came from
+    a program that needs one to read UTF-8 (Excel opens a BOM-less CSV in the Windows code page, so accents turn to
+    "Ã©"): an input that had a BOM or was in another encoding (cp1252, UTF-16)."""
+
+    delimiter: str = ","
+    encoding: str = "utf-8"
+
+    @classmethod
+    def of(cls, source: Path, encoding: str, delimiter: str | None) -> Dialect:
+        with open(source, "rb") as handle:
+            bom = handle.read(3) == codecs.BOM_UTF8
+        excel = bom or encoding.replace("_", "-").lower() not in ("utf-8", "utf8", "ascii", "parquet")
+        return cls(delimiter or ",", "utf-8-sig" if excel else "utf-8")
+
+
+def read_texts(source: Path, ingest: IngestParams) -> tuple[pd.DataFrame, Dialect]:
     """The file's rows as strings, with a text column named by `ingest.text_column` (missing text: ""), indexed by
-    their line (or record) in the file."""
+    their line (or record) in the file, and the dialect to write its predictions in."""
     from tasks.readers import LINE, PROBLEM, RAW, read_table
 
     table = read_table(source, ingest.encoding, ingest.delimiter)
@@ -211,12 +229,13 @@ def read_texts(source: Path, ingest: IngestParams) -> pd.DataFrame:
                         "(quote fields that hold the delimiter) and run predict again")
     frame = frame.set_index(LINE, drop=True).drop(columns=[PROBLEM, RAW])
     frame[ingest.text_column] = frame[ingest.text_column].fillna("")
-    return frame
+    return frame, Dialect.of(source, table.encoding, table.delimiter)
 
 
-def default_output(source: Path) -> Path:
-    """`<stem>.predictions.csv` next to the input."""
-    return source.with_name(source.stem + OUTPUT_SUFFIX)
+def default_output(source: Path, delimiter: str = ",") -> Path:
+    """`<stem>.predictions.csv` next to the input (`.tsv` for a tab-separated input)."""
+    suffix = OUTPUT_SUFFIX.replace(".csv", ".tsv") if delimiter == "\t" else OUTPUT_SUFFIX
+    return source.with_name(source.stem + suffix)
 
 
 PROGRESS_CHUNK = 512  # rows per call to the model: a bar step every second or so on 2 CPU cores
@@ -238,12 +257,13 @@ def predict_in_chunks(pyfunc, texts: list[str]) -> pd.DataFrame:
 def predict_file(source: Path, ingest: IngestParams, model: str, tracking: str,
                  output: Path | None = None) -> PredictionFile:
     """Predict every row of `source` with the registered `model` (a `models:/` URI) and write a CSV: the
-    input columns, `prediction`, `probability` and one `prob_<label>` per class, formulas escaped. The model
-    reads each text with mojibake repaired, as ingest stores them (ingest.repair_encoding)."""
-    output = Path(output) if output is not None else default_output(source)
+    input columns, `prediction`, `probability` and one `prob_<label>` per class, formulas escaped, in the input's
+    delimiter and, for an input from Excel, its encoding's stand-in (Dialect). The model reads each text with
+    mojibake repaired, as ingest stores them (ingest.repair_encoding)."""
+    frame, dialect = read_texts(source, ingest)
+    output = Path(output) if output is not None else default_output(source, dialect.delimiter)
     if output.resolve() == source.resolve():
         raise DataError(f"{output}: is the input file; pass another --output")
-    frame = read_texts(source, ingest)
     with cores.claim():  # before loading: an ONNX model takes its share of the cores when it loads
         pyfunc, version = load_registered(model, tracking)
         texts = frame[ingest.text_column].astype(str)
@@ -255,6 +275,6 @@ def predict_file(source: Path, ingest: IngestParams, model: str, tracking: str,
         raise DataError(f"{source}: column {clash[0]!r} would be overwritten by the predictions; rename it")
     result = pd.concat([frame.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
     output.parent.mkdir(parents=True, exist_ok=True)
-    escape_frame(result).to_csv(output, index=False)
+    escape_frame(result).to_csv(output, index=False, sep=dialect.delimiter, encoding=dialect.encoding)
     blank = frame.index[predictions["prediction"].isna().to_numpy()].tolist()
     return PredictionFile(output, len(result), model, version, blank)

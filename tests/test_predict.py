@@ -3,6 +3,7 @@ the same predictions both ways, spreadsheet formulas escaped, and one-line error
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import signal
@@ -115,6 +116,31 @@ def test_the_model_reads_a_text_decoded_wrong_upstream_as_ingest_stored_it(proje
                             for name in ("decoded-right", "decoded-twice"))
     assert wrong_out["text"].str.endswith(" Donâ€™t.").all()
     assert wrong_out.drop(columns="text").equals(right_out.drop(columns="text"))
+
+
+def test_an_excel_export_gets_its_predictions_back_in_its_own_dialect(project, monkeypatch, capsys):
+    """A semicolon-separated cp1252 export (Excel in a European locale) and Excel's tab-separated "Unicode text"
+    come back with their delimiter and a UTF-8 BOM, which Excel needs to read the accents; a plain UTF-8 CSV stays
+    plain."""
+    root, _ = project
+    frame = pd.DataFrame({"ref": ["a1", "a2"], "text": ["Überweisung nach Köln fehlgeschlagen; bitte prüfen",
+                                                        "Le prélèvement a été débité deux fois"]})
+    (root / "data" / "excel.csv").write_bytes(frame.to_csv(index=False, sep=";").encode("cp1252"))
+    (root / "data" / "unicode.txt").write_bytes(frame.to_csv(index=False, sep="\t").encode("utf-16"))
+    (root / "data" / "plain.csv").write_text(frame.to_csv(index=False), encoding="utf-8")
+    for name in ("excel.csv", "unicode.txt", "plain.csv"):
+        assert nichetune(root, monkeypatch, capsys, "predict", f"data/{name}")[0] == 0
+    written = {name: (root / "data" / name).read_bytes()
+               for name in ("excel.predictions.csv", "unicode.predictions.tsv", "plain.predictions.csv")}
+    assert written["excel.predictions.csv"].startswith(codecs.BOM_UTF8 + b"ref;text;prediction;probability;prob_")
+    assert written["unicode.predictions.tsv"].startswith(codecs.BOM_UTF8 + b"ref\ttext\tprediction\t")
+    assert written["plain.predictions.csv"].startswith(b"ref,text,prediction,probability,prob_")
+    outputs = [pd.read_csv(root / "data" / "excel.predictions.csv", sep=";", encoding="utf-8-sig"),
+               pd.read_csv(root / "data" / "unicode.predictions.tsv", sep="\t", encoding="utf-8-sig"),
+               pd.read_csv(root / "data" / "plain.predictions.csv")]
+    for output in outputs:
+        assert output["text"].tolist() == frame["text"].tolist()
+        assert output.drop(columns="text").equals(outputs[2].drop(columns="text"))
 
 
 @pytest.mark.slow  # starts mlflow models serve
