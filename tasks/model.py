@@ -150,13 +150,13 @@ class SentenceClassifier(torch.nn.Module):
         return mean_pool(self._run_layers(hidden, attention_mask, layer, self.depth), attention_mask)
 
     def _run_layers(self, hidden, attention_mask, start: int, stop: int) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
         bert = self.bert
         if start == stop:
             return hidden
-        mask, _ = bert._create_attention_masks(  # the mask in the form this attention implementation wants
-            attention_mask=attention_mask, encoder_attention_mask=None, embedding_output=hidden,
-            encoder_hidden_states=None, cache=None,
-        )
+        # the mask in the form this attention implementation wants, as the encoder's own forward makes it
+        mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
         for block in bert.encoder.layer[start:stop]:
             hidden = block(hidden, attention_mask=mask)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
