@@ -1,7 +1,7 @@
 """Benchmark: training samples per second of the default's fine-tuning against a plain PyTorch loop, on a GPU.
 
-    nichetune bench gpu [--rows 2048] [--epochs 2] [--repeats 3] [--device cuda] [--out FILE] [--note TEXT]
-                        [--data DIR]
+    nichetune bench gpu [--rows 2048] [--epochs 2] [--repeats 3] [--device cuda] [--batch-size N]
+                        [--max-length N] [--piece-tokens none N ...] [--out FILE] [--note TEXT] [--data DIR]
 
 Rows: the first `--rows` of banking77's training texts (banking77/ under --data, default ../shared/data), 77
 intents. Both loops train the same model (`tasks.finetune.build_model` with params.yaml's finetune section and
@@ -15,7 +15,10 @@ same size, padded per batch to the same `max_length`, in the same precision (bf1
 - plain: shuffle, tokenize, forward, cross-entropy, backward, AdamW step at the same learning rate; nothing else,
   one device synchronisation at the end.
 One untimed warm-up of each first (CUDA context, kernels), then the two alternate `--repeats` times; the figures
-are medians, and the ratio is nichetune / plain. `--device cpu` checks the harness on a machine without a GPU and
+are medians, and the ratio is nichetune / plain. `--batch-size` and `--max-length` replace params.yaml's for both
+loops (issue 54's goal is read at 256 and 128). `--piece-tokens` runs the nichetune loop once per budget in each
+repeat, with tasks.training.GPU_PIECE_TOKENS set to it (`none`: the whole padded batch at once, the default), to
+find whether length pieces pay on the device; each budget gets its own median and ratio. `--device cpu` checks the harness on a machine without a GPU and
 needs `--out`, so that the GPU figures in benchmarks/results/gpu.json are never replaced by CPU ones."""
 
 from __future__ import annotations
@@ -85,47 +88,83 @@ def plain_loop(train: pd.DataFrame, cfg, seed: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def measure(rows: int, epochs: int, repeats: int, device: str, folder: Path, backbone: str | None = None) -> dict:
-    """Warm-up, then the two loops alternating; medians and the ratio."""
+def variant_name(budget: int | None) -> str:
+    """The nichetune loop's name in the results: the default (whole batches) keeps the name earlier runs used."""
+    return NICHETUNE if budget is None else f"nichetune, length pieces of {budget} tokens"
+
+
+def measure(rows: int, epochs: int, repeats: int, device: str, folder: Path, backbone: str | None = None,
+            batch_size: int | None = None, max_length: int | None = None,
+            piece_budgets: tuple[int | None, ...] = (None,)) -> dict:
+    """Warm-up, then the loops alternating (each piece budget of the nichetune loop, then plain); medians and the
+    ratios."""
     import torch
     import transformers
 
     from benchmarks import quality
+    from tasks import training
     from tasks.config import FinetuneParams
     from tasks.model import resolve_device
 
     settings = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
     settings.update(epochs=epochs, device=device, validation_fraction=0.0, strategy=quality.tuned_strategy())
-    if backbone is not None:
-        settings["backbone"] = backbone
+    settings.update({key: value for key, value in (("backbone", backbone), ("batch_size", batch_size),
+                                                   ("max_length", max_length)) if value is not None})
     cfg = FinetuneParams.model_validate(settings)
     resolved = resolve_device(device)
     train = training_rows(rows, folder)
     warm_up = FinetuneParams.model_validate({**settings, "epochs": 1})
     nichetune_loop(train.head(4 * cfg.batch_size), warm_up, 0)
     plain_loop(train.head(4 * cfg.batch_size), warm_up, 0)
-    runs = [{NICHETUNE: nichetune_loop(train, cfg, seed), PLAIN: plain_loop(train, cfg, seed)}
-            for seed in range(repeats)]
-    medians = {name: statistics.median(run[name] for run in runs) for name in (NICHETUNE, PLAIN)}
+    names = [variant_name(budget) for budget in piece_budgets]
+    runs = []
+    try:
+        for seed in range(repeats):
+            run = {}
+            for budget, name in zip(piece_budgets, names):
+                training.GPU_PIECE_TOKENS = budget
+                run[name] = nichetune_loop(train, cfg, seed)
+            run[PLAIN] = plain_loop(train, cfg, seed)
+            runs.append(run)
+    finally:
+        training.GPU_PIECE_TOKENS = None
+    medians = {name: statistics.median(run[name] for run in runs) for name in (*names, PLAIN)}
     name = torch.cuda.get_device_name(0) if resolved.device.type == "cuda" else "CPU"
     return {"device": f"{name}, {resolved.name}", "torch": torch.__version__,
             "transformers": transformers.__version__, "strategy": cfg.strategy, "rows": len(train), "epochs": epochs,
             "batch_size": cfg.batch_size, "max_length": cfg.max_length, "repeats": runs,
-            "samples_per_second": medians, "ratio": medians[NICHETUNE] / medians[PLAIN]}
+            "samples_per_second": medians, "ratio": medians[names[0]] / medians[PLAIN],
+            "ratios": {name: medians[name] / medians[PLAIN] for name in names}}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def piece_budget(value: str) -> int | None:
+    if value.lower() == "none":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of tokens, or none (whole batches)")
+    return int(value)
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2048, help="banking77 training rows (default 2048)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: params.yaml's)")
+    parser.add_argument("--max-length", type=int, default=None, help="tokens per text (default: params.yaml's)")
+    parser.add_argument("--piece-tokens", nargs="+", type=piece_budget, default=[None], metavar="none|N",
+                        help="the nichetune loop once per GPU length-piece budget (none: whole batches)")
     parser.add_argument("--backbone", default=None, help=argparse.SUPPRESS)  # tests: a tiny local model
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/gpu.json)")
     parser.add_argument("--note", default=None, help="how this run differs from a plain install, for the report")
     add_data_option(parser)
+    return parser, parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
+    parser, args = parse_args(argv)
     if args.device == "cpu" and args.out is None:
         parser.error("--device cpu only checks the harness: give --out FILE (gpu.json keeps GPU figures)")
     import torch
@@ -138,7 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
     folder = dataset_dir(args.data, "banking77")
     quiet_offline_defaults()
     result = {"command": " ".join(["nichetune bench gpu", *argv]), "date": time.strftime("%Y-%m-%d"),
-              **measure(args.rows, args.epochs, args.repeats, args.device, folder, args.backbone)}
+              **measure(args.rows, args.epochs, args.repeats, args.device, folder, args.backbone, args.batch_size,
+                        args.max_length, tuple(args.piece_tokens))}
     if args.note:
         result["note"] = args.note
     out = args.out or RESULTS / "gpu.json"

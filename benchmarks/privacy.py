@@ -2,7 +2,7 @@
 same strategy trained without privacy on the same machine, and the non-private default.
 
     nichetune bench privacy [--datasets banking77_k64 cfpb_payday_2023] [--strategies lora head]
-                            [--epsilons 8 3 1] [--seeds 5] [--data DIR]
+                            [--epsilons 8 3 1] [--seeds 5] [--out FILE] [--data DIR]
     nichetune bench privacy --choose head|lora [--data DIR]
 
 Each (dataset, seed) is the quality table's split (benchmarks/quality.py). Each strategy trains with the quality
@@ -114,10 +114,7 @@ def key(entry: dict) -> tuple:
     return entry["dataset"], entry["strategy"], entry["epsilon"], entry["seed"]
 
 
-def main(argv: list[str] | None = None) -> None:
-    from benchmarks import quality
-    from tasks.runtime import quiet_offline_defaults
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(GRIDS))
@@ -125,8 +122,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--choose", choices=list(GRIDS), help="choose the private settings of this strategy on "
                         "validation rows (see the module docstring) instead of running the table")
+    parser.add_argument("--out", type=Path, default=RESULTS_FILE, help=f"results JSON (default {RESULTS_FILE.name}); "
+                        "its runs are kept and these merged in")
     add_data_option(parser)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from benchmarks import quality
+    from tasks.runtime import quiet_offline_defaults
+
+    args = parse_args(argv)
     quiet_offline_defaults()
     machine = quality.machine()
     where = f"{machine['arch']}, {machine['cores']} cores, {machine['gpu'] or 'no GPU'}"
@@ -137,8 +143,14 @@ def main(argv: list[str] | None = None) -> None:
         RESULTS.mkdir(exist_ok=True)
         CHOICE_FILE.write_text(json.dumps(chosen, indent=2) + "\n")
         return
-    previous = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.is_file() else {"runs": []}
+    out = args.out
+    previous = json.loads(out.read_text()) if out.is_file() else {"runs": []}
     runs = {key(entry): entry for entry in previous["runs"]}
+    command = ("nichetune bench privacy --datasets " + " ".join(args.datasets) + " --strategies "
+               + " ".join(args.strategies) + " --epsilons " + " ".join(f"{e:g}" for e in args.epsilons)
+               + f" --seeds {args.seeds}")
+    commands = [*previous.get("commands", []), {"command": command, "date": time.strftime("%Y-%m-%d"),
+                                                  "machine": where}]
     for dataset in args.datasets:
         for seed in range(args.seeds):
             for strategy in args.strategies:
@@ -146,15 +158,17 @@ def main(argv: list[str] | None = None) -> None:
                     entry = run(dataset, strategy, epsilon, seed, args.data)
                     runs[key(entry)] = entry
                     print(json.dumps(entry), flush=True)
-    command = ("nichetune bench privacy --datasets " + " ".join(args.datasets) + " --strategies "
-               + " ".join(args.strategies) + " --epsilons " + " ".join(f"{e:g}" for e in args.epsilons)
-               + f" --seeds {args.seeds}")
-    commands = [*previous.get("commands", []), {"command": command, "date": time.strftime("%Y-%m-%d"),
-                                                  "machine": where}]
-    results = {"commands": commands, "notes": previous.get("notes", []), "runs": sorted(runs.values(), key=_order)}
-    RESULTS.mkdir(exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, RESULTS / PLOT)
+                    # after every run: a run stopped at a deadline (a lent GPU's) keeps what it measured
+                    write(out, {"commands": commands, "notes": previous.get("notes", []),
+                                "runs": sorted(runs.values(), key=_order)})
+    plot(json.loads(out.read_text()), out.with_name(PLOT))
+
+
+def write(out: Path, results: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".tmp")
+    partial.write_text(json.dumps(results, indent=2) + "\n")
+    partial.replace(out)
 
 
 def _order(entry: dict) -> tuple:

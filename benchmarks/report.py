@@ -14,6 +14,7 @@ from pathlib import Path
 from benchmarks import (active, adapt, choice, cores, endtoend, folds, memory, pieces, precision, privacy,
                         quality, refit, runtime, selftrain, servers, solvers, temperature, tfidf, trainspeed,
                         truncation, words)
+from benchmarks import gpu as gpu_module
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -123,6 +124,7 @@ def goals_section(quality_results: dict | None, speed: dict | None, gpu: dict | 
     lines += runtime.goal_lines(load("runtime.json")) + runtime.goal_lines(load("runtime-full.json"), size=False)
     lines += memory.goal_lines(load("memory.json"))
     lines += privacy.goal_lines(load("privacy.json"))
+    lines += gpu_goal_lines(gpu_runs())
     return lines + [""]
 
 
@@ -293,19 +295,50 @@ def without_note(command: str, note: str | None) -> str:
     return command.replace(f" --note {note}", "") if note else command
 
 
-def gpu_section(gpu: dict | None) -> list[str]:
+GPU_GOAL_RATIO, GPU_GOAL_BATCH, GPU_GOAL_TOKENS = 2.0, 256, 128  # issue 54: 2x the plain eager loop there
+
+
+def gpu_section(runs: list[dict]) -> list[str]:
+    """One paragraph and table per `nichetune bench gpu` results file (gpu.json, gpu-*.json)."""
     lines = ["## GPU: training samples per second", ""]
-    if not gpu:
+    if not runs:
         return lines + ["Not measured: no GPU machine was lent to the sessions that built this. On one, "
                         "`nichetune bench gpu` measures it (protocol in `benchmarks/gpu.py`).", ""]
-    versions = f", torch {gpu['torch']}, transformers {gpu['transformers']}" if "torch" in gpu else ""
-    return lines + [f"`{without_note(gpu['command'], gpu.get('note'))}` ({gpu['date']}, {gpu['device']}{versions}); protocol in `benchmarks/gpu.py`, raw "
-                    f"figures in `benchmarks/results/gpu.json`. Strategy `{gpu['strategy']}`, {gpu['rows']:,} "
-                    f"banking77 rows, {gpu['epochs']} epochs, batch {gpu['batch_size']}; medians of "
-                    f"{len(gpu['repeats'])} alternating runs.{' ' + gpu['note'] if gpu.get('note') else ''}", "",
-                    "| loop | samples/s |", "|---|---|",
-                    *[f"| {name} | {value:.0f} |" for name, value in gpu["samples_per_second"].items()],
-                    f"| ratio (nichetune / plain) | {gpu['ratio']:.2f} |", ""]
+    for gpu in runs:
+        versions = f", torch {gpu['torch']}, transformers {gpu['transformers']}" if "torch" in gpu else ""
+        ratios = gpu.get("ratios") or {next(iter(gpu["samples_per_second"])): gpu["ratio"]}
+        lines += [f"`{without_note(gpu['command'], gpu.get('note'))}` ({gpu['date']}, {gpu['device']}{versions}); "
+                  f"protocol in `benchmarks/gpu.py`, raw figures in `benchmarks/results/{gpu['file']}`. Strategy "
+                  f"`{gpu['strategy']}`, {gpu['rows']:,} banking77 rows, {gpu['epochs']} epochs, batch "
+                  f"{gpu['batch_size']}, up to {gpu['max_length']} tokens; medians of {len(gpu['repeats'])} "
+                  f"alternating runs.{' ' + gpu['note'] if gpu.get('note') else ''}", "",
+                  "| loop | samples/s |", "|---|---|",
+                  *[f"| {name} | {value:.0f} |" for name, value in gpu["samples_per_second"].items()],
+                  *[f"| ratio ({name} / plain) | {ratio:.2f} |" for name, ratio in ratios.items()], ""]
+    return lines
+
+
+def gpu_goal_lines(runs: list[dict]) -> list[str]:
+    """Issue 54's GPU goal, from the run at its batch size and length, else why it has no figure yet."""
+    goal = f"at batch {GPU_GOAL_BATCH} and {GPU_GOAL_TOKENS} tokens"
+    measured = [gpu for gpu in runs if (gpu["batch_size"], gpu.get("max_length")) == (GPU_GOAL_BATCH, GPU_GOAL_TOKENS)
+                and gpu["device"].startswith("NVIDIA")]
+    if not measured:
+        return [f"- Training on a lent GPU {goal}, the default strategy against the plain eager loop: not measured yet "
+                f"(waits for a lent GPU: `python -m benchmarks.device`)"]
+    gpu = measured[-1]
+    name = next(iter(gpu["samples_per_second"]))
+    ratio = gpu["ratio"]
+    verdict = "holds" if ratio >= GPU_GOAL_RATIO else "**does not hold**"
+    return [f"- Training on a lent GPU ({gpu['device'].split(',')[0]}) {goal}, the default strategy against the plain "
+            f"eager loop: {gpu['samples_per_second'][name]:.0f} against {gpu['samples_per_second'][gpu_module.PLAIN]:.0f} "
+            f"samples/s, {ratio:.2f}x, goal {GPU_GOAL_RATIO:.0f}x: {verdict}"]
+
+
+def gpu_runs() -> list[dict]:
+    """gpu.json, then the other `nichetune bench gpu` files (gpu-<name>.json), each with its file name."""
+    files = [RESULTS / "gpu.json", *sorted(RESULTS.glob("gpu-*.json"))]
+    return [{**json.loads(path.read_text()), "file": path.name} for path in files if path.is_file()]
 
 
 def cpu_reference(cpu: dict | None, datasets: set[str], methods: list[str]) -> list[dict]:
@@ -410,7 +443,7 @@ def render() -> str:
              *precision.section(load("precision.json")),
              *servers.section(load("servers.json")),
              *privacy.section(load("privacy.json")),
-             *growth_section(load("growth.json")), *gpu_section(load("gpu.json")),
+             *growth_section(load("growth.json")), *gpu_section(gpu_runs()),
              *gpu_quality_section(gpu_quality, quality_results), *settings_section(settings, quality_results),
              *truncation.section(load("truncation.json")), *choice.section(load("choice.json")),
              *folds.section(load("folds.json")), *refit.section(load("refit.json"), load("refit_k13.json")),

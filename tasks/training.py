@@ -37,8 +37,10 @@ from tasks.strategies import Strategy, strategy
 # On the CPU a batch runs in pieces of at most this many padded tokens (rows x the piece's longest row), shortest
 # rows first: there the cost grows with padded tokens (attention with their square), so a long complaint does
 # not pad fifteen short ones to its length (BENCHMARKS.md has the speed-up); short texts fit one piece. A GPU runs
-# the whole padded batch at once, in parallel.
+# the whole padded batch at once, in parallel, unless GPU_PIECE_TOKENS names a budget for it (`nichetune bench gpu
+# --piece-tokens` measures budgets there; None until a lent GPU shows one that pays).
 PIECE_TOKENS = 512
+GPU_PIECE_TOKENS: int | None = None
 # finetune.gradient_checkpointing auto: on the CPU, keep layer activations only for batches up to this many tokens
 # (about 0.3 MB per token for MiniLM); more is recomputed in the backward pass
 CHECKPOINT_TOKENS = 2048
@@ -290,7 +292,7 @@ def vectors_for(model: SentenceClassifier, rows: Rows, index: torch.Tensor, toke
     have `lengths` (the same vectors, so the same loss and gradients)."""
     if rows.lengths is None:
         return _embed(model, rows, index, tokenizer, cfg, device)
-    pieces = length_pieces(rows.lengths[index], PIECE_TOKENS)
+    pieces = length_pieces(rows.lengths[index], PIECE_TOKENS if device.device.type == "cpu" else GPU_PIECE_TOKENS)
     vectors = torch.cat([_embed(model, rows, index[piece], tokenizer, cfg, device) for piece in pieces])
     return vectors[torch.argsort(torch.cat(pieces))]
 
@@ -475,7 +477,8 @@ def precompute(setup: Setup, parts: list[Rows], work_dir: Path | None) -> None:
             part.features = frozen.frozen_features(setup.model, tokenizer, part.texts, layer, cfg.max_length,
                                                    cfg.truncation, setup.device, setup.base, cache_dir)
     # private training needs each row's gradient from one pass: pieces would mix rows in Opacus's sums
-    if setup.device.device.type == "cpu" and not cfg.privacy.enabled:
+    pieces = setup.device.device.type == "cpu" or GPU_PIECE_TOKENS is not None
+    if pieces and not cfg.privacy.enabled:
         for part in parts:
             part.lengths = token_lengths(part, tokenizer, cfg.max_length)
 
