@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: a LocalCluster on this machine")
     trials.add_argument("--workers", type=int, help="worker processes of that LocalCluster (trials.workers)")
     ingest = _with_params(commands.add_parser("ingest", help="store a labeled file as a new dataset version"))
-    ingest.add_argument("path", type=Path, help="CSV, TSV, JSON, JSON Lines or Parquet export from a labeling tool (Label Studio and "
+    ingest.add_argument("path", type=Path, help="CSV, TSV, JSON, JSON Lines, Parquet or Excel (.xlsx) export from a labeling tool (Label Studio and "
                         "Argilla exports as they come)")
     ingest.add_argument("--dataset", help="dataset (niche task) name; default: ingest.dataset from params")
     ingest.add_argument("--unlabeled", action="store_true", help="texts without labels, for the dataset's unlabeled "
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "server with a login, the login is recorded")
     rollback.add_argument("--reason", required=True, help="why (recorded on both versions)")
     predict = _with_params(commands.add_parser("predict", help="label a file with a registered model (CSV out)"))
-    predict.add_argument("path", type=Path, help="CSV, TSV, JSON, JSON Lines or Parquet holding ingest.text_column")
+    predict.add_argument("path", type=Path, help="CSV, TSV, JSON, JSON Lines, Parquet or Excel (.xlsx) holding ingest.text_column")
     predict.add_argument("--model", help="NAME@ALIAS, NAME/VERSION or models:/...; default: the champion of "
                          "register.model_name")
     predict.add_argument("--output", type=Path, help="the CSV to write; default: <stem>.predictions.csv beside it")

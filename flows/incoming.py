@@ -20,6 +20,7 @@ INCOMING = Path("data") / "incoming"
 PROCESSED, FAILED = "processed", "failed"
 UNLABELED_DIR = "unlabeled"  # data/incoming/unlabeled/[<dataset>/]: texts for the unlabeled pool
 SKIPPED_SUFFIXES = (".part", ".tmp", ".crdownload", "~")  # a file still being written under a temporary name
+SKIPPED_PREFIXES = (".", "~$")  # hidden files, and the owner file Excel keeps beside a workbook it has open
 STABLE_CHECKS = 2  # looks in a row that must find the same size and modification time before a file is taken
 
 
@@ -133,7 +134,7 @@ class IncomingWatcher(threading.Thread):
 
 def _ready_name(path: Path) -> bool:
     plain = path.is_symlink() or path.is_file()  # a link is taken only to be moved to failed/, never read
-    return plain and not path.name.startswith(".") and not path.name.endswith(SKIPPED_SUFFIXES)
+    return plain and not path.name.startswith(SKIPPED_PREFIXES) and not path.name.endswith(SKIPPED_SUFFIXES)
 
 
 def _check_plain_file(path: Path, max_mb: float) -> None:

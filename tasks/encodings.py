@@ -16,6 +16,7 @@ import pandas as pd
 from tasks.errors import DataError
 
 UNDECODABLE = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8, kept by surrogateescape
+ZIP_START = b"PK\x03\x04"  # the first bytes of a zip archive, which an .xlsx workbook is
 # Latin-script code pages, the most common first: a tie between readings goes to the earlier one.
 LATIN_CODE_PAGES = ("cp1252", "cp1250", "iso8859_2", "cp1254", "cp1257", "iso8859_16")
 # The accented letters of each European language (lower case). A right reading of a Latin-script text has its
@@ -40,6 +41,9 @@ SYMBOL_IN_WORD = re.compile(r"(?<=[^\W\d_])[^\w\s\x00-\x7f’‘‚‛‐‑–�
 def decode(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
     """The file's text and the encoding it was read in: `encoding` as given, else a BOM's, UTF-8, or the
     detected one. Lines of a UTF-8 file that are not UTF-8 keep their bytes as surrogates (see `undecodable`)."""
+    if raw.startswith(ZIP_START):  # a workbook under a text file's name (a renamed .xlsx) reads as noise
+        raise DataError(f"{path}: an Excel workbook or another zip archive, not text; if it is a workbook, name it "
+                        ".xlsx and ingest it as it is")
     if encoding != "auto":
         try:
             return raw.decode(encoding), encoding
@@ -84,7 +88,8 @@ def _utf16_without_bom(raw: bytes, path: Path) -> tuple[str, str]:
 
     best = from_bytes(raw).best()
     if best is None or not best.encoding.startswith("utf_16"):
-        raise DataError(f"{path}: a binary file, not text; export the labels as CSV, TSV, JSON Lines or Parquet")
+        raise DataError(f"{path}: a binary file, not text; export the labels as CSV, TSV, JSON Lines, Parquet or "
+                        ".xlsx")
     return str(best), best.encoding
 
 
@@ -109,7 +114,7 @@ def _detect(raw: bytes, path: Path) -> tuple[str, str]:
     best = results.best()
     if best is None:
         raise DataError(f"{path}: a binary file or not text in any known encoding; export the labels as CSV "
-                        "(UTF-8), TSV, JSON Lines or Parquet")
+                        "(UTF-8), TSV, JSON Lines, Parquet or .xlsx")
     if best.coherence > 0 and not _latin_script(str(best)):
         return str(best), best.encoding
     latin = _latin_reading(raw)

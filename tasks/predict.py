@@ -17,7 +17,7 @@ from tasks import cores
 from tasks.encodings import repair_texts
 from tasks.errors import DataError, NichetuneError
 from tasks.progress import bar
-from tasks.spreadsheet import FORMULA_START, escape_formula, escape_frame  # noqa: F401 (also imported from here)
+from tasks.spreadsheet import FORMULA_START, escape_formula, escape_frame, write_workbook  # noqa: F401 (also imported from here)
 
 if TYPE_CHECKING:  # the served model imports this module: keep its imports to what prediction needs
     from tasks.config import IngestParams
@@ -233,7 +233,11 @@ def read_texts(source: Path, ingest: IngestParams) -> tuple[pd.DataFrame, Dialec
 
 
 def default_output(source: Path, delimiter: str = ",") -> Path:
-    """`<stem>.predictions.csv` next to the input (`.tsv` for a tab-separated input)."""
+    """`<stem>.predictions.csv` next to the input (`.tsv` for a tab-separated input, `.xlsx` for a workbook)."""
+    from tasks.readers import EXCEL_SUFFIXES
+
+    if source.suffix.lower() in EXCEL_SUFFIXES:
+        return source.with_name(source.stem + OUTPUT_SUFFIX.replace(".csv", ".xlsx"))
     suffix = OUTPUT_SUFFIX.replace(".csv", ".tsv") if delimiter == "\t" else OUTPUT_SUFFIX
     return source.with_name(source.stem + suffix)
 
@@ -273,8 +277,28 @@ def predict_file(source: Path, ingest: IngestParams, model: str, tracking: str,
     clash = [c for c in predictions.columns if c in frame.columns]
     if clash:
         raise DataError(f"{source}: column {clash[0]!r} would be overwritten by the predictions; rename it")
-    result = pd.concat([frame.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
     output.parent.mkdir(parents=True, exist_ok=True)
-    escape_frame(result).to_csv(output, index=False, sep=dialect.delimiter, encoding=dialect.encoding)
+    if output.suffix.lower() == ".xlsx":
+        cells = typed_cells(source, frame)
+        write_workbook(pd.concat([cells.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1), output)
+    else:
+        result = pd.concat([frame.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
+        escape_frame(result).to_csv(output, index=False, sep=dialect.delimiter, encoding=dialect.encoding)
     blank = frame.index[predictions["prediction"].isna().to_numpy()].tolist()
-    return PredictionFile(output, len(result), model, version, blank)
+    return PredictionFile(output, len(frame), model, version, blank)
+
+
+def typed_cells(source: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """The workbook's cells behind `frame` (its rows by their number in the sheet) as Excel holds them, so that
+    numbers and dates stay numbers and dates in the predictions workbook; `frame` itself for any other input."""
+    from tasks.readers import EXCEL_SUFFIXES, sheet_rows
+
+    if source.suffix.lower() not in EXCEL_SUFFIXES:
+        return frame
+    (_, header), *rows = sheet_rows(source)
+    width = len(frame.columns)
+    if [("" if name is None else str(name)).strip() for name in header[:width]] != list(frame.columns):
+        return frame  # a labeling tool's export, reshaped when it was read
+    rows = dict(rows)
+    return pd.DataFrame([(list(rows[line]) + [None] * width)[:width] for line in frame.index], columns=frame.columns,
+                        dtype=object)

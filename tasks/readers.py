@@ -1,6 +1,6 @@
 """Reading whatever a labeling tool exports: CSV/TSV (any common delimiter, quoted multi-line fields, BOM,
-other encodings detected), JSON (an array of records), JSON Lines and Parquet, into text columns with each row's
-source line. Exports of Label Studio and Argilla are told by their content and turned into one row per text with
+other encodings detected), JSON (an array of records), JSON Lines, Parquet and Excel workbooks (.xlsx), into text
+columns with each row's source line. Exports of Label Studio and Argilla are told by their content and turned into one row per text with
 its label columns (tasks.labeling_tools)."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ DELIMITERS = ",;\t|"
 csv.field_size_limit(1 << 30)  # a long text is quarantined for its length, not crashed on
 # Reading and masking take time in proportion to the bytes, long texts or short: a file this size takes seconds.
 BIG_FILE_BYTES = 10_000_000
+EXCEL_SUFFIXES = (".xlsx", ".xlsm")  # Office Open XML workbooks; the binary .xls of Excel 97-2003 is not read
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,10 @@ def read_table(path: Path, encoding: str = "auto", delimiter: str = "auto", labe
         return Table(_records_frame(entries, label_column), used, None)
     if suffix == ".parquet":
         return Table(_as_text(_argilla_flat(_read_parquet(path), label_column)), "parquet", None)
-    raise DataError(f"{path}: unsupported file type {suffix!r}; export CSV, TSV, JSON, JSON Lines or Parquet")
+    if suffix in EXCEL_SUFFIXES:
+        return Table(_as_text(_argilla_flat(_read_xlsx(path), label_column)), "xlsx", None)
+    raise DataError(f"{path}: unsupported file type {suffix!r}; export CSV, TSV, JSON, JSON Lines, Parquet or an "
+                    "Excel workbook (.xlsx)")
 
 
 def _read_delimited(text: str, path: Path, encoding: str, delimiter: str) -> Table:
@@ -248,3 +252,60 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     raw[PROBLEM] = None
     raw[RAW] = None
     return raw
+
+
+def sheet_rows(path: Path) -> list[tuple[int, tuple]]:
+    """The rows of the one sheet of a workbook that holds any, as (row number, cell values), blank rows left out:
+    formulas as the value Excel last computed, dates as datetimes. A workbook with rows on several sheets is an
+    error: which one is the export is the user's to say."""
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable Excel workbook ({' '.join(str(err).split())}); save it again from "
+                        "Excel as .xlsx, or export CSV") from None
+    try:
+        sheets = {sheet.title: [(number, row) for number, row in enumerate(sheet.iter_rows(values_only=True), 1)
+                                if any(value is not None and str(value).strip() for value in row)]
+                  for sheet in book.worksheets}
+    finally:
+        book.close()
+    filled = [title for title, rows in sheets.items() if rows]
+    if not filled:
+        raise DataError(f"{path}: no sheet of the workbook holds any rows")
+    if len(filled) > 1:
+        raise DataError(f"{path}: {len(filled)} sheets hold rows ({', '.join(filled)}); keep only the export's sheet "
+                        "in the workbook, or save that sheet as its own file, and ingest again")
+    return sheets[filled[0]]
+
+
+def _read_xlsx(path: Path) -> pd.DataFrame:
+    """The workbook's sheet of rows: the first row is the header; a row's line is its number in the sheet."""
+    rows = sheet_rows(path)
+    (_, header), body = rows[0], rows[1:]
+    width = max(len(row) for _, row in rows)
+    used = max(i + 1 for _, row in rows for i, value in enumerate(row) if value is not None and str(value).strip())
+    names = [("" if value is None else str(value)).strip() for value in (*header, *[None] * width)][:used]
+    if not body:
+        raise DataError(f"{path}: the sheet has a header but no rows; export the labeled rows too")
+    unnamed = [i for i, name in enumerate(names) if not name]
+    if unnamed:
+        raise DataError(f"{path}: column {_column_letter(unnamed[0])} holds values but has no name in the header "
+                        "row; name it or clear it, and ingest again")
+    _check_header(names, path)
+    # dates become text as str() writes them (2026-07-09 00:00:00): ISO order, read the same whatever the locale
+    frame = pd.DataFrame([(list(row) + [None] * width)[:used] for _, row in body], columns=names, dtype=object)
+    frame[LINE] = [number for number, _ in body]
+    frame[PROBLEM] = None
+    frame[RAW] = None
+    return frame
+
+
+def _column_letter(index: int) -> str:
+    from openpyxl.utils import get_column_letter
+
+    return get_column_letter(index + 1)
+

@@ -1,6 +1,7 @@
 """CSV cells that a spreadsheet would run as formulas (OWASP CSV injection), escaped in every CSV nichetune writes
 for people to open: predictions, suggestion batches and the ingest quarantine; and the escape taken off again
-where such a file comes back to be ingested (a suggestion batch filled in)."""
+where such a file comes back to be ingested (a suggestion batch filled in). A workbook nichetune writes needs no
+escape: each cell says what type it is, and no text cell is a formula."""
 
 from __future__ import annotations
 
@@ -33,3 +34,30 @@ def escape_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if not pd.api.types.is_numeric_dtype(escaped[column]):
             escaped[column] = escaped[column].map(escape_formula)
     return escaped
+
+
+def write_workbook(frame: pd.DataFrame, path) -> None:
+    """`frame` as the one sheet of an Excel workbook: numbers as numbers, missing values as empty cells, and every
+    text as text, a leading "=" included (openpyxl would store such a value as a formula)."""
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("predictions")
+    sheet.append([str(column) for column in frame.columns])
+    for row in frame.itertuples(index=False):
+        sheet.append([_cell(sheet, value) for value in row])
+    book.save(path)
+
+
+def _cell(sheet, value):
+    from openpyxl.cell import WriteOnlyCell
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if hasattr(value, "item"):  # NumPy scalars: openpyxl takes Python numbers
+        value = value.item()
+    cell = WriteOnlyCell(sheet, value)
+    if isinstance(value, str):
+        cell.data_type = "s"
+    return cell
+

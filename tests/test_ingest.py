@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -543,3 +544,65 @@ def test_batches_stored_within_one_second_keep_their_ingestion_order(project, tm
     result = assemble(CFG, project, tmp_path / "out")
     assert pd.read_parquet(result.dataset)["id"].tolist() == ["m1", "m2", "m3"]
 
+
+
+# --- Excel workbooks ---------------------------------------------------------------------------------------------
+
+def workbook(root: Path, name: str, sheets: dict[str, list[list]]) -> Path:
+    """An .xlsx written by openpyxl, as Excel stores one: typed cells (numbers, dates, text), one sheet per entry."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    path = root / "exports" / name
+    path.parent.mkdir(exist_ok=True)
+    book.save(path)
+    return path
+
+
+def test_an_excel_workbook_is_read_cell_by_cell_with_its_row_numbers(project):
+    from datetime import datetime
+
+    header = ["message_id", "message", "topic", "created_at", "channel"]
+    source = workbook(project, "tickets.xlsx", {"Tickets": [
+        header,
+        [101, "charged twice\nfor one order", "Billing", datetime(2023, 7, 9, 14, 30), "email"],
+        [],  # a blank row: skipped, and the rows below keep their numbers in the sheet
+        [102, "my parcel is lost", "delivery", datetime(2023, 9, 7), None],
+        [103, None, "billing", datetime(2023, 9, 8), "chat"],
+    ]})
+    report = ingest_batch(CFG, LABELS, project, source)
+    frame = stored(project, report)
+    assert frame["id"].tolist() == ["101", "102"] and frame["_source_line"].tolist() == [2, 4]
+    assert frame["text"].tolist() == ["charged twice\nfor one order", "my parcel is lost"]
+    assert frame["label"].tolist() == ["billing", "delivery"]
+    # a date cell is a date: no day or month order to guess, unlike 07/09/2023 in a CSV
+    assert frame["timestamp"].tolist() == pd.to_datetime(["2023-07-09T14:30", "2023-09-07T00:00"], utc=True).tolist()
+    assert [(row["message_id"], row["_source_line"], row["_reason"]) for row in quarantined(project, report)] == [
+        ("103", "5", "empty text")]
+    assert report.rows_read == 3 == report.accepted + report.quarantined
+
+
+@pytest.mark.parametrize("sheets, message", [
+    ({"Tickets": [["message", "topic"], ["a", "billing"]], "Archive": [["message"], ["b"]]},
+     "2 sheets hold rows (Tickets, Archive); keep only the export's sheet"),
+    ({"Tickets": [["message", "topic", None], ["a", "billing", "stray"]]},
+     "column C holds values but has no name in the header row"),
+    ({"Tickets": [], "Notes": []}, "no sheet of the workbook holds any rows"),
+])
+def test_a_workbook_that_is_not_one_table_is_one_line_and_stores_nothing(project, sheets, message):
+    source = workbook(project, "book.xlsx", sheets)
+    with pytest.raises(DataError, match=re.escape(message)) as error:
+        ingest_batch(CFG, LABELS, project, source)
+    assert str(error.value).startswith(f"{source}: ") and "\n" not in str(error.value)
+    assert not list((project / "data" / "raw").rglob("*.parquet"))
+
+
+def test_a_damaged_workbook_is_one_clear_error(project):
+    source = write(project, "damaged.xlsx", b"PK\x03\x04 not really a workbook")
+    with pytest.raises(DataError, match="not a readable Excel workbook .*save it again from Excel as .xlsx"):
+        ingest_batch(CFG, LABELS, project, source)

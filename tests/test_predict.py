@@ -143,6 +143,34 @@ def test_an_excel_export_gets_its_predictions_back_in_its_own_dialect(project, m
         assert output.drop(columns="text").equals(outputs[2].drop(columns="text"))
 
 
+def test_a_workbook_gets_a_workbook_back_with_its_cells_as_they_were(project, monkeypatch, capsys):
+    """Numbers and dates stay numbers and dates, a text that looks like a formula stays text, and the probabilities
+    are numbers: no decimal separator for a locale to misread."""
+    from datetime import datetime
+
+    from openpyxl import Workbook, load_workbook
+
+    root, _ = project
+    texts = cfpb_sample(per_class=1)["text"].head(2).tolist()
+    book = Workbook()
+    book.active.append(["ref", "text", "received"])
+    book.active.append([7, texts[0], datetime(2026, 7, 9)])
+    book.active.append([8.5, "=HYPERLINK(\"http://example.org\")", datetime(2026, 9, 7)])
+    book.active.append([9, texts[1], None])
+    book.active["B3"].data_type = "s"  # a text cell that starts with "=", as Excel keeps one typed after an apostrophe
+    book.save(root / "data" / "new.xlsx")
+    code, out, _ = nichetune(root, monkeypatch, capsys, "predict", "data/new.xlsx")
+    assert code == 0 and out.endswith(f"written to {root / 'data' / 'new.predictions.xlsx'}\n")
+    sheet = load_workbook(root / "data" / "new.predictions.xlsx").active
+    rows = [[cell.value for cell in row] for row in sheet.iter_rows()]
+    assert rows[0][:5] == ["ref", "text", "received", "prediction", "probability"]
+    assert [row[:3] for row in rows[1:]] == [[7, texts[0], datetime(2026, 7, 9)],
+                                             [8.5, "=HYPERLINK(\"http://example.org\")", datetime(2026, 9, 7)],
+                                             [9, texts[1], None]]
+    assert sheet["B3"].data_type == "s"  # text, not a formula Excel would run
+    assert all(isinstance(value, float) and 0 <= value <= 1 for row in rows[1:] for value in row[4:])
+
+
 @pytest.mark.slow  # starts mlflow models serve
 def test_mlflow_models_serve_answers_with_the_same_predictions(project, new_rows, monkeypatch, capsys, tmp_path):
     root, uri = project
