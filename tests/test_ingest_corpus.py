@@ -134,8 +134,10 @@ CASES = [
          error="column 'text' appears twice in the header"),
     Case("blank first line", text_file("noheader.csv", "\n1,a,billing\n"),
          error="the first line has no column names; add a header line"),
-    Case("unsupported type", bytes_file("export.xlsx", b"PK\x03\x04 not really"),
-         error="unsupported file type '.xlsx'"),
+    Case("unsupported type", bytes_file("export.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1 Excel 97-2003"),
+         error="unsupported file type '.xls'"),
+    Case("damaged workbook", bytes_file("export.xlsx", b"PK\x03\x04 not really"),
+         error="not a readable Excel workbook"),
     Case("mixed label case", text_file("case.csv", "id,text,label\n1,a,Billing\n2,b,DELIVERY\n3,c, billing \n"
                                                    "4,d,BiLLiNg\n5,e,Refund\n"),
          accepted=4, quarantined=1, labels=["billing", "delivery", "billing", "billing"],
