@@ -31,7 +31,7 @@ from tasks.errors import DataError
 from tasks.layout import DATASET_FILE, POOL_FILE, VERSION_FILE
 from tasks.pii import redact
 from tasks.progress import bar, say
-from tasks.readers import LINE, PROBLEM, RAW, big_file, read_table
+from tasks.readers import EXCEL_SUFFIXES, LINE, PROBLEM, RAW, big_file, read_table
 from tasks.spreadsheet import escape_frame, unescape_formula
 
 REASON = "_reason"
@@ -307,7 +307,10 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
     done = _stage_lines(source)
     # a labeling tool's export: only the label column's answers must be one label (a comment may differ)
     table = read_table(source, cfg.encoding, cfg.delimiter, cfg.label_column)
-    if table.delimiter is not None and SUGGESTED_ID in table.frame:  # a suggestion batch's CSV, filled in
+    # a suggestion batch's CSV filled in, or saved as a workbook by the spreadsheet it was filled in: the formula
+    # escape it was written with comes off (a JSON export of the labeling tools' tasks was never escaped)
+    spreadsheet = table.delimiter is not None or source.suffix.lower() in EXCEL_SUFFIXES
+    if spreadsheet and SUGGESTED_ID in table.frame:
         table = dataclasses.replace(table, frame=_unescaped(table.frame))
     if table.frame.empty:
         raise DataError(f"{source}: the file has a header but no rows; export the {store.kind} rows too")

@@ -21,6 +21,7 @@ from tasks.ingest import ingest_batch
 from tasks.portfolio import load_classifier
 from tasks.register import _experiment_id, _log_model, _tracking, tracking_uri
 from tasks.suggest import cluster_picks, margins, pool_vectors, rank
+from tasks.spreadsheet import write_workbook
 from tests.conftest import cfpb_sample, make_project, nichetune, project_params
 
 LABELED = cfpb_sample(per_class=6)  # 24 real complaints of four issues
@@ -142,8 +143,10 @@ def test_a_batch_comes_back_from_label_studio_and_argilla_in_the_dataset_columns
         assert pd.isna(prepared["timestamp"].iloc[1])  # quarantined there: "missing or unparseable timestamp"
 
 
-def test_a_filled_in_batch_csv_stores_its_texts_as_the_pool_did_not_as_escaped_for_spreadsheets(tmp_path):
-    """The CSV escapes a text a spreadsheet would run as a formula; ingest takes the escape off again."""
+@pytest.mark.parametrize("saved_as", ["csv", "xlsx"])
+def test_a_filled_in_batch_csv_stores_its_texts_as_the_pool_did_not_as_escaped_for_spreadsheets(tmp_path, saved_as):
+    """The CSV escapes a text a spreadsheet would run as a formula; ingest takes the escape off again, also when the
+    spreadsheet it was filled in saved it as a workbook."""
     from tasks.suggest import Ranked, write_batch
 
     root = make_project(tmp_path / "project", LABELED, project_params("unused"))
@@ -156,8 +159,12 @@ def test_a_filled_in_batch_csv_stores_its_texts_as_the_pool_did_not_as_escaped_f
     files = write_batch(Ranked(frame, "diverse"), ["x"], tmp_path / "0001", "complaints/1", "complaints", names)
     filled = pd.read_csv(files["csv"], dtype=str, keep_default_na=False)
     assert filled["text"].tolist() == ["'" + texts[0], "'" + texts[1], texts[2]]  # safe to open
-    filled.assign(issue="x").to_csv(root / "filled.csv", index=False)
-    report = ingest_batch(cfg, [], root, root / "filled.csv", announce=False)
+    filled = filled.assign(issue="x")
+    if saved_as == "csv":
+        filled.to_csv(root / "filled.csv", index=False)
+    else:
+        write_workbook(filled, root / "filled.xlsx")
+    report = ingest_batch(cfg, [], root, root / f"filled.{saved_as}", announce=False)
     assert pd.read_parquet(root / report.batch)["text"].tolist() == texts
 
 
