@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: a LocalCluster on this machine")
     trials.add_argument("--workers", type=int, help="worker processes of that LocalCluster (trials.workers)")
     ingest = _with_params(commands.add_parser("ingest", help="store a labeled file as a new dataset version"))
-    ingest.add_argument("path", type=Path, help="CSV, TSV, JSON, JSON Lines, Parquet or Excel (.xlsx) export from a labeling tool (Label Studio and "
+    ingest.add_argument("path", type=Path, help="CSV, TSV, JSON, JSON Lines, Parquet or Excel (.xlsx) export from a "
+                        "labeling tool (Label Studio and "
                         "Argilla exports as they come)")
     ingest.add_argument("--dataset", help="dataset (niche task) name; default: ingest.dataset from params")
     ingest.add_argument("--unlabeled", action="store_true", help="texts without labels, for the dataset's unlabeled "
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "server with a login, the login is recorded")
     rollback.add_argument("--reason", required=True, help="why (recorded on both versions)")
     predict = _with_params(commands.add_parser("predict", help="label a file with a registered model (CSV out)"))
-    predict.add_argument("path", type=Path, help="CSV, TSV, JSON, JSON Lines, Parquet or Excel (.xlsx) holding ingest.text_column")
+    predict.add_argument("path", type=Path,
+                         help="CSV, TSV, JSON, JSON Lines, Parquet or Excel (.xlsx) holding ingest.text_column")
     predict.add_argument("--model", help="NAME@ALIAS, NAME/VERSION or models:/...; default: the champion of "
                          "register.model_name")
     predict.add_argument("--output", type=Path, help="the CSV to write; default: <stem>.predictions.csv beside it")
@@ -304,7 +306,8 @@ def suggest_command(args: argparse.Namespace) -> None:
                    params.base.seed, paths.workdir / "suggestions", params.ingest, paths.workdir / CACHE_DIR)
     folder = done.files["csv"].parent
     print(f"{done.rows} of {done.pool_rows} unlabeled texts suggested by {done.model} ({done.strategy}) in {folder}:")
-    print(f"  {done.files['csv'].name} (a spreadsheet), {done.files['label_studio'].name} with "
+    print(f"  {done.files['csv'].name} or {done.files['workbook'].name} (a spreadsheet), "
+          f"{done.files['label_studio'].name} with "
           f"{done.files['label_studio_config'].name} (Label Studio), {done.files['argilla'].name} with "
           f"{done.files['argilla_script'].name} (Argilla)")
     print(f"recorded in {done.record.relative_to(paths.root)} (commit it); label them, export, and "

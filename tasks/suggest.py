@@ -261,19 +261,24 @@ dataset.records.log(records, mapping={argilla_mapping(names)!r})
 def write_batch(ranked: Ranked, labels: list[str], out_dir: Path, model_version: str, dataset: str,
                 names: dict[str, str]) -> dict[str, Path]:
     """The batch as CSV (id, text, what the pool kept with it, the model's label and score, and an empty label
-    column to fill in), Label Studio tasks and config, Argilla records and the script that logs them; returns each
-    file by kind. Columns carry the dataset's names (`names`: pipeline column -> export column, as
-    tasks.ingest.standard_columns), so that every labeled export comes back through `nichetune ingest` as is."""
+    column to fill in) and as the same table in an Excel workbook (Excel opens a CSV in its locale's delimiter and
+    code page, a workbook the same everywhere), Label Studio tasks and config, Argilla records and the script that
+    logs them; returns each file by kind. Columns carry the dataset's names (`names`: pipeline column -> export
+    column, as tasks.ingest.standard_columns), so that every labeled export comes back through `nichetune ingest`
+    as is."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"csv": out_dir / "suggestions.csv", "label_studio": out_dir / "label_studio_tasks.json",
+    files = {"csv": out_dir / "suggestions.csv", "workbook": out_dir / "suggestions.xlsx",
+             "label_studio": out_dir / "label_studio_tasks.json",
              "label_studio_config": out_dir / "label_studio_config.xml", "argilla": out_dir / "argilla_records.jsonl",
              "argilla_script": out_dir / "log_to_argilla.py"}
-    from tasks.spreadsheet import escape_frame
+    from tasks.spreadsheet import escape_frame, write_workbook
 
     kept = pd.DataFrame(ranked.kept(names), index=ranked.frame.index)
     table = pd.concat([ranked.frame[["nichetune_id"]], ranked.frame[["text"]].rename(columns={"text": names["text"]}),
                        kept, ranked.frame[["suggested_label", "score"]]], axis=1).assign(**{names["label"]: ""})
     escape_frame(table).to_csv(files["csv"], index=False)
+    # escaped as the CSV is, so that ingest takes the same escape off whichever comes back
+    write_workbook(escape_frame(table), files["workbook"])
     files["label_studio"].write_text(json.dumps(label_studio_tasks(ranked, model_version, names), ensure_ascii=False,
                                                 indent=1) + "\n", encoding="utf-8")
     files["label_studio_config"].write_text(label_studio_config(labels, names), encoding="utf-8")

@@ -143,10 +143,12 @@ def test_a_batch_comes_back_from_label_studio_and_argilla_in_the_dataset_columns
         assert pd.isna(prepared["timestamp"].iloc[1])  # quarantined there: "missing or unparseable timestamp"
 
 
-@pytest.mark.parametrize("saved_as", ["csv", "xlsx"])
-def test_a_filled_in_batch_csv_stores_its_texts_as_the_pool_did_not_as_escaped_for_spreadsheets(tmp_path, saved_as):
-    """The CSV escapes a text a spreadsheet would run as a formula; ingest takes the escape off again, also when the
-    spreadsheet it was filled in saved it as a workbook."""
+@pytest.mark.parametrize("filled_in", ["csv", "csv saved as a workbook", "the batch's workbook"])
+def test_a_filled_in_batch_stores_its_texts_as_the_pool_did_not_as_escaped_for_spreadsheets(tmp_path, filled_in):
+    """The CSV and the workbook escape a text a spreadsheet would run as a formula; ingest takes the escape off
+    again, whichever comes back, and a CSV a spreadsheet saved as a workbook too."""
+    from openpyxl import load_workbook
+
     from tasks.suggest import Ranked, write_batch
 
     root = make_project(tmp_path / "project", LABELED, project_params("unused"))
@@ -158,13 +160,24 @@ def test_a_filled_in_batch_csv_stores_its_texts_as_the_pool_did_not_as_escaped_f
     names = {"text": "text", "label": "issue", "timestamp": "date_received", "id": "complaint_id"}
     files = write_batch(Ranked(frame, "diverse"), ["x"], tmp_path / "0001", "complaints/1", "complaints", names)
     filled = pd.read_csv(files["csv"], dtype=str, keep_default_na=False)
-    assert filled["text"].tolist() == ["'" + texts[0], "'" + texts[1], texts[2]]  # safe to open
+    escaped = ["'" + texts[0], "'" + texts[1], texts[2]]  # safe to open
+    sheet = load_workbook(files["workbook"]).active
+    assert filled["text"].tolist() == escaped == [cell.value for cell in sheet["B"][1:]]
     filled = filled.assign(issue="x")
-    if saved_as == "csv":
-        filled.to_csv(root / "filled.csv", index=False)
+    if filled_in == "csv":
+        source = root / "filled.csv"
+        filled.to_csv(source, index=False)
+    elif filled_in == "csv saved as a workbook":
+        source = root / "filled.xlsx"
+        write_workbook(filled, source)
     else:
-        write_workbook(filled, root / "filled.xlsx")
-    report = ingest_batch(cfg, [], root, root / f"filled.{saved_as}", announce=False)
+        book = load_workbook(files["workbook"])
+        column = [cell.value for cell in book.active[1]].index("issue") + 1
+        for row in range(2, book.active.max_row + 1):
+            book.active.cell(row, column, "x")
+        source = root / "filled.xlsx"
+        book.save(source)
+    report = ingest_batch(cfg, [], root, source, announce=False)
     assert pd.read_parquet(root / report.batch)["text"].tolist() == texts
 
 
