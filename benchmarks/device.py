@@ -360,7 +360,8 @@ def merge(archive: Path, results_dir: Path) -> list[str]:
         for path in sorted(folder.iterdir()):
             name = path.name
             if name.startswith("quality_gpu-"):
-                said.append(f"{name}: {merge_quality(path, results_dir / 'quality_gpu.json')} rows into quality_gpu.json")
+                said.append(f"{name}: {merge_quality(path, results_dir / 'quality_gpu.json')} rows into "
+                            "quality_gpu.json")
             elif name.startswith("settings_gpu-"):
                 said.append(f"{name}: {merge_quality(path, results_dir / 'settings_gpu.json')} rows into "
                             "settings_gpu.json")

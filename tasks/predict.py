@@ -17,7 +17,8 @@ from tasks import cores
 from tasks.encodings import repair_texts
 from tasks.errors import DataError, NichetuneError
 from tasks.progress import bar
-from tasks.spreadsheet import FORMULA_START, escape_formula, escape_frame, write_workbook  # noqa: F401 (also imported from here)
+# FORMULA_START and escape_formula are imported from here too
+from tasks.spreadsheet import FORMULA_START, escape_formula, escape_frame, write_workbook  # noqa: F401
 
 if TYPE_CHECKING:  # the served model imports this module: keep its imports to what prediction needs
     from tasks.config import IngestParams

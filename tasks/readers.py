@@ -1,7 +1,7 @@
 """Reading whatever a labeling tool exports: CSV/TSV (any common delimiter, quoted multi-line fields, BOM,
 other encodings detected), JSON (an array of records), JSON Lines, Parquet and Excel workbooks (.xlsx), into text
-columns with each row's source line. Exports of Label Studio and Argilla are told by their content and turned into one row per text with
-its label columns (tasks.labeling_tools)."""
+columns with each row's source line. Exports of Label Studio and Argilla are told by their content and turned into
+one row per text with its label columns (tasks.labeling_tools)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,8 @@ def test_the_backbone_travels_in_half_the_bytes_and_comes_back_as_fp32(tiny_back
     device.half_backbone(tiny_backbone, tmp_path / "kit")
     device.full_backbone(tmp_path / "kit", tmp_path / "back")
     original, back = load_file(tiny_backbone / "model.safetensors"), load_file(tmp_path / "back" / "model.safetensors")
-    assert (tmp_path / "kit" / device.HALF_WEIGHTS).stat().st_size < 0.6 * (tiny_backbone / "model.safetensors").stat().st_size
+    half = (tmp_path / "kit" / device.HALF_WEIGHTS).stat().st_size
+    assert half < 0.6 * (tiny_backbone / "model.safetensors").stat().st_size
     assert set(back) == set(original) and all(back[name].dtype == original[name].dtype for name in original)
     assert all(torch.allclose(back[name], original[name], rtol=1e-3, atol=1e-4) for name in original)
     assert (tmp_path / "back" / "tokenizer.json").is_file() and (tmp_path / "back" / "config.json").is_file()
@@ -42,9 +43,9 @@ def test_the_backbone_travels_in_half_the_bytes_and_comes_back_as_fp32(tiny_back
 def test_there_the_packaged_backbone_name_finds_the_kit_copy(tiny_backbone, tmp_path):
     device.half_backbone(tiny_backbone, tmp_path / "kit" / "backbone")
     env = device.prepare(tmp_path / "kit", tmp_path / "scratch", install=False)
-    found = subprocess.run([sys.executable, "-c", "from tasks.backbone import backbone_path; print(backbone_path('minilm'))"],
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()
-    assert found == str(tmp_path / "scratch" / "backbone")
+    code = "from tasks.backbone import backbone_path; print(backbone_path('minilm'))"
+    found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == str(tmp_path / "scratch" / "backbone")
 
 
 def test_a_check_run_goes_through_every_step_and_its_rows_merge_in(tiny_backbone, tmp_path, monkeypatch):
