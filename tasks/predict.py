@@ -196,21 +196,36 @@ def download_registered(uri: str, tracking: str, dst: str | Path) -> tuple[str, 
     return name, version, run_id, model_dir
 
 
+DECIMAL_POINT = r"[+-]?\d+\.\d+"  # a number written with a decimal point
+
+
 @dataclass(frozen=True)
 class Dialect:
-    """How a prediction file is written: in its input's delimiter, and in UTF-8 with a BOM when the input came from
-    a program that needs one to read UTF-8 (Excel opens a BOM-less CSV in the Windows code page, so accents turn to
-    "Ã©"): an input that had a BOM or was in another encoding (cp1252, UTF-16)."""
+    """How a prediction file is written: in its input's delimiter; in UTF-8 with a BOM when the input came from a
+    program that needs one to read UTF-8 (Excel opens a BOM-less CSV in the Windows code page, so accents turn to
+    "Ã©"): an input that had a BOM or was in another encoding (cp1252, UTF-16); and with a decimal comma where the
+    input is semicolon-separated and writes no number with a decimal point: Excel writes `;` where the comma is the
+    decimal separator, and there reads 0.93 as text, which no one can sort by."""
 
     delimiter: str = ","
     encoding: str = "utf-8"
+    decimal: str = "."
 
     @classmethod
-    def of(cls, source: Path, encoding: str, delimiter: str | None) -> Dialect:
+    def of(cls, source: Path, encoding: str, delimiter: str | None, cells: pd.DataFrame | None = None) -> Dialect:
         with open(source, "rb") as handle:
             bom = handle.read(3) == codecs.BOM_UTF8
         excel = bom or encoding.replace("_", "-").lower() not in ("utf-8", "utf8", "ascii", "parquet")
-        return cls(delimiter or ",", "utf-8-sig" if excel else "utf-8")
+        decimal = "," if delimiter == ";" and not _writes_decimal_points(cells) else "."
+        return cls(delimiter or ",", "utf-8-sig" if excel else "utf-8", decimal)
+
+
+def _writes_decimal_points(cells: pd.DataFrame | None) -> bool:
+    """Whether any cell is a number written with a decimal point (12.5, -0.3)."""
+    if cells is None or cells.empty:
+        return False
+    values = pd.Series(cells.to_numpy().ravel()).dropna().astype(str).str.strip()
+    return bool(values.str.fullmatch(DECIMAL_POINT).any())
 
 
 def read_texts(source: Path, ingest: IngestParams) -> tuple[pd.DataFrame, Dialect]:
@@ -230,7 +245,7 @@ def read_texts(source: Path, ingest: IngestParams) -> tuple[pd.DataFrame, Dialec
                         "(quote fields that hold the delimiter) and run predict again")
     frame = frame.set_index(LINE, drop=True).drop(columns=[PROBLEM, RAW])
     frame[ingest.text_column] = frame[ingest.text_column].fillna("")
-    return frame, Dialect.of(source, table.encoding, table.delimiter)
+    return frame, Dialect.of(source, table.encoding, table.delimiter, frame)
 
 
 def default_output(source: Path, delimiter: str = ",") -> Path:
@@ -284,7 +299,8 @@ def predict_file(source: Path, ingest: IngestParams, model: str, tracking: str,
         write_workbook(pd.concat([cells.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1), output)
     else:
         result = pd.concat([frame.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
-        escape_frame(result).to_csv(output, index=False, sep=dialect.delimiter, encoding=dialect.encoding)
+        escape_frame(result).to_csv(output, index=False, sep=dialect.delimiter, encoding=dialect.encoding,
+                                    decimal=dialect.decimal)
     blank = frame.index[predictions["prediction"].isna().to_numpy()].tolist()
     return PredictionFile(output, len(frame), model, version, blank)
 

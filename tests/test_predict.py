@@ -120,8 +120,8 @@ def test_the_model_reads_a_text_decoded_wrong_upstream_as_ingest_stored_it(proje
 
 def test_an_excel_export_gets_its_predictions_back_in_its_own_dialect(project, monkeypatch, capsys):
     """A semicolon-separated cp1252 export (Excel in a European locale) and Excel's tab-separated "Unicode text"
-    come back with their delimiter and a UTF-8 BOM, which Excel needs to read the accents; a plain UTF-8 CSV stays
-    plain."""
+    come back with their delimiter and a UTF-8 BOM, which Excel needs to read the accents, and the semicolon one with
+    decimal commas, which that Excel reads as numbers; a plain UTF-8 CSV stays plain."""
     root, _ = project
     frame = pd.DataFrame({"ref": ["a1", "a2"], "text": ["Überweisung nach Köln fehlgeschlagen; bitte prüfen",
                                                         "Le prélèvement a été débité deux fois"]})
@@ -135,12 +135,22 @@ def test_an_excel_export_gets_its_predictions_back_in_its_own_dialect(project, m
     assert written["excel.predictions.csv"].startswith(codecs.BOM_UTF8 + b"ref;text;prediction;probability;prob_")
     assert written["unicode.predictions.tsv"].startswith(codecs.BOM_UTF8 + b"ref\ttext\tprediction\t")
     assert written["plain.predictions.csv"].startswith(b"ref,text,prediction,probability,prob_")
-    outputs = [pd.read_csv(root / "data" / "excel.predictions.csv", sep=";", encoding="utf-8-sig"),
+    outputs = [pd.read_csv(root / "data" / "excel.predictions.csv", sep=";", encoding="utf-8-sig", decimal=","),
                pd.read_csv(root / "data" / "unicode.predictions.tsv", sep="\t", encoding="utf-8-sig"),
                pd.read_csv(root / "data" / "plain.predictions.csv")]
     for output in outputs:
         assert output["text"].tolist() == frame["text"].tolist()
         assert output.drop(columns="text").equals(outputs[2].drop(columns="text"))
+    assert outputs[0]["probability"].dtype == float
+
+
+def test_a_semicolon_file_that_writes_decimal_points_keeps_them(project, monkeypatch, capsys):
+    root, _ = project
+    frame = pd.DataFrame({"text": cfpb_sample(per_class=1)["text"].head(2).tolist(), "amount": ["12.5", "300"]})
+    frame.to_csv(root / "data" / "points.csv", index=False, sep=";")
+    assert nichetune(root, monkeypatch, capsys, "predict", "data/points.csv")[0] == 0
+    output = pd.read_csv(root / "data" / "points.predictions.csv", sep=";", dtype={"amount": str})
+    assert output["amount"].tolist() == ["12.5", "300"] and output["probability"].dtype == float
 
 
 def test_a_workbook_gets_a_workbook_back_with_its_cells_as_they_were(project, monkeypatch, capsys):
