@@ -1,7 +1,8 @@
 """CSV cells that a spreadsheet would run as formulas (OWASP CSV injection), escaped in every CSV nichetune writes
 for people to open: predictions, suggestion batches and the ingest quarantine; and the escape taken off again
-where such a file comes back to be ingested (a suggestion batch filled in). A workbook nichetune writes needs no
-escape: each cell says what type it is, and no text cell is a formula."""
+where such a file comes back to be ingested (a suggestion batch filled in). A workbook nichetune writes is safe
+without it (each cell says its type, and no text cell is a formula); the suggestion batch's workbook carries it all
+the same, so that ingest takes the same escape off whichever of its files comes back."""
 
 from __future__ import annotations
 
@@ -60,4 +61,3 @@ def _cell(sheet, value):
     if isinstance(value, str):
         cell.data_type = "s"
     return cell
-
