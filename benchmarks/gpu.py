@@ -18,8 +18,9 @@ One untimed warm-up of each first (CUDA context, kernels), then the two alternat
 are medians, and the ratio is nichetune / plain. `--batch-size` and `--max-length` replace params.yaml's for both
 loops (issue 54's goal is read at 256 and 128). `--piece-tokens` runs the nichetune loop once per budget in each
 repeat, with tasks.training.GPU_PIECE_TOKENS set to it (`none`: the whole padded batch at once, the default), to
-find whether length pieces pay on the device; each budget gets its own median and ratio. `--device cpu` checks the harness on a machine without a GPU and
-needs `--out`, so that the GPU figures in benchmarks/results/gpu.json are never replaced by CPU ones."""
+find whether length pieces pay on the device; each budget gets its own median and ratio. `--device cpu` checks
+the harness on a machine without a GPU and needs `--out`, so that the GPU figures in benchmarks/results/gpu.json
+are never replaced by CPU ones."""
 
 from __future__ import annotations
 
