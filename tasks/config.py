@@ -223,7 +223,8 @@ class FinetuneParams(Section):
     # can hold more than CHECKPOINT_TOKENS tokens (long texts), where it cut peak memory 2.6x for 17% more time
     gradient_checkpointing: Literal["auto", "always", "never"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present, else the CPU
-    # auto: bf16 autocast where the hardware runs it fast (CUDA with bf16, a CPU with AMX), else fp32; fp32: never.
+    # auto: bf16 autocast where the hardware runs it fast (CUDA with bf16, a CPU with AMX or AVX-512 BF16), else
+    # fp32; fp32: never.
     # Prediction follows the machine it runs on (NICHETUNE_PRECISION=fp32 keeps a process in fp32)
     precision: Literal["auto", "fp32"] = "auto"
     privacy: PrivacyParams = PrivacyParams()  # differential privacy; epsilon null: off

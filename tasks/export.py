@@ -240,7 +240,7 @@ def export_model(model_dir: Path, out: Path, quantization: str = "auto", check_t
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out}: already exists and is not empty; pass another --output or remove it")
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    # parity against the fp32 network, as any machine computes it (a CPU with AMX would otherwise run bf16)
+    # parity against the fp32 network, as any machine computes it (a CPU with bf16 units would otherwise run bf16)
     reference = (load_classifier(model_dir, resolve_device("cpu", "fp32")).predict_proba(check_texts)
                  if check_texts else None)
     spec, graphs = _networks(Path(model_dir))

@@ -52,21 +52,30 @@ PRECISION_ENV = "NICHETUNE_PRECISION"
 PRECISIONS = ("auto", "fp32")
 
 
-def cpu_runs_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX with AVX-512 BF16). There a bf16 product
-    of MiniLM's sizes ran 8x fp32's, fine-tuning 1.1x to 1.2x and prediction 1.6x to 2.1x (BENCHMARKS.md, "bf16
-    on the CPU"); elsewhere bf16 is emulated and slower than fp32. torch names these probes privately: without
-    them, fp32."""
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+def cpu_bf16_unit() -> str | None:
+    """The unit with which this CPU multiplies bf16 matrices in hardware: "amx" (Intel Xeon 4th generation on),
+    "avx512_bf16" (AMD Zen 4 on, Intel Cooper Lake), or None, where bf16 is emulated and slower than fp32. With
+    AMX a bf16 product of MiniLM's sizes ran 8x fp32's, fine-tuning 1.1x to 1.2x and prediction 1.6x to 2.1x;
+    with AVX-512 BF16 alone (an AMD Zen 4) fine-tuning 1.4x and prediction 1.6x to 1.7x (BENCHMARKS.md, "bf16 on
+    the CPU"), the same dev scores within noise either way. torch names these probes privately: without them, None."""
+    probes = {name: getattr(torch.cpu, f"_is_{name}_supported", None) for name in ("amx_tile", "avx512_bf16")}
     try:
-        return all(probe is not None and probe() for probe in probes)
+        found = {name for name, probe in probes.items() if probe is not None and probe()}
     except RuntimeError:
-        return False
+        return None
+    if "avx512_bf16" not in found:
+        return None
+    return "amx" if "amx_tile" in found else "avx512_bf16"
+
+
+def cpu_runs_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (cpu_bf16_unit), where bf16 autocast pays."""
+    return cpu_bf16_unit() is not None
 
 
 def resolve_device(preference: str = "auto", precision: str = "auto") -> Device:
     """CUDA when present (or asked for), else the CPU with this process's share of its cores; bf16 autocast
-    where the hardware runs it fast (CUDA with bf16, a CPU with AMX), unless `precision` or NICHETUNE_PRECISION
+    where the hardware runs it fast (CUDA with bf16, a CPU with AMX or AVX-512 BF16), unless `precision` or NICHETUNE_PRECISION
     says fp32."""
     chosen = os.environ.get(PRECISION_ENV, "auto")
     if chosen not in PRECISIONS:

@@ -24,8 +24,8 @@ from tests.data.cut_slices import CFPB_ISSUES, CFPB_PER_ISSUE
 REPO = Path(__file__).resolve().parents[1]
 SLICES = REPO / "tests" / "data"  # small slices of banking77 and the CFPB complaints, cut by tests/data/cut_slices.py
 quiet_offline_defaults()
-# The suite checks behaviour to fp32's tolerances on any machine, subprocesses included: a CPU with AMX would
-# otherwise run bf16 (tasks.model.resolve_device). tests/test_precision.py checks the bf16 path itself
+# The suite checks behaviour to fp32's tolerances on any machine, subprocesses included: a CPU with bf16
+# units (AMX, AVX-512 BF16) would otherwise run bf16 (tasks.model.resolve_device). tests/test_precision.py checks the bf16 path itself
 os.environ[PRECISION_ENV] = "fp32"
 # DVC binds its log handlers to sys.stdout and sys.stderr when it is first imported. Imported inside a test that
 # uses capsys, they would write to that test's streams, closed after it, and every later DVC log line would fail.

@@ -1,6 +1,6 @@
 """Precision: bf16 autocast where the hardware runs it fast, fp32 where asked, and what must stay fp32 whatever
 the machine (the ONNX export's parity reference). The rest of the suite runs in fp32 (tests/conftest.py); here
-the CPU is taken to have AMX, so the bf16 path runs on any CPU (emulated where it has none: slower, the same
+the CPU is taken to have bf16 units, so the bf16 path runs on any CPU (emulated where it has none: slower, the same
 numbers to bf16's precision)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.conftest import cfpb_sample
 
 @pytest.fixture
 def amx(monkeypatch):
-    """This process on a CPU with AMX and no NICHETUNE_PRECISION: resolve_device's auto picks bf16."""
+    """This process on a CPU with bf16 units and no NICHETUNE_PRECISION: resolve_device's auto picks bf16."""
     monkeypatch.delenv(PRECISION_ENV)
     monkeypatch.setattr(model_module, "cpu_runs_bf16", lambda: True)
     forget_bases()
@@ -55,6 +55,17 @@ def test_the_cpu_runs_bf16_only_where_it_has_the_units_and_fp32_is_not_asked_for
 
 def test_the_hardware_probe_answers_on_any_cpu():
     assert isinstance(model_module.cpu_runs_bf16(), bool)
+    assert model_module.cpu_bf16_unit() in ("amx", "avx512_bf16", None)
+
+
+@pytest.mark.parametrize("amx_tile, avx512_bf16, unit", [(True, True, "amx"), (False, True, "avx512_bf16"),
+                                                         (False, False, None), (True, False, None)])
+def test_bf16_runs_on_amx_and_on_avx512_bf16_alone(amx_tile, avx512_bf16, unit, monkeypatch):
+    """A Zen 4's AVX-512 BF16 multiplies bf16 in hardware as AMX does (BENCHMARKS.md, "bf16 on the CPU")."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx_tile)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert model_module.cpu_bf16_unit() == unit
+    assert model_module.cpu_runs_bf16() is (unit is not None)
 
 
 @pytest.mark.parametrize("strategy", ["full", "freeze", "head", "lora"])
