@@ -4,8 +4,9 @@ and quality on dev rows.
     python -m benchmarks.precision [--seeds 5] [--dev-rows 2000] [--sets banking77:6 amazon_counterfactual_en:64]
                                    [--data DIR]
 
-On a CPU with Intel AMX (tasks.model.cpu_runs_bf16) `precision: auto` trains and predicts under bf16 autocast;
-elsewhere it stays fp32, and this benchmark says so and stops (bf16 emulated there is slower). For each set
+On a CPU that multiplies bf16 in hardware (tasks.model.cpu_bf16_unit: Intel AMX, or AVX-512 BF16 as on AMD Zen 4)
+`precision: auto` trains and predicts under bf16 autocast; elsewhere it stays fp32, and this benchmark says so and
+stops (bf16 emulated there is slower). Each unit's results go to their own file, precision-<unit>.json. For each set
 (dataset:k, k rows per class of its training split, seed s) both precisions train strategy `full` as auto's
 fine-tuned member does (params.yaml's finetune section, a 20% validation carve for early stopping and the
 temperature); each model then predicts `--dev-rows` other rows of the training split (never the test split) in
@@ -15,6 +16,7 @@ agree on. The precisions alternate within each seed, in one process."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -25,7 +27,6 @@ from sklearn.metrics import matthews_corrcoef
 from benchmarks.quality import RESULTS, strategy_params
 from benchmarks.words import JUDGED_BY, measure_sets, rows_and_dev
 
-OUT = RESULTS / "precision.json"
 PRECISIONS = ("fp32", "auto")  # auto: bf16 on this CPU (checked before any run)
 
 
@@ -60,25 +61,47 @@ def run_seed(name: str, k: int, seed: int, dev_count: int, data: Path) -> list[d
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return measure_sets("python -m benchmarks.precision", __doc__, OUT, run_seed, section, argv, require_amx)
+    from tasks.model import cpu_bf16_unit
+
+    unit = cpu_bf16_unit()
+    return measure_sets("python -m benchmarks.precision", __doc__, RESULTS / f"precision-{unit}.json", run_seed,
+                        lambda results: section([results]), argv, require_bf16_units)
 
 
-def require_amx() -> None:
-    from tasks.model import cpu_runs_bf16
+def require_bf16_units() -> None:
+    from tasks.model import cpu_bf16_unit
 
-    if not cpu_runs_bf16():
-        raise SystemExit("this CPU has no AMX: precision auto stays fp32 here, so there is nothing to compare; run "
-                         "this benchmark on a CPU with AMX (Intel Xeon 4th generation or later)")
+    if cpu_bf16_unit() is None:
+        raise SystemExit("this CPU multiplies bf16 in software only: precision auto stays fp32 here, so there is "
+                         "nothing to compare; run this benchmark on a CPU with AMX (Intel Xeon 4th generation or "
+                         "later) or AVX-512 BF16 (AMD Zen 4 or later)")
 
 
-def section(results: dict | None) -> list[str]:
-    """A line per set: each precision's mean dev score, the paired differences, and the speeds (medians)."""
-    if not results:
+UNITS = {"amx": "Intel AMX", "avx512_bf16": "AVX-512 BF16, no AMX"}
+
+
+def results_files() -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(RESULTS.glob("precision-*.json"))]
+
+
+def section(runs: list[dict]) -> list[str]:
+    """A table per CPU's bf16 unit, a line per set: each precision's mean dev score, the paired differences, and
+    the speeds (medians)."""
+    runs = [results for results in runs if results]
+    if not runs:
         return []
-    where = results["machine"]["gpu"] or f"{results['machine']['arch']}, {results['machine']['cores']} cores"
-    lines = ["## bf16 on the CPU (precision)", "",
-             f"`{results['command']}` ({results['date']}, {where}, a CPU with AMX); "
-             "`benchmarks/results/precision.json`; protocol in `benchmarks/precision.py`. Strategy `full` as auto's "
+    lines = ["## bf16 on the CPU (precision)", ""]
+    for results in runs:
+        lines += table(results)
+    return lines
+
+
+def table(results: dict) -> list[str]:
+    unit = results["machine"]["cpu_bf16"]
+    where = f"{results['machine']['arch']}, {results['machine']['cores']} cores, {UNITS[unit]}"
+    lines = [f"### {UNITS[unit]}", "",
+             f"`{results['command']}` ({results['date']}, {where}); `benchmarks/results/precision-{unit}.json`; "
+             "protocol in `benchmarks/precision.py`. Strategy `full` as auto's "
              f"member trains it, in each precision; scored on {results['dev_rows']:,} other rows of each training "
              "split (never the test split), predicted in the precision it was trained in.", "",
              "| set | figure | fp32 | bf16 | bf16 - fp32, per seed | training samples/s fp32 | bf16 | "

@@ -580,17 +580,29 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 
 def machine() -> dict:
-    """Where the numbers come from: architecture, cores, accelerator, library versions, and the 1-minute load
-    average at the start (above the core count means other work shared the CPU and train times are high)."""
+    """Where the numbers come from: architecture, cores, accelerator, the CPU's name and bf16 unit
+    (tasks.model.cpu_bf16_unit), library versions, and the 1-minute load average at the start (above the core count means other work shared the CPU and train times are high)."""
     import sklearn
     import torch
     import transformers
 
+    from tasks.model import cpu_bf16_unit
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"arch": platform.machine(), "cores": len(os.sched_getaffinity(0)), "gpu": gpu,
+    return {"arch": platform.machine(), "cores": len(os.sched_getaffinity(0)), "gpu": gpu, "cpu": cpu_name(),
+            "cpu_bf16": cpu_bf16_unit(),
             "load_average_1min": os.getloadavg()[0],
             "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "sklearn": sklearn.__version__}
+
+
+def cpu_name() -> str | None:
+    """The CPU's model name as the kernel reports it (a VM may report only the vendor); None where it does not."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
 
 
 def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, out: Path | None = None,

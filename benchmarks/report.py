@@ -440,7 +440,7 @@ def render() -> str:
              *active.section(load("active.json"), load("active_round.json"), dev_results()), *memory.section(load("memory.json")),
              *trainspeed.section(load("trainspeed.json")), *pieces.section(load("pieces.json"), load("pieces_pair.json")),
              *words.section(load("words.json"), load("words_k13.json")),
-             *precision.section(load("precision.json")),
+             *precision.section(precision.results_files()),
              *servers.section(load("servers.json")),
              *privacy.section(load("privacy.json")),
              *growth_section(load("growth.json")), *gpu_section(gpu_runs()),
