@@ -115,13 +115,29 @@ def main(argv: list[str] | None = None) -> None:
                                                        else []), "--strategies", *args.strategies,
                         "--repeats", str(args.repeats), *(["--set", *args.set] if args.set else [])])
     path = RESULTS / "endtoend.json"
-    results = json.loads(path.read_text()) if path.is_file() else {}  # each dataset's latest run
-    results[args.dataset] = {"command": command, "date": time.strftime("%Y-%m-%d"),
-                             "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores", "runs": runs,
-                             **({"notes": results[args.dataset]["notes"]} if "notes" in results.get(args.dataset, {})
-                                else {})}
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    cpu = cpu_kind()
+    kept = [record for record in records(results, args.dataset) if record.get("cpu") != cpu]
+    results[args.dataset] = kept + [{"command": command, "date": time.strftime("%Y-%m-%d"), "cpu": cpu,
+                                     "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, {cpu}",
+                                     "runs": runs}]
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def cpu_kind() -> str:
+    """The CPU as its speed depends on it: its name and the unit that runs its bf16 products, if any."""
+    from benchmarks.quality import cpu_name
+    from tasks.model import cpu_bf16_unit
+
+    unit = cpu_bf16_unit()
+    return f"{cpu_name() or 'CPU'} ({ {'amx': 'AMX', 'avx512_bf16': 'AVX-512 BF16'}.get(unit, 'no bf16 unit') })"
+
+
+def records(results: dict, dataset: str) -> list[dict]:
+    """A dataset's latest run on each kind of CPU (benchmarks/results/endtoend.json keeps one per kind)."""
+    kept = results.get(dataset, [])
+    return kept if isinstance(kept, list) else [kept]
 
 
 def by_strategy(results: dict) -> dict[str, list[float]]:
@@ -139,15 +155,23 @@ def goal_lines(results: dict | None) -> list[str]:
     """One line per dataset and strategy, on the median of its runs (this shared machine varies by 10-20% run to
     run)."""
     lines = []
-    for dataset, result in (results or {}).items():
-        settings = result["command"].partition(" --set ")[2]
-        for strategy, seconds in by_strategy(result).items():
-            median = statistics.median(seconds)
-            spread = f"median of {len(seconds)} runs, {min(seconds):.0f}-{max(seconds):.0f} s" if len(seconds) > 1 \
-                else "one run"
-            lines.append(f"- A registered candidate for {WHAT[dataset]}, `nichetune run` end to end with strategy "
-                         f"`{strategy}`{f' (--set {settings})' if settings else ''}: {median:.0f} s ({spread}), "
-                         f"goal under {GOAL_S[dataset]}: {'holds' if median < GOAL_S[dataset] else '**does not hold**'}")
+    for dataset in results or {}:
+        kinds = records(results, dataset)
+        for result in kinds:
+            lines += _goal_lines(dataset, result, f" on {result['cpu']}" if len(kinds) > 1 else "")
+    return lines
+
+
+def _goal_lines(dataset: str, result: dict, where: str) -> list[str]:
+    settings = result["command"].partition(" --set ")[2]
+    lines = []
+    for strategy, seconds in by_strategy(result).items():
+        median = statistics.median(seconds)
+        spread = f"median of {len(seconds)} runs, {min(seconds):.0f}-{max(seconds):.0f} s" if len(seconds) > 1 \
+            else "one run"
+        lines.append(f"- A registered candidate for {WHAT[dataset]}{where}, `nichetune run` end to end with strategy "
+                     f"`{strategy}`{f' (--set {settings})' if settings else ''}: {median:.0f} s ({spread}), "
+                     f"goal under {GOAL_S[dataset]}: {'holds' if median < GOAL_S[dataset] else '**does not hold**'}")
     return lines
 
 
@@ -158,17 +182,23 @@ def section(results: dict | None) -> list[str]:
              "Protocol in `benchmarks/endtoend.py`; `benchmarks/results/endtoend.json`: the quality table's training "
              "rows of a dataset (seed 0), `nichetune run` in a fresh project, from start to exit; each stage from "
              "the end of the one before (Prefect's log).", ""]
-    for dataset, result in results.items():
-        lines += [f"### {dataset}", "", f"`{result['command']}` ({result['date']}, {result['machine']}).", "",
-                  "| strategy | run | seconds | stages | what the run printed |", "|---|---|---|---|---|"]
-        for run in result["runs"]:
-            stages = ", ".join(f"{stage} {seconds:.0f}" for stage, seconds in run.get("stages_s", {}).items())
-            lines.append(f"| {run['strategy']} | {run.get('repeat', 0) + 1} | {run['seconds']:.0f} | {stages} | "
-                         f"{run['holdout']} |")
-        lines += ["", "Median per strategy: " + ", ".join(f"`{strategy}` {statistics.median(seconds):.0f} s"
-                                                         for strategy, seconds in by_strategy(result).items()) + "."]
-        lines += [""] + [line for note in result.get("notes", []) for line in (note, "")]
+    for dataset in results:
+        kinds = records(results, dataset)
+        for result in kinds:
+            lines += _section(dataset if len(kinds) == 1 else f"{dataset} on {result['cpu']}", result)
     return lines
+
+
+def _section(title: str, result: dict) -> list[str]:
+    lines = [f"### {title}", "", f"`{result['command']}` ({result['date']}, {result['machine']}).", "",
+             "| strategy | run | seconds | stages | what the run printed |", "|---|---|---|---|---|"]
+    for run in result["runs"]:
+        stages = ", ".join(f"{stage} {seconds:.0f}" for stage, seconds in run.get("stages_s", {}).items())
+        lines.append(f"| {run['strategy']} | {run.get('repeat', 0) + 1} | {run['seconds']:.0f} | {stages} | "
+                     f"{run['holdout']} |")
+    lines += ["", "Median per strategy: " + ", ".join(f"`{strategy}` {statistics.median(seconds):.0f} s"
+                                                     for strategy, seconds in by_strategy(result).items()) + "."]
+    return lines + [""] + [line for note in result.get("notes", []) for line in (note, "")]
 
 
 if __name__ == "__main__":

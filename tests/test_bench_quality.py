@@ -592,6 +592,28 @@ def test_the_endtoend_goal_reads_each_strategys_median_run():
     (line,) = endtoend.goal_lines({"cfpb_payday_2023": cfpb})
     assert "cfpb_payday_2023" in line and "(--set finetune.time_budget=10): 700 s" in line
     assert line.endswith("goal under 900: holds")
+    amx, zen = ({"command": command, "cpu": cpu, "runs": [runs[0]]} for cpu in ("Xeon (AMX)", "EPYC (AVX-512 BF16)"))
+    lines = endtoend.goal_lines({"banking77_k8": [amx, zen]})
+    assert [line.split(", `nichetune run`")[0] for line in lines] == [
+        "- A registered candidate for banking77 with 8 per intent on Xeon (AMX)",
+        "- A registered candidate for banking77 with 8 per intent on EPYC (AVX-512 BF16)"]
+
+
+def test_an_endtoend_run_replaces_the_record_of_its_own_kind_of_cpu_only(tmp_path, monkeypatch):
+    from benchmarks import endtoend
+
+    monkeypatch.setattr(endtoend, "RESULTS", tmp_path)
+    monkeypatch.setattr(endtoend, "cpu_kind", lambda: "EPYC (AVX-512 BF16)")
+    monkeypatch.setattr(endtoend, "timed_run", lambda project, strategy, settings: (100.0, "holdout", {}))
+    monkeypatch.setattr(endtoend, "project", lambda folder, dataset, data: folder)
+    (tmp_path / "endtoend.json").write_text(json.dumps({"banking77_k8": {"command": "old", "cpu": "Xeon (AMX)",
+                                                                          "runs": []}}))
+    for seconds in (100.0, 90.0):
+        monkeypatch.setattr(endtoend, "timed_run", lambda project, strategy, settings, s=seconds: (s, "holdout", {}))
+        endtoend.main(["--strategies", "auto", "--repeats", "1"])
+    kept = json.loads((tmp_path / "endtoend.json").read_text())["banking77_k8"]
+    assert [record["cpu"] for record in kept] == ["Xeon (AMX)", "EPYC (AVX-512 BF16)"]
+    assert kept[1]["runs"][0]["seconds"] == 90.0
 
 
 @needs_full_data("amazon_counterfactual_en")
