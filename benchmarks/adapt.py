@@ -5,8 +5,9 @@
 The packaged MiniLM (`finetune.backbone: minilm`) is adapted on banking77's training texts (about 10,000, the
 issue's pool size) with params.yaml's `adapt` settings, each objective in turn; `--steps N` runs N steps instead
 of the configured number, for an estimate of what the full run costs (seconds per step times the configured
-steps). Every run starts from an empty cache, so it trains. The goal: under 15 minutes on 2 CPU cores, once per
-pool version. Results go to benchmarks/results/adapt.json, one run per objective and step count."""
+steps). Every run starts from an empty cache, so it trains, in the precision `precision: auto` takes on this CPU.
+The goal: under 15 minutes on 2 CPU cores, once per pool version. Results go to benchmarks/results/adapt.json, one
+run per objective, step count and kind of CPU."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.quality import RESULTS, machine, project_params, read_banking77
+from benchmarks.quality import RESULTS, cpu_kind, machine, project_params, read_banking77
 from benchmarks.sources import add_data_option, dataset_dir
 
 OUT = RESULTS / "adapt.json"
@@ -41,7 +42,7 @@ def time_objective(texts: list[str], objective: str, steps: int | None) -> dict:
         adapted = adapted_backbone(texts, "banking77-train", cfg, "minilm", SEED, Path(cache), resolve_device("cpu"))
         seconds = time.perf_counter() - started
     done = adapted.provenance
-    return {"objective": objective, "steps": cfg.steps, "batch_size": cfg.batch_size, "max_length": cfg.max_length,
+    return {"objective": objective, "precision": resolve_device("cpu").name.split("/")[1], "steps": cfg.steps, "batch_size": cfg.batch_size, "max_length": cfg.max_length,
             "learning_rate": cfg.learning_rate, "texts": done["texts"], "seconds": round(seconds, 1),
             "train_seconds": done["seconds"], "steps_per_second": done["steps_per_second"],
             "texts_per_second": round(done["steps_per_second"] * cfg.batch_size, 1),
@@ -53,16 +54,21 @@ def run_entry(result: dict, argv: list[str]) -> dict:
     info = machine()
     return {"command": "python -m benchmarks.adapt " + " ".join(argv),
             "date": datetime.now(timezone.utc).date().isoformat(),
-            "machine": f"{info['arch']}, {info['cores']} cores, {info['gpu'] or 'no GPU'}, "
-                       f"load {info['load_average_1min']:.1f} at the start", "result": result}
+            "machine": f"{info['arch']}, {info['cores']} cores, {cpu_kind()}, {info['gpu'] or 'no GPU'}, "
+                       f"load {info['load_average_1min']:.1f} at the start", "cpu": cpu_kind(), "result": result}
 
 
 def write_results(entries: list[dict], out: Path) -> dict:
-    """Add `entries` to `out`, replacing an earlier run of the same objective and step count."""
+    """Add `entries` to `out`, replacing an earlier run of the same objective and step count on the same kind of
+    CPU (benchmarks.quality.cpu_kind) in the same precision; runs from before these were recorded count apart."""
     results = json.loads(out.read_text()) if out.is_file() else {"runs": [], "notes": []}
-    new = {(e["result"]["objective"], e["result"]["steps"]) for e in entries}
-    results["runs"] = [r for r in results["runs"] if (r["result"]["objective"], r["result"]["steps"]) not in new]
-    results["runs"] = sorted(results["runs"] + entries, key=lambda r: (r["result"]["objective"], r["result"]["steps"]))
+
+    def key(run_: dict) -> tuple:
+        result = run_["result"]
+        return result["objective"], result["steps"], run_.get("cpu", ""), result.get("precision", "")
+
+    new = {key(e) for e in entries}
+    results["runs"] = sorted([r for r in results["runs"] if key(r) not in new] + entries, key=key)
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
@@ -91,7 +97,7 @@ def section(results: dict | None) -> list[str]:
         kind = "measured" if r["steps"] == r["configured_steps"] else "estimated"
         lines.append(f"| {r['objective']} | {r['steps']} | {r['seconds']:.0f} | {r['steps_per_second']:.2f} | "
                      f"{r['seconds_at_configured_steps'] / 60:.1f} | {kind} | `{run_['command']}`, {run_['date']}, "
-                     f"{run_['machine']} |")
+                     f"{run_['machine']}{', ' + r['precision'] if 'precision' in r else ''} |")
     return lines + [""] + [line for note in results.get("notes", []) for line in (note, "")]
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks import quality
 from benchmarks.sources import add_data_option, dataset_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,22 +117,13 @@ def main(argv: list[str] | None = None) -> None:
                         "--repeats", str(args.repeats), *(["--set", *args.set] if args.set else [])])
     path = RESULTS / "endtoend.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    cpu = cpu_kind()
+    cpu = quality.cpu_kind()
     kept = [record for record in records(results, args.dataset) if record.get("cpu") != cpu]
     results[args.dataset] = kept + [{"command": command, "date": time.strftime("%Y-%m-%d"), "cpu": cpu,
                                      "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, {cpu}",
                                      "runs": runs}]
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
-
-
-def cpu_kind() -> str:
-    """The CPU as its speed depends on it: its name and the unit that runs its bf16 products, if any."""
-    from benchmarks.quality import cpu_name
-    from tasks.model import cpu_bf16_unit
-
-    unit = cpu_bf16_unit()
-    return f"{cpu_name() or 'CPU'} ({ {'amx': 'AMX', 'avx512_bf16': 'AVX-512 BF16'}.get(unit, 'no bf16 unit') })"
 
 
 def records(results: dict, dataset: str) -> list[dict]:

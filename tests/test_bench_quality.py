@@ -603,7 +603,7 @@ def test_an_endtoend_run_replaces_the_record_of_its_own_kind_of_cpu_only(tmp_pat
     from benchmarks import endtoend
 
     monkeypatch.setattr(endtoend, "RESULTS", tmp_path)
-    monkeypatch.setattr(endtoend, "cpu_kind", lambda: "EPYC (AVX-512 BF16)")
+    monkeypatch.setattr(endtoend.quality, "cpu_kind", lambda: "EPYC (AVX-512 BF16)")
     monkeypatch.setattr(endtoend, "timed_run", lambda project, strategy, settings: (100.0, "holdout", {}))
     monkeypatch.setattr(endtoend, "project", lambda folder, dataset, data: folder)
     (tmp_path / "endtoend.json").write_text(json.dumps({"banking77_k8": {"command": "old", "cpu": "Xeon (AMX)",
