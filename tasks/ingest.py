@@ -44,6 +44,11 @@ ALREADY_STORED = "already stored by an earlier batch"  # the same text (and labe
 POOL_COLUMNS = ("text", KEY, BATCH)  # the assembled pool (layout.POOL_FILE), which finetune reads
 
 
+OUTSIDE_LABELS = "label outside the label set"
+UNKNOWN_SHOWN = 10  # label values outside the label set listed by name in the report
+LABEL_SHOWN = 40  # characters of each
+
+
 @dataclass(frozen=True)
 class BatchReport:
     """What one ingest did: counts that always add up (rows read = accepted + quarantined + seen before),
@@ -66,6 +71,7 @@ class BatchReport:
     kind: str = LABELED.kind  # labeled rows, or unlabeled texts for the pool (which announce nothing)
     not_for_training: str | None = None  # the dataset's consent mark, as a line: stored, but never trained on
     repaired: tuple[int, ...] = ()  # the lines whose text was mojibake, repaired (ingest.repair_encoding)
+    unknown_labels: tuple[str, ...] = ()  # each label value outside the label set, its rows and closest known label
 
     def text(self) -> str:
         """The lines `nichetune ingest` prints."""
@@ -76,6 +82,11 @@ class BatchReport:
         lines = [f"{self.source}: {self.rows_read} rows read = {self.accepted} accepted + "
                  f"{self.quarantined} quarantined{before} (decoded as {self.encoding})"]
         lines += [f"  quarantined, {reason}: {count}" for reason, count in sorted(self.reasons.items())]
+        if self.unknown_labels:
+            more = f", and {len(self.unknown_labels) - UNKNOWN_SHOWN} more" if len(self.unknown_labels) > UNKNOWN_SHOWN \
+                else ""
+            lines.append(f"    {', '.join(self.unknown_labels[:UNKNOWN_SHOWN])}{more}: correct them in the export, or "
+                         "add them to validate.labels in params.yaml and ingest the file again")
         if self.pii_redacted:
             lines.append(f"  PII redacted: {_counts(self.pii_redacted)}")
         if self.repaired:
@@ -127,6 +138,34 @@ def standard_columns(cfg: IngestParams, store: Store = LABELED, present=None) ->
     return names
 
 
+def label_form(value: str) -> str:
+    """A label as exports vary in writing it: case folded, spaces, hyphens and underscores alike."""
+    return " ".join(re.sub(r"[_\-]+", " ", value.casefold()).split())
+
+
+def label_forms(labels: list[str]) -> dict[str, str]:
+    """Known label by label_form; a form two known labels share is nobody's, so such a value stays outside."""
+    forms: dict[str, list[str]] = {}
+    for label in labels:
+        forms.setdefault(label_form(label), []).append(label)
+    return {form: known[0] for form, known in forms.items() if len(known) == 1}
+
+
+def unknown_labels(frame: pd.DataFrame, reasons: pd.Series, labels: list[str]) -> tuple[str, ...]:
+    """A line per label value outside the label set: how many rows, and the known label it resembles most."""
+    import difflib
+
+    outside = frame.loc[reasons.index[reasons == OUTSIDE_LABELS], "label"].value_counts()
+    forms = label_forms(labels)
+    lines = []
+    for value, count in outside.items():
+        close = difflib.get_close_matches(label_form(value), list(forms), n=1, cutoff=0.6)
+        hint = f"; closest known: {forms[close[0]]}" if close else ""
+        shown = value if len(value) <= LABEL_SHOWN else value[:LABEL_SHOWN - 1] + "…"  # a text column by mistake
+        lines.append(f"{shown!r} ({count} row{'s' if count > 1 else ''}{hint})")
+    return tuple(lines)
+
+
 def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], stored: pd.DataFrame,
                 store: Store = LABELED) -> pd.Series:
     """Why each row cannot be used (None: accept). The first failing check names the reason. A pool text needs no
@@ -142,7 +181,7 @@ def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], store
     if "timestamp" in frame and store.labeled:
         flag(frame["timestamp"].isna(), "missing or unparseable timestamp")
     if labels and "label" in frame:
-        flag(~frame["label"].isin(labels), "label outside the label set")
+        flag(~frame["label"].isin(labels), OUTSIDE_LABELS)
     flag(frame["text"].str.len() > cfg.max_text_chars, f"text over {cfg.max_text_chars:,} characters")
     candidates = frame[reason.isna()]
     label = candidates["label"] if "label" in candidates else ""  # unlabeled texts: every repeat is a duplicate
@@ -175,9 +214,9 @@ def prepare(table_frame: pd.DataFrame, cfg: IngestParams, labels: list[str], pat
     if cfg.repair_encoding:  # before the key: the same text repaired upstream later is the same text
         frame["text"], repaired = repair_texts(frame["text"])
     frame = frame.apply(lambda column: column.str.strip() if column.dtype == object else column)
-    if labels:  # "Billing" and "billing " are the label billing
-        canonical = {label.casefold(): label for label in labels}
-        frame["label"] = frame["label"].map(lambda v: canonical.get(v.casefold(), v) if isinstance(v, str) else v)
+    if labels:  # "Billing", "billing " and "Account access" are the labels billing and account_access
+        forms = label_forms(labels)
+        frame["label"] = frame["label"].map(lambda v: forms.get(label_form(v), v) if isinstance(v, str) else v)
     if "timestamp" in frame:
         frame["timestamp"] = parse_timestamps(frame["timestamp"], cfg.date_order,
                                               f"{path}: column {names['timestamp']!r}")
@@ -281,8 +320,13 @@ def ingest_batch(cfg: IngestParams, labels: list[str], root: Path, source: Path,
     report = dataclasses.replace(report, data_version=version, events=events,
                                  not_for_training=marked.notice() if marked else None)
     if report.accepted == 0 and not earlier:
+        shown = report.unknown_labels[:UNKNOWN_SHOWN]
+        # a value cut short is a sentence, not a label: most likely the column is the wrong one
+        fix = (f"is ingest.label_column {cfg.label_column!r} the column of labels?" if any("…' (" in v for v in shown)
+               else "correct them in the export, or add them to validate.labels")
+        labels_seen = f"; labels outside validate.labels: {', '.join(shown)} ({fix})" if shown else ""
         raise DataError(f"{source}: every one of {report.rows_read} rows was rejected (see {report.quarantine}); "
-                        f"reasons: {_reason_list(report.reasons)}")
+                        f"reasons: {_reason_list(report.reasons)}{labels_seen}")
     return report
 
 
@@ -334,7 +378,8 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
     return BatchReport(str(source), dataset, len(frame), len(accepted), len(rejected),
                        dict(Counter(reasons.dropna())), dict(pii), table.encoding,
                        relative(batch_path), relative(quarantine_path), earlier, None, seen, kind=store.kind,
-                       repaired=repaired)
+                       repaired=repaired,
+                       unknown_labels=unknown_labels(frame, reasons, labels) if labels and "label" in frame else ())
 
 
 def _unescaped(frame: pd.DataFrame) -> pd.DataFrame:

@@ -180,6 +180,41 @@ def test_duplicates_and_conflicts_are_found_against_an_earlier_batch(project):
     assert stored(project, second)["id"].tolist() == ["b3"]
 
 
+def test_a_label_written_with_spaces_or_hyphens_is_the_known_label_and_others_are_named_with_the_closest(project):
+    source = write(project, "labels.csv", HEADER + (
+        "m1,cannot log in,Account access,2023-01-02,email\n"
+        "m2,locked out again,account-access,2023-01-03,chat\n"
+        "m3,refund my order,refunds,2023-01-04,chat\n"
+        "m4,refund it now,refunds,2023-01-05,chat\n"
+        "m5,where is it,deliverry,2023-01-06,chat\n"))
+    report = ingest_batch(CFG, LABELS, project, source)
+    assert stored(project, report)["label"].tolist() == ["account_access", "account_access"]
+    assert report.reasons == {"label outside the label set": 3}
+    assert report.unknown_labels == ("'refunds' (2 rows)", "'deliverry' (1 row; closest known: delivery)")
+    assert ("    'refunds' (2 rows), 'deliverry' (1 row; closest known: delivery): correct them in the export, or add "
+            "them to validate.labels in params.yaml and ingest the file again") in report.text().splitlines()
+
+
+def test_a_label_column_holding_texts_is_reported_in_short(project):
+    long_label = "my order arrived broken and nobody answers my emails about it"
+    source = write(project, "texts.csv", HEADER + f"m1,broken,{long_label},2023-01-02,email\n"
+                   "m2,cannot log in,account access,2023-01-03,chat\n")
+    report = ingest_batch(CFG, LABELS, project, source)
+    assert report.unknown_labels == (f"'{long_label[:39]}…' (1 row)",)
+    every = write(project, "every.csv", HEADER + f"m1,broken,{long_label},2023-01-02,email\n")
+    with pytest.raises(DataError, match=r"every one of 1 rows was rejected .*reasons: label outside the label set "
+                       r"\(1\); labels outside validate.labels: 'my order arrived .*…' \(1 row\) \(is "
+                       r"ingest.label_column 'topic' the column of labels\?\)$"):
+        ingest_batch(CFG, LABELS, project, every)
+
+
+def test_a_written_form_two_known_labels_share_names_neither():
+    from tasks.ingest import label_form, label_forms
+
+    forms = label_forms(["account_access", "account-access", "billing"])
+    assert label_form("Account access") not in forms and forms[label_form(" BILLING ")] == "billing"
+
+
 def test_ids_metadata_and_canonical_label_case_are_stored(project):
     source = write(project, "case.csv", HEADER + (
         "m1,  charged twice for one order ,Billing,2023-01-02T10:00:00+02:00,email\n"
@@ -383,7 +418,8 @@ def test_every_row_rejected_is_a_data_error_and_the_quarantine_is_still_written(
     [quarantine] = (project / "data" / "quarantine" / "support").glob("*.csv")
     relative = quarantine.relative_to(project)
     assert message == (f"{source}: every one of 3 rows was rejected (see {relative}); "
-                       "reasons: label outside the label set (2); empty text (1)")
+                       "reasons: label outside the label set (2); empty text (1); labels outside validate.labels: "
+                       "'refunds' (2 rows) (correct them in the export, or add them to validate.labels)")
     assert [row["_reason"] for row in read_csv_rows(quarantine)] == [
         "label outside the label set", "empty text", "label outside the label set"]
     assert dvc_record(project, "data/quarantine/support")["nfiles"] == 1

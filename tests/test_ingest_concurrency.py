@@ -97,7 +97,8 @@ def test_a_file_with_every_row_rejected_exits_2_with_one_line(project, env, tmp_
     assert done.stdout == ""
     [line] = done.stderr.splitlines()
     assert line.startswith(f"error: {path}: every one of 2 rows was rejected (see data/quarantine/shared/")
-    assert line.endswith("reasons: label outside the label set (1); empty text (1)")
+    assert line.endswith("reasons: label outside the label set (1); empty text (1); labels outside validate.labels: "
+                         "'junk' (1 row) (correct them in the export, or add them to validate.labels)")
     assert len(list((project / "data" / "quarantine" / "shared").glob("*.csv"))) == 1
 
 
