@@ -161,7 +161,8 @@ def unknown_labels(frame: pd.DataFrame, reasons: pd.Series, labels: list[str]) -
     for value, count in outside.items():
         close = difflib.get_close_matches(label_form(value), list(forms), n=1, cutoff=0.6)
         hint = f"; closest known: {forms[close[0]]}" if close else ""
-        shown = value if len(value) <= LABEL_SHOWN else value[:LABEL_SHOWN - 1] + "…"  # a text column by mistake
+        value = redact(value)[0]  # a column of texts named as the labels by mistake: shown, so masked
+        shown = value if len(value) <= LABEL_SHOWN else value[:LABEL_SHOWN - 1] + "…"
         lines.append(f"{shown!r} ({count} row{'s' if count > 1 else ''}{hint})")
     return tuple(lines)
 
