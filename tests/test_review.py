@@ -47,15 +47,29 @@ def project(tmp_path_factory, tiny_backbone):
     return make_project(tmp_path_factory.mktemp("review") / "project", cfpb_sample(), params)
 
 
+def form_of(run, timeout: float = 60):
+    """The paused run's form, once the flow has saved it: the flow pauses first and saves its form's schema and
+    text just after, and a reviewer in the UI sees the form only then."""
+    keyset = keyset_from_paused_state(run.state)
+    deadline = time.monotonic() + timeout
+    while read_flow_run_input(keyset["schema"], flow_run_id=run.id) is None:
+        assert time.monotonic() < deadline, "the paused flow never saved its form"
+        time.sleep(0.5)
+    return read_flow_run_input(keyset["description"], flow_run_id=run.id)
+
+
 def review(root, answer: dict) -> tuple[dict, str]:
     """Run the flow, wait for its pause, answer the form; returns the flow's result and the form's text."""
     thread, result = run_in_background(root)
     run = paused_run()
-    keyset = keyset_from_paused_state(run.state)
-    description = read_flow_run_input(keyset["description"], flow_run_id=run.id)
+    description = form_of(run)
     resume_flow_run(run.id, run_input=answer)
     thread.join(timeout=240)
-    assert not thread.is_alive() and result, "the flow did not finish after the reviewer answered"
+    if thread.is_alive():
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run.id).state
+        raise AssertionError(f"the flow did not finish after the reviewer answered; its run is {state!r}")
+    assert result, "the flow finished without a result"
     return result, description
 
 
