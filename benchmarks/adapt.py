@@ -51,11 +51,11 @@ def time_objective(texts: list[str], objective: str, steps: int | None) -> dict:
 
 
 def run_entry(result: dict, argv: list[str]) -> dict:
-    info = machine()
+    info, cpu = machine(), cpu_kind()
     return {"command": "python -m benchmarks.adapt " + " ".join(argv),
             "date": datetime.now(timezone.utc).date().isoformat(),
-            "machine": f"{info['arch']}, {info['cores']} cores, {cpu_kind()}, {info['gpu'] or 'no GPU'}, "
-                       f"load {info['load_average_1min']:.1f} at the start", "cpu": cpu_kind(), "result": result}
+            "machine": f"{info['arch']}, {info['cores']} cores, {cpu}, {info['gpu'] or 'no GPU'}, "
+                       f"load {info['load_average_1min']:.1f} at the start", "cpu": cpu, "result": result}
 
 
 def write_results(entries: list[dict], out: Path) -> dict:
