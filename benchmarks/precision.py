@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sklearn.metrics import matthews_corrcoef
 
-from benchmarks.quality import RESULTS, strategy_params
+from benchmarks.quality import BF16_UNITS, RESULTS, strategy_params
 from benchmarks.words import JUDGED_BY, measure_sets, rows_and_dev
 
 PRECISIONS = ("fp32", "auto")  # auto: bf16 on this CPU (checked before any run)
@@ -77,9 +77,6 @@ def require_bf16_units() -> None:
                          "later) or AVX-512 BF16 (AMD Zen 4 or later)")
 
 
-UNITS = {"amx": "Intel AMX", "avx512_bf16": "AVX-512 BF16, no AMX"}
-
-
 def results_files() -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(RESULTS.glob("precision-*.json"))]
 
@@ -98,8 +95,8 @@ def section(runs: list[dict]) -> list[str]:
 
 def table(results: dict) -> list[str]:
     unit = results["machine"]["cpu_bf16"]
-    where = f"{results['machine']['arch']}, {results['machine']['cores']} cores, {UNITS[unit]}"
-    lines = [f"### {UNITS[unit]}", "",
+    where = f"{results['machine']['arch']}, {results['machine']['cores']} cores, {BF16_UNITS[unit]}"
+    lines = [f"### {BF16_UNITS[unit]}", "",
              f"`{results['command']}` ({results['date']}, {where}); `benchmarks/results/precision-{unit}.json`; "
              "protocol in `benchmarks/precision.py`. Strategy `full` as auto's "
              f"member trains it, in each precision; scored on {results['dev_rows']:,} other rows of each training "

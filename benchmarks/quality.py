@@ -605,12 +605,14 @@ def cpu_name() -> str | None:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
 
 
+BF16_UNITS = {"amx": "AMX", "avx512_bf16": "AVX-512 BF16"}  # tasks.model.cpu_bf16_unit's answers, as written
+
+
 def cpu_kind() -> str:
     """The CPU as its speed depends on it: its name and the unit that runs its bf16 products, if any."""
     from tasks.model import cpu_bf16_unit
 
-    unit = {"amx": "AMX", "avx512_bf16": "AVX-512 BF16"}.get(cpu_bf16_unit(), "no bf16 unit")
-    return f"{cpu_name() or 'CPU'} ({unit})"
+    return f"{cpu_name() or 'CPU'} ({BF16_UNITS.get(cpu_bf16_unit(), 'no bf16 unit')})"
 
 
 def run_benchmark(datasets: list[str], methods: dict[str, Method], seeds: int, out: Path | None = None,
