@@ -84,9 +84,14 @@ def auto_goal_lines(quality_results: dict, targets: list[tuple] = AUTO_TARGETS,
         verdict = "reached" if value >= floor else "**not reached**"
         spread = entry[f"{metric}_std"]
         spread = f" ± {spread * 100:.1f}" if spread is not None else ""  # one seed has no spread
-        lines.append(f"- {dataset}: `{shown}` {metric} {value:.1f}{spread} over {entry['seeds']} "
+        lines.append(f"- {dataset}: `{shown}` {metric} {_against(value, floor)}{spread} over {entry['seeds']} "
                      f"seed{'s' * (entry['seeds'] != 1)}, at least {floor:g}: {verdict}")
     return lines
+
+
+def _against(value: float, floor: float) -> str:
+    """`value` to one decimal, or two where one would round a miss up to the floor (83.99 is not 84.0)."""
+    return f"{value:.2f}" if value < floor and round(value, 1) >= floor else f"{value:.1f}"
 
 
 def goals_section(quality_results: dict | None, speed: dict | None, gpu: dict | None = None) -> list[str]:

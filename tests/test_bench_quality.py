@@ -489,6 +489,17 @@ def test_auto_goal_lines_say_reached_not_reached_or_not_measured():
     assert all("**not measured**" in line for line in lines[2:])
 
 
+def test_a_goal_line_missed_by_less_than_its_rounding_shows_two_decimals():
+    from benchmarks.report import AUTO_METHOD, auto_goal_lines
+
+    rows = [{"dataset": "banking77_k8", "method": AUTO_METHOD, "seed": seed, "accuracy": value, "macro_f1": value,
+             "mcc": value, "train_s": 1.0} for seed, value in [(0, 0.8398), (1, 0.8400)]]
+    missed, = auto_goal_lines({"rows": rows}, [("banking77_k8", "accuracy", 84.0)])
+    assert " accuracy 83.99 ± 0.0 " in missed and missed.endswith("**not reached**")
+    reached, = auto_goal_lines({"rows": rows}, [("banking77_k8", "accuracy", 83.9)])
+    assert " accuracy 84.0 ± 0.0 " in reached and reached.endswith(": reached")
+
+
 def test_the_refit_section_pairs_each_variant_with_off_seed_by_seed():
     from benchmarks import refit
 
