@@ -32,7 +32,7 @@ from flows.summary import artifact_key
 from tasks import finetune
 from tasks.config import Params, Paths, TrialsParams, load_params, trial_params
 from tasks.errors import ParamsError
-from tasks.layout import LOG_FILE, MODEL_DIR
+from tasks.layout import LOG_FILE, MODEL_DIR, POOL_FILE
 from tasks.register import Registration
 from tasks.strategies import unread_keys
 from tasks.training import carve_validation
@@ -86,7 +86,7 @@ def _named(overrides: dict[str, Any]) -> str:
 
 def carve(train_path: Path, fraction: float, seed: int, out_dir: Path) -> dict:
     """Split the training rows into the rows trials train on and the stratified, seeded validation rows they
-    are scored on; the holdout is never read here."""
+    are scored on, with the split's unlabeled pool beside them; the holdout is never read here."""
     rows = pd.read_parquet(train_path)
     keep, held = carve_validation(rows["text"].astype(str).tolist(), rows["label"].tolist(), fraction, seed)
     if not held:
@@ -95,6 +95,9 @@ def carve(train_path: Path, fraction: float, seed: int, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows.iloc[keep].to_parquet(out_dir / TRAIN_FILE, index=False)
     rows.iloc[held].to_parquet(out_dir / VALIDATION_FILE, index=False)
+    pool = train_path.with_name(POOL_FILE)  # the split's pool holds no labeled text, validation rows' included
+    if pool.is_file():  # finetune reads the unlabeled texts beside the rows it trains on
+        shutil.copyfile(pool, out_dir / POOL_FILE)
     return {"train": out_dir / TRAIN_FILE, "validation": out_dir / VALIDATION_FILE,
             "train_rows": len(keep), "validation_rows": len(held)}
 

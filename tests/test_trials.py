@@ -81,6 +81,24 @@ def test_set_overrides_reach_the_trials_section(tmp_path):
     assert params.trials.combinations() == [{"finetune.epochs": 1}, {"finetune.epochs": 2}]
 
 
+def test_trials_train_beside_the_splits_unlabeled_pool(tmp_path):
+    from flows.trials import TRAIN_FILE, VALIDATION_FILE, carve
+    from tasks.finetune import read_unlabeled
+    from tasks.layout import POOL_FILE
+
+    split = tmp_path / "split"
+    split.mkdir()
+    labels = ["billing", "delivery"] * 4
+    pd.DataFrame({"text": [f"labeled {i}" for i in range(8)], "label": labels}).to_parquet(split / "train.parquet")
+    pool = pd.DataFrame({"text": ["never labeled one", "never labeled two"]})
+    pool.to_parquet(split / POOL_FILE)
+    carved = carve(split / "train.parquet", 0.25, 0, tmp_path / "trials")
+    assert carved["train"].name == TRAIN_FILE and carved["validation"].name == VALIDATION_FILE
+    params = load_params(params_with(tmp_path, {}))
+    unlabeled = read_unlabeled(params, carved["train"].parent, tmp_path / "ingest")
+    assert unlabeled.texts == pool["text"].tolist()  # self-training and adaptation see the same pool as a run
+
+
 def test_the_best_trial_is_the_highest_and_the_first_on_a_tie():
     from flows.trials import best_of
 
