@@ -362,6 +362,9 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
     done(f"read {len(table.frame)} rows ({table.encoding})")
     frame, pii, repaired = prepare(table.frame, cfg, labels, source, store)
     done(f"prepared: PII masked ({_counts(pii) or 'none found'})" if cfg.redact_pii else "prepared (PII kept)")
+    if store.labeled and SUGGESTED_ID in table.frame:
+        frame, restored = as_pooled(frame, table.frame[SUGGESTED_ID], root, dataset)
+        done(f"{restored} suggested texts keep the timestamp and id the pool stored with them")
     reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset, store), store)
     done(f"checked: {reasons.isna().sum()} rows pass, {reasons.notna().sum()} do not")
     batch_id = f"{next_sequence(root, dataset, store):06d}-{digest}"  # the same rows in the same order: same name
@@ -381,6 +384,26 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
                        relative(batch_path), relative(quarantine_path), earlier, None, seen, kind=store.kind,
                        repaired=repaired,
                        unknown_labels=unknown_labels(frame, reasons, labels) if labels and "label" in frame else ())
+
+
+def as_pooled(frame: pd.DataFrame, suggested: pd.Series, root: Path, dataset: str) -> tuple[pd.DataFrame, int]:
+    """Rows of a suggestion batch labeled and exported (`suggested`: their nichetune_id) with the timestamp and id
+    the pool stored with each text, missing where it stored none, whatever the file says: Label Studio's CSV and
+    JSON-MIN exports write the annotation's time into `created_at` and its task id into `id`, and a labeled text
+    stamped with the time it was labeled would land in the holdout, which takes the newest rows. The count of rows
+    matched."""
+    pool, _ = assemble_pool(root, dataset, every_column=True)
+    pool = pool.assign(**{SUGGESTED_ID: pool[KEY].str[:16]}).drop_duplicates(SUGGESTED_ID).set_index(SUGGESTED_ID)
+    ids = pd.Series(suggested.to_numpy(), index=frame.index).astype(str).str.strip()
+    matched = ids.isin(pool.index)
+    frame = frame.copy()
+    for column in ("timestamp", "id"):
+        if column in frame:
+            stored = pool[column] if column in pool else pd.Series(None, index=pool.index, dtype=object)
+            if column == "timestamp":
+                stored = pd.to_datetime(stored, utc=True)
+            frame.loc[matched, column] = ids[matched].map(stored)
+    return frame, int(matched.sum())
 
 
 def _unescaped(frame: pd.DataFrame) -> pd.DataFrame:

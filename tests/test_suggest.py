@@ -201,6 +201,38 @@ def test_a_quarantined_text_is_never_suggested_though_its_file_escapes_it_for_sp
     assert sorted(frame["text"]) == sorted(POOL["text"].head(3))
 
 
+@pytest.mark.parametrize("export", ["JSON-MIN", "CSV"])
+def test_a_label_studio_export_that_stamps_the_labeling_time_keeps_the_pools_timestamp_and_id(tmp_path, export):
+    """Label Studio's JSON-MIN and CSV exports write the annotation's time into `created_at` and (JSON-MIN) the
+    task's id into `id`, Label Studio's own names and params.yaml's default timestamp column: the texts keep the
+    time and id the pool stored, so that texts labeled today do not fill the holdout (the newest rows)."""
+    from tasks.suggest import candidates
+
+    as_tool_names = {"date_received": "created_at", "complaint_id": "id"}
+    params = project_params("unused", ingest={**project_params("unused")["ingest"], "timestamp_column": "created_at",
+                                              "id_column": "id"})
+    root = make_project(tmp_path / "project", LABELED.rename(columns=as_tool_names), params)
+    cfg = IngestParams(**{**params["ingest"], "path": None})
+    ingest_batch(cfg, [], root, root / "data" / "labeled.csv", announce=False)
+    POOL.head(3).drop(columns=["issue"]).rename(columns=as_tool_names).to_csv(root / "pool.csv", index=False)
+    ingest_batch(cfg, [], root, root / "pool.csv", store=UNLABELED, announce=False)
+    pool, _ = candidates(root, "complaints", "text")
+    labeled_now = {"annotator": 1, "annotation_id": 12, "created_at": "2026-12-07T21:04:11.512Z",
+                   "updated_at": "2026-12-07T21:04:11.512Z", "lead_time": 3.2}
+    rows = [{"text": row.text, "nichetune_id": row.nichetune_id, "id": 40 + i, "issue": LABELED["issue"].iloc[0],
+             **labeled_now} for i, row in enumerate(pool.itertuples())]
+    source = root / ("export.json" if export == "JSON-MIN" else "export.csv")
+    if export == "JSON-MIN":
+        source.write_text(json.dumps(rows))
+    else:  # the CSV keeps a data key named id, so give the pool's ids back as Label Studio does
+        pd.DataFrame([{**row, "id": pooled} for row, pooled in zip(rows, pool["id"])]).to_csv(source, index=False)
+    report = ingest_batch(cfg, [], root, source, announce=False)
+    assert report.accepted == 3, report
+    stored = pd.read_parquet(root / report.batch).set_index("text").loc[pool["text"]]
+    assert stored["timestamp"].tolist() == pd.to_datetime(pool["timestamp"], utc=True).tolist()
+    assert stored["id"].tolist() == pool["id"].tolist()
+
+
 @pytest.fixture
 def project(tmp_path, tiny_backbone) -> Path:
     """A project with the labeled complaints stored, a pool that repeats two labeled texts, and a champion."""
