@@ -27,6 +27,7 @@ from tasks.batches import (LABELED, POOL_DIR, RAW_DIR, UNLABELED, Store, batch_f
                            checked_dataset_name, content_digests, next_sequence, pending_events, post_event)
 from tasks.config import IngestParams, Params, Paths
 from tasks.encodings import repair_texts
+from tasks.labeling_tools import tool_name
 from tasks.errors import DataError
 from tasks.layout import DATASET_FILE, POOL_FILE, VERSION_FILE
 from tasks.pii import redact
@@ -352,6 +353,7 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
     done = _stage_lines(source)
     # a labeling tool's export: only the label column's answers must be one label (a comment may differ)
     table = read_table(source, cfg.encoding, cfg.delimiter, cfg.label_column)
+    table = dataclasses.replace(table, frame=dataset_names(table.frame, cfg))
     # a suggestion batch's CSV filled in, or saved as a workbook by the spreadsheet it was filled in: the formula
     # escape it was written with comes off (a JSON export of the labeling tools' tasks was never escaped)
     spreadsheet = table.delimiter is not None or source.suffix.lower() in EXCEL_SUFFIXES
@@ -384,6 +386,16 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
                        relative(batch_path), relative(quarantine_path), earlier, None, seen, kind=store.kind,
                        repaired=repaired,
                        unknown_labels=unknown_labels(frame, reasons, labels) if labels and "label" in frame else ())
+
+
+def dataset_names(frame: pd.DataFrame, cfg: IngestParams) -> pd.DataFrame:
+    """A file with the dataset's columns back under their names where it has them only as the labeling tools name
+    columns (`ticket_body` for `Ticket Body`: a suggestion batch's Label Studio and Argilla files use those)."""
+    wanted = [column for column in dict.fromkeys([cfg.text_column, cfg.label_column, cfg.timestamp_column,
+                                                  cfg.id_column, *cfg.metadata_columns]) if column]
+    renamed = {tool_name(column): column for column in wanted
+               if column not in frame and tool_name(column) in frame and tool_name(column) not in wanted}
+    return frame.rename(columns=renamed)
 
 
 def as_pooled(frame: pd.DataFrame, suggested: pd.Series, root: Path, dataset: str) -> tuple[pd.DataFrame, int]:

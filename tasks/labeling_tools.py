@@ -12,11 +12,14 @@ from __future__ import annotations
 import ast
 import io
 import json
+import re
 import tokenize
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pandas as pd
+
+from tasks.errors import DataError
 
 LS_TASK_ID = "ls_task_id"  # Label Studio's task id as a column (a key of that name in the task's data wins)
 SUBMITTED = "submitted"  # Argilla's response statuses are draft, submitted and discarded: only submitted ones count
@@ -24,6 +27,25 @@ COMPLETED = "completed"  # an Argilla record with enough submitted responses (th
 RESPONSES, SUGGESTION = ".responses", ".suggestion"  # Argilla's flat columns are named <question><suffix>
 FLAT_SUFFIXES = (RESPONSES, f"{RESPONSES}.users", f"{RESPONSES}.status", SUGGESTION, f"{SUGGESTION}.score",
                  f"{SUGGESTION}.agent")
+
+
+def tool_name(column: str) -> str:
+    """A dataset's column as the labeling tools name it: Argilla takes field, question and metadata names of
+    lowercase letters, digits, `_` and `-` (its SDK lowercases some names itself), and a Label Studio `$variable`
+    only word characters. `Ticket Body` is `ticket_body`."""
+    return re.sub(r"[^a-z0-9_]+", "_", column.casefold()).strip("_") or "text"
+
+
+def tool_names(names: dict[str, str]) -> dict[str, str]:
+    """`names` (pipeline column -> the dataset's column) with each column as the tools name it; two columns that
+    the tools would name alike are an error, since their answers could not be told apart."""
+    named: dict[str, str] = {}
+    for column in dict.fromkeys(names.values()):
+        other = named.setdefault(tool_name(column), column)
+        if other != column:
+            raise DataError(f"columns {other!r} and {column!r} are both {tool_name(column)!r} in a labeling tool; "
+                             "rename one in the data (or in ingest.*_column) and ingest it again")
+    return {pipeline: tool_name(column) for pipeline, column in names.items()}
 
 
 @dataclass(frozen=True)

@@ -222,8 +222,8 @@ def _argilla_flat(frame: pd.DataFrame, label_column: str | None) -> pd.DataFrame
 
 def _answer_problem(reasons: dict[str, str], label_column: str | None) -> str | None:
     """Why the answer in `label_column` is not one label; without a label column named, the first such reason."""
-    if label_column is not None:
-        return reasons.get(label_column)
+    if label_column is not None:  # a tool's export may name it as the tools name columns (Ticket Type: ticket_type)
+        return reasons.get(label_column, reasons.get(labeling_tools.tool_name(label_column)))
     return next(iter(reasons.values()), None)
 
 

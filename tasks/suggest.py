@@ -29,6 +29,7 @@ import pandas as pd
 
 from tasks.config import IngestParams
 from tasks.errors import DataError
+from tasks.labeling_tools import tool_names
 
 RECORDS_DIR = Path("data/suggestions")  # one JSON per batch and dataset, in git
 STRATEGIES = ("uncertainty", "diverse", "random")
@@ -279,13 +280,14 @@ def write_batch(ranked: Ranked, labels: list[str], out_dir: Path, model_version:
     escape_frame(table).to_csv(files["csv"], index=False)
     # escaped as the CSV is, so that ingest takes the same escape off whichever comes back
     write_workbook(escape_frame(table), files["workbook"])
-    files["label_studio"].write_text(json.dumps(label_studio_tasks(ranked, model_version, names), ensure_ascii=False,
+    named = tool_names({**names, **{column: column for column in kept.columns}})  # as the tools accept names
+    files["label_studio"].write_text(json.dumps(label_studio_tasks(ranked, model_version, named), ensure_ascii=False,
                                                 indent=1) + "\n", encoding="utf-8")
-    files["label_studio_config"].write_text(label_studio_config(labels, names), encoding="utf-8")
+    files["label_studio_config"].write_text(label_studio_config(labels, named), encoding="utf-8")
     files["argilla"].write_text("".join(json.dumps(record, ensure_ascii=False) + "\n"
-                                        for record in argilla_records(ranked, model_version, names)), encoding="utf-8")
-    metadata = [column for column in kept.columns if column != "id"]
-    files["argilla_script"].write_text(argilla_script(labels, files["argilla"].name, dataset, names, metadata),
+                                        for record in argilla_records(ranked, model_version, named)), encoding="utf-8")
+    metadata = [named[column] for column in kept.columns if named[column] != "id"]
+    files["argilla_script"].write_text(argilla_script(labels, files["argilla"].name, dataset, named, metadata),
                                        encoding="utf-8")
     return files
 

@@ -143,6 +143,55 @@ def test_a_batch_comes_back_from_label_studio_and_argilla_in_the_dataset_columns
         assert pd.isna(prepared["timestamp"].iloc[1])  # quarantined there: "missing or unparseable timestamp"
 
 
+def test_columns_named_as_the_tools_refuse_go_out_in_their_form_and_come_back_under_the_datasets_names(tmp_path):
+    """Argilla takes lowercase field, question and metadata names, a Label Studio `$variable` only word characters:
+    `Ticket Body` goes out as `ticket_body`, and the labeled exports are read under the dataset's names again."""
+    from tasks.ingest import dataset_names, prepare
+    from tasks.readers import read_table
+    from tasks.suggest import Ranked, write_batch
+
+    cfg = IngestParams(dataset="tickets", text_column="Ticket Body", label_column="Queue", timestamp_column="Created At",
+                       id_column="Ticket-ID", metadata_columns=["Channel"])
+    names = {"text": "Ticket Body", "label": "Queue", "timestamp": "Created At", "id": "Ticket-ID",
+             "Channel": "Channel"}
+    texts = POOL["text"].head(2).tolist()
+    frame = pd.DataFrame({"nichetune_id": ["a1", "b2"], "text": texts, "suggested_label": ["x", "y"],
+                          "score": [0.6, 0.5], "margin": [0.2, 0.1],
+                          "timestamp": [pd.Timestamp("2023-07-03 10:00", tz="UTC")] * 2, "id": ["T-1", "T-2"],
+                          "Channel": ["email", "chat"]})
+    files = write_batch(Ranked(frame, "diverse"), ["x", "y"], tmp_path / "0001", "tickets/3", "tickets", names)
+    assert pd.read_csv(files["csv"]).columns[1] == "Ticket Body"  # a spreadsheet takes any name
+    config = ET.fromstring(files["label_studio_config"].read_text())
+    assert config.find("Text").get("value") == "$ticket_body" and config.find("Choices").get("name") == "queue"
+    script = files["argilla_script"].read_text()
+    assert "TextField(name='ticket_body')" in script and "LabelQuestion(name='queue'" in script
+    assert "['created_at', 'ticket_id', 'channel']" in script
+
+    tasks = json.loads(files["label_studio"].read_text())
+    export = [{"id": 7, "data": task["data"], "annotations": [
+        {"id": 1, "result": [{**task["predictions"][0]["result"][0], "origin": "manual"}]}]} for task in tasks]
+    (tmp_path / "label_studio.json").write_text(json.dumps(export))
+    records = [json.loads(line) for line in files["argilla"].read_text().splitlines()]
+    nested = [{"id": r["id"], "status": "completed", "fields": {"ticket_body": r["ticket_body"]},
+               "metadata": {key: r[key] for key in ("created_at", "ticket_id", "channel")},
+               "responses": {"queue": [{"value": r["queue"], "status": "submitted"}]}} for r in records]
+    (tmp_path / "argilla.json").write_text(json.dumps(nested))
+    for export_file in ("label_studio.json", "argilla.json"):
+        read = dataset_names(read_table(tmp_path / export_file, label_column="Queue").frame, cfg)
+        prepared, _, _ = prepare(read, cfg, ["x", "y"], tmp_path / export_file)
+        assert prepared["text"].tolist() == texts and prepared["label"].tolist() == ["x", "y"]
+        assert prepared["id"].tolist() == ["T-1", "T-2"] and prepared["Channel"].tolist() == ["email", "chat"]
+        assert (prepared["timestamp"] == pd.Timestamp("2023-07-03 10:00", tz="UTC")).all()
+
+
+def test_two_columns_the_tools_would_name_alike_are_refused_in_one_line():
+    from tasks.errors import DataError
+    from tasks.labeling_tools import tool_names
+
+    with pytest.raises(DataError, match="columns 'Body' and 'body' are both 'body' in a labeling tool; rename one"):
+        tool_names({"text": "Body", "body": "body"})
+
+
 @pytest.mark.parametrize("filled_in", ["csv", "csv saved as a workbook", "the batch's workbook"])
 def test_a_filled_in_batch_stores_its_texts_as_the_pool_did_not_as_escaped_for_spreadsheets(tmp_path, filled_in):
     """The CSV and the workbook escape a text a spreadsheet would run as a formula; ingest takes the escape off
