@@ -34,7 +34,9 @@ def model_line(tags: dict) -> str:
     if tags.get("candidate_scores"):
         line += (f", chose {tags['model_choice']}; validation accuracy / macro-F1 of each candidate: "
                  f"{tags['candidate_scores']}")
-    line += f"; probabilities calibrated with temperature {float(tags.get('temperature', 1)):.2f}"
+    temperature = float(tags.get("temperature", 1))
+    line += (f"; probabilities calibrated with temperature {temperature:.2f}" if temperature != 1.0 else
+             "; probabilities not calibrated (no validation rows: finetune.validation_fraction is 0)")
     if tags.get("runtime") == "onnx":  # register.runtime: predict and serve run the exported graphs
         agreement = f", same label as torch on {float(tags['onnx_agreement']):.1%} of the holdout" \
             if "onnx_agreement" in tags else ""

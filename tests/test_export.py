@@ -311,3 +311,12 @@ def test_the_run_summary_says_a_version_predicts_with_onnx_runtime():
     assert "ONNX" not in model_line(tags)
     line = model_line({**tags, "runtime": "onnx", "onnx_quantization": "int8", "onnx_agreement": "0.9830"})
     assert line.endswith("predicts with ONNX Runtime (weights: int8, same label as torch on 98.3% of the holdout)")
+    assert "probabilities calibrated with temperature 1.20" in line
+
+
+def test_the_run_summary_says_when_probabilities_are_not_calibrated():
+    from flows.summary import model_line
+
+    line = model_line({"strategy": "full", "temperature": "1.0000"})  # what a training without validation rows saves
+    assert "probabilities not calibrated (no validation rows: finetune.validation_fraction is 0)" in line
+    assert "calibrated with temperature" not in line
