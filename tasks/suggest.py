@@ -349,18 +349,32 @@ def candidates(root: Path, dataset: str, text_column: str) -> tuple[pd.DataFrame
     return frame, version
 
 
-def record_batch(root: Path, dataset: str, ranked: Ranked, keys: list[str], pool_version: dict, model: str,
-                 out_dir: Path, settings: dict) -> Path:
-    """data/suggestions/<dataset>/<number>.json: what was asked for, from which pool and model, and how."""
+def next_number(root: Path, dataset: str, out_root: Path) -> int:
+    """The next batch's number: past every record and every batch folder written, so that a record deleted to
+    release its texts never has its number, or its files, taken by the next batch."""
+    taken = [path.stem for path in (root / RECORDS_DIR / dataset).glob("*.json")]
+    taken += [path.name for path in (out_root / dataset).glob("*") if path.is_dir()]
+    return max((int(name) for name in taken if name.isdigit()), default=0) + 1
+
+
+def record_batch(root: Path, dataset: str, number: int, ranked: Ranked, keys: list[str], pool_version: dict,
+                 model: str, out_dir: Path, settings: dict) -> Path:
+    """data/suggestions/<dataset>/<number>.json: what was asked for, from which pool and model, and how. Never
+    replaces a record: a suggest that ran at the same time and took the number first is an error to retry."""
     folder = root / RECORDS_DIR / dataset
     folder.mkdir(parents=True, exist_ok=True)
-    number = len(list(folder.glob("*.json"))) + 1
     path = folder / f"{number:04d}.json"
-    path.write_text(json.dumps({
+    record = json.dumps({
         "batch": number, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "dataset": dataset,
         "model": model, "strategy": ranked.strategy, "settings": settings, "pool_version": pool_version,
         "ids": ranked.frame["nichetune_id"].tolist(), "text_keys": keys, "files": str(out_dir),
-    }, indent=2) + "\n", encoding="utf-8")
+    }, indent=2) + "\n"
+    try:
+        with path.open("x", encoding="utf-8") as handle:
+            handle.write(record)
+    except FileExistsError:
+        raise DataError(f"{path}: another `nichetune suggest` for dataset {dataset!r} recorded batch {number} while "
+                        "this one ran, and its texts may be the same; run suggest again") from None
     return path
 
 
@@ -392,7 +406,7 @@ def suggest(root: Path, dataset: str, uri: str, tracking: str, strategy: str, n:
     if pool.empty:
         raise DataError(f"every unlabeled text of dataset {dataset!r} is labeled, quarantined or already suggested; "
                         f"store more with `nichetune ingest FILE --unlabeled --dataset {dataset}`")
-    number = len(earlier_batches(root, dataset)) + 1
+    number = next_number(root, dataset, out_root)
     with tempfile.TemporaryDirectory(prefix="nichetune-suggest-") as scratch:
         name, model_version, _, model_dir = download_registered(uri, tracking, scratch)
         classifier = load_classifier(model_dir)
@@ -403,6 +417,6 @@ def suggest(root: Path, dataset: str, uri: str, tracking: str, strategy: str, n:
         out_dir = out_root / dataset / f"{number:04d}"
         files = write_batch(ranked, list(classifier.labels), out_dir, model, dataset, names)
     keys = pool.set_index("nichetune_id").loc[ranked.frame["nichetune_id"], "key"].tolist()
-    record = record_batch(root, dataset, ranked, keys, version, model, out_dir,
+    record = record_batch(root, dataset, number, ranked, keys, version, model, out_dir,
                           {"n": n, "shortlist": shortlist, "seed": seed + number})
     return Suggestion(len(ranked.frame), len(pool), model, strategy, files, record)

@@ -184,6 +184,26 @@ def test_columns_named_as_the_tools_refuse_go_out_in_their_form_and_come_back_un
         assert (prepared["timestamp"] == pd.Timestamp("2023-07-03 10:00", tz="UTC")).all()
 
 
+def test_a_batch_number_is_never_reused_after_a_record_is_deleted_nor_taken_twice(tmp_path):
+    from tasks.errors import DataError
+    from tasks.suggest import RECORDS_DIR, Ranked, next_number, record_batch
+
+    records, out_root = tmp_path / RECORDS_DIR / "tickets", tmp_path / "outputs" / "suggestions"
+    assert next_number(tmp_path, "tickets", out_root) == 1
+    records.mkdir(parents=True)
+    for number in (1, 2):
+        (records / f"{number:04d}.json").write_text("{}")
+        (out_root / "tickets" / f"{number:04d}").mkdir(parents=True)
+    (records / "0002.json").unlink()  # batch 2 released: its texts may be suggested again
+    assert next_number(tmp_path, "tickets", out_root) == 3  # its files stay as they were
+    ranked = Ranked(pd.DataFrame({"nichetune_id": ["a"], "text": ["t"], "suggested_label": ["x"], "score": [0.5],
+                                  "margin": [0.1]}), "random")
+    record_batch(tmp_path, "tickets", 3, ranked, ["k"], {}, "tickets/1", out_root / "tickets" / "0003", {})
+    with pytest.raises(DataError, match="another `nichetune suggest` for dataset 'tickets' recorded batch 3"):
+        record_batch(tmp_path, "tickets", 3, ranked, ["k"], {}, "tickets/1", out_root / "tickets" / "0003", {})
+    assert json.loads((records / "0003.json").read_text())["text_keys"] == ["k"]
+
+
 def test_two_columns_the_tools_would_name_alike_are_refused_in_one_line():
     from tasks.errors import DataError
     from tasks.labeling_tools import tool_names
