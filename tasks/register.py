@@ -30,6 +30,7 @@ PRIVACY_TAGS = {"privacy_epsilon": "spent_epsilon", "privacy_target_epsilon": "e
                 "privacy_accountant": "accountant"}
 log = logging.getLogger(__name__)
 RUNTIME_PACKAGES = ["torch", "transformers", "pandas", "numpy", "mlflow"]  # what the logged model imports
+TORCH_PACKAGES = ("torch", "transformers")  # not needed where the registered version predicts with ONNX Runtime
 ONNX_DIR = "onnx"  # register.runtime onnx: the exported model the registered version predicts with
 
 
@@ -229,7 +230,9 @@ def _log_model(model_dir: Path, name: str, onnx: Path | None = None):
     from tasks.predict import TextClassifierModel  # its module loads mlflow.pyfunc: only when a model is logged
 
     artifacts = {"model_dir": str(model_dir)} if onnx is None else {"model_dir": str(model_dir), "onnx_dir": str(onnx)}
-    packages = RUNTIME_PACKAGES + (list(ONNX_PACKAGES) if onnx is not None else [])
+    # served with ONNX Runtime, the model never imports torch: `mlflow models serve` builds an environment without it
+    packages = (RUNTIME_PACKAGES if onnx is None else
+                [package for package in RUNTIME_PACKAGES if package not in TORCH_PACKAGES] + list(ONNX_PACKAGES))
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=TextClassifierModel(),

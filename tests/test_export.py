@@ -5,6 +5,7 @@ BERT for the mechanics of every kind of model (own backbone, merged adapters, au
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -302,6 +303,16 @@ def test_a_model_registered_with_the_onnx_runtime_predicts_with_it(registered, t
     with _tracking(uri):
         requirements = Path(mlflow.pyfunc.get_model_dependencies(info.model_uri)).read_text()
     assert "onnxruntime==" in requirements and "tokenizers==" in requirements
+    assert "torch==" not in requirements and "transformers==" not in requirements
+    # and it loads and predicts where torch, transformers and scikit-learn cannot be imported, as in that environment
+    blocked = "import sys; [sys.modules.__setitem__(m, None) for m in ('torch', 'transformers', 'sklearn')]"
+    script = (f"{blocked}; import json, mlflow, pandas as pd; mlflow.set_tracking_uri({uri!r}); "
+              f"model = mlflow.pyfunc.load_model({info.model_uri!r}); "
+              f"print(json.dumps(model.predict(pd.DataFrame({{'text': {texts!r}}}))['prediction'].tolist()))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_REGISTRY_URI": uri})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == predicted["prediction"].tolist()
 
 
 def test_the_run_summary_says_a_version_predicts_with_onnx_runtime():
