@@ -31,6 +31,7 @@ from flows.review import compare_task, registry_for
 from flows.summary import artifact_key
 from tasks import finetune
 from tasks.config import Params, Paths, TrialsParams, load_params, trial_params
+from tasks.cores import THREADS_ENV
 from tasks.errors import ParamsError
 from tasks.layout import LOG_FILE, MODEL_DIR, POOL_FILE
 from tasks.register import Registration
@@ -138,6 +139,10 @@ def pin_to_worker_share() -> list[int] | None:
     start = sum(workers[address]["nthreads"] for address in here[: here.index(worker.address)]) * per_thread
     share = [cores[(start + i) % len(cores)] for i in range(per_thread * workers[worker.address]["nthreads"])]
     os.sched_setaffinity(0, share)  # 0: this thread, the one the trial runs in
+    # the pin already divides the host among the workers: the trial's training must not halve it again for the
+    # claims of the workers beside it (tasks.cores), so its thread count is fixed, unless whoever started the
+    # worker fixed it already
+    os.environ.setdefault(THREADS_ENV, str(per_thread))
     return share
 
 

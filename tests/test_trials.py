@@ -149,6 +149,30 @@ def test_the_local_cluster_listens_on_this_machine_only():
         assert all(ipaddress.ip_address(ip).is_loopback for ip, _ in listening), listening
 
 
+def _pinned_threads() -> tuple[int, int]:
+    from flows.trials import pin_to_worker_share
+    from tasks import cores
+
+    share = pin_to_worker_share()
+    with cores.claim():  # as the trial's training holds one
+        return len(share), cores.share()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pinning needs CPU affinity (Linux)")
+def test_a_pinned_trial_keeps_its_share_while_another_process_computes(monkeypatch):
+    """The pin divides the host among the workers; a training beside it (a claim of another process) must not
+    halve the pinned trial's threads again."""
+    from distributed import Client, LocalCluster
+
+    from tasks import cores
+
+    monkeypatch.delenv(cores.THREADS_ENV, raising=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client, cores.claim():  # this process computes meanwhile
+        pinned, threads = client.submit(_pinned_threads, pure=False).result()
+    assert threads == pinned == len(os.sched_getaffinity(0))
+
+
 # ---------------------------------------------------------------- the flow on a two-worker Dask cluster
 
 
