@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks import explain, monitor, plots
+from tasks import cores, explain, monitor, plots
 from tasks.config import EvaluateParams, Params, Paths
 from tasks.layout import HOLDOUT_FILE, METRICS_FILE, MODEL_DIR, PER_CLASS_FILE, REPORTS_DIR, TRAIN_FILE
 from tasks.metrics import bootstrap_ci, drift_by_column, evidently_report, safe_report, score
@@ -90,7 +90,14 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, html: Path) -> 
 def run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Path, out_dir: Path,
         seed: int = 0) -> EvalResult:
     """Predict the holdout with the fine-tuned model; write metrics.json and the reports folder: per-class
-    metrics, confusion matrix, reliability diagram, segments, drift over time windows, explanations."""
+    metrics, confusion matrix, reliability diagram, segments, drift over time windows, explanations. Counts among
+    the processes sharing this machine's cores (tasks.cores) while it runs, as a training does."""
+    with cores.claim():
+        return _run(cfg, model_dir, train_path, holdout_path, out_dir, seed)
+
+
+def _run(cfg: EvaluateParams, model_dir: Path, train_path: Path, holdout_path: Path, out_dir: Path,
+         seed: int) -> EvalResult:
     classifier = load_classifier(model_dir, batch_size=cfg.batch_size)
     train, holdout = pd.read_parquet(train_path), pd.read_parquet(holdout_path)
     with step(f"{len(holdout)} holdout rows predicted"):

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks import cores
 from tasks.config import IngestParams
 from tasks.errors import DataError
 from tasks.labeling_tools import tool_names
@@ -407,7 +408,8 @@ def suggest(root: Path, dataset: str, uri: str, tracking: str, strategy: str, n:
         raise DataError(f"every unlabeled text of dataset {dataset!r} is labeled, quarantined or already suggested; "
                         f"store more with `nichetune ingest FILE --unlabeled --dataset {dataset}`")
     number = next_number(root, dataset, out_root)
-    with tempfile.TemporaryDirectory(prefix="nichetune-suggest-") as scratch:
+    # ranking a big pool embeds and predicts every text: it counts among the processes sharing the cores
+    with cores.claim(), tempfile.TemporaryDirectory(prefix="nichetune-suggest-") as scratch:
         name, model_version, _, model_dir = download_registered(uri, tracking, scratch)
         classifier = load_classifier(model_dir)
         vectors = (pool_vectors(pool, classifier, cache_dir)

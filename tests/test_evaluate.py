@@ -4,12 +4,13 @@ on a real model, and the Evidently drift report on small real frames."""
 from __future__ import annotations
 
 import json
+import tempfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import evaluate
+from tasks import cores, evaluate
 from tasks.config import EvaluateParams, FinetuneParams
 from tasks.evaluate import calibration, calibration_bins, drift_report, score, segment_table, uncalibrated
 from tasks.finetune import finetune
@@ -126,7 +127,7 @@ def test_a_calibrated_model_gets_both_reliability_diagrams(logits, tmp_path):
     assert written["ece_uncalibrated"] == pytest.approx(calibration_bins(softmax(found).max(axis=1), correct)[0])
 
 
-def test_the_stage_writes_holdout_intervals_and_calibration_into_metrics_json(tiny_backbone, tmp_path):
+def test_the_stage_writes_holdout_intervals_and_calibration_into_metrics_json(tiny_backbone, tmp_path, monkeypatch):
     sample = cfpb_sample(per_class=12).rename(columns={"issue": "label"})
     holdout = sample.groupby("label").tail(4)
     train = sample.drop(holdout.index)
@@ -136,8 +137,13 @@ def test_the_stage_writes_holdout_intervals_and_calibration_into_metrics_json(ti
                                           learning_rate=0.05, validation_fraction=0.0), seed=3,
                      out_dir=tmp_path / "finetune").model_dir
     cfg = EvaluateParams(drift_report=False, window=None, explain_samples=0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # claims of this test's own (tasks.cores)
+    loading, computing = evaluate.load_classifier, []
+    monkeypatch.setattr(evaluate, "load_classifier",
+                        lambda *args, **kwargs: computing.append(cores.active()) or loading(*args, **kwargs))
     result = evaluate.run(cfg, model, tmp_path / "train.parquet", tmp_path / "holdout.parquet", tmp_path / "out",
                           seed=11)
+    assert computing == [1] and cores.active() == 0  # a process sharing the cores while it predicted, not after
     written = json.loads(result.metrics_file.read_text())
     assert written == result.metrics and written["holdout_rows"] == len(holdout) == 16
     for metric in ("accuracy", "macro_f1"):

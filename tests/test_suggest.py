@@ -150,8 +150,8 @@ def test_columns_named_as_the_tools_refuse_go_out_in_their_form_and_come_back_un
     from tasks.readers import read_table
     from tasks.suggest import Ranked, write_batch
 
-    cfg = IngestParams(dataset="tickets", text_column="Ticket Body", label_column="Queue", timestamp_column="Created At",
-                       id_column="Ticket-ID", metadata_columns=["Channel"])
+    cfg = IngestParams(dataset="tickets", text_column="Ticket Body", label_column="Queue",
+                       timestamp_column="Created At", id_column="Ticket-ID", metadata_columns=["Channel"])
     names = {"text": "Ticket Body", "label": "Queue", "timestamp": "Created At", "id": "Ticket-ID",
              "Channel": "Channel"}
     texts = POOL["text"].head(2).tolist()
