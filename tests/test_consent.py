@@ -77,6 +77,24 @@ def test_allow_lifts_the_mark_and_the_stage_assembles_again(project, tmp_path):
     assert consent.allow(project, "complaints") is None
 
 
+def test_the_finetune_stage_refuses_a_dataset_marked_after_its_split_ran(project):
+    """`dvc repro` would train from the cached split: the fine-tune stage reads the mark again and trains nothing."""
+    from tasks import finetune
+    from tasks.config import Paths, load_params
+    from tasks.layout import TRAIN_FILE
+
+    params = load_params(project / "params.yaml")
+    paths = Paths.of(project, params)
+    split = paths.stage("split")
+    split.mkdir(parents=True)
+    cfpb_sample(per_class=3).rename(columns={"issue": "label"}).to_parquet(split / TRAIN_FILE)
+    made = consent.mark(project, "complaints", REASON, user="dana")
+    with pytest.raises(DataError) as caught:
+        finetune.run_stage(params, paths)
+    assert str(caught.value) == made.refusal()
+    assert not paths.stage("finetune").exists()
+
+
 def test_a_broken_mark_file_is_one_line_saying_how_to_restore_it(project):
     (project / "data" / "consent").mkdir(parents=True)
     (project / "data" / "consent" / "complaints.json").write_text("{not json")
