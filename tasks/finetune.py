@@ -18,6 +18,7 @@ from tasks.auto import train_auto
 from tasks.config import AdaptParams, FinetuneParams, Params, Paths, SelfTrainingParams
 from tasks.layout import CACHE_DIR, LOG_FILE, POOL_FILE, TRAIN_FILE, VERSION_FILE
 from tasks.portfolio import AUTO
+from tasks.progress import say
 from tasks.training import FinetuneResult, train_strategy
 
 
@@ -69,6 +70,13 @@ def _finetune(train: pd.DataFrame, cfg: FinetuneParams, seed: int, out_dir: Path
               unlabeled: Unlabeled | None) -> FinetuneResult:
     corpus = unlabeled.corpus(train) if unlabeled else []
     self_training = bool(unlabeled and unlabeled.texts and unlabeled.self_training.rounds)
+    if unlabeled and not unlabeled.texts:
+        unused = [setting for setting, on in (
+            ("self_training.rounds", unlabeled.self_training.rounds),
+            ("adapt.corpus: pool", unlabeled.adapt.objective != "none" and unlabeled.adapt.corpus == "pool")) if on]
+        if unused:  # switched on, yet nothing to do it with: said, not silently skipped
+            say(f"{' and '.join(unused)} set, but the dataset has no unlabeled texts (or none that is not labeled): "
+                "trained without them; store some with `nichetune ingest FILE --unlabeled`")
     if not corpus and not self_training:
         return train_one(train, cfg, seed, out_dir, work_dir)
     record = {**unlabeled.provenance, "pool_rows": len(unlabeled.texts)}

@@ -18,6 +18,7 @@ from tasks.config import AdaptParams, FinetuneParams
 from tasks.errors import DataError
 from tasks.finetune import finetune
 from tasks.model import BASE_DIR, MODEL_CARD, forget_bases, load_encoder, resolve_device
+from tasks.progress import QUIET_ENV
 from tasks.portfolio import load_classifier
 from tests.conftest import cfpb_sample
 
@@ -176,7 +177,8 @@ def test_embedding_a_base_the_model_was_not_trained_from_is_refused(adapted_mode
         embed_base(copy, tiny_backbone)
 
 
-def test_the_training_texts_are_adapted_on_without_a_pool_and_the_holdout_never(tiny_backbone, tmp_path):
+def test_the_training_texts_are_adapted_on_without_a_pool_and_the_holdout_never(tiny_backbone, tmp_path, capsys,
+                                                                                monkeypatch):
     from tasks.finetune import Unlabeled
 
     sample = cfpb_sample(per_class=6, classes=2).rename(columns={"issue": "label"})[["text", "label"]]
@@ -193,5 +195,9 @@ def test_the_training_texts_are_adapted_on_without_a_pool_and_the_holdout_never(
     pool_only = AdaptParams(objective="tsdae", corpus="pool", **FEW)
     assert Unlabeled(["a pool text"], pool_only).corpus(train) == ["a pool text"]
     assert Unlabeled(["a pool text"], AdaptParams()).corpus(train) == []  # objective none: no adaptation
+    monkeypatch.delenv(QUIET_ENV, raising=False)
+    capsys.readouterr()
     plain = finetune(train, cfg, seed=3, out_dir=tmp_path / "plain", unlabeled=Unlabeled([], pool_only))
     assert plain.unlabeled == {}  # an empty pool and corpus pool: trained from the packaged backbone
+    assert ("adapt.corpus: pool set, but the dataset has no unlabeled texts (or none that is not labeled): trained "
+            "without them; store some with `nichetune ingest FILE --unlabeled`") in capsys.readouterr().out
