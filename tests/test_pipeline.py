@@ -187,6 +187,7 @@ def test_the_flow_learns_from_unlabeled_texts_and_tags_where_they_came_from(tmp_
                                                           "approval": "auto"})
     params["adapt"] = {"objective": "tsdae", "steps": 2, "batch_size": 4, "max_length": 32}
     params["self_training"] = {"rounds": 1, "threshold": 0.01}
+    params["suggest"] = {"after_review": True, "n": 3}  # the flow's last step: the next texts to label
     root = make_project(tmp_path / "project", labeled, params)
     unlabeled = pd.concat([cfpb_sample(per_class=35)[["text"]].tail(40), labeled[["text"]].head(5)])
     unlabeled.to_csv(root / "data" / "pool.csv", index=False)  # five of them are labeled texts too
@@ -206,3 +207,8 @@ def test_the_flow_learns_from_unlabeled_texts_and_tags_where_they_came_from(tmp_
     assert int(tags["self_training_pseudo_labels"]) > 0
     model = root / "outputs" / "finetune" / "model"
     assert json.loads((model / "nichetune.json").read_text())["base"] == "base"  # the adapted backbone, kept inside
+    assert result["decision"] == "promoted"  # register.approval auto: the champion the next batch is asked of
+    asked = pd.read_csv(Path(result["suggested"]) / "suggestions.csv")
+    assert len(asked) == 3 and not set(asked["text"]) & set(labeled["text"])
+    record = json.loads((root / "data" / "suggestions" / "complaints" / "0001.json").read_text())
+    assert record["model"] == f"pooled/{result['version']}" and record["ids"] == asked["nichetune_id"].tolist()
