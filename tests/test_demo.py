@@ -42,3 +42,16 @@ def test_make_demo_on_a_fresh_clone_pulls_the_demo_data_registers_a_model_and_le
     assert tags["git_commit"] == head.stdout.strip()  # not "-dirty"
     committed = yaml.safe_load((clone / "data" / "raw" / "demo.dvc").read_text())["outs"][0]["md5"]
     assert tags["data_version"] == committed
+
+    # the default strategy, auto: each candidate's validation scores and the choice are in the MLflow run
+    from mlflow import MlflowClient
+
+    registered = json.loads((clone / "outputs" / "register" / "registered.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{clone / 'outputs' / 'mlflow' / 'mlflow.db'}")
+    run = client.get_run(registered["run_id"])
+    choice = json.loads(Path(client.download_artifacts(run.info.run_id, "auto_choice.json", str(tmp_path))).read_text())
+    assert tags["strategy"] == "auto" and len(choice["candidates"]) >= 2 and choice["choice"]["weights"]
+    for candidate in (c for c in choice["candidates"] if "left_out" not in c):  # a time budget may leave one out
+        for metric in ("accuracy", "macro_f1", "log_loss"):
+            assert run.data.metrics[f"candidate_{candidate['name']}_{metric}"] == pytest.approx(candidate[metric])
+    assert 0 <= run.data.metrics["ece"] <= 1 and run.data.metrics["temperature"] > 0  # calibrated on validation rows

@@ -325,6 +325,14 @@ def test_the_run_summary_says_a_version_predicts_with_onnx_runtime():
     assert "probabilities calibrated with temperature 1.20" in line
 
 
+def test_the_run_summary_gives_the_calibration_error_before_and_after_scaling():
+    from flows.summary import calibration_text
+
+    assert calibration_text({"ece": 0.0412, "ece_uncalibrated": 0.0951, "temperature": 1.37}) == (
+        "calibration error 0.041 (0.095 before temperature scaling at T=1.37)")
+    assert calibration_text({"ece": 0.0412, "ece_uncalibrated": 0.0412, "temperature": 1.0}) == "calibration error 0.041"
+
+
 def test_the_run_summary_says_when_probabilities_are_not_calibrated():
     from flows.summary import model_line
 
