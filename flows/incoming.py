@@ -19,6 +19,7 @@ from tasks.errors import NichetuneError
 INCOMING = Path("data") / "incoming"
 PROCESSED, FAILED = "processed", "failed"
 UNLABELED_DIR = "unlabeled"  # data/incoming/unlabeled/[<dataset>/]: texts for the unlabeled pool
+RESERVED = (PROCESSED, FAILED, UNLABELED_DIR)  # folders of data/incoming that no dataset may be named
 SKIPPED_SUFFIXES = (".part", ".tmp", ".crdownload", "~")  # a file still being written under a temporary name
 SKIPPED_PREFIXES = (".", "~$")  # hidden files, and the owner file Excel keeps beside a workbook it has open
 STABLE_CHECKS = 2  # looks in a row that must find the same size and modification time before a file is taken
@@ -84,7 +85,7 @@ class IncomingWatcher(threading.Thread):
 
     def candidates(self) -> list[tuple[Path, str, Store]]:
         """(file, dataset, labeled or unlabeled) of every file in the folder that may be taken."""
-        found = self._files(self.folder, LABELED, skip=(PROCESSED, FAILED, UNLABELED_DIR))
+        found = self._files(self.folder, LABELED, skip=RESERVED)
         return found + self._files(self.folder / UNLABELED_DIR, UNLABELED)
 
     def _files(self, folder: Path, store: Store, skip: tuple[str, ...] = ()) -> list[tuple[Path, str, Store]]:

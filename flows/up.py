@@ -14,7 +14,7 @@ import signal
 from datetime import timedelta
 from pathlib import Path
 
-from flows.incoming import INCOMING, UNLABELED_DIR, IncomingWatcher
+from flows.incoming import INCOMING, RESERVED, UNLABELED_DIR, IncomingWatcher
 from flows.slots import create_training_slots
 from flows.ui import Servers, stop_on_signals
 from tasks.config import Params, Paths
@@ -49,7 +49,12 @@ def deployment_for(params: Params, paths: Paths, params_file: Path, overrides: l
 
 
 def check_projects(projects: list[tuple[Params, Paths, Path]]) -> None:
-    """Each params file must name its own dataset and its own workdir (stage outputs would collide)."""
+    """Each params file must name its own dataset and its own workdir (stage outputs would collide), and no
+    dataset may be named as a folder the incoming watcher keeps for itself."""
+    for params, _, file in projects:
+        if params.ingest.dataset in RESERVED:
+            raise NichetuneError(f"{file}: dataset {params.ingest.dataset!r} is the name of a folder of "
+                                 f"{INCOMING}/ ({', '.join(RESERVED)}); give ingest.dataset another name")
     for kind, key in (("dataset", lambda p: p[0].ingest.dataset), ("workdir", lambda p: p[1].workdir)):
         seen: dict = {}
         for project in projects:

@@ -130,3 +130,15 @@ def test_a_file_in_the_unlabeled_folder_joins_the_pool_and_starts_no_training(tm
     assert not (root / "data" / "raw").exists()  # nothing labeled was stored
     assert any("no served dataset named 'elsewhere'" in line for line in lines)
     assert sorted(path.name.split("-", 1)[1] for path in (watcher.folder / PROCESSED).iterdir()) == ["texts.csv"]
+
+
+@pytest.mark.parametrize("name", [PROCESSED, FAILED, UNLABELED_DIR])
+def test_nichetune_up_refuses_a_dataset_named_as_a_folder_of_the_incoming_folder(tmp_path, name):
+    from flows.up import check_projects
+    from tasks.errors import NichetuneError
+
+    (tmp_path / "params.yaml").write_text(f"ingest:\n  dataset: {name}\n  path: null\n")
+    params = load_params(tmp_path / "params.yaml")
+    with pytest.raises(NichetuneError, match=f"dataset '{name}' is the name of a folder of data/incoming/ "
+                                             r"\(processed, failed, unlabeled\); give ingest.dataset another name"):
+        check_projects([(params, Paths.of(tmp_path, params), tmp_path / "params.yaml")])
