@@ -362,6 +362,9 @@ def readme(manifest: dict) -> str:
 
 ## Predict
 
+`nichetune_onnx.py` is in this folder: run Python here, or put the folder on the import path first.
+
+    import sys; sys.path.insert(0, "path/to/this/folder")
     from nichetune_onnx import load
     model = load("path/to/this/folder")
     model.predict(["where is my card?"])         # one label per text

@@ -112,7 +112,14 @@ def test_the_folder_predicts_without_torch_scikit_learn_or_nichetune(minilm_mode
     assert written.loc[5, ["prediction", "probability"]].tolist() == ["", ""]
     written = written.drop(index=5)
     assert written["prediction"].tolist() == load_classifier(model_dir).predict(written["text"].tolist())
-    assert "pip install onnxruntime==" in (folder / "README.md").read_text()
+    readme = (folder / "README.md").read_text()
+    assert "pip install onnxruntime==" in readme
+    # the README's Python, run from another folder as whoever receives the folder would
+    snippet = "\n".join(line[4:] for line in readme.split("## Predict")[1].splitlines() if line.startswith("    "))
+    script = f"{blocked}\n{snippet.replace('path/to/this/folder', str(folder))}\nprint(model.predict({texts[:3]!r}))"
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == repr(load_classifier(model_dir).predict(texts[:3]))
 
 
 # ---------------------------------------------------------------- every kind of model, on the tiny BERT
