@@ -272,11 +272,11 @@ def flat_rows(records: list[dict]) -> list[Row]:
     """Flat objects as they are. Label Studio's JSON-MIN writes one choice as the label itself and several as
     {"choices": [...]}: that is several labels for the column."""
     return [Row(record, None, {column: several_choices(column, value["choices"], "Label Studio")
-                               for column, value in record.items() if _json_min_choices(value)})
+                               for column, value in record.items() if json_min_choices(value)})
             for record in records]
 
 
-def _json_min_choices(value: Any) -> bool:
+def json_min_choices(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"choices"} and isinstance(value["choices"], list)
 
 

@@ -53,7 +53,8 @@ def read_table(path: Path, encoding: str = "auto", delimiter: str = "auto", labe
         text, used = decode(path.read_bytes(), encoding, path)
         sep = "\t" if suffix == ".tsv" and delimiter == "auto" else delimiter
         table = _read_delimited(text, path, used, sep)
-        return Table(_argilla_flat(table.frame, label_column), table.encoding, table.delimiter)
+        frame = _written_choices(_argilla_flat(table.frame, label_column), label_column)
+        return Table(frame, table.encoding, table.delimiter)
     if suffix in (".json", ".jsonl", ".ndjson"):
         text, used = decode(path.read_bytes(), encoding, path)
         entries = _json_array(text, path) if suffix == ".json" and _is_array(text, path) else _json_lines(text, path)
@@ -218,6 +219,25 @@ def _argilla_flat(frame: pd.DataFrame, label_column: str | None) -> pd.DataFrame
         problems.append(old or reason)
         raws.append(raw if old or not reason else _json(record))
     return _as_text(labels.assign(**{LINE: frame[LINE].to_numpy(), PROBLEM: problems, RAW: raws}))
+
+
+def _written_choices(frame: pd.DataFrame, label_column: str | None) -> pd.DataFrame:
+    """Label Studio's CSV export writes several choices as the JSON text {"choices": [...]}: such a label cell makes
+    its row a problem saying so, not a label outside the label set."""
+    named = [c for c in (label_column, label_column and labeling_tools.tool_name(label_column)) if c in frame]
+    if not named:
+        return frame
+    column, problems = named[0], frame[PROBLEM].tolist()
+    for position, cell in enumerate(frame[column]):
+        if problems[position] or not isinstance(cell, str) or not cell.lstrip().startswith('{"choices"'):
+            continue
+        try:
+            value = json.loads(cell)
+        except ValueError:
+            continue
+        if labeling_tools.json_min_choices(value):
+            problems[position] = labeling_tools.several_choices(column, value["choices"], "Label Studio")
+    return frame.assign(**{PROBLEM: problems})
 
 
 def _answer_problem(reasons: dict[str, str], label_column: str | None) -> str | None:

@@ -131,6 +131,25 @@ def test_label_studio_json_min_and_any_json_array_of_flat_objects_read_as_rows(t
                                        "nichetune takes one label per text; keep one in Label Studio and export again"]
 
 
+def test_label_studios_csv_export_writes_several_choices_as_json_text_and_the_row_says_so(tmp_path):
+    """Label Studio's CSV export: one choice as the label, several as the JSON text {"choices": [...]}."""
+    import csv
+
+    rows = [{"text": TEXTS[n], "id": n, "label": INTENTS[n], "annotator": "a@example.org", "annotation_id": 7 + n,
+             "created_at": "2026-11-03T10:00:00.000000Z", "updated_at": "2026-11-03T10:00:00.000000Z",
+             "lead_time": 6.2} for n in range(3)]
+    rows[2]["label"] = json.dumps({"choices": [INTENTS[2], INTENTS[3]]})
+    path = tmp_path / "project-2-csv.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:  # as label_studio_sdk's converter writes it
+        writer = csv.DictWriter(handle, fieldnames=sorted(rows[0]), quoting=csv.QUOTE_NONNUMERIC)
+        writer.writeheader()
+        writer.writerows(rows)
+    frame = read_table(path, label_column="label").frame
+    assert frame["label"].tolist()[:2] == INTENTS[:2]
+    assert frame[PROBLEM].tolist() == [None, None, f"several choices for 'label' ({INTENTS[2]}, {INTENTS[3]}): "
+                                       "nichetune takes one label per text; keep one in Label Studio and export again"]
+
+
 # --- Argilla 2.x ------------------------------------------------------------------------------------------------
 
 USERS = ["6b3a5d57-1f1c-4f4e-9a53-2f7b3c1d0e01", "0c7e2a1e-8a7d-4c55-b0a4-7d9e1f2a3b02"]
