@@ -398,7 +398,7 @@ def test_after_review_the_next_batch_is_a_file_and_a_prefect_artifact(project, p
     nothing left to suggest it says so and the flow ends as it would have."""
     from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     from flows.pipeline import suggest_task
 
@@ -409,11 +409,13 @@ def test_after_review_the_next_batch_is_a_file_and_a_prefect_artifact(project, p
     def after_review():
         return suggest_task(params, paths)
 
-    folder = Path(after_review())
+    state = after_review(return_state=True)
+    folder = Path(state.result())
     assert len(pd.read_csv(folder / "suggestions.csv")) == 4 and (folder / "label_studio_tasks.json").is_file()
-    with get_client(sync_client=True) as client:
-        (artifact,) = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["suggestions-complaints"])))
+    with get_client(sync_client=True) as client:  # this flow's: other tests' runs share the Prefect harness
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["suggestions-complaints"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     assert artifact.type == "table" and "complaints/1" in artifact.description
     every_text = load_params(project / "params.yaml", ["suggest.n=1000"])
 
