@@ -27,8 +27,8 @@ from tasks.batches import (LABELED, POOL_DIR, RAW_DIR, UNLABELED, Store, batch_f
                            checked_dataset_name, content_digests, next_sequence, pending_events, post_event)
 from tasks.config import IngestParams, Params, Paths
 from tasks.encodings import repair_texts
-from tasks.labeling_tools import tool_name
 from tasks.errors import DataError
+from tasks.labeling_tools import tool_name
 from tasks.layout import DATASET_FILE, POOL_FILE, VERSION_FILE
 from tasks.pii import redact
 from tasks.progress import bar, say
