@@ -224,10 +224,10 @@ def _argilla_flat(frame: pd.DataFrame, label_column: str | None) -> pd.DataFrame
 def _written_choices(frame: pd.DataFrame, label_column: str | None) -> pd.DataFrame:
     """Label Studio's CSV export writes several choices as the JSON text {"choices": [...]}: such a label cell makes
     its row a problem saying so, not a label outside the label set."""
-    named = [c for c in (label_column, label_column and labeling_tools.tool_name(label_column)) if c in frame]
-    if not named:
+    column = _as_written(label_column, frame.columns)
+    if column is None:
         return frame
-    column, problems = named[0], frame[PROBLEM].tolist()
+    problems = frame[PROBLEM].tolist()
     for position, cell in enumerate(frame[column]):
         if problems[position] or not isinstance(cell, str) or not cell.lstrip().startswith('{"choices"'):
             continue
@@ -242,9 +242,17 @@ def _written_choices(frame: pd.DataFrame, label_column: str | None) -> pd.DataFr
 
 def _answer_problem(reasons: dict[str, str], label_column: str | None) -> str | None:
     """Why the answer in `label_column` is not one label; without a label column named, the first such reason."""
-    if label_column is not None:  # a tool's export may name it as the tools name columns (Ticket Type: ticket_type)
-        return reasons.get(label_column, reasons.get(labeling_tools.tool_name(label_column)))
+    if label_column is not None:
+        return reasons.get(_as_written(label_column, reasons))
     return next(iter(reasons.values()), None)
+
+
+def _as_written(label_column: str | None, names) -> str | None:
+    """The label column among `names` under its own name, or as the labeling tools name columns (a suggestion
+    batch's Label Studio and Argilla files write `Ticket Type` as `ticket_type`); None when neither is there."""
+    if label_column is None:
+        return None
+    return next((name for name in (label_column, labeling_tools.tool_name(label_column)) if name in names), None)
 
 
 def _json(record: dict) -> str:
