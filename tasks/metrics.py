@@ -119,11 +119,13 @@ def with_interval(value: float, low: float | None, high: float | None, rows: int
 
 def classification_task(reference: pd.DataFrame, current: pd.DataFrame):
     """Evidently 0.7.23 scores any dataset with exactly two classes as binary and then fails on string labels;
-    use a binary task when both sides have the same two classes, and skip quality when they differ."""
+    use a binary task when both sides have the same two classes. Its per-class tables look up each class of
+    `current` in `reference` and fail on one the reference lacks (a rare class first seen in the holdout's
+    later months), so quality is left out then, and wherever the class sets differ in size class."""
     from evidently import BinaryClassification, MulticlassClassification
 
     classes = [sorted(set(frame["label"]) | set(frame["prediction"])) for frame in (reference, current)]
-    if all(len(found) > 2 for found in classes):
+    if all(len(found) > 2 for found in classes) and set(classes[1]) <= set(classes[0]):
         return MulticlassClassification(target="label", prediction_labels="prediction")
     if classes[0] == classes[1] and len(classes[0]) == 2:
         return BinaryClassification(target="label", prediction_labels="prediction", pos_label=classes[0][0])

@@ -228,3 +228,21 @@ def test_safe_report_returns_the_summary_when_it_works(tmp_path):
     reference, current = frames(classes=4, per_class=6, cut=12)
     summary = safe_report(drift_report, reference, current, tmp_path / "report.html", what="drift")
     check_columns(summary)
+
+
+def test_drift_report_keeps_quality_when_the_holdout_lacks_some_classes(tmp_path):
+    reference, current = frames(classes=4, per_class=10, cut=25)
+    three = sorted(set(current["label"]))[:3]
+    current = current[current["label"].isin(three) & current["prediction"].isin(three)].reset_index(drop=True)
+    summary = drift_report(reference, current, tmp_path / "fewer.html")
+    check_columns(summary)
+    assert summary["quality_in_report"] is True
+
+
+def test_drift_report_skips_quality_when_the_holdout_has_a_class_the_training_rows_lack(tmp_path):
+    reference, current = frames(classes=4, per_class=10, cut=25)
+    newcomer = sorted(set(current["label"]))[-1]
+    reference = reference[(reference["label"] != newcomer) & (reference["prediction"] != newcomer)]
+    summary = drift_report(reference.reset_index(drop=True), current, tmp_path / "newcomer.html")
+    check_columns(summary)
+    assert summary["quality_in_report"] is False
