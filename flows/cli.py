@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "server with a login, the login is recorded")
     promote.add_argument("--reason", required=True, help="why (recorded on the version)")
     promote.add_argument("--reject", action="store_true", help="record a rejection instead; aliases do not move")
+    promote.add_argument("--reconsider", action="store_true",
+                         help="promote a version a reviewer rejected or rolled back before (the gate still applies)")
     rollback = _with_params(commands.add_parser("rollback", help="give the champion alias back to the previous one"))
     rollback.add_argument("--reviewer", help="who rolls back (recorded on both versions); against a tracking "
                           "server with a login, the login is recorded")
@@ -231,31 +233,32 @@ def promote_command(args: argparse.Namespace) -> None:
 
     params, paths = _project(args)
     registry = registry_for(params, paths)
-    reviewer = promote.reviewer_identity(registry.uri, args.reviewer)
-    with _registry_refusals(registry.uri):
+    reviewer, reason = promote.reviewer_identity(registry.uri, args.reviewer), promote.stated_reason(args.reason)
+    with _registry_refusals(registry.uri, registry.name):
         if args.reject:
-            print(registry.reject(args.version, reviewer, args.reason, via="nichetune promote --reject"))
+            print(registry.reject(args.version, reviewer, reason, via="nichetune promote --reject"))
         else:
             known = registry.recorded_comparison(args.version)
-            print(promote.approve(registry, args.version, params.register, reviewer, args.reason,
-                                  via="nichetune promote", known=known))
+            print(promote.approve(registry, args.version, params.register, reviewer, reason,
+                                  via="nichetune promote", known=known, reconsider=args.reconsider))
 
 
 def rollback_command(args: argparse.Namespace) -> None:
     from flows.review import registry_for
 
-    from tasks.promote import reviewer_identity
+    from tasks.promote import reviewer_identity, stated_reason
 
     params, paths = _project(args)
     registry = registry_for(params, paths)
-    reviewer = reviewer_identity(registry.uri, args.reviewer)
-    with _registry_refusals(registry.uri):
-        print(registry.rollback(reviewer, args.reason))
+    reviewer, reason = reviewer_identity(registry.uri, args.reviewer), stated_reason(args.reason)
+    with _registry_refusals(registry.uri, registry.name):
+        print(registry.rollback(reviewer, reason))
 
 
 @contextmanager
-def _registry_refusals(uri: str):
-    """A tracking server that refuses (no permission, unreachable) is one line, not a traceback."""
+def _registry_refusals(uri: str, name: str):
+    """A tracking server that refuses (no permission, unreachable) is one line, not a traceback; so is a model
+    nothing has registered yet."""
     from mlflow.exceptions import MlflowException
 
     from tasks.register import first_line
@@ -263,6 +266,9 @@ def _registry_refusals(uri: str):
     try:
         yield
     except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise NichetuneError(f"{uri} holds no registered model {name!r} yet: `nichetune run` registers one "
+                                 "(register.model_name in params.yaml names it)") from None
         raise NichetuneError(f"{uri} refused the change: {first_line(err)}; check MLFLOW_TRACKING_USERNAME/PASSWORD "
                              f"(reviewers need MANAGE on the model) and that the server is up") from None
 

@@ -16,7 +16,7 @@ from flows.stage import stage
 from flows.summary import artifact_key, holdout_text
 from tasks import promote
 from tasks.config import Params, Paths
-from tasks.errors import GateFailed
+from tasks.errors import GateFailed, NichetuneError
 from tasks.register import Registration, tracking_uri
 
 POLL_SECONDS = 5  # how often a paused flow asks the server whether the reviewer has answered
@@ -26,8 +26,9 @@ class ReviewDecision(RunInput):
     """The form a reviewer fills in on the paused flow run in the Prefect UI."""
 
     decision: Literal["approve", "reject"]
-    reviewer: str = Field(min_length=1, description="your name: recorded on the model version")
-    comment: str = Field("", description="why: recorded on the model version")
+    # pattern: the server refuses a name or reason of blanks, as `nichetune promote` does
+    reviewer: str = Field(pattern=r"\S", description="your name: recorded on the model version")
+    comment: str = Field(pattern=r"\S", description="why: recorded on the model version")
 
 
 def registry_for(params: Params, paths: Paths) -> promote.Registry:
@@ -98,22 +99,46 @@ def _ask_reviewer(params: Params, registry: promote.Registry, version: str, revi
         answer = pause_flow_run(wait_for_input=form, timeout=params.register.review_timeout,
                                 poll_interval=POLL_SECONDS)
     except FlowPauseTimeout:
-        registry.client.set_model_version_tag(registry.name, version, "decision", "review timed out")
+        _resume_after_timeout()
+        if "decision" not in registry.client.get_model_version(registry.name, version).tags:  # none from the CLI
+            registry.client.set_model_version_tag(registry.name, version, "decision", "review timed out")
         return _outcome("review timed out", f"no reviewer answered within {params.register.review_timeout} s; "
                         f"version {version} stays a challenger (nichetune promote can still approve it)")
-    reason = answer.comment or "(no comment)"
+    by, reason = " ".join(answer.reviewer.split()), answer.comment.strip()
     if answer.decision == "approve":
-        return _approve(params, registry, version, answer.reviewer, reason, "flow (reviewer form)", review)
-    return _outcome("rejected", registry.reject(version, answer.reviewer, reason, via="flow (reviewer form)"))
+        return _approve(params, registry, version, by, reason, "flow (reviewer form)", review)
+    try:
+        return _outcome("rejected", registry.reject(version, by, reason, via="flow (reviewer form)"))
+    except NichetuneError as refused:  # made the champion from the command line while the form was open
+        return _outcome("not rejected", str(refused))
 
 
 def _approve(params: Params, registry: promote.Registry, version: str, by: str, reason: str, via: str,
              review: dict) -> dict:
+    """The approval's outcome; a refusal (the gate at this moment, a decision made meanwhile from the command
+    line, a model that no longer loads) ends the run with its reason, not as a failed run."""
     try:
         return _outcome("promoted", promote.approve(registry, version, params.register, by, reason, via,
                                                     known=review["comparison"]))
     except GateFailed as failed:
         return _outcome("rejected", str(failed))
+    except NichetuneError as refused:
+        if registry.champion() == version:
+            return _outcome("promoted", f"{registry.name} version {version} was made the champion meanwhile "
+                            "from the command line; nothing more to do")
+        return _outcome("not promoted", str(refused))
+
+
+def _resume_after_timeout() -> None:
+    """Take this run out of its expired pause. Prefect fails a run that ends while its pause has expired ("The
+    flow was paused and never resumed"); this one did what it should (the version stays a challenger), so it
+    goes on to finish. Forced: the server refuses any other move out of an expired pause."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.states import Running
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(FlowRunContext.get().flow_run.id, Running(), force=True)
 
 
 def _run_url() -> str:

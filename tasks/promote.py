@@ -156,12 +156,14 @@ def compare(registry: "Registry", version: str, holdout: pd.DataFrame, metric: s
         metrics, _ = score(truth, labels, majority="")
         return {**{key: metrics[key] for key in QUALITY}, **bootstrap_ci(truth, labels, seed)}
 
+    from tasks.predict import ModelNotFound
+
     challenger, champion = predicted(version), registry.champion()
     if champion is None or champion == version:
         return Comparison(metric, len(holdout), version, scored(challenger), baseline=baseline)
     try:
         old = predicted(champion)
-    except ModelLoadError as err:
+    except (ModelLoadError, ModelNotFound) as err:  # a damaged model folder, or its artifacts gone
         return Comparison(metric, len(holdout), version, scored(challenger), champion, None, baseline, str(err))
     return Comparison(metric, len(holdout), version, scored(challenger), champion, scored(old), baseline,
                       paired=paired_bootstrap(truth, challenger, old, seed))
@@ -188,9 +190,18 @@ def recheck(registry: "Registry", version: str, cfg: RegisterParams, known: Comp
 
 
 def approve(registry: "Registry", version: str, cfg: RegisterParams, by: str, reason: str, via: str,
-            known: Comparison | None = None) -> str:
+            known: Comparison | None = None, reconsider: bool = False) -> str:
     """Promote `version` if it passes the gate against the champion of this moment; otherwise tag it rejected
-    by the gate and raise GateFailed. A champion that moves while the gate is checked means checking again."""
+    by the gate and raise GateFailed. A champion that moves while the gate is checked means checking again. The
+    version must load: a comparison recorded at training time does not prove its files are still there. A
+    version a person rejected or rolled back needs `reconsider` (Registry.promote)."""
+    registry._check_version(version)
+    if registry.champion() == version:
+        raise NichetuneError(f"{registry.name} version {version} is already the champion; nothing to do")
+    refusal = registry.decided_against(version)
+    if refusal and not reconsider:
+        raise NichetuneError(reconsider_text(registry.name, version, refusal))
+    registry.check_loadable(version, "become the champion")
     for _ in range(3):
         comparison, gate = recheck(registry, version, cfg, known)
         registry.client.log_dict(registry.client.get_model_version(registry.name, version).run_id,
@@ -199,11 +210,17 @@ def approve(registry: "Registry", version: str, cfg: RegisterParams, by: str, re
             registry.reject(version, "gate", f"{gate.text()} (checked again at approval)", via=via)
             raise GateFailed(f"{registry.name} version {version} was not promoted: {gate.text()}")
         try:
-            return registry.promote(version, by, reason, via, expect_champion=comparison.champion_version)
+            return registry.promote(version, by, reason, via, expect_champion=comparison.champion_version,
+                                    reconsider=reconsider)
         except ChampionMoved:
             known = None
     raise NichetuneError(f"{registry.name}: the champion kept moving while version {version} was checked; "
                          "try again")
+
+
+def reconsider_text(name: str, version: str, refusal: str) -> str:
+    return (f"{name} version {version} was {refusal}; to promote it all the same, run `nichetune promote` again "
+            "with --reconsider")
 
 
 class ChampionMoved(Exception):
@@ -253,10 +270,12 @@ class Registry:
         with tempfile.TemporaryDirectory() as folder:
             return pd.read_parquet(self.client.download_artifacts(run_id, HOLDOUT_ARTIFACT, folder))
 
-    def promote(self, version: str, by: str, reason: str, via: str, expect_champion: str | None | object = ANY
-                ) -> str:
+    def promote(self, version: str, by: str, reason: str, via: str, expect_champion: str | None | object = ANY,
+                reconsider: bool = False) -> str:
         """Make `version` the champion; the old champion becomes `previous-champion`. With `expect_champion`,
-        raise ChampionMoved when the champion is no longer that version (the gate was checked against it)."""
+        raise ChampionMoved when the champion is no longer that version (the gate was checked against it). A
+        version a person rejected or rolled back is promoted only when `reconsider` says so on purpose (a
+        rejection by the gate is not such a decision: the gate is checked again anyway)."""
         with self._locked():
             self._check_version(version)
             self._sync()
@@ -265,15 +284,23 @@ class Registry:
                 raise ChampionMoved(old)
             if old == version:
                 raise NichetuneError(f"{self.name} version {version} is already the champion; nothing to do")
+            refusal = self.decided_against(version)
+            if refusal and not reconsider:
+                raise NichetuneError(reconsider_text(self.name, version, refusal))
             self._move(version, old, self.history() + [version])
             self._tag(version, decision="approved", promoted_by=by, promoted_at=_now(), promotion_reason=reason,
                       promoted_via=via)
         return f"{self.name} version {version} is now the champion" + (f" (was version {old})" if old else "")
 
     def reject(self, version: str, by: str, reason: str, via: str) -> str:
-        """Tag `version` as rejected, with who, when and why; the aliases do not move."""
+        """Tag `version` as rejected, with who, when and why; the aliases do not move, so the champion itself
+        cannot be rejected (a rollback or another version's promotion replaces it)."""
         with self._locked():
             self._check_version(version)
+            self._sync()
+            if self.champion() == version:
+                raise NichetuneError(f"{self.name} version {version} is the champion: `nichetune rollback` gives the "
+                                     "alias back to the one before, or promote another version")
             self._tag(version, decision="rejected", rejected_by=by, rejected_at=_now(), rejection_reason=reason,
                       rejected_via=via)
         return f"{self.name} version {version} rejected: {reason}"
@@ -287,6 +314,7 @@ class Registry:
                 raise NichetuneError(f"{self.name} has no previous champion to roll back to "
                                      f"(champion history: {history or 'empty'})")
             current, restored = history[-1], history[-2]
+            self.check_loadable(restored, "be the champion again")
             trimmed = history[:-1]
             self._move(restored, trimmed[-2] if len(trimmed) > 1 else None, trimmed)
             self._tag(current, decision="rolled back", rolled_back_by=by, rolled_back_at=_now(),
@@ -299,6 +327,27 @@ class Registry:
         """Record a champion alias moved outside nichetune (the MLflow UI); returns what was recorded."""
         with self._locked():
             return self._sync()
+
+    def decided_against(self, version: str) -> str | None:
+        """How a person ruled `version` out ("rejected by ana: worse on refunds", "rolled back by ben: ..."),
+        or None."""
+        tags = self.client.get_model_version(self.name, version).tags
+        if tags.get("decision") == "rejected" and tags.get("rejected_by", "gate") != "gate":
+            return f"rejected by {tags['rejected_by']}: {tags.get('rejection_reason', '')}"
+        if tags.get("decision") == "rolled back":
+            return f"rolled back by {tags.get('rolled_back_by', '?')}: {tags.get('rollback_reason', '')}"
+        return None
+
+    def check_loadable(self, version: str, to: str) -> None:
+        """Raise a NichetuneError unless `version`'s model loads from this registry (its files can be gone
+        from the artifact store, or damaged, long after it was registered)."""
+        from tasks.predict import ModelNotFound
+
+        try:
+            self.load(f"{self.name}/{version}")
+        except (ModelLoadError, ModelNotFound) as err:
+            raise NichetuneError(f"{self.name} version {version} cannot {to}: its model does not load ("
+                                 f"{' '.join(str(err).split())})") from None
 
     def _sync(self) -> str | None:
         champion, history = self.champion(), self.history()
@@ -350,12 +399,20 @@ def reviewer_identity(uri: str, stated: str | None) -> str:
     """Who signs: the login a tracking server authenticates (MLFLOW_TRACKING_USERNAME) when there is one,
     since a typed name proves nothing; else the name the reviewer gives."""
     login = os.environ.get("MLFLOW_TRACKING_USERNAME") if uri.startswith(("http://", "https://")) else None
+    stated = " ".join((stated or "").split()) or None  # a name of blanks signs nothing
     if login and stated and stated != login:
         raise NichetuneError(f"--reviewer {stated!r} is not the MLflow login {login!r} this change is made as; "
                              "leave --reviewer out (the login is recorded) or log in as that reviewer")
     if not (login or stated):
         raise NichetuneError("--reviewer NAME is required: no tracking server login identifies you")
     return login or stated
+
+
+def stated_reason(reason: str, option: str = "--reason") -> str:
+    """The reason as recorded; a blank one is refused, since the tags are what an audit reads later."""
+    if not reason.strip():
+        raise NichetuneError(f"{option} is empty: say why, in a few words (it is recorded on the version)")
+    return reason.strip()
 
 
 def comparison_record(comparison: Comparison, gate: Gate) -> dict:

@@ -18,7 +18,7 @@ from tasks.finetune import finetune
 from tasks.metrics import bootstrap_ci, paired_bootstrap
 from tasks.model import Classifier
 from tasks.promote import (CHAMPION, HISTORY_TAG, OUTSIDE, PREVIOUS, Comparison, Registry, approve, check_gate,
-                            compare, comparison_record, recheck, reviewer_identity)
+                            compare, comparison_record, recheck, reviewer_identity, stated_reason)
 from tasks.register import HOLDOUT_ARTIFACT, _experiment_id, _log_model, _tracking, tracking_uri
 from tests.conftest import cfpb_sample, make_project, project_params
 from tests.test_cli import COMMAND
@@ -165,6 +165,10 @@ def register_version(paths: Paths, model, holdout: pd.DataFrame, **tags: str) ->
     return version
 
 
+DECISION_TAGS = ("decision", "rejected_by", "rejected_at", "rejection_reason", "rejected_via", "rolled_back_by",
+                 "rolled_back_at", "rollback_reason")
+
+
 @pytest.fixture
 def registry(project, tmp_path):
     """A fresh start for each test: no aliases, no history, no decision tags."""
@@ -175,6 +179,9 @@ def registry(project, tmp_path):
             registry.client.delete_registered_model_alias(NAME, alias)
     registry.client.delete_registered_model_tag(NAME, HISTORY_TAG) if HISTORY_TAG in \
         registry.client.get_registered_model(NAME).tags else None
+    for found in registry.client.search_model_versions(f"name = '{NAME}'"):
+        for key in set(DECISION_TAGS) & set(found.tags):
+            registry.client.delete_model_version_tag(NAME, found.version, key)
     return registry
 
 
@@ -296,6 +303,11 @@ def test_the_cli_rolls_back_rejects_and_refuses_an_unknown_version_in_one_line(p
     done = cli("promote", "--version", "12", "--reviewer", "ben", "--reason", "typo")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "has no version '12'" in done.stderr
+    done = cli("promote", "--version", "3", "--reviewer", "ben", "--reason", "  ")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--reason is empty" in done.stderr
+    done = cli("rollback", "--reviewer", "ben", "--reason", "first try", "--set", "register.model_name=untrained")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "holds no registered model 'untrained' yet: `nichetune run` registers one" in done.stderr
 
 
 def test_approval_checks_the_gate_again_against_the_champion_of_that_moment(project, registry):
@@ -350,3 +362,99 @@ def test_an_unloadable_champion_is_reported_and_does_not_block_the_next_version(
     comparison, gate = recheck(registry, "1", RegisterParams(), found)
     assert gate.passed, gate.text()
     assert "could not be scored" in comparison.markdown()
+
+
+def model_files(registry: Registry, paths: Paths, version: str) -> list:
+    """The files of `version`'s logged model in the local artifact store."""
+    model_id = registry.client.get_model_version(NAME, version).source.rsplit("/", 1)[-1]  # models:/m-...
+    found = [path.parent for path in paths.mlflow_artifacts.rglob("MLmodel") if model_id in str(path)]
+    assert found, model_id
+    return found
+
+
+def test_a_version_whose_files_are_gone_is_never_promoted_and_as_champion_blocks_nothing(project, registry):
+    import shutil
+
+    _, paths, model, _ = project
+    holdout = cfpb_sample(per_class=4, classes=4).rename(columns={"issue": "label"})
+    gone = register_version(paths, model, holdout)
+    for folder in model_files(registry, paths, gone):
+        shutil.rmtree(folder)
+    with pytest.raises(NichetuneError, match=f"version {gone} cannot become the champion: its model does not load"):
+        approve(registry, gone, RegisterParams(), "ana", "looked fine at training", via="test")
+    assert registry.champion() is None
+    registry.promote(gone, "ana", "before its files went", via="test")  # e.g. promoted, then the store lost it
+    found = compare(registry, "1", holdout, "macro_f1", seed=7)
+    assert found.champion_version == gone and found.champion is None and found.champion_error
+    registry.promote("1", "ben", "replaces the lost one", via="test")
+    with pytest.raises(NichetuneError, match=f"version {gone} cannot be the champion again"):
+        registry.rollback("ben", "back to the lost one")
+    assert registry.champion() == "1"
+
+
+def test_a_version_a_reviewer_rejected_or_rolled_back_is_promoted_only_on_reconsideration(project, registry):
+    registry.promote("1", "ana", "first", via="test")
+    with pytest.raises(NichetuneError, match="version 1 is the champion: `nichetune rollback`"):
+        registry.reject("1", "ben", "changed my mind", via="test")
+    registry.reject("2", "ben", "worse on refunds", via="test")
+    with pytest.raises(NichetuneError, match="version 2 was rejected by ben: worse on refunds; .* --reconsider"):
+        approve(registry, "2", RegisterParams(), "ana", "I disagree", via="test")
+    assert tags(registry, "2")["rejected_by"] == "ben"  # the refusal leaves the reviewer's decision as it was
+    assert approve(registry, "2", RegisterParams(), "ana", "after a second look", via="test", reconsider=True)
+    assert registry.champion() == "2" and tags(registry, "2")["decision"] == "approved"
+    registry.rollback("ben", "routing complaints")
+    with pytest.raises(NichetuneError, match="version 2 was rolled back by ben: routing complaints"):
+        registry.promote("2", "ana", "again", via="test")
+    registry.reject("3", "gate", "gate failed: below the champion", via="gate")  # not a person's decision
+    assert approve(registry, "3", RegisterParams(), "ana", "as good now", via="test").endswith("(was version 1)")
+
+
+def test_a_blank_reviewer_or_reason_is_refused():
+    with pytest.raises(NichetuneError, match="--reviewer NAME is required"):
+        reviewer_identity("sqlite:///mlflow.db", "   ")
+    with pytest.raises(NichetuneError, match="--reason is empty"):
+        stated_reason(" \t")
+    assert stated_reason(" worse on refunds ") == "worse on refunds"
+
+
+def test_a_form_answered_after_a_decision_from_the_command_line_ends_with_that_decision(project, registry):
+    from flows.review import _approve
+
+    root, _, _, _ = project
+    params = load_params(root / "params.yaml")
+    review = {"comparison": None}
+    registry.promote("2", "ana", "from the command line", via="nichetune promote")
+    done = _approve(params, registry, "2", "ben", "approve in the form", "flow (reviewer form)", review)
+    assert done["decision"] == "promoted" and "meanwhile from the command line" in done["message"]
+    assert tags(registry, "2")["promoted_by"] == "ana"
+    registry.reject("3", "ana", "worse", via="nichetune promote --reject")
+    done = _approve(params, registry, "3", "ben", "approve in the form", "flow (reviewer form)", review)
+    assert done["decision"] == "not promoted" and "rejected by ana: worse" in done["message"]
+    assert registry.champion() == "2"
+
+
+@pytest.mark.slow  # a flow on Prefect's test server that waits for its pause to expire
+def test_a_review_that_times_out_leaves_a_completed_run_and_any_decision_made_meanwhile(project, registry,
+                                                                                         prefect_harness):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from flows.review import _ask_reviewer
+
+    root, _, _, _ = project
+    loaded = load_params(root / "params.yaml")
+    params = loaded.model_copy(update={"register_": loaded.register.model_copy(update={"review_timeout": 1})})
+    registry.reject("4", "ana", "decided from the command line", via="nichetune promote --reject")
+
+    @flow
+    def waits(version: str) -> dict:
+        return _ask_reviewer(params, registry, version, {"markdown": "a comparison"})
+
+    for version in ("3", "4"):
+        state = waits(version, return_state=True)
+        assert state.is_completed(), state
+        assert state.result()["decision"] == "review timed out"
+        with get_client(sync_client=True) as client:
+            assert client.read_flow_run(state.state_details.flow_run_id).state.is_completed()
+    assert tags(registry, "3")["decision"] == "review timed out"
+    assert tags(registry, "4")["decision"] == "rejected"  # the reviewer's decision stands
