@@ -35,6 +35,9 @@ ALPHABETS = [*OTHERS.values(), *(first + second for first, second in
 FITS = 0.8  # the share of accented letters one alphabet must hold for a reading to count as right
 LETTERS = re.compile(r"[^\W\d_]+")
 # A symbol between two letters ("¿" in "za¿ó"), other than the apostrophes and dashes of typeset text ("l’été")
+COHERENCE_LEAD = 0.05  # how much more coherent a reading in another script must be than a different one
+# A character other than a letter, digit or ASCII at the start of a word, right before its first letter
+GLUED = re.compile(r"(?<![^\W\d_])([^\w\x00-\x7f])(?=[^\W\d_])")
 SYMBOL_IN_WORD = re.compile(r"(?<=[^\W\d_])[^\w\s\x00-\x7f’‘‚‛‐‑–—·](?=[^\W\d_])")
 
 
@@ -116,13 +119,43 @@ def _detect(raw: bytes, path: Path) -> tuple[str, str]:
         raise DataError(f"{path}: a binary file or not text in any known encoding; export the labels as CSV "
                         "(UTF-8), TSV, JSON Lines, Parquet or .xlsx")
     if best.coherence > 0 and not _latin_script(str(best)):
-        return str(best), best.encoding
+        return _script_reading(results, best, path)
     latin = _latin_reading(raw)
     if latin:
         return latin
     candidates = ", ".join(dict.fromkeys(match.encoding for match in results if match.chaos == best.chaos))
     raise DataError(f"{path}: its encoding cannot be told for sure from this text (it could be {candidates}); "
                     "save it as UTF-8 or set ingest.encoding")
+
+
+def _script_reading(results, best, path: Path) -> tuple[str, str]:
+    """The most coherent reading of a text in another script among those without the marks of a misreading
+    (`_misread`): a wrong Cyrillic code page glues symbols to capitals (cp1251's "Когда" read as mac_cyrillic
+    is "\xa0огда", "Двойное" is "ƒвойное"). charset-normalizer ranks such a reading first when it is less chaotic, which on a
+    few short lines it can be. A runner-up within COHERENCE_LEAD ("Ќе могу" and "Не могу": some capitals are
+    letters in both code pages) is an error, since a guess would store mojibake as if it were text."""
+    clean = sorted((match for match in results if match.coherence > 0 and not _latin_script(str(match))
+                    and not _misread(str(match))), key=lambda match: match.coherence, reverse=True)
+    # Mac OS has written UTF-8 since 2001: an old Mac code page only where no Windows or ISO one reads cleanly
+    clean = [match for match in clean if not match.encoding.startswith("mac_")] or clean
+    rivals = [match for match in clean[1:] if str(match) != str(clean[0])]
+    if clean and (not rivals or clean[0].coherence - rivals[0].coherence >= COHERENCE_LEAD):
+        return str(clean[0]), clean[0].encoding
+    candidates = ", ".join(dict.fromkeys(match.encoding for match in [best, *clean]))
+    raise DataError(f"{path}: its encoding cannot be told for sure from this text (it could be {candidates}); "
+                    "save it as UTF-8 or set ingest.encoding")
+
+
+def _misread(text: str) -> bool:
+    """Marks of a wrong code page in a text of another script: a symbol, dash or no-break space glued to the
+    start of a word ("ƒвойное", "—колько"), or a capital after a small letter ("еЯнбй": Greek read as cp1251;
+    "пОЩ": Greek read as koi8_r, which swaps the case of Cyrillic letters)."""
+    for match in GLUED.finditer(text):
+        category = unicodedata.category(match.group(1))
+        if category[0] in "SZ" or category == "Pd":
+            return True
+    return any(word[i - 1].islower() and word[i].isupper()
+               for word in LETTERS.findall(text) if not word.isascii() for i in range(1, len(word)))
 
 
 def _latin_script(text: str) -> bool:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from tasks.config import IngestParams
+from tasks.encodings import decode
 from tasks.errors import DataError
 from tasks.ingest import ingest_batch
 from tests.conftest import make_project, project_params
@@ -130,3 +131,28 @@ def test_utf16_without_a_bom_is_read_as_utf16(project, tmp_path, encoding):
     texts = [RUSSIAN[0], FRENCH[0]]
     report, _ = ingest(project, tmp_path, f"{encoding}.csv", export(texts).encode(encoding))
     assert stored_texts(project, report) == texts and report.encoding == encoding
+
+
+# Short exports whose capitals a wrong Cyrillic code page reads as symbols or other letters: cp1251's "К" is a
+# no-break space in mac_cyrillic, "Д" is "ƒ", "Н" is "Ќ", "Т" is "“".
+SHORT_RUSSIAN = [["Когда будет доставка?", "Двойное списание с карты", "Сколько стоит подписка?"],
+                 ["Не могу войти в аккаунт", "Товар не соответствует описанию"],
+                 ["Оплата не прошла", "Двойное списание с карты"],
+                 ["Прошу отменить подписку", "Хочу сменить тариф"]]
+
+
+SHORT_GREEK = [["Δεν μπορώ να συνδεθώ", "Χρεώθηκα δύο φορές"], ["Πού είναι το δέμα μου;", "Θέλω επιστροφή χρημάτων"],
+               ["Η παραγγελία άργησε πολύ", "Ακυρώστε τη συνδρομή μου"]]
+
+
+@pytest.mark.parametrize("texts, encoding", [
+    *[(texts, encoding) for texts in SHORT_RUSSIAN for encoding in ("cp1251", "koi8_r")],
+    *[(texts, encoding) for texts in SHORT_GREEK for encoding in ("cp1253", "iso8859_7")]])
+def test_a_short_export_in_another_script_is_stored_as_written_or_refused_never_garbled(texts, encoding):
+    content = "text,label\n" + "".join(f"{text},billing\n" for text in texts)
+    try:
+        decoded, _ = decode(content.encode(encoding), "auto", Path("short.csv"))
+    except DataError as refused:
+        assert "encoding cannot be told for sure" in str(refused) and "set ingest.encoding" in str(refused)
+    else:
+        assert decoded == content
