@@ -458,3 +458,35 @@ def _required_placeholders() -> dict[str, str]:
     """A value for each variable compose.yaml requires (`${VAR:?...}`), so that defaults alone can be read."""
     names = re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text())
     return {name: PLACEHOLDER for name in names}
+
+
+def test_mlflow_answers_the_public_host_behind_a_proxy_on_its_default_port():
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    env = {**env_example(), "PUBLIC_HOST": "ml.example.com"}
+    allowed = compose(env)["services"]["mlflow"]["environment"]["MLFLOW_ALLOWED_HOSTS"].split(",")
+    for host in ("ml.example.com", "ml.example.com:443", "ml.example.com:5000", "mlflow:5000", "127.0.0.1:5000"):
+        assert is_allowed_host_header(allowed, host), host
+    assert not is_allowed_host_header(allowed, "evil.example.com")
+
+
+def test_the_deployment_trains_one_run_at_a_time_and_validates_as_prefect_reads_it():
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    model = PrefectYamlModel.model_validate(yaml.safe_load((DOCKER / "prefect.yaml").read_text()))
+    assert [deployment.concurrency_limit for deployment in model.deployments] == [1]
+
+
+def test_a_worker_without_its_dvc_endpoint_stops_at_the_first_pull_step_saying_so(monkeypatch):
+    import asyncio
+
+    from prefect.deployments.steps.utility import run_shell_script
+
+    step = yaml.safe_load((DOCKER / "prefect.yaml").read_text())["pull"][1]["prefect.deployments.steps.run_shell_script"]
+    check = step["script"].splitlines()[0]  # the lines after it need dvc and a clone
+    assert step["expand_env_vars"] is True
+    monkeypatch.delenv("DVC_S3_ENDPOINT", raising=False)
+    with pytest.raises(RuntimeError, match="DVC_S3_ENDPOINT is not set on this worker"):
+        asyncio.run(run_shell_script(script=check, expand_env_vars=True))
+    monkeypatch.setenv("DVC_S3_ENDPOINT", "http://minio:9000")
+    assert asyncio.run(run_shell_script(script=check, expand_env_vars=True))["stderr"] == ""
