@@ -55,7 +55,11 @@ def decode(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
     for bom, name in ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
                       (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
         if raw.startswith(bom):
-            return raw.decode(name), name
+            try:
+                return raw.decode(name), name
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}: its {name.upper()} text breaks off at byte {err.start} ({err.reason}): the "
+                                "file was cut short or is not all UTF-16; export it again") from None
     try:
         text = raw.decode("utf-8-sig")
         if not _utf16_shaped(raw):  # ASCII written as UTF-16 is valid UTF-8 too, with a NUL in every other byte

@@ -36,6 +36,7 @@ from tasks.readers import EXCEL_SUFFIXES, LINE, PROBLEM, RAW, big_file, read_tab
 from tasks.spreadsheet import escape_frame, unescape_formula
 
 REASON = "_reason"
+BROKEN_CHARACTER = "[\ud800-\udfff]"  # a lone UTF-16 surrogate: JSON can write one, UTF-8 cannot store it
 SOURCE = "_source_file"
 BATCH = "_batch"
 SUGGESTED_ID = "nichetune_id"  # the column of a suggestion batch (tasks.suggest) that names its pool text
@@ -180,6 +181,12 @@ def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], store
     flag(frame["text"].isna() | (frame["text"] == ""), "empty text")
     if "label" in frame:
         flag(frame["label"].isna() | (frame["label"] == ""), "missing label")
+    for column in ("text", "label") if "label" in frame else ("text",):
+        values = frame[column].fillna("")
+        flag(values.str.contains("\x00", regex=False), f"NUL bytes in the {column}: part of the row is UTF-16 or "
+             "binary; export it again as UTF-8")
+        flag(values.str.contains(BROKEN_CHARACTER), f"a broken character in the {column} (half of an emoji or "
+             "another UTF-16 pair); fix the text where it was written")
     if "timestamp" in frame and store.labeled:
         flag(frame["timestamp"].isna(), "missing or unparseable timestamp")
     if labels and "label" in frame:
@@ -245,6 +252,8 @@ def redacted_columns(cfg: IngestParams, store: Store = LABELED, present=None) ->
     return [column for column in ["text", "id", *cfg.metadata_columns] if column in kept]
 
 
+# a time of day without a date (12:30, 9:05:00 PM, an Excel time cell): no point in time to order rows by
+TIME_ONLY = r"\s*\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*([AaPp]\.?[Mm]\.?)?\s*"
 # a date of numbers that starts with its day or its month, as spreadsheets write them: 07/09/2026, 7.9.26, 07-09-2026
 NUMERIC_DATE = re.compile(r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{2}|\d{4})(?!\d)")
 
@@ -260,6 +269,7 @@ def parse_timestamps(values: pd.Series, date_order: str = "auto", where: str = "
     parts = values[retry].astype(str).str.extract(NUMERIC_DATE).dropna().astype(int)
     dayfirst = reads_day_first(parts, date_order, values, where)
     parsed[retry] = pd.to_datetime(values[retry], errors="coerce", utc=True, format="mixed", dayfirst=dayfirst)
+    parsed[retry & values.astype(str).str.fullmatch(TIME_ONLY)] = pd.NaT  # the mixed parser would add today's date
     day = parts[0] if dayfirst else parts[1]
     parsed[day.index[parsed[day.index].dt.day.to_numpy() != day.to_numpy()]] = pd.NaT
     return parsed
@@ -352,7 +362,7 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
            earlier: str | None, store: Store = LABELED) -> BatchReport:
     done = _stage_lines(source)
     # a labeling tool's export: only the label column's answers must be one label (a comment may differ)
-    table = read_table(source, cfg.encoding, cfg.delimiter, cfg.label_column)
+    table = read_table(source, cfg.encoding, cfg.delimiter, cfg.label_column, cfg.text_column)
     table = dataclasses.replace(table, frame=dataset_names(table.frame, cfg))
     # a suggestion batch's CSV filled in, or saved as a workbook by the spreadsheet it was filled in: the formula
     # escape it was written with comes off (a JSON export of the labeling tools' tasks was never escaped)
@@ -445,7 +455,15 @@ def _quarantine_rows(original: pd.DataFrame, prepared: pd.DataFrame, reasons: pd
                 pii += found
     rows = rows.assign(**{SOURCE: source.name, LINE: original.loc[rows.index, LINE],
                           REASON: reasons[reasons.notna()]})
-    return rows, pii
+    return rows.map(_writable), pii
+
+
+def _writable(value):
+    """A broken character (a lone surrogate) as its escape, \\ud83d: UTF-8 cannot hold it, and the row must
+    be kept to be fixed."""
+    if isinstance(value, str) and re.search(BROKEN_CHARACTER, value):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _stage_lines(source: Path) -> Callable[[str], None]:

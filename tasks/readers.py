@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ LINE = "_source_line"  # where a row starts in its file (1-based; the header is 
 PROBLEM = "_read_problem"  # why a row could not be read as a whole record, or empty
 RAW = "_raw_record"  # a problem row as it was: its fields as JSON, its JSON line or record (kept in quarantine)
 DELIMITERS = ",;\t|"
+UNNAMED = "\x00unnamed "  # a header cell left empty, until it is dropped (no name a file can hold)
+HEADER_AGAIN = "the header line again (files joined together?); nothing to store"
 csv.field_size_limit(1 << 30)  # a long text is quarantined for its length, not crashed on
 # Reading and masking take time in proportion to the bytes, long texts or short: a file this size takes seconds.
 BIG_FILE_BYTES = 10_000_000
@@ -42,10 +45,18 @@ def big_file(path: Path) -> bool:
     return path.stat().st_size >= BIG_FILE_BYTES
 
 
-def read_table(path: Path, encoding: str = "auto", delimiter: str = "auto", label_column: str | None = None) -> Table:
+def read_table(path: Path, encoding: str = "auto", delimiter: str = "auto", label_column: str | None = None,
+               text_column: str | None = None) -> Table:
     """Read a labeled file; unreadable files raise DataError naming the file and what to do. In a labeling tool's
     export, an answer that is not one label (several choices, annotators who disagree) makes its row a problem:
-    only the answer in `label_column` when one is named, else the answer to any question."""
+    only the answer in `label_column` when one is named, else the answer to any question. A cell of the text or
+    label column that holds no text (a nested object or list, bytes that are not UTF-8) makes its row one too."""
+    table = _read_table(path, encoding, delimiter, label_column)
+    needed = {_as_written(column, table.frame.columns) for column in (text_column, label_column)} - {None}
+    return Table(_cells_checked(table.frame, needed), table.encoding, table.delimiter)
+
+
+def _read_table(path: Path, encoding: str, delimiter: str, label_column: str | None) -> Table:
     suffix = path.suffix.lower()
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -73,7 +84,9 @@ def _read_delimited(text: str, path: Path, encoding: str, delimiter: str) -> Tab
     sep = _sniff(text) if delimiter == "auto" else delimiter
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
     header = [name.strip() for name in next(reader)]
-    _check_header(header, path)
+    _check_header([name for name in header if name], path)
+    named = header
+    header = [name or f"{UNNAMED}{i}" for i, name in enumerate(header)]  # dropped below when empty
     lines = io.StringIO(text, newline="").readlines()  # the same physical lines the reader counts
     rows, starts, problems, raws = [], [], [], []
     last = reader.line_num
@@ -96,9 +109,23 @@ def _read_delimited(text: str, path: Path, encoding: str, delimiter: str) -> Tab
             raws.append(raw)
     frame = pd.DataFrame(rows, columns=header, dtype=object)
     frame[LINE] = starts
-    frame[PROBLEM] = problems
-    frame[RAW] = raws
-    return Table(frame, encoding, sep)
+    again = [[(value or "").strip() for value in row] == named for row in rows]  # exports joined together
+    frame[PROBLEM] = [problem or (HEADER_AGAIN if repeat else None) for problem, repeat in zip(problems, again)]
+    frame[RAW] = [raw or (json.dumps(row, ensure_ascii=False) if repeat else None)
+                  for raw, row, repeat in zip(raws, rows, again)]
+    return Table(_without_unnamed(frame, path), encoding, sep)
+
+
+def _without_unnamed(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The columns with no name in the header left out when no row has a value in them: the trailing delimiters
+    a spreadsheet writes after the last column (`text,label,,`). One that holds a value is an error."""
+    unnamed = [column for column in frame.columns if column.startswith(UNNAMED)]
+    for column in unnamed:
+        if not frame[column].map(lambda value: value is None or not value.strip()).all():
+            position = int(column.removeprefix(UNNAMED)) + 1
+            raise DataError(f"{path}: column {position} holds values but has no name in the header line; name it "
+                            "or clear it, and ingest again")
+    return frame.drop(columns=unnamed)
 
 
 def _quote_problem(lines: list[str], start: int, last: int, sep: str) -> str | None:
@@ -117,7 +144,7 @@ def _quote_problem(lines: list[str], start: int, last: int, sep: str) -> str | N
 
 def _sniff(text: str) -> str:
     """The delimiter that splits the header line into the most columns (texts below may hold any of them)."""
-    header = text.split("\n", 1)[0]
+    header = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]  # an old Mac export ends its lines with \r alone
     widths = {sep: len(next(csv.reader([header], delimiter=sep))) for sep in DELIMITERS}
     best = max(DELIMITERS, key=lambda sep: widths[sep])
     return best if widths[best] > 1 else ","
@@ -255,16 +282,65 @@ def _as_written(label_column: str | None, names) -> str | None:
     return next((name for name in (label_column, labeling_tools.tool_name(label_column)) if name in names), None)
 
 
-def _json(record: dict) -> str:
+def _json(record) -> str:
     """A record as JSON, so that a problem row can be repaired (NumPy arrays as lists, anything else as text)."""
     plain = lambda value: value.tolist() if hasattr(value, "tolist") else str(value)  # noqa: E731
     return json.dumps(record, ensure_ascii=False, default=plain)
 
 
 def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every column but the bookkeeping ones as text (missing values as None)."""
+    """Every column but the bookkeeping ones as text (missing values as None); nested values and bytes stay as
+    they are for `_cells_checked`."""
     columns = [column for column in frame.columns if column not in (LINE, PROBLEM, RAW)]
-    frame[columns] = frame[columns].map(lambda value: None if value is None else str(value))
+    frame[columns] = frame[columns].map(lambda value: value if value is None or _not_text(value) else str(value))
+    return frame
+
+
+class ExcelError(str):
+    """A workbook cell holding an error value (#N/A, #REF!...): a formula that failed, not a text."""
+
+
+# the error values Excel shows in a cell; openpyxl reads them as these strings
+EXCEL_ERRORS = {"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA", "#SPILL!",
+                "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!", "#PYTHON!"}
+
+
+def _not_text(value) -> bool:
+    """A JSON object or list, a Parquet list (a NumPy array), bytes (Parquet's binary strings), an Excel error."""
+    import numpy as np
+
+    return isinstance(value, (dict, list, tuple, bytes, bytearray, np.ndarray, ExcelError))
+
+
+def _cells_checked(frame: pd.DataFrame, needed: set[str]) -> pd.DataFrame:
+    """Cells `_as_text` left as they were, as text: bytes decoded as UTF-8 (as Hive and older Spark write strings
+    in Parquet), nested values written as JSON. In a `needed` column (the text, the label) a nested value or bytes
+    that are not UTF-8 make the row a problem: neither is what a person wrote, and str() of them is no text."""
+    problems = frame[PROBLEM].tolist()
+    for column in [column for column in frame.columns if column not in (LINE, PROBLEM, RAW)]:
+        values = frame[column].tolist()
+        if not any(_not_text(value) for value in values):
+            continue
+        for row, value in enumerate(values):
+            if value is None or not _not_text(value):
+                continue
+            if isinstance(value, ExcelError):
+                values[row] = str(value)
+                why = f"the Excel error {value} in column {column!r} (a formula that failed); fix it in the workbook"
+            elif isinstance(value, (bytes, bytearray)):
+                try:
+                    values[row], why = bytes(value).decode("utf-8"), None
+                except UnicodeDecodeError:
+                    values[row] = bytes(value).decode("utf-8", "backslashreplace")
+                    why = f"bytes that are not UTF-8 in column {column!r} (shown as \\xNN); export it as text"
+            else:
+                values[row] = _json(value if not hasattr(value, "tolist") else value.tolist())
+                why = (f"a nested value (a JSON object or list) in column {column!r}, not a text; flatten it in the "
+                       "export")
+            if why and column in needed and problems[row] is None:
+                problems[row] = why
+        frame[column] = pd.Series(values, index=frame.index, dtype=object)
+    frame[PROBLEM] = problems
     return frame
 
 
@@ -325,7 +401,9 @@ def _read_xlsx(path: Path) -> pd.DataFrame:
                         "row; name it or clear it, and ingest again")
     _check_header(names, path)
     # dates become text as str() writes them (2026-07-09 00:00:00): ISO order, read the same whatever the locale
-    frame = pd.DataFrame([(list(row) + [None] * width)[:used] for _, row in body], columns=names, dtype=object)
+    cells = [[ExcelError(value) if isinstance(value, str) and value in EXCEL_ERRORS else value for value in row]
+             for _, row in body]
+    frame = pd.DataFrame([(row + [None] * width)[:used] for row in cells], columns=names, dtype=object)
     frame[LINE] = [number for number, _ in body]
     frame[PROBLEM] = None
     frame[RAW] = None

@@ -77,6 +77,8 @@ def expected_outcome(rows: list[tuple[str, str]]) -> dict[int, str | None]:
             outcome[number] = "empty text"
         elif not label:
             outcome[number] = "missing label"
+        elif "\x00" in clean:
+            outcome[number] = "NUL bytes in the text: part of the row is UTF-16 or binary; export it again as UTF-8"
         elif label not in LABELS:
             outcome[number] = "label outside the label set"
         elif len(clean) > MAX_CHARS:

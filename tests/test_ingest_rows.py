@@ -4,14 +4,17 @@ masked like the text; messages that differ only in their PII are different messa
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tasks.config import IngestParams
+from tasks.errors import DataError
 from tasks.ingest import ingest_batch
 from tests.conftest import make_project, project_params
 
@@ -105,3 +108,102 @@ def test_an_id_column_holding_pii_is_masked_and_ten_digit_ticket_numbers_are_kep
     assert stored["id"].tolist() == ["[EMAIL]", "[CARD]", "2125550100"]
     assert quarantined(project, report)[0]["id"] == "[PHONE]"
     assert report.pii_redacted == {"email": 1, "card": 1, "phone": 1}
+
+
+def stored(project: Path, report) -> list[str]:
+    return pd.read_parquet(project / report.batch)["text"].tolist()
+
+
+def test_a_nested_value_in_the_text_is_quarantined_and_elsewhere_kept_as_json(project, tmp_path):
+    records = [{"id": 1, "text": {"subject": "Bill", "body": "charged twice"}, "label": "billing"},
+               {"id": 2, "text": ["Parcel", "late"], "label": "delivery"},
+               {"id": 3, "text": "Where is my parcel?", "label": "delivery", "channel": {"app": "ios"}}]
+    cfg = CFG.model_copy(update={"metadata_columns": ["channel"]})
+    report = ingest(project, tmp_path, json.dumps(records), cfg, name="nested.json")
+    assert (report.rows_read, report.accepted, report.quarantined) == (3, 1, 2)
+    assert [row["_reason"] for row in quarantined(project, report)] == [
+        "a nested value (a JSON object or list) in column 'text', not a text; flatten it in the export"] * 2
+    assert quarantined(project, report)[0]["text"] == '{"subject": "Bill", "body": "charged twice"}'
+    batch = pd.read_parquet(project / report.batch)
+    assert batch["text"].tolist() == ["Where is my parcel?"] and batch["channel"].tolist() == ['{"app": "ios"}']
+
+
+def test_parquet_strings_stored_as_bytes_are_decoded_and_bytes_that_are_not_utf8_quarantined(project, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "hive.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "text": pa.array(["Café was cold".encode(), b"\xff\xfe broken"]),
+                             "label": pa.array([b"delivery", b"billing"])}), source)
+    report = ingest_batch(CFG, LABELS, project, source, f"rows{next(_datasets)}")
+    assert stored(project, report) == ["Café was cold"]
+    [row] = quarantined(project, report)
+    assert row["text"] == "\\xff\\xfe broken"
+    assert row["_reason"] == "bytes that are not UTF-8 in column 'text' (shown as \\xNN); export it as text"
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("My card\x00 was charged", "NUL bytes in the text: part of the row is UTF-16 or binary; export it again as UTF-8"),
+    ("Broken emoji \ud83d here", "a broken character in the text (half of an emoji or another UTF-16 pair); fix the "
+                                 "text where it was written"),
+], ids=["nul", "lone-surrogate"])
+def test_a_text_utf8_cannot_hold_honestly_is_quarantined_and_the_rest_stored(project, tmp_path, text, reason):
+    records = [{"id": 1, "text": text, "label": "billing"}, {"id": 2, "text": "Parcel is late", "label": "delivery"}]
+    report = ingest(project, tmp_path, json.dumps(records), name="odd.json")
+    assert stored(project, report) == ["Parcel is late"]
+    [row] = quarantined(project, report)
+    assert row["_reason"] == reason
+    assert row["text"] == text.encode("utf-8", "backslashreplace").decode("utf-8")  # shown, so it can be fixed
+
+
+def test_lines_ending_in_a_carriage_return_alone_are_rows(project, tmp_path):
+    report = ingest(project, tmp_path, "id,text,label\r1,Bill is wrong,billing\r2,Parcel is late,delivery\r")
+    assert stored(project, report) == ["Bill is wrong", "Parcel is late"]
+
+
+def test_trailing_empty_columns_are_left_out_and_a_repeated_header_is_quarantined(project, tmp_path):
+    report = ingest(project, tmp_path, "id,text,label,,\n1,Bill is wrong,billing,,\n2,Parcel is late,delivery,,\n"
+                                       "id,text,label,,\n3,Refund me,billing,,\n")
+    assert stored(project, report) == ["Bill is wrong", "Parcel is late", "Refund me"]
+    [row] = quarantined(project, report)
+    assert row["_reason"] == "the header line again (files joined together?); nothing to store"
+    assert row["_source_line"] == "4"
+
+
+def test_an_unnamed_column_that_holds_a_value_is_one_clear_error(project, tmp_path):
+    with pytest.raises(DataError, match="column 4 holds values but has no name in the header line"):
+        ingest(project, tmp_path, "id,text,label,\n1,Bill is wrong,billing,urgent\n")
+
+
+def test_a_utf16_file_cut_short_is_one_clear_error(project, tmp_path):
+    source = tmp_path / "cut.csv"
+    source.write_bytes(codecs.BOM_UTF16_LE + "id,text,label\n1,Bill is wrong,billing\n".encode("utf-16-le") + b"x")
+    with pytest.raises(DataError, match="its UTF-16 text breaks off at byte .*: the file was cut short"):
+        ingest_batch(CFG, LABELS, project, source, f"rows{next(_datasets)}")
+
+
+def test_a_time_without_a_date_is_no_timestamp(project, tmp_path):
+    cfg = CFG.model_copy(update={"timestamp_column": "created"})
+    report = ingest(project, tmp_path, "id,text,label,created\n1,Bill is wrong,billing,12:30\n"
+                                       "2,Parcel is late,delivery,9:05 PM\n3,Refund me,billing,2026-01-04 10:00\n", cfg)
+    assert stored(project, report) == ["Refund me"]
+    assert [row["_reason"] for row in quarantined(project, report)] == ["missing or unparseable timestamp"] * 2
+
+
+def test_an_excel_error_in_the_text_or_label_is_quarantined_and_elsewhere_kept(project, tmp_path):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    for row in (["id", "text", "label", "note"], [1, "Bill is wrong", "billing", "#REF!"], [2, "#DIV/0!", "delivery", ""],
+                [3, "Refund me", "#N/A", ""]):
+        sheet.append(row)
+    source = tmp_path / "errors.xlsx"
+    book.save(source)
+    cfg = CFG.model_copy(update={"metadata_columns": ["note"]})
+    report = ingest_batch(cfg, LABELS, project, source, f"rows{next(_datasets)}")
+    batch = pd.read_parquet(project / report.batch)
+    assert batch["text"].tolist() == ["Bill is wrong"] and batch["note"].tolist() == ["#REF!"]
+    assert [row["_reason"] for row in quarantined(project, report)] == [
+        "the Excel error #DIV/0! in column 'text' (a formula that failed); fix it in the workbook",
+        "the Excel error #N/A in column 'label' (a formula that failed); fix it in the workbook"]
