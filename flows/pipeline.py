@@ -71,8 +71,11 @@ def validate_task(params: Params, dataset: Path, paths: Paths) -> validate.Valid
 
 @stage(name="split")
 def split_task(params: Params, dataset: Path, paths: Paths) -> split.SplitResult:
-    """Hold out the most recent rows (or a stratified share)."""
-    return split.run(params.split, params.base.seed, dataset, paths.stage("split"))
+    """Hold out the most recent rows (or a stratified share); say which holdout labels no training row has."""
+    result = split.run(params.split, params.base.seed, dataset, paths.stage("split"))
+    if result.unseen_text():
+        print(result.unseen_text())  # in the run's log, as validation's warnings
+    return result
 
 
 @stage(name="finetune")

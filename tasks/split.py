@@ -24,6 +24,17 @@ class SplitResult:
     pool: Path | None = None  # parquet: the unlabeled texts training may use (POOL_COLUMNS)
     pool_rows: int = 0  # kept
     pool_excluded: int = 0  # left out: labeled texts (train or holdout) and repeats; kept + excluded = pool read
+    holdout_only: tuple[str, ...] = ()  # labels the holdout has and the training rows lack
+
+    def unseen_text(self) -> str | None:
+        """In one line, the labels no model trained here can predict, when the holdout has any."""
+        if not self.holdout_only:
+            return None
+        shown = ", ".join(repr(label) for label in self.holdout_only[:5])
+        more = f" and {len(self.holdout_only) - 5} more" if len(self.holdout_only) > 5 else ""
+        return (f"split: {len(self.holdout_only)} label{'s' * (len(self.holdout_only) > 1)} of the holdout "
+                f"{'have' if len(self.holdout_only) > 1 else 'has'} no training rows ({shown}{more}): the model "
+                "cannot predict them, and its holdout scores count them as errors; label more texts of them")
 
 
 def split_frame(frame: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
@@ -59,8 +70,9 @@ def run(cfg: SplitParams, seed: int, dataset: Path, out_dir: Path, pool: Path | 
     train.to_parquet(out_dir / TRAIN_FILE, index=False)
     holdout.to_parquet(out_dir / HOLDOUT_FILE, index=False)
     usable.to_parquet(out_dir / POOL_FILE, index=False)
+    unseen = tuple(sorted(set(holdout["label"]) - set(train["label"])))
     return SplitResult(out_dir / TRAIN_FILE, out_dir / HOLDOUT_FILE, len(train), len(holdout), by_time,
-                       out_dir / POOL_FILE, len(usable), len(read) - len(usable))
+                       out_dir / POOL_FILE, len(usable), len(read) - len(usable), unseen)
 
 
 def run_stage(params: Params, paths: Paths) -> SplitResult:

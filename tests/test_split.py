@@ -134,3 +134,17 @@ def test_a_dataset_without_a_pool_file_splits_with_an_empty_pool(tmp_path, timed
     result = split.run(SplitParams(holdout_fraction=0.25), 0, tmp_path / "dataset.parquet", tmp_path / "split")
     assert (result.pool_rows, result.pool_excluded) == (0, 0)
     assert list(pd.read_parquet(result.pool).columns) == ["text", "_text_key", "_batch"]
+
+
+def test_the_split_names_the_holdout_labels_no_training_row_has(timed, tmp_path):
+    newest = timed.sort_values("timestamp").index[-1]
+    late = timed.assign(label=timed["label"].where(timed.index != newest, "Struggling to repay"))
+    dataset = tmp_path / "dataset.parquet"
+    late.to_parquet(dataset, index=False)
+    result = split.run(SplitParams(holdout_fraction=0.25), 0, dataset, tmp_path / "out")
+    assert result.holdout_only == ("Struggling to repay",)
+    assert result.unseen_text() == (
+        "split: 1 label of the holdout has no training rows ('Struggling to repay'): the model cannot predict "
+        "them, and its holdout scores count them as errors; label more texts of them")
+    timed.to_parquet(dataset, index=False)
+    assert split.run(SplitParams(holdout_fraction=0.25), 0, dataset, tmp_path / "out").unseen_text() is None
