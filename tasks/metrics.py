@@ -21,12 +21,15 @@ QUALITY = ("accuracy", "macro_f1")  # the metrics that get intervals and paired 
 _BLOCK_CELLS = 2_000_000  # resampled rows per block: a large holdout draws in blocks of 16 MB index arrays
 
 
-def score(truth: list[str], predicted: list[str], majority: str) -> tuple[dict, pd.DataFrame]:
-    """Accuracy, macro-F1 and the majority-class baseline, plus precision/recall/F1/support per class."""
+def score(truth: list[str], predicted: list[str], majority: str, also: set | None = None
+          ) -> tuple[dict, pd.DataFrame]:
+    """Accuracy, macro-F1 and the majority-class baseline, plus precision/recall/F1/support per class. Macro-F1
+    averages over the labels of the truth and the predictions, and `also` (another model's predicted labels,
+    so that two models compared on the same rows average over the same labels)."""
     # sklearn loads on the first score: commands that import tasks.monitor only for its constants stay quick
     from sklearn.metrics import accuracy_score, classification_report, f1_score
 
-    labels = sorted(set(truth) | set(predicted))
+    labels = sorted(set(truth) | set(predicted) | set(also or ()))
     metrics = {
         "accuracy": float(accuracy_score(truth, predicted)),
         "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)),
@@ -44,7 +47,7 @@ def bootstrap_scores(truth: list, predictions: list[list], seed: int,
                      resamples: int = BOOTSTRAP_RESAMPLES) -> list[dict[str, np.ndarray]]:
     """Accuracy and macro-F1 of each list in `predictions` on the same `resamples` draws of the rows with
     replacement (seeded): one array per metric and list. Each draw's macro-F1 averages over the labels that
-    occur in it, as `score` does for a whole holdout."""
+    occur in it, in the truth or in any of the lists, as `score` does for a whole holdout with `also`."""
     if not len(truth) or any(len(found) != len(truth) for found in predictions):
         raise ValueError(f"bootstrap needs one prediction per truth row and at least one row; got {len(truth)} "
                          f"truth rows and {[len(found) for found in predictions]} predictions")
@@ -56,14 +59,18 @@ def bootstrap_scores(truth: list, predictions: list[list], seed: int,
     parts: list[list[tuple]] = [[] for _ in predictions]
     for start in range(0, resamples, block):
         drawn = rng.integers(0, rows, size=(min(block, resamples - start), rows))
-        for found, part in zip(predicted, parts):
-            part.append(_resampled_quality(true[drawn], found[drawn], len(codes)))
+        counted = [_resampled_counts(true[drawn], found[drawn], len(codes)) for found in predicted]
+        present = np.logical_or.reduce([occurs > 0 for _, _, occurs in counted])  # labels in this draw
+        for (correct, hits, occurs), part in zip(counted, parts):
+            f1 = np.divide(2 * hits, occurs, out=np.zeros(occurs.shape), where=occurs > 0)
+            part.append((correct.mean(axis=1), f1.sum(axis=1) / present.sum(axis=1)))
     return [{metric: np.concatenate([scores[i] for scores in part]) for i, metric in enumerate(QUALITY)}
             for part in parts]
 
 
-def _resampled_quality(true: np.ndarray, predicted: np.ndarray, labels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy and macro-F1 of each row of (draws x rows) label codes, from per-draw label counts."""
+def _resampled_counts(true: np.ndarray, predicted: np.ndarray, labels: int) -> tuple[np.ndarray, ...]:
+    """Per row of (draws x rows) label codes: which rows are right, and per label the true positives and
+    2 TP + FP + FN (the F1 denominator), from per-draw label counts."""
     draws = len(true)
     offsets = np.arange(draws)[:, None] * labels  # draw d counts label k in cell d * labels + k
 
@@ -71,10 +78,7 @@ def _resampled_quality(true: np.ndarray, predicted: np.ndarray, labels: int) -> 
         return np.bincount(cells.ravel(), minlength=draws * labels).reshape(draws, labels)
 
     correct = true == predicted
-    hits = count((offsets + true)[correct])
-    occurs = count(offsets + true) + count(offsets + predicted)  # 2 TP + FP + FN, the F1 denominator
-    f1 = np.divide(2 * hits, occurs, out=np.zeros(occurs.shape), where=occurs > 0)
-    return correct.mean(axis=1), f1.sum(axis=1) / (occurs > 0).sum(axis=1)
+    return correct, count((offsets + true)[correct]), count(offsets + true) + count(offsets + predicted)
 
 
 def interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -96,7 +100,8 @@ def paired_bootstrap(truth: list, challenger: list, champion: list, seed: int,
     """Per metric: challenger minus champion on these rows, the `confidence` (95%) interval of that difference
     over draws shared by both models (a paired bootstrap), and `within_noise`: whether the interval contains 0."""
     new, old = bootstrap_scores(truth, [challenger, champion], seed, resamples)
-    point_new, point_old = (_point(truth, found) for found in (challenger, champion))
+    point_new, point_old = (_point(truth, found, also) for found, also in ((challenger, champion),
+                                                                            (champion, challenger)))
     found = {}
     for metric in QUALITY:
         low, high = interval(new[metric] - old[metric], confidence)
@@ -105,8 +110,8 @@ def paired_bootstrap(truth: list, challenger: list, champion: list, seed: int,
     return found
 
 
-def _point(truth: list, predicted: list) -> dict:
-    metrics, _ = score(truth, predicted, majority="")
+def _point(truth: list, predicted: list, also: list) -> dict:
+    metrics, _ = score(truth, predicted, majority="", also=set(also))
     return {metric: metrics[metric] for metric in QUALITY}
 
 

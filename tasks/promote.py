@@ -17,7 +17,7 @@ import pandas as pd
 
 from tasks.config import RegisterParams
 from tasks.errors import GateFailed, ModelLoadError, NichetuneError
-from tasks.metrics import CONFIDENCE, QUALITY, bootstrap_ci, paired_bootstrap, score
+from tasks.metrics import CONFIDENCE, QUALITY, bootstrap_scores, interval, paired_bootstrap, score
 from tasks.monitor import UNMEASURED
 from tasks.tracking import registry_client, version_numbers
 
@@ -152,9 +152,14 @@ def compare(registry: "Registry", version: str, holdout: pd.DataFrame, metric: s
     def predicted(reference: str) -> list:
         return registry.load(f"{registry.name}/{reference}").predict(holdout[["text"]])["prediction"].tolist()
 
-    def scored(labels: list) -> dict:
-        metrics, _ = score(truth, labels, majority="")
-        return {**{key: metrics[key] for key in QUALITY}, **bootstrap_ci(truth, labels, seed)}
+    def scored(labels: list, other: list | None = None) -> dict:
+        """A model's scores over the labels of the truth and both models' predictions: a champion trained on
+        a label since retired would otherwise average over one label more than the challenger."""
+        metrics, _ = score(truth, labels, majority="", also=set(other or ()))
+        draws = bootstrap_scores(truth, [labels] if other is None else [labels, other], seed)[0]
+        bounds = {key: interval(draws[key]) for key in QUALITY}
+        return {**{key: metrics[key] for key in QUALITY},
+                **{f"{key}_ci_{side}": bounds[key][i] for key in QUALITY for i, side in enumerate(("low", "high"))}}
 
     from tasks.predict import ModelNotFound
 
@@ -165,8 +170,8 @@ def compare(registry: "Registry", version: str, holdout: pd.DataFrame, metric: s
         old = predicted(champion)
     except (ModelLoadError, ModelNotFound) as err:  # a damaged model folder, or its artifacts gone
         return Comparison(metric, len(holdout), version, scored(challenger), champion, None, baseline, str(err))
-    return Comparison(metric, len(holdout), version, scored(challenger), champion, scored(old), baseline,
-                      paired=paired_bootstrap(truth, challenger, old, seed))
+    return Comparison(metric, len(holdout), version, scored(challenger, old), champion, scored(old, challenger),
+                      baseline, paired=paired_bootstrap(truth, challenger, old, seed))
 
 
 def recheck(registry: "Registry", version: str, cfg: RegisterParams, known: Comparison | None = None

@@ -106,3 +106,18 @@ def test_bad_input_is_one_clear_error():
 def test_an_interval_reads_as_value_interval_and_rows():
     assert with_interval(0.7123, 0.6412, 0.7833, 57) == "0.712 (95% CI 0.641-0.783, 57 rows)"
     assert with_interval(0.7123, None, None, 57) == "0.712"
+
+
+def test_two_models_are_compared_over_the_same_labels_when_one_predicts_a_label_the_other_never_does():
+    """A champion trained when a label existed that has since been retired predicts it: both models average
+    over it, instead of the champion alone taking a zero for it into its macro-F1."""
+    truth = ["a"] * 10 + ["b"] * 10 + ["c"] * 10
+    challenger = ["b", "b"] + truth[2:]  # two errors onto a real label
+    champion = ["retired", "retired"] + truth[2:]  # the same two rows, onto the retired label
+    f1_a, f1_b = 2 * 8 / (2 * 8 + 2), 2 * 10 / (2 * 10 + 2)
+    by_hand = {"challenger": (f1_a + f1_b + 1.0 + 0.0) / 4, "champion": (f1_a + 1.0 + 1.0 + 0.0) / 4}
+    paired = paired_bootstrap(truth, challenger, champion, seed=3)
+    assert paired["macro_f1"]["difference"] == pytest.approx(by_hand["challenger"] - by_hand["champion"])
+    assert paired["accuracy"]["difference"] == 0.0 and paired["macro_f1"]["within_noise"]
+    alone = score(truth, challenger, "")[0]["macro_f1"]  # its own holdout score: over a, b and c only
+    assert alone == pytest.approx((f1_a + f1_b + 1.0) / 3)
