@@ -289,20 +289,29 @@ def dask_runner(cfg: TrialsParams) -> DaskTaskRunner:
                                           "dashboard_address": DASHBOARD_ADDRESS})
 
 
-@flow(name="nichetune-trials", log_prints=True, task_runner=dask_runner(TrialsParams()))
+@flow(name="nichetune-trial-runs", log_prints=True, validate_parameters=False)
+def trial_runs(trials: list, carved: dict, paths: Paths) -> list[dict]:
+    """Each trial's fine-tuning, in parallel on the Dask cluster this flow is given (`trials_pipeline` gives
+    it the one params.yaml names, whoever starts the run: the CLI or a deployment)."""
+    with api_for_workers():
+        futures = finetune_trial.map(trials, unmapped(carved["train"]), unmapped(carved["validation"]),
+                                     unmapped(paths))
+    return futures.result()
+
+
+@flow(name="nichetune-trials", log_prints=True)
 def trials_pipeline(root: str = ".", params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """Labeled file -> validated data -> one fine-tuning per trial, in parallel -> the best on validation
-    rows -> evaluation on the holdout -> registered challenger -> gate -> the reviewer's decision."""
+    """Labeled file -> validated data -> one fine-tuning per trial, in parallel on the Dask cluster of
+    `trials.address` (else a LocalCluster of `trials.workers`) -> the best on validation rows -> evaluation on
+    the holdout -> registered challenger -> gate -> the reviewer's decision."""
     params = load_params(Path(root) / params_file, overrides)
     paths = Paths.of(Path(root), params)
     trials = expand(params, say=print)
     workers_can_report(params.trials)
     splits = prepare_data(params, paths)
     carved = carve_task(params, splits.train, paths)
-    with api_for_workers():
-        futures = finetune_trial.map(trials, unmapped(carved["train"]), unmapped(carved["validation"]),
-                                     unmapped(paths))
-    records = futures.result()
+    quiet_dask()
+    records = trial_runs.with_options(task_runner=dask_runner(params.trials))(trials, carved, paths)
     best = choose_task(params, records, carved, paths)
     chosen = next(trial.params for trial in trials if trial.trial_id == best["trial_id"])
     registration = evaluate_and_register(chosen, paths, paths.stage("finetune") / MODEL_DIR, splits)
@@ -314,12 +323,9 @@ def trials_pipeline(root: str = ".", params_file: str = "params.yaml", overrides
 
 
 def run_trials(root: str = ".", params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """Run the trials flow on the Dask cluster its params name (`trials.address`, `trials.workers`); calling
-    `trials_pipeline` itself uses a LocalCluster of the default size."""
+    """Run the trials flow (`nichetune trials`), with its params checked before a temporary Prefect server
+    starts for nothing."""
     params = load_params(Path(root) / params_file, overrides)
-    expand(params)  # refused settings, before a temporary Prefect server starts for nothing
+    expand(params)
     workers_can_report(params.trials)
-    quiet_dask()
-    runner = dask_runner(params.trials)
-    return trials_pipeline.with_options(task_runner=runner)(root=root, params_file=params_file,
-                                                            overrides=overrides)
+    return trials_pipeline(root=root, params_file=params_file, overrides=overrides)
