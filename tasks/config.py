@@ -569,7 +569,19 @@ def _apply_override(raw: dict, item: str, source: Path) -> None:
         if not isinstance(target, dict):
             raise ParamsError(f"--set {item!r}: {'.'.join(parts[:depth])} holds a value, not keys; set it whole, "
                               f"for example {'.'.join(parts[:depth])}=VALUE")
-    target[name] = yaml.safe_load(text) if text.strip() else None
+    target[name] = _set_value(text)
+
+
+def _set_value(text: str):
+    """A --set value read as YAML (numbers, lists, mappings), or as the text itself where YAML reads none from
+    it: `,` is a syntax error there and `|` an empty block, yet both are delimiters a user means."""
+    if not text.strip():
+        return text or None  # a tab is a delimiter; nothing at all is null
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text.strip()
+    return text.strip() if value in ("", None) and text.strip() not in ("null", "~", '""', "''") else value
 
 
 def _section_names() -> list[str]:

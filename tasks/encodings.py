@@ -48,8 +48,9 @@ def decode(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
         raise DataError(f"{path}: an Excel workbook or another zip archive, not text; if it is a workbook, name it "
                         ".xlsx and ingest it as it is")
     if encoding != "auto":
-        try:
-            return raw.decode(encoding), encoding
+        utf8 = encoding.replace("_", "-").lower() in ("utf-8", "utf8")
+        try:  # a BOM is no part of the first column's name
+            return raw.decode("utf-8-sig" if utf8 else encoding), encoding
         except (UnicodeDecodeError, LookupError) as err:
             raise DataError(f"{path}: cannot be decoded as {encoding} ({err}); set ingest.encoding") from None
     for bom, name in ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ GATE_TAGS = ("validation_status", "drift_status", "majority_accuracy", "majority
 ANY = object()  # promote() without a champion to expect
 EPSILON_TAG = "privacy_epsilon"  # by register, on a privately trained version: the epsilon it spent
 COMPARISON_ARTIFACT = "comparison.json"  # the training run's champion-against-challenger record
+LOCK_SECONDS = 120  # how long a champion move waits for another to finish
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ class Comparison:
         return f"The challenger is {better} than the champion on {self.metric} beyond noise ({span})."
 
     def markdown(self) -> str:
-        champion = f"champion (v{self.champion_version})" if self.champion else "champion (none yet)"
+        champion = ("champion (none yet)" if self.champion_version is None else
+                    f"champion (v{self.champion_version})" if self.champion else
+                    f"champion (v{self.champion_version}, not scored)")
         lines = [f"| metric | challenger (v{self.challenger_version}) | {champion} | difference |", "|---|---|---|---|"]
         for key in QUALITY:
             old_text, diff = "-", "-"
@@ -209,6 +213,8 @@ def approve(registry: "Registry", version: str, cfg: RegisterParams, by: str, re
     registry.check_loadable(version, "become the champion")
     for _ in range(3):
         comparison, gate = recheck(registry, version, cfg, known)
+        registry.client.set_model_version_tag(registry.name, version, "gate", f"{gate.text()} (checked again at "
+                                              "approval)")
         registry.client.log_dict(registry.client.get_model_version(registry.name, version).run_id,
                                  comparison_record(comparison, gate), "comparison_at_approval.json")
         if not gate.passed:
@@ -394,10 +400,17 @@ class Registry:
             raise NichetuneError(f"model {self.name!r} has no version {version!r} in {self.uri} "
                                  f"(versions: {', '.join(found) or 'none'})") from None
 
+    @contextmanager
     def _locked(self):
-        from filelock import FileLock
+        from filelock import FileLock, Timeout
 
-        return FileLock(str(self.lock_path), timeout=120)
+        try:
+            with FileLock(str(self.lock_path), timeout=LOCK_SECONDS):
+                yield
+        except Timeout:
+            raise NichetuneError(f"{self.lock_path}: another promote, reject or rollback of {self.name} has held "
+                                 f"this lock for over {LOCK_SECONDS} s; try again (the lock frees itself when that "
+                                 "command ends)") from None
 
 
 def reviewer_identity(uri: str, stated: str | None) -> str:

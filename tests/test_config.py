@@ -166,6 +166,12 @@ def test_set_override_null_clears_an_optional_value():
     assert params.ingest.timestamp_column is None
 
 
+@pytest.mark.parametrize("delimiter", [",", ";", "|", "\t"])
+def test_set_override_takes_a_delimiter_yaml_cannot_read_as_written(delimiter):
+    params = load_params(REPO / "params.yaml", [f"ingest.delimiter={delimiter}"])
+    assert params.ingest.delimiter == delimiter
+
+
 def test_set_override_with_a_bad_value_is_checked_like_the_file(tmp_path):
     path = write(tmp_path, "")
     with pytest.raises(ParamsError, match=r"finetune\.epochs = 0 is not allowed"):

@@ -118,6 +118,14 @@ def test_a_text_too_short_to_tell_its_encoding_is_an_error_not_mojibake(project,
         ingest(project, tmp_path, "short.csv", f"id,text,label\n1,{text},billing\n".encode(encoding))
 
 
+def test_a_utf8_bom_is_no_part_of_the_first_column_when_utf8_is_named(project, tmp_path):
+    cfg = CFG.model_copy(update={"encoding": "utf-8"})
+    source = tmp_path / "bom.csv"
+    source.write_bytes(b"\xef\xbb\xbf" + "id,text,label\n1,Où est mon colis ?,delivery\n".encode())
+    report = ingest_batch(cfg, LABELS, project, source, f"enc{next(_datasets)}")
+    assert stored_texts(project, report) == ["Où est mon colis ?"]
+
+
 def test_a_named_encoding_is_used_as_given(project, tmp_path):
     cfg = CFG.model_copy(update={"encoding": "cp1251"})
     source = tmp_path / "named.csv"

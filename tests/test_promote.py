@@ -321,6 +321,8 @@ def test_approval_checks_the_gate_again_against_the_champion_of_that_moment(proj
         approve(registry, "2", strict, "ben", "looked better yesterday", via="test", known=stale)
     assert registry.champion() == "1" and tags(registry, "2")["decision"] == "rejected"
     assert "checked again at approval" in tags(registry, "2")["rejection_reason"]
+    assert tags(registry, "2")["gate"].startswith("gate failed: ") and tags(registry, "2")["gate"].endswith(
+        "(checked again at approval)")  # the tag the review read at training time no longer says passed
     assert approve(registry, "3", RegisterParams(), "ben", "as good", via="test", known=stale).endswith(
         "(was version 1)")  # equal is enough when no improvement is required
 
@@ -362,6 +364,7 @@ def test_an_unloadable_champion_is_reported_and_does_not_block_the_next_version(
     comparison, gate = recheck(registry, "1", RegisterParams(), found)
     assert gate.passed, gate.text()
     assert "could not be scored" in comparison.markdown()
+    assert f"| champion (v{broken}, not scored) |" in comparison.markdown()
 
 
 def model_files(registry: Registry, paths: Paths, version: str) -> list:
@@ -458,3 +461,16 @@ def test_a_review_that_times_out_leaves_a_completed_run_and_any_decision_made_me
             assert client.read_flow_run(state.state_details.flow_run_id).state.is_completed()
     assert tags(registry, "3")["decision"] == "review timed out"
     assert tags(registry, "4")["decision"] == "rejected"  # the reviewer's decision stands
+
+
+def test_a_champion_move_that_waits_too_long_for_the_lock_is_one_clear_error(registry, monkeypatch):
+    from filelock import FileLock
+
+    import tasks.promote
+
+    monkeypatch.setattr(tasks.promote, "LOCK_SECONDS", 0.2)
+    with FileLock(str(registry.lock_path)):  # another command moving the champion
+        with pytest.raises(NichetuneError, match="another promote, reject or rollback of complaints has held this "
+                                                 "lock for over 0.2 s; try again"):
+            registry.promote("1", "ana", "first", via="test")
+    assert registry.champion() is None
