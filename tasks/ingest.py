@@ -364,10 +364,12 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
     # a labeling tool's export: only the label column's answers must be one label (a comment may differ)
     table = read_table(source, cfg.encoding, cfg.delimiter, cfg.label_column, cfg.text_column)
     table = dataclasses.replace(table, frame=dataset_names(table.frame, cfg))
-    # a suggestion batch's CSV filled in, or saved as a workbook by the spreadsheet it was filled in: the formula
-    # escape it was written with comes off (a JSON export of the labeling tools' tasks was never escaped)
+    # a suggestion batch's CSV filled in, or a quarantine file fixed, or either saved as a workbook by the
+    # spreadsheet it was edited in: the formula escape nichetune wrote it with comes off (a JSON export of the
+    # labeling tools' tasks was never escaped)
     spreadsheet = table.delimiter is not None or source.suffix.lower() in EXCEL_SUFFIXES
-    if spreadsheet and SUGGESTED_ID in table.frame:
+    written_here = SUGGESTED_ID in table.frame or {REASON, SOURCE} <= set(table.frame.columns)
+    if spreadsheet and written_here:
         table = dataclasses.replace(table, frame=_unescaped(table.frame))
     if table.frame.empty:
         raise DataError(f"{source}: the file has a header but no rows; export the {store.kind} rows too")

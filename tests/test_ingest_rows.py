@@ -76,6 +76,15 @@ def test_the_quarantine_file_escapes_formula_cells_as_predict_does(project, tmp_
         ("'=HYPERLINK(\"http://x\")", "'@SUM(A1)"), ("'+1 555 0100 is fine", "-3.5")]
     stored = pd.read_parquet(project / report.batch)
     assert stored["text"].tolist() == ["kept"]  # the stored batch keeps the text as given
+    fixed = tmp_path / "fixed.csv"  # the quarantine file with its labels corrected, ingested again
+    rows = [{**row, "label": "billing"} for row in quarantined(project, report)]
+    with open(fixed, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    again = ingest_batch(CFG.model_copy(update={"redact_pii": False}), LABELS, project, fixed, report.dataset)
+    assert pd.read_parquet(project / again.batch)["text"].tolist() == ['=HYPERLINK("http://x")',
+                                                                       "+1 555 0100 is fine"]
 
 
 def test_messages_that_differ_only_in_their_email_are_three_rows(project, tmp_path):
