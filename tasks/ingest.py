@@ -74,6 +74,7 @@ class BatchReport:
     not_for_training: str | None = None  # the dataset's consent mark, as a line: stored, but never trained on
     repaired: tuple[int, ...] = ()  # the lines whose text was mojibake, repaired (ingest.repair_encoding)
     unknown_labels: tuple[str, ...] = ()  # each label value outside the label set, its rows and closest known label
+    alike_labels: tuple[str, ...] = ()  # without a label set: label values written alike, stored as they are
 
     def text(self) -> str:
         """The lines `nichetune ingest` prints."""
@@ -89,6 +90,9 @@ class BatchReport:
                 else ""
             lines.append(f"    {', '.join(self.unknown_labels[:UNKNOWN_SHOWN])}{more}: correct them in the export, or "
                          "add them to validate.labels in params.yaml and ingest the file again")
+        if self.alike_labels:
+            lines.append(f"  labels written alike, trained as different classes: {'; '.join(self.alike_labels)}; "
+                         "list the labels in validate.labels to read each as one")
         if self.pii_redacted:
             lines.append(f"  PII redacted: {_counts(self.pii_redacted)}")
         if self.repaired:
@@ -167,6 +171,15 @@ def unknown_labels(frame: pd.DataFrame, reasons: pd.Series, labels: list[str]) -
         shown = value if len(value) <= LABEL_SHOWN else value[:LABEL_SHOWN - 1] + "…"
         lines.append(f"{shown!r} ({count} row{'s' if count > 1 else ''}{hint})")
     return tuple(lines)
+
+
+def alike_labels(values: pd.Series) -> tuple[str, ...]:
+    """Label values that differ only as exports vary in writing a label ("Billing", "billing "), with their rows:
+    with no label set, ingest stores each as it is, and training would learn them as different classes."""
+    groups: dict[str, list[str]] = {}
+    for value, count in values.value_counts().items():
+        groups.setdefault(label_form(value), []).append(f"{value!r} ({count} row{'s' * (count > 1)})")
+    return tuple(" and ".join(group) for group in groups.values() if len(group) > 1)
 
 
 def row_reasons(frame: pd.DataFrame, cfg: IngestParams, labels: list[str], stored: pd.DataFrame,
@@ -379,7 +392,8 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
     if store.labeled and SUGGESTED_ID in table.frame:
         frame, restored = as_pooled(frame, table.frame[SUGGESTED_ID], root, dataset)
         done(f"{restored} suggested texts keep the timestamp and id the pool stored with them")
-    reasons = row_reasons(frame, cfg, labels, stored_keys(root, dataset, store), store)
+    stored = stored_keys(root, dataset, store)
+    reasons = row_reasons(frame, cfg, labels, stored, store)
     done(f"checked: {reasons.isna().sum()} rows pass, {reasons.notna().sum()} do not")
     batch_id = f"{next_sequence(root, dataset, store):06d}-{digest}"  # the same rows in the same order: same name
     accepted = frame[reasons.isna()].drop(columns=[PROBLEM]).assign(**{SOURCE: source.name, BATCH: batch_id})
@@ -397,7 +411,9 @@ def _store(cfg: IngestParams, labels: list[str], root: Path, source: Path, datas
                        dict(Counter(reasons.dropna())), dict(pii), table.encoding,
                        relative(batch_path), relative(quarantine_path), earlier, None, seen, kind=store.kind,
                        repaired=repaired,
-                       unknown_labels=unknown_labels(frame, reasons, labels) if labels and "label" in frame else ())
+                       unknown_labels=unknown_labels(frame, reasons, labels) if labels and "label" in frame else (),
+                       alike_labels=() if labels or "label" not in frame else alike_labels(
+                           pd.concat([stored["label"], accepted["label"]])))
 
 
 def dataset_names(frame: pd.DataFrame, cfg: IngestParams) -> pd.DataFrame:

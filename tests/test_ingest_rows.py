@@ -216,3 +216,13 @@ def test_an_excel_error_in_the_text_or_label_is_quarantined_and_elsewhere_kept(p
     assert [row["_reason"] for row in quarantined(project, report)] == [
         "the Excel error #DIV/0! in column 'text' (a formula that failed); fix it in the workbook",
         "the Excel error #N/A in column 'label' (a formula that failed); fix it in the workbook"]
+
+
+def test_without_a_label_set_labels_written_alike_are_named_in_the_report(project, tmp_path):
+    with_set = ingest(project, tmp_path, "id,text,label\n1,Bill is wrong,billing\n2,Charged twice,Billing\n"
+                                         "3,Parcel is late,delivery\n4,Refund me,billing\n", CFG, name="alike.csv")
+    assert with_set.accepted == 4 and with_set.alike_labels == ()  # with a label set "Billing" is billing
+    without = ingest_batch(CFG, [], project, tmp_path / "alike.csv", f"rows{next(_datasets)}")
+    assert without.alike_labels == ("'billing' (2 rows) and 'Billing' (1 row)",)
+    assert "labels written alike, trained as different classes: 'billing' (2 rows) and 'Billing' (1 row); list " \
+           "the labels in validate.labels to read each as one" in without.text()
