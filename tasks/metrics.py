@@ -88,9 +88,11 @@ def interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, 
     return float(low), float(high)
 
 
-def bootstrap_ci(truth: list, predicted: list, seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
-    """`accuracy_ci_low`, `accuracy_ci_high`, `macro_f1_ci_low`, `macro_f1_ci_high`: 95% bootstrap intervals."""
-    (draws,) = bootstrap_scores(truth, [predicted], seed, resamples)
+def bootstrap_ci(truth: list, predicted: list, seed: int, resamples: int = BOOTSTRAP_RESAMPLES,
+                 also: list | None = None) -> dict:
+    """`accuracy_ci_low`, `accuracy_ci_high`, `macro_f1_ci_low`, `macro_f1_ci_high`: 95% bootstrap intervals;
+    with `also` (another model's predictions on the same rows), macro-F1 over its labels too, as `score`'s."""
+    draws = bootstrap_scores(truth, [predicted] if also is None else [predicted, also], seed, resamples)[0]
     bounds = {metric: interval(draws[metric]) for metric in QUALITY}
     return {f"{metric}_ci_{side}": bounds[metric][i] for metric in QUALITY for i, side in enumerate(("low", "high"))}
 

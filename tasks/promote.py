@@ -18,7 +18,7 @@ import pandas as pd
 
 from tasks.config import RegisterParams
 from tasks.errors import GateFailed, ModelLoadError, NichetuneError
-from tasks.metrics import CONFIDENCE, QUALITY, bootstrap_scores, interval, paired_bootstrap, score
+from tasks.metrics import CONFIDENCE, QUALITY, bootstrap_ci, paired_bootstrap, score
 from tasks.monitor import UNMEASURED
 from tasks.tracking import registry_client, version_numbers
 
@@ -160,10 +160,7 @@ def compare(registry: "Registry", version: str, holdout: pd.DataFrame, metric: s
         """A model's scores over the labels of the truth and both models' predictions: a champion trained on
         a label since retired would otherwise average over one label more than the challenger."""
         metrics, _ = score(truth, labels, majority="", also=set(other or ()))
-        draws = bootstrap_scores(truth, [labels] if other is None else [labels, other], seed)[0]
-        bounds = {key: interval(draws[key]) for key in QUALITY}
-        return {**{key: metrics[key] for key in QUALITY},
-                **{f"{key}_ci_{side}": bounds[key][i] for key in QUALITY for i, side in enumerate(("low", "high"))}}
+        return {**{key: metrics[key] for key in QUALITY}, **bootstrap_ci(truth, labels, seed, also=other)}
 
     from tasks.predict import ModelNotFound
 
