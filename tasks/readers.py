@@ -334,7 +334,7 @@ def _cells_checked(frame: pd.DataFrame, needed: set[str]) -> pd.DataFrame:
                     values[row] = bytes(value).decode("utf-8", "backslashreplace")
                     why = f"bytes that are not UTF-8 in column {column!r} (shown as \\xNN); export it as text"
             else:
-                values[row] = _json(value if not hasattr(value, "tolist") else value.tolist())
+                values[row] = _json(value)  # a NumPy array through _json's tolist
                 why = (f"a nested value (a JSON object or list) in column {column!r}, not a text; flatten it in the "
                        "export")
             if why and column in needed and problems[row] is None:
